@@ -1,0 +1,51 @@
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "apps/commands.h"
+#include "data/datasets.h"
+#include "models/checkpoint.h"
+#include "models/trainer.h"
+
+namespace tdrop {
+
+void add_eval_command(CLI::App& app) {
+  struct Opts {
+    std::string checkpoint, dataset = "fashion-mnist", data_dir, device = "auto";
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("eval", "test accuracy of a checkpoint");
+  cmd->add_option("--checkpoint", o->checkpoint, "model.safetensors written by tdrop train")
+      ->required();
+  cmd->add_option("--dataset", o->dataset, "dataset")
+      ->check(CLI::IsMember({"fashion-mnist"}))
+      ->capture_default_str();
+  cmd->add_option("--data-dir", o->data_dir, "directory with the dataset files");
+  cmd->add_option("--device", o->device, "auto|cpu|cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_flag("--json", o->json, "print one JSON object");
+  cmd->callback([o] {
+    const Device d = parse_device(o->device);
+    Checkpoint ck = load_checkpoint(o->checkpoint);
+    ck.model->to(d);
+    const DatasetSpec& spec = find_dataset(o->dataset);
+    ImageDataset test = load_dataset(o->dataset, o->data_dir, "test");
+    BatchLoader loader(test, 1000, false, 0, d, spec.mean, spec.std);
+    const EvalResult r = evaluate(*ck.model, loader);
+    if (o->json) {
+      nlohmann::json j = {{"checkpoint", o->checkpoint}, {"model", ck.model_name},
+                          {"dataset", o->dataset},       {"device", device_name(d)},
+                          {"count", r.count},            {"loss", r.loss},
+                          {"accuracy", r.accuracy}};
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf("%s (%s) on %s test, %lld images, %s: accuracy %.2f%%  loss %.4f\n",
+                  o->checkpoint.c_str(), ck.model_name.c_str(), o->dataset.c_str(),
+                  static_cast<long long>(r.count), device_name(d), 100 * r.accuracy, r.loss);
+    }
+  });
+}
+
+}  // namespace tdrop

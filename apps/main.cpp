@@ -1,0 +1,29 @@
+// tdrop: train, evaluate and inspect sparse networks trained with targeted dropout.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "apps/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tdrop: train sparse networks with targeted dropout (Gomez et al. 2019)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tdrop 0.1.0");
+  tdrop::add_train_command(app);
+  tdrop::add_eval_command(app);
+  tdrop::add_inspect_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const tdrop::Error& e) {
+    std::fprintf(stderr, "tdrop: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tdrop: unexpected error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,101 @@
+#include "core/autograd.h"
+
+#include <unordered_map>
+
+namespace tdrop {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+
+// acc += g, allocating acc on first use. Gradients are accumulated out of place in the
+// backward pass (fresh tensors), and into a leaf's .grad by copy on first write so that the
+// leaf never aliases a tensor some op might still hold.
+void accumulate(Tensor& acc, const Tensor& g);
+}  // namespace
+
+bool grad_enabled() { return g_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+}  // namespace tdrop
+
+// The accumulation needs an add kernel, which lives in kernels/ (arrows point down): the
+// engine reaches it through this hook, set by kernels/ at static-init time.
+#include "core/grad_accumulate.h"
+
+namespace tdrop {
+namespace {
+void accumulate(Tensor& acc, const Tensor& g) {
+  if (!acc.defined()) {
+    acc = g.clone();
+    return;
+  }
+  TDROP_CHECK(acc.shape() == g.shape(), "autograd: gradient of shape ", shape_str(g.shape()),
+              " cannot accumulate into ", shape_str(acc.shape()));
+  grad_accumulate_hook()(acc, g);
+}
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& seed) {
+  NoGradGuard no_grad;
+  if (!root.grad_fn()) {  // a leaf: its gradient is the seed
+    Tensor acc = root.grad();
+    accumulate(acc, seed);
+    const_cast<Tensor&>(root).set_grad(acc);
+    return;
+  }
+  // 1. Count, for each node, how many consumers will hand it a gradient (iterative DFS).
+  std::unordered_map<Node*, int> pending;
+  std::vector<Node*> stack{root.grad_fn().get()};
+  pending[root.grad_fn().get()] = 0;
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (const Tensor& in : n->inputs) {
+      if (!in.defined() || !in.grad_fn()) continue;
+      Node* m = in.grad_fn().get();
+      auto [it, inserted] = pending.try_emplace(m, 0);
+      ++it->second;
+      if (inserted) stack.push_back(m);
+    }
+  }
+  // 2. Kahn's algorithm: a node runs once all of its consumers have contributed.
+  std::unordered_map<Node*, Tensor> grads;
+  grads[root.grad_fn().get()] = seed;
+  std::vector<std::shared_ptr<Node>> ready{root.grad_fn()};
+  while (!ready.empty()) {
+    std::shared_ptr<Node> node = std::move(ready.back());
+    ready.pop_back();
+    Tensor g = std::move(grads[node.get()]);
+    grads.erase(node.get());
+    std::vector<Tensor> in_grads = node->backward(g);
+    TDROP_CHECK(in_grads.size() == node->inputs.size(), "autograd: ", node->name(), " returned ",
+                in_grads.size(), " gradients for ", node->inputs.size(), " inputs");
+    for (size_t i = 0; i < in_grads.size(); ++i) {
+      Tensor& in = node->inputs[i];
+      if (!in.defined() || !in.requires_grad()) continue;
+      const Tensor& gi = in_grads[i];
+      if (in.grad_fn()) {
+        Node* m = in.grad_fn().get();
+        if (gi.defined()) accumulate(grads[m], gi);
+        if (--pending[m] == 0) {
+          if (grads.count(m)) ready.push_back(in.grad_fn());
+          else grads.erase(m);
+        }
+      } else if (gi.defined()) {
+        Tensor acc = in.grad();
+        accumulate(acc, gi);
+        in.set_grad(acc);
+      }
+    }
+  }
+}
+
+}  // namespace tdrop

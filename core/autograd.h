@@ -1,0 +1,54 @@
+// Reverse-mode autodiff on a dynamic tape. Each op that needs a gradient attaches a Node to its
+// output; Node::inputs are the tensors it read. backward() walks the graph iteratively
+// (no recursion, so deep graphs cannot overflow the stack) in reverse topological order.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tdrop {
+
+struct Node {
+  virtual ~Node() = default;
+  virtual const char* name() const = 0;
+  // Given dLoss/dOutput, returns dLoss/dInput for each entry of `inputs` (undefined where an
+  // input needs no gradient). Runs with gradient recording off.
+  virtual std::vector<Tensor> backward(const Tensor& grad_out) = 0;
+  std::vector<Tensor> inputs;
+};
+
+// Gradient recording is on by default; NoGradGuard turns it off for its scope (evaluation,
+// optimizer updates, backward itself).
+bool grad_enabled();
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// True when recording is on and any input requires a gradient.
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
+
+// Attaches `node` (with its inputs) to `out` when any input requires a gradient.
+template <class N>
+Tensor record(Tensor out, std::shared_ptr<N> node, std::vector<Tensor> inputs) {
+  bool needed = false;
+  if (grad_enabled())
+    for (const Tensor& t : inputs) needed = needed || (t.defined() && t.requires_grad());
+  if (!needed) return out;
+  node->inputs = std::move(inputs);
+  out.set_grad_fn(std::move(node));
+  out.set_requires_grad(true);
+  return out;
+}
+
+// Runs backward from `root` with seed gradient `seed` (same shape as root).
+void run_backward(const Tensor& root, const Tensor& seed);
+
+}  // namespace tdrop

@@ -1,0 +1,63 @@
+#include "core/copy.h"
+
+namespace tdrop {
+
+StridedIndex make_strided_index(const Tensor& t) {
+  TDROP_CHECK(t.dim() <= kMaxDims, "tensors of more than ", kMaxDims, " dims are not supported: ",
+              t.describe());
+  StridedIndex s;
+  s.ndim = static_cast<int>(t.dim());
+  for (int i = 0; i < s.ndim; ++i) {
+    s.shape[i] = t.shape()[i];
+    s.strides[i] = t.strides()[i];
+  }
+  return s;
+}
+
+namespace {
+
+template <class S, class D>
+void copy_typed(const S* src, const StridedIndex& si, D* dst, int64_t n, bool contiguous) {
+  if (contiguous) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(src[i]);
+    return;
+  }
+  int64_t idx[kMaxDims] = {0};
+  int64_t off = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    dst[i] = static_cast<D>(src[off]);
+    for (int d = si.ndim - 1; d >= 0; --d) {  // odometer increment, innermost dim first
+      off += si.strides[d];
+      if (++idx[d] < si.shape[d]) break;
+      off -= si.strides[d] * si.shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+template <class S>
+void copy_from(const Tensor& src, const Tensor& dst) {
+  const S* s = static_cast<const S*>(src.raw_data());
+  const StridedIndex si = make_strided_index(src);
+  const bool c = src.is_contiguous();
+  const int64_t n = src.numel();
+  switch (dst.dtype()) {
+    case DType::F32: return copy_typed(s, si, dst.data<float>(), n, c);
+    case DType::F64: return copy_typed(s, si, dst.data<double>(), n, c);
+    case DType::I64: return copy_typed(s, si, dst.data<int64_t>(), n, c);
+    case DType::U8: return copy_typed(s, si, dst.data<uint8_t>(), n, c);
+  }
+}
+
+}  // namespace
+
+void copy_cast_cpu(const Tensor& src, const Tensor& dst) {
+  switch (src.dtype()) {
+    case DType::F32: return copy_from<float>(src, dst);
+    case DType::F64: return copy_from<double>(src, dst);
+    case DType::I64: return copy_from<int64_t>(src, dst);
+    case DType::U8: return copy_from<uint8_t>(src, dst);
+  }
+}
+
+}  // namespace tdrop

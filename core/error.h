@@ -1,0 +1,36 @@
+// tdrop::Error and the checks that raise it. Every message names the op/layer/file and the
+// offending shapes or values, so a user can act on it without a debugger.
+#pragma once
+#include <cstdint>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tdrop {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Builds the message from any streamable pieces: fail("linear: x ", shape_str(s), " ...").
+template <class... Args>
+[[noreturn]] void fail(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  throw Error(os.str());
+}
+
+inline std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+}  // namespace tdrop
+
+#define TDROP_CHECK(cond, ...)                      \
+  do {                                              \
+    if (!(cond)) ::tdrop::fail(__VA_ARGS__);        \
+  } while (0)

@@ -1,0 +1,108 @@
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011), written
+// once for host and device so the CPU and every CUDA kernel draw the identical stream for the same
+// (key, counter). Counter-based: any element's number is computed directly from its index, which
+// is what lets a fused kernel, an unfused path and the CPU reference produce the same masks.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define TDROP_HD __host__ __device__ __forceinline__
+#else
+#define TDROP_HD inline
+#endif
+
+namespace tdrop {
+
+struct Philox4 {
+  uint32_t v[4];
+};
+
+TDROP_HD void philox_mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
+  const uint64_t p = static_cast<uint64_t>(a) * b;
+  hi = static_cast<uint32_t>(p >> 32);
+  lo = static_cast<uint32_t>(p);
+}
+
+// The raw generator: 10 rounds over a 128-bit counter with a 64-bit key.
+TDROP_HD Philox4 philox4x32_10(Philox4 ctr, uint32_t key0, uint32_t key1) {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    uint32_t hi0, lo0, hi1, lo1;
+    philox_mulhilo(kM0, ctr.v[0], hi0, lo0);
+    philox_mulhilo(kM1, ctr.v[2], hi1, lo1);
+    ctr = Philox4{{hi1 ^ ctr.v[1] ^ key0, lo1, hi0 ^ ctr.v[3] ^ key1, lo0}};
+    key0 += kW0;
+    key1 += kW1;
+  }
+  return ctr;
+}
+
+// tdrop's stream convention: element `index` of stream `stream` under `seed` is lane index % 4
+// of the block at counter (index / 4, stream). Each block of four numbers is one Philox call.
+TDROP_HD Philox4 philox_block(uint64_t seed, uint64_t stream, uint64_t block) {
+  return philox4x32_10(Philox4{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
+                                static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32)}},
+                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
+TDROP_HD uint32_t philox_u32(uint64_t seed, uint64_t stream, uint64_t index) {
+  return philox_block(seed, stream, index >> 2).v[index & 3];
+}
+
+// A uniform float in [0, 1) with 24 random bits: exact in float32, identical on every device.
+TDROP_HD float u32_to_uniform(uint32_t x) { return static_cast<float>(x >> 8) * 0x1p-24f; }
+
+TDROP_HD float philox_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
+  return u32_to_uniform(philox_u32(seed, stream, index));
+}
+
+// Bernoulli(p) decided in integers: true with probability p, for p in [0, 1]. Comparing the
+// 24-bit draw against a 24-bit threshold avoids any float rounding difference between devices.
+TDROP_HD uint32_t bernoulli_threshold(float p) {
+  if (!(p > 0.0f)) return 0;
+  if (p >= 1.0f) return 1u << 24;
+  return static_cast<uint32_t>(p * 16777216.0f);  // p * 2^24, exact for float p
+}
+TDROP_HD bool bernoulli_from_u32(uint32_t x, uint32_t threshold) { return (x >> 8) < threshold; }
+
+// Named streams, so independent uses of one seed never share numbers.
+enum PhiloxStream : uint64_t {
+  kStreamInit = 1ull << 56,     // + parameter index
+  kStreamShuffle = 2ull << 56,  // + epoch
+  kStreamDropout = 3ull << 56,  // + step * 4096 + layer
+  kStreamTargeted = 4ull << 56, // targeted dropout (see kernels/targeted_dropout)
+  kStreamAugment = 5ull << 56,  // + epoch
+};
+
+// Host helpers for initialisation and shuffling.
+class PhiloxHost {
+ public:
+  PhiloxHost(uint64_t seed, uint64_t stream) : seed_(seed), stream_(stream) {}
+  uint32_t next_u32() { return philox_u32(seed_, stream_, index_++); }
+  float next_uniform() { return u32_to_uniform(next_u32()); }
+  // Uniform integer in [0, n) without modulo bias (Lemire's multiply-shift with rejection).
+  uint64_t next_below(uint64_t n) {
+    if (n <= 1) return 0;
+    const uint64_t limit = (0x100000000ull - n % 0x100000000ull) % n;  // rejection zone
+    for (;;) {
+      uint64_t x = next_u32();
+      if (n > 0xFFFFFFFFull) x = (x << 32) | next_u32();
+      if (n <= 0xFFFFFFFFull) {
+        const uint64_t m = x * n;
+        if ((m & 0xFFFFFFFFull) >= limit) return m >> 32;
+      } else {
+        return x % n;  // datasets never reach 2^32 rows; kept total for safety
+      }
+    }
+  }
+  // A normal draw (Box-Muller), for initialisers that need one.
+  float next_normal();
+  uint64_t position() const { return index_; }
+  void set_position(uint64_t i) { index_ = i; }
+
+ private:
+  uint64_t seed_, stream_, index_ = 0;
+};
+
+}  // namespace tdrop

@@ -1,0 +1,20 @@
+// Reader for IDX files, the container format of MNIST and Fashion-MNIST. Files may be
+// gzip-compressed or plain; zlib detects which. Only the ubyte dtype (0x08) is supported,
+// since that is all these data sets use.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tdrop {
+
+struct IdxArray {
+  std::vector<int64_t> dims;  // outermost first, each > 0
+  std::vector<uint8_t> data;  // row-major, size == product of dims
+};
+
+// Throws tdrop::Error naming `path` when the file is missing, unreadable, malformed, truncated,
+// has trailing bytes, or is a corrupt gzip stream.
+IdxArray read_idx(const std::string& path);
+
+}  // namespace tdrop

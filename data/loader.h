@@ -1,0 +1,43 @@
+// Batches from an in-memory image dataset: pixels normalised once to float, a Philox shuffle per
+// epoch (so the order depends only on (seed, epoch)), and each batch gathered into a tensor on
+// the training device.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "data/fashion_mnist.h"
+
+namespace tdrop {
+
+struct Batch {
+  Tensor images;  // F32 [B, C, H, W] on the loader's device
+  Tensor labels;  // I64 [B]
+};
+
+class BatchLoader {
+ public:
+  // mean/std normalise pixels: x = (p/255 - mean) / std.
+  BatchLoader(const ImageDataset& data, int64_t batch_size, bool shuffle, uint64_t seed,
+              Device device, float mean, float std);
+  int64_t num_batches() const;
+  int64_t size() const { return count_; }
+  // Starts epoch `epoch` (0-based): reshuffles when shuffling is on.
+  void start_epoch(uint64_t epoch);
+  // Batch i of the current epoch (the last one may be smaller).
+  Batch batch(int64_t i) const;
+
+ private:
+  int64_t count_, sample_size_, batch_size_;
+  Shape sample_shape_;
+  bool shuffle_;
+  uint64_t seed_;
+  Device device_;
+  std::vector<float> pixels_;
+  std::vector<int64_t> labels_, order_;
+};
+
+// Per-dataset normalisation constants (mean and std of the training pixels in [0, 1]).
+inline constexpr float kFashionMnistMean = 0.2860f, kFashionMnistStd = 0.3530f;
+
+}  // namespace tdrop

@@ -1,0 +1,60 @@
+#include "kernels/cross_entropy.h"
+
+#include <cmath>
+
+namespace tdrop {
+
+namespace {
+
+template <class T>
+void forward_typed(const Tensor& logits, const Tensor& labels, const Tensor& losses,
+                   const Tensor& probs) {
+  const int64_t n = logits.size(0), c = logits.size(1);
+  const T* x = static_cast<const T*>(logits.raw_data());
+  const int64_t* y = labels.data<int64_t>();
+  T* loss = static_cast<T*>(losses.raw_data());
+  T* p = static_cast<T*>(probs.raw_data());
+  for (int64_t r = 0; r < n; ++r) {
+    TDROP_CHECK(y[r] >= 0 && y[r] < c, "cross_entropy: label ", y[r], " at row ", r,
+                " is outside [0, ", c, ") for logits ", shape_str(logits.shape()));
+    const T* row = x + r * c;
+    T mx = row[0];
+    for (int64_t j = 1; j < c; ++j) mx = row[j] > mx ? row[j] : mx;
+    T sum = 0;
+    for (int64_t j = 0; j < c; ++j) {
+      p[r * c + j] = std::exp(row[j] - mx);
+      sum += p[r * c + j];
+    }
+    const T inv = T(1) / sum;
+    for (int64_t j = 0; j < c; ++j) p[r * c + j] *= inv;
+    loss[r] = std::log(sum) + mx - row[y[r]];
+  }
+}
+
+template <class T>
+void backward_typed(const Tensor& probs, const Tensor& labels, double scale, const Tensor& g) {
+  const int64_t n = probs.size(0), c = probs.size(1);
+  const T* p = static_cast<const T*>(probs.raw_data());
+  const int64_t* y = labels.data<int64_t>();
+  T* o = static_cast<T*>(g.raw_data());
+  const T s = static_cast<T>(scale);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t j = 0; j < c; ++j)
+      o[r * c + j] = (p[r * c + j] - (j == y[r] ? T(1) : T(0))) * s;
+}
+
+}  // namespace
+
+void cross_entropy_forward_cpu(const Tensor& logits, const Tensor& labels, const Tensor& losses,
+                               const Tensor& probs) {
+  if (logits.dtype() == DType::F32) forward_typed<float>(logits, labels, losses, probs);
+  else forward_typed<double>(logits, labels, losses, probs);
+}
+
+void cross_entropy_backward_cpu(const Tensor& probs, const Tensor& labels, double scale,
+                                const Tensor& grad_logits) {
+  if (probs.dtype() == DType::F32) backward_typed<float>(probs, labels, scale, grad_logits);
+  else backward_typed<double>(probs, labels, scale, grad_logits);
+}
+
+}  // namespace tdrop

@@ -1,0 +1,135 @@
+// CUDA softmax cross-entropy: the same stable formula as cross_entropy.cpp, one warp per row.
+// Labels are checked on the device; a bad one is reported after the kernel as a tdrop::Error
+// with the CPU's message, never as an out-of-bounds read.
+#include <cstdint>
+
+#include "core/cuda_check.h"
+#include "kernels/cross_entropy.h"
+
+namespace tdrop {
+namespace {
+
+constexpr int kWarp = 32, kThreads = 256;
+
+__device__ __forceinline__ float exp_of(float x) { return expf(x); }
+__device__ __forceinline__ double exp_of(double x) { return exp(x); }
+__device__ __forceinline__ float log_of(float x) { return logf(x); }
+__device__ __forceinline__ double log_of(double x) { return log(x); }
+
+// Max over the warp, with the CPU's rule `m = v > m ? v : m` (a NaN never replaces a number,
+// and every lane starts from row[0], so a NaN in column 0 stays NaN exactly as on the CPU).
+template <class T>
+__device__ __forceinline__ T warp_max_all(T m) {
+  for (int off = kWarp / 2; off > 0; off >>= 1) {
+    const T o = __shfl_xor_sync(0xffffffffu, m, off);
+    m = o > m ? o : m;
+  }
+  return m;  // every lane holds the result
+}
+
+template <class T>
+__device__ __forceinline__ T warp_sum_all(T s) {
+  for (int off = kWarp / 2; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  return s;
+}
+
+// One warp per row of logits [n, c]: lanes stride over the columns for the max, then write
+// exp(x - max) into probs while summing, then rescale their own entries by 1/sum (no barrier
+// needed: each lane rereads only what it wrote). A warp shares its row, so the full-mask
+// shuffles always see all 32 lanes. A row whose label is outside [0, c) is skipped after
+// recording the smallest such row in *bad_row.
+template <class T>
+__global__ void cross_entropy_forward_kernel(const T* __restrict__ x, const int64_t* __restrict__ y,
+                                             int64_t n, int64_t c, T* __restrict__ loss,
+                                             T* __restrict__ probs,
+                                             unsigned long long* __restrict__ bad_row) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warp = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / kWarp;
+  const int64_t warps = (int64_t)gridDim.x * blockDim.x / kWarp;
+  for (int64_t r = warp; r < n; r += warps) {
+    const int64_t label = y[r];
+    if (label < 0 || label >= c) {  // uniform across the warp: every lane read the same label
+      if (lane == 0) atomicMin(bad_row, static_cast<unsigned long long>(r));
+      continue;
+    }
+    const T* row = x + r * c;
+    T* p = probs + r * c;
+    T mx = row[0];
+    for (int64_t j = lane; j < c; j += kWarp) mx = row[j] > mx ? row[j] : mx;
+    mx = warp_max_all(mx);
+    T sum = 0;
+    for (int64_t j = lane; j < c; j += kWarp) {
+      const T e = exp_of(row[j] - mx);
+      p[j] = e;
+      sum += e;
+    }
+    sum = warp_sum_all(sum);
+    const T inv = T(1) / sum;
+    for (int64_t j = lane; j < c; j += kWarp) p[j] *= inv;
+    if (lane == 0) loss[r] = log_of(sum) + mx - row[label];
+  }
+}
+
+// grad[r, j] = (probs[r, j] - (j == label[r])) * scale, one element per thread.
+template <class T>
+__global__ void cross_entropy_backward_kernel(const T* __restrict__ p, const int64_t* __restrict__ y,
+                                              int64_t c, int64_t total, T scale,
+                                              T* __restrict__ g) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / c, j = i - r * c;
+    g[i] = (p[i] - (j == y[r] ? T(1) : T(0))) * scale;
+  }
+}
+
+template <class T>
+void forward_typed(const Tensor& logits, const Tensor& labels, const Tensor& losses,
+                   const Tensor& probs) {
+  const int64_t n = logits.size(0), c = logits.size(1);
+  if (n == 0) return;
+  // Smallest bad row; all ones (-1 as int64) while every label is valid. Read back below.
+  Tensor bad = Tensor::empty({1}, DType::I64, Device::CUDA);
+  TDROP_CUDA_CHECK(cudaMemsetAsync(bad.raw_data(), 0xFF, sizeof(int64_t), cuda_stream()));
+  const int64_t warps_per_block = kThreads / kWarp;
+  cross_entropy_forward_kernel<T>
+      <<<cuda_blocks(n, static_cast<int>(warps_per_block)), kThreads, 0, cuda_stream()>>>(
+          static_cast<const T*>(logits.raw_data()), labels.data<int64_t>(), n, c,
+          static_cast<T*>(losses.raw_data()), static_cast<T*>(probs.raw_data()),
+          reinterpret_cast<unsigned long long*>(bad.raw_data()));
+  TDROP_LAUNCH_CHECK("cross_entropy_forward_kernel");
+  const int64_t row = bad.to_vector<int64_t>()[0];
+  if (row >= 0) {
+    int64_t label = 0;
+    TDROP_CUDA_CHECK(cudaMemcpyAsync(&label, labels.data<int64_t>() + row, sizeof(label),
+                                     cudaMemcpyDeviceToHost, cuda_stream()));
+    TDROP_CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+    fail("cross_entropy: label ", label, " at row ", row, " is outside [0, ", c, ") for logits ",
+         shape_str(logits.shape()));
+  }
+}
+
+template <class T>
+void backward_typed(const Tensor& probs, const Tensor& labels, double scale, const Tensor& g) {
+  const int64_t c = probs.size(1), total = probs.numel();
+  if (total == 0) return;
+  cross_entropy_backward_kernel<T><<<cuda_blocks(total), kThreads, 0, cuda_stream()>>>(
+      static_cast<const T*>(probs.raw_data()), labels.data<int64_t>(), c, total,
+      static_cast<T>(scale), static_cast<T*>(g.raw_data()));
+  TDROP_LAUNCH_CHECK("cross_entropy_backward_kernel");
+}
+
+}  // namespace
+
+void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& labels, const Tensor& losses,
+                                const Tensor& probs) {
+  if (logits.dtype() == DType::F32) forward_typed<float>(logits, labels, losses, probs);
+  else forward_typed<double>(logits, labels, losses, probs);
+}
+
+void cross_entropy_backward_cuda(const Tensor& probs, const Tensor& labels, double scale,
+                                 const Tensor& grad_logits) {
+  if (probs.dtype() == DType::F32) backward_typed<float>(probs, labels, scale, grad_logits);
+  else backward_typed<double>(probs, labels, scale, grad_logits);
+}
+
+}  // namespace tdrop

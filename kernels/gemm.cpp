@@ -1,0 +1,32 @@
+#include "kernels/gemm.h"
+
+#include <cblas.h>
+
+#include <cstring>
+
+namespace tdrop {
+
+void gemm_cpu(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b, double beta,
+              const Tensor& c) {
+  const int m = static_cast<int>(c.size(0)), n = static_cast<int>(c.size(1));
+  const int k = static_cast<int>(ta ? a.size(0) : a.size(1));
+  if (m == 0 || n == 0) return;
+  const int lda = static_cast<int>(a.size(1)), ldb = static_cast<int>(b.size(1));
+  const auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+  if (c.dtype() == DType::F32)
+    cblas_sgemm(CblasRowMajor, TA, TB, m, n, k, static_cast<float>(alpha), a.data<float>(),
+                std::max(lda, 1), b.data<float>(), std::max(ldb, 1), static_cast<float>(beta),
+                c.data<float>(), std::max(n, 1));
+  else
+    cblas_dgemm(CblasRowMajor, TA, TB, m, n, k, alpha, a.data<double>(), std::max(lda, 1),
+                b.data<double>(), std::max(ldb, 1), beta, c.data<double>(), std::max(n, 1));
+}
+
+void fill_rows_cpu(const Tensor& bias, const Tensor& out) {
+  const int64_t rows = out.size(0), n = out.size(1);
+  const size_t bytes = static_cast<size_t>(n) * dtype_size(out.dtype());
+  char* o = static_cast<char*>(out.raw_data());
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(o + r * bytes, bias.raw_data(), bytes);
+}
+
+}  // namespace tdrop

@@ -1,0 +1,28 @@
+// Optimizer updates as single fused passes over (param, grad, state), float32.
+#pragma once
+#include "core/tensor.h"
+
+namespace tdrop {
+
+struct SgdParams {
+  float lr, momentum, weight_decay;
+  bool nesterov;
+};
+// g' = g + wd*w; buf = momentum*buf + g' (buf starts as g' when first_step); step = nesterov ?
+// g' + momentum*buf : buf; w -= lr*step. (PyTorch's SGD.)
+void sgd_update_cpu(const Tensor& w, const Tensor& g, const Tensor& buf, SgdParams p,
+                    bool first_step);
+void sgd_update_cuda(const Tensor& w, const Tensor& g, const Tensor& buf, SgdParams p,
+                     bool first_step);
+
+struct AdamParams {
+  float lr, beta1, beta2, eps, weight_decay;
+  bool decoupled;  // AdamW: w -= lr*wd*w; Adam: g += wd*w
+  int64_t step;    // 1-based, for bias correction
+};
+void adam_update_cpu(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v,
+                     AdamParams p);
+void adam_update_cuda(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v,
+                      AdamParams p);
+
+}  // namespace tdrop

@@ -1,0 +1,76 @@
+#include "layers/optimizer.h"
+
+#include "kernels/optim_update.h"
+
+namespace tdrop {
+
+Optimizer::Optimizer(std::vector<Tensor> params, float lr) : params_(std::move(params)), lr_(lr) {
+  TDROP_CHECK(lr >= 0.0f, "optimizer: learning rate ", lr, " is negative");
+  for (const Tensor& p : params_)
+    TDROP_CHECK(p.dtype() == DType::F32 && p.is_contiguous(),
+                "optimizer: parameters must be contiguous F32, got ", p.describe());
+}
+
+void Optimizer::zero_grad() {
+  for (Tensor& p : params_) p.set_grad(Tensor());
+}
+
+SGD::SGD(std::vector<Tensor> params, float lr, float momentum, float weight_decay, bool nesterov)
+    : Optimizer(std::move(params), lr), momentum_(momentum), weight_decay_(weight_decay),
+      nesterov_(nesterov) {
+  TDROP_CHECK(momentum >= 0.0f && momentum < 1.0f, "SGD: momentum ", momentum,
+              " is outside [0, 1)");
+  TDROP_CHECK(weight_decay >= 0.0f, "SGD: weight decay ", weight_decay, " is negative");
+  TDROP_CHECK(!nesterov || momentum > 0.0f, "SGD: Nesterov needs a momentum > 0");
+  for (const Tensor& p : params_) buf_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
+}
+
+void SGD::step() {
+  const SgdParams sp{lr_, momentum_, weight_decay_, nesterov_};
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& g = params_[i].grad();
+    if (!g.defined()) continue;
+    if (buf_[i].device() != params_[i].device()) buf_[i] = buf_[i].to(params_[i].device());
+    const Tensor gc = g.contiguous();
+    if (params_[i].is_cuda()) sgd_update_cuda(params_[i], gc, buf_[i], sp, steps_ == 0);
+    else sgd_update_cpu(params_[i], gc, buf_[i], sp, steps_ == 0);
+  }
+  ++steps_;
+}
+
+Adam::Adam(std::vector<Tensor> params, float lr, float weight_decay, bool decoupled, float beta1,
+           float beta2, float eps)
+    : Optimizer(std::move(params), lr), weight_decay_(weight_decay), beta1_(beta1), beta2_(beta2),
+      eps_(eps), decoupled_(decoupled) {
+  TDROP_CHECK(beta1 >= 0.0f && beta1 < 1.0f && beta2 >= 0.0f && beta2 < 1.0f,
+              "Adam: betas (", beta1, ", ", beta2, ") must lie in [0, 1)");
+  TDROP_CHECK(weight_decay >= 0.0f, "Adam: weight decay ", weight_decay, " is negative");
+  for (const Tensor& p : params_) {
+    m_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
+    v_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
+  }
+}
+
+void Adam::step() {
+  ++steps_;
+  const AdamParams ap{lr_, beta1_, beta2_, eps_, weight_decay_, decoupled_, steps_};
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& g = params_[i].grad();
+    if (!g.defined()) continue;
+    const Tensor gc = g.contiguous();
+    if (params_[i].is_cuda()) adam_update_cuda(params_[i], gc, m_[i], v_[i], ap);
+    else adam_update_cpu(params_[i], gc, m_[i], v_[i], ap);
+  }
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, std::vector<Tensor> params,
+                                          float lr, float momentum, float weight_decay) {
+  if (name == "sgd") return std::make_unique<SGD>(std::move(params), lr, momentum, weight_decay);
+  if (name == "nesterov")
+    return std::make_unique<SGD>(std::move(params), lr, momentum, weight_decay, true);
+  if (name == "adam") return std::make_unique<Adam>(std::move(params), lr, weight_decay, false);
+  if (name == "adamw") return std::make_unique<Adam>(std::move(params), lr, weight_decay, true);
+  fail("unknown optimizer '", name, "': expected sgd, nesterov, adam or adamw");
+}
+
+}  // namespace tdrop

@@ -1,0 +1,56 @@
+// Optimizers over a list of parameter handles: SGD (momentum, Nesterov, weight decay) and
+// Adam / AdamW. Each update is one fused pass per parameter (kernels/optim_update).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tdrop {
+
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<Tensor> params, float lr);
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;
+  void zero_grad();
+  void set_lr(float lr) { lr_ = lr; }
+  float lr() const { return lr_; }
+  int64_t steps_taken() const { return steps_; }
+
+ protected:
+  std::vector<Tensor> params_;
+  float lr_;
+  int64_t steps_ = 0;
+};
+
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<Tensor> params, float lr, float momentum = 0.0f, float weight_decay = 0.0f,
+      bool nesterov = false);
+  void step() override;
+
+ private:
+  float momentum_, weight_decay_;
+  bool nesterov_;
+  std::vector<Tensor> buf_;
+};
+
+class Adam : public Optimizer {
+ public:
+  Adam(std::vector<Tensor> params, float lr, float weight_decay = 0.0f, bool decoupled = false,
+       float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f);
+  void step() override;
+
+ private:
+  float weight_decay_, beta1_, beta2_, eps_;
+  bool decoupled_;
+  std::vector<Tensor> m_, v_;
+};
+
+// name: "sgd", "nesterov" (SGD with Nesterov momentum), "adam", "adamw".
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, std::vector<Tensor> params,
+                                          float lr, float momentum, float weight_decay);
+
+}  // namespace tdrop

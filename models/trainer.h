@@ -1,0 +1,60 @@
+// The training loop behind `tdrop train`: build a model from the zoo, train it on a dataset with
+// an optimizer and LR schedule, evaluate after each epoch, and write config.json, metrics.jsonl
+// and model.safetensors into the run directory (each write atomic).
+#pragma once
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "layers/module.h"
+
+namespace tdrop {
+
+struct TrainConfig {
+  std::string model = "mlp";
+  nlohmann::json model_config = nlohmann::json::object();
+  std::string dataset = "fashion-mnist";
+  std::string data_dir;  // empty: the dataset's default directory
+  int epochs = 10;
+  int64_t batch_size = 128;
+  std::string optimizer = "sgd";
+  float lr = 0.05f, momentum = 0.9f, weight_decay = 5e-4f;
+  std::string schedule = "cosine";
+  int warmup_epochs = 0;
+  std::string device = "auto";
+  uint64_t seed = 1;
+  std::string out_dir;        // empty: write nothing
+  bool progress = true;       // live progress line on stderr
+  bool print_epochs = true;   // one summary line per epoch on stdout
+  int64_t train_limit = 0;    // use only the first N training images (0 = all); for quick tests
+
+  nlohmann::json to_json() const;
+};
+
+struct EpochMetrics {
+  int epoch = 0;
+  long step = 0;
+  double lr = 0, train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0;
+  double seconds = 0, samples_per_second = 0;
+  nlohmann::json to_json() const;
+};
+
+struct EvalResult {
+  double loss = 0, accuracy = 0;
+  int64_t count = 0;
+};
+
+struct TrainResult {
+  std::shared_ptr<Module> model;
+  nlohmann::json model_config;
+  std::vector<EpochMetrics> epochs;
+  Device device = Device::CPU;
+};
+
+TrainResult train(const TrainConfig& cfg);
+// Accuracy and mean loss of `model` (put in eval mode) over every batch of `loader`.
+EvalResult evaluate(Module& model, BatchLoader& loader);
+
+}  // namespace tdrop

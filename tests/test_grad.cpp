@@ -1,0 +1,89 @@
+// Every differentiable op, checked against central finite differences in double precision.
+// One table: adding an op means adding one entry.
+#include <gtest/gtest.h>
+
+#include "tests/grad_check.h"
+
+namespace tdrop::testing {
+namespace {
+
+struct InputSpec {
+  Shape shape;
+  double lo = -1.0, hi = 1.0;  // e.g. keep a divisor away from zero
+};
+
+struct GradCase {
+  const char* name;
+  std::vector<InputSpec> inputs;
+  std::function<Tensor(const std::vector<Tensor>&)> f;
+};
+
+// Values near 0 would put relu's kink inside the finite-difference step; keep them away.
+constexpr double kAway = 0.05;
+
+Tensor labels_for(int64_t n, int64_t classes) {
+  std::vector<int64_t> y(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) y[i] = (i * 7 + 3) % classes;
+  return Tensor::from_vector(y, {n});
+}
+
+std::vector<GradCase> cases() {
+  return {
+      {"add_same_shape", {{{3, 4}}, {{3, 4}}}, [](auto& x) { return add(x[0], x[1]); }},
+      {"add_broadcast_3d", {{{3, 1, 5}}, {{4, 5}}}, [](auto& x) { return add(x[0], x[1]); }},
+      {"add_broadcast_scalar_shape", {{{2, 3}}, {{1}}}, [](auto& x) { return add(x[0], x[1]); }},
+      {"sub_outer_broadcast", {{{4, 1}}, {{1, 5}}}, [](auto& x) { return sub(x[0], x[1]); }},
+      {"mul_row_broadcast", {{{3, 4}}, {{4}}}, [](auto& x) { return mul(x[0], x[1]); }},
+      {"mul_self", {{{7}}}, [](auto& x) { return mul(x[0], x[0]); }},
+      {"div_column_broadcast", {{{3, 4}}, {{3, 1}, 0.5, 2.0}},
+       [](auto& x) { return div(x[0], x[1]); }},
+      {"add_scalar", {{{5}}}, [](auto& x) { return add_scalar(x[0], 2.5); }},
+      {"mul_scalar", {{{2, 3}}}, [](auto& x) { return mul_scalar(x[0], -1.5); }},
+      {"relu_positive_side", {{{9}, kAway, 1.0}}, [](auto& x) { return relu(x[0]); }},
+      {"relu_negative_side", {{{9}, -1.0, -kAway}}, [](auto& x) { return relu(x[0]); }},
+      {"matmul", {{{5, 7}}, {{7, 3}}}, [](auto& x) { return matmul(x[0], x[1]); }},
+      {"matmul_odd", {{{1, 13}}, {{13, 1}}}, [](auto& x) { return matmul(x[0], x[1]); }},
+      {"linear_bias", {{{4, 6}}, {{5, 6}}, {{5}}},
+       [](auto& x) { return linear(x[0], x[1], x[2]); }},
+      {"linear_no_bias", {{{3, 2}}, {{4, 2}}}, [](auto& x) { return linear(x[0], x[1], Tensor()); }},
+      {"sum_all", {{{3, 4}}}, [](auto& x) { return sum(x[0]); }},
+      {"sum_axis0", {{{3, 4}}}, [](auto& x) { return sum(x[0], {0}); }},
+      {"sum_axes_keepdim", {{{2, 3, 4}}}, [](auto& x) { return sum(x[0], {1, 2}, true); }},
+      {"mean_last_axis", {{{2, 5}}}, [](auto& x) { return mean(x[0], {-1}); }},
+      {"mean_all", {{{3, 3}}}, [](auto& x) { return mean(x[0]); }},
+      {"reshape", {{{2, 6}}}, [](auto& x) { return reshape(x[0], {3, -1}); }},
+      {"cross_entropy", {{{6, 5}, -3.0, 3.0}},
+       [](auto& x) { return cross_entropy(x[0], labels_for(6, 5)); }},
+      {"cross_entropy_one_class_row", {{{1, 3}}},
+       [](auto& x) { return cross_entropy(x[0], labels_for(1, 3)); }},
+      {"dropout", {{{4, 8}}}, [](auto& x) { return dropout(x[0], 0.5f, 42, 7); }},
+      {"apply_mask", {{{10}}},
+       [](auto& x) {
+         return apply_mask(x[0], Tensor::from_vector<uint8_t>({1, 0, 1, 1, 0, 0, 1, 0, 1, 1}, {10}),
+                           1.0);
+       }},
+      {"composite_mlp", {{{3, 4}}, {{5, 4}}, {{5}}, {{2, 5}}},
+       [](auto& x) {
+         Tensor h = relu(linear(x[0], x[1], x[2]));
+         return cross_entropy(linear(h, x[3], Tensor()), labels_for(3, 2));
+       }},
+  };
+}
+
+class OpGradient : public ::testing::TestWithParam<GradCase> {};
+
+TEST_P(OpGradient, MatchesFiniteDifferences) {
+  const GradCase& c = GetParam();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::vector<Tensor> inputs;
+  for (const InputSpec& s : c.inputs) inputs.push_back(random_tensor(s.shape, rng, s.lo, s.hi));
+  check_gradients(c.f, inputs, rng);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllOps, OpGradient, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace tdrop::testing

@@ -1,0 +1,70 @@
+// Philox4x32-10 known-answer tests (the published Random123 kat_vectors) and the properties
+// tdrop's dropout relies on: host and device formulas agree, streams are independent.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "core/philox.h"
+
+using tdrop::Philox4;
+using tdrop::philox4x32_10;
+
+static void expect_block(Philox4 ctr, uint32_t k0, uint32_t k1, Philox4 want) {
+  Philox4 got = philox4x32_10(ctr, k0, k1);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(got.v[i], want.v[i]) << "lane " << i;
+}
+
+TEST(Philox, Random123KnownAnswerZero) {
+  expect_block({{0, 0, 0, 0}}, 0, 0, {{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}});
+}
+
+TEST(Philox, Random123KnownAnswerOnes) {
+  expect_block({{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}}, 0xffffffffu, 0xffffffffu,
+               {{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}});
+}
+
+TEST(Philox, Random123KnownAnswerPi) {
+  expect_block({{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}}, 0xa4093822u, 0x299f31d0u,
+               {{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}});
+}
+
+TEST(Philox, UniformIsInUnitIntervalWithRightMean) {
+  double sum = 0;
+  const int n = 200000;
+  for (int i = 0; i < n; ++i) {
+    float u = tdrop::philox_uniform(7, 3, i);
+    ASSERT_GE(u, 0.0f);
+    ASSERT_LT(u, 1.0f);
+    sum += u;
+  }
+  // mean of U(0,1): 0.5 with std 1/sqrt(12 n) ~ 0.00065; 6 sigma bound
+  EXPECT_NEAR(sum / n, 0.5, 0.004);
+}
+
+TEST(Philox, StreamsAndSeedsDiffer) {
+  std::set<uint32_t> seen;
+  for (uint64_t s = 0; s < 4; ++s)
+    for (uint64_t st = 0; st < 4; ++st) seen.insert(tdrop::philox_u32(s, st, 0));
+  EXPECT_EQ(seen.size(), 16u);
+}
+
+TEST(Philox, BernoulliThresholdEdges) {
+  EXPECT_EQ(tdrop::bernoulli_threshold(0.0f), 0u);
+  EXPECT_EQ(tdrop::bernoulli_threshold(1.0f), 1u << 24);
+  EXPECT_EQ(tdrop::bernoulli_threshold(0.5f), 1u << 23);
+  EXPECT_FALSE(tdrop::bernoulli_from_u32(0, 0));           // p = 0 never fires
+  EXPECT_TRUE(tdrop::bernoulli_from_u32(0xffffffffu, 1u << 24));  // p = 1 always fires
+}
+
+TEST(Philox, NextBelowIsUniformAndInRange) {
+  tdrop::PhiloxHost rng(11, 0);
+  int counts[7] = {0};
+  const int n = 70000;
+  for (int i = 0; i < n; ++i) {
+    uint64_t x = rng.next_below(7);
+    ASSERT_LT(x, 7u);
+    ++counts[x];
+  }
+  for (int c : counts) EXPECT_NEAR(c, n / 7.0, 6 * std::sqrt(n / 7.0));
+}
