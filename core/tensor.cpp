@@ -88,6 +88,7 @@ int64_t Tensor::offset() const { return impl("offset").offset; }
 
 bool Tensor::is_contiguous() const {
   const Impl& m = impl("is_contiguous");
+  if (numel() == 0) return true;  // nothing to lay out
   int64_t expect = 1;
   for (size_t i = m.shape.size(); i-- > 0;) {
     if (m.shape[i] == 1) continue;

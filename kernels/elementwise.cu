@@ -153,9 +153,10 @@ void unary_typed(UnaryOp op, const Tensor& a_in, double alpha, double beta, cons
   TDROP_LAUNCH_CHECK("unary_kernel");
 }
 
-// acc += alpha * x, the autograd engine's gradient accumulation.
+// acc += alpha * x, the autograd engine's gradient accumulation. No __restrict__: x may be
+// acc itself (a gradient added to itself).
 template <class T>
-__global__ void axpy_kernel(T alpha, const T* __restrict__ x, T* __restrict__ acc, int64_t n) {
+__global__ void axpy_kernel(T alpha, const T* x, T* acc, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
     acc[i] = add_rn(acc[i], mul_rn(alpha, x[i]));

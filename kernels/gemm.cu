@@ -12,6 +12,28 @@
 #include "kernels/gemm.h"
 
 namespace tdrop {
+namespace {
+
+// c = beta * c, and exactly 0 when beta == 0 (BLAS semantics: C is not read, so NaN or Inf
+// in an uninitialised C does not leak through 0 * C).
+template <class T>
+__global__ void scale_kernel(T* __restrict__ c, T beta, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    c[i] = beta == T(0) ? T(0) : c[i] * beta;
+}
+
+void scale_cuda(const Tensor& c, double beta) {
+  const int64_t n = c.numel();
+  if (c.dtype() == DType::F32)
+    scale_kernel<float><<<cuda_blocks(n), 256, 0, cuda_stream()>>>(c.data<float>(),
+                                                                   static_cast<float>(beta), n);
+  else
+    scale_kernel<double><<<cuda_blocks(n), 256, 0, cuda_stream()>>>(c.data<double>(), beta, n);
+  TDROP_LAUNCH_CHECK("scale_kernel");
+}
+
+}  // namespace
 
 void gemm_cuda(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b, double beta,
                const Tensor& c) {
@@ -30,7 +52,10 @@ void gemm_cuda(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b,
               "gemm: dimensions of ", shape_str(a.shape()), " x ", shape_str(b.shape()),
               " exceed cuBLAS's int range");
   if (m == 0 || n == 0) return;  // nothing to write; cuBLAS rejects some of these shapes
-  // k == 0 is passed through: cuBLAS then computes C = beta * C.
+  if (k == 0) {  // an empty sum: C = beta * C, done here rather than relying on a cuBLAS corner
+    scale_cuda(c, beta);
+    return;
+  }
   const int im = static_cast<int>(m), in = static_cast<int>(n), ik = static_cast<int>(k);
   const int lda = std::max(static_cast<int>(a.size(1)), 1);
   const int ldb = std::max(static_cast<int>(b.size(1)), 1);

@@ -67,7 +67,7 @@ constexpr int kColTile = 32, kRowSplit = 16;
 template <class T>
 __global__ void sum_rows_kernel(const T* __restrict__ x, int64_t rows, int64_t cols,
                                 T* __restrict__ out) {
-  __shared__ double partial[kRowSplit][kColTile + 1];  // +1: no bank conflicts on the column read
+  __shared__ double partial[kRowSplit][kColTile];
   const int64_t tiles = (cols + kColTile - 1) / kColTile;
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int64_t col = tile * kColTile + threadIdx.x;

@@ -23,12 +23,17 @@ void Linear::init_own_parameters(uint64_t seed, uint64_t& next_stream) {
 Tensor Linear::forward(const Tensor& x) {
   TDROP_CHECK(x.dim() == 2 && x.size(1) == in_, "Linear(", in_, " -> ", out_, "): input ",
               x.describe(), " is not [batch, ", in_, "]");
-  return linear(x, weight_, bias_);
+  const Tensor w =
+      td_.enabled() ? td_.effective(weight_, training(), rng_seed_, rng_step_) : weight_;
+  return linear(x, w, bias_);
 }
 
 std::string Linear::describe() const {
-  return "Linear(" + std::to_string(in_) + " -> " + std::to_string(out_) +
-         (bias_.defined() ? "" : ", no bias") + ")";
+  std::string s = "Linear(" + std::to_string(in_) + " -> " + std::to_string(out_) +
+                  (bias_.defined() ? "" : ", no bias") + ")";
+  if (td_.enabled()) s += " [" + td_.config().describe() + "]";
+  else if (targetable_) s += " [targetable]";
+  return s;
 }
 
 }  // namespace tdrop

@@ -1,12 +1,14 @@
 // Linear: y = x W^T + b with W [out, in] (one output unit's fan-in is one contiguous row, the
-// layout targeted dropout ranks).
+// layout targeted dropout ranks). With targeted dropout configured, forward uses the layer's
+// effective weight W' (layers/targeted.h).
 #pragma once
 #include "layers/init.h"
 #include "layers/module.h"
+#include "layers/targeted.h"
 
 namespace tdrop {
 
-class Linear : public Module {
+class Linear : public Module, public TargetableLayer {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias = true,
          InitScheme init = InitScheme::TorchDefault);
@@ -14,7 +16,7 @@ class Linear : public Module {
   std::string type_name() const override { return "Linear"; }
   std::string describe() const override;
 
-  Tensor& weight() { return weight_; }
+  Tensor& weight() override { return weight_; }
   Tensor& bias() { return bias_; }
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }

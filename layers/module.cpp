@@ -10,15 +10,27 @@ Tensor Module::register_parameter(std::string name, Tensor t) {
   return t;
 }
 
-void Module::collect(const std::string& prefix,
-                     std::vector<std::pair<std::string, Tensor>>& out) const {
-  for (const auto& [name, t] : params_) out.emplace_back(prefix + name, t);
-  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out);
+Tensor Module::register_buffer(std::string name, Tensor t) {
+  t.set_requires_grad(false);
+  buffers_.emplace_back(std::move(name), t);
+  return t;
+}
+
+void Module::collect(const std::string& prefix, NamedTensors Module::*which,
+                     NamedTensors& out) const {
+  for (const auto& [name, t] : this->*which) out.emplace_back(prefix + name, t);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", which, out);
 }
 
 std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  collect("", out);
+  NamedTensors out;
+  collect("", &Module::params_, out);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
+  NamedTensors out;
+  collect("", &Module::buffers_, out);
   return out;
 }
 
@@ -45,9 +57,9 @@ void Module::zero_grad() {
 }
 
 void Module::to(Device d) {
-  for (auto& [name, t] : params_) {
-    if (t.device() != d) t.set_data(t.to(d));
-  }
+  for (auto* list : {&params_, &buffers_})
+    for (auto& [name, t] : *list)
+      if (t.device() != d) t.set_data(t.to(d));
   device_ = d;
   for (auto& [name, child] : children_) child->to(d);
 }
@@ -76,12 +88,18 @@ void Module::set_rng_recursive(uint64_t seed, uint64_t step, uint64_t& next_id) 
 
 void Module::load_state(const std::map<std::string, Tensor>& state, const std::string& source) {
   std::set<std::string> used;
-  for (auto& [name, param] : named_parameters()) {
+  NamedTensors targets = named_parameters();
+  const size_t num_params = targets.size();
+  for (auto& entry : named_buffers()) targets.push_back(entry);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const auto& [name, param] = targets[i];
+    const char* kind = i < num_params ? "parameter" : "buffer";
     auto it = state.find(name);
-    TDROP_CHECK(it != state.end(), source, ": parameter '", name, "' ", shape_str(param.shape()),
-                " is missing");
-    TDROP_CHECK(it->second.shape() == param.shape(), source, ": parameter '", name, "' has shape ",
-                shape_str(it->second.shape()), " but the model expects ", shape_str(param.shape()));
+    TDROP_CHECK(it != state.end(), source, ": ", kind, " '", name, "' ",
+                shape_str(param.shape()), " is missing");
+    TDROP_CHECK(it->second.shape() == param.shape(), source, ": ", kind, " '", name,
+                "' has shape ", shape_str(it->second.shape()), " but the model expects ",
+                shape_str(param.shape()));
     Tensor dst = param;
     dst.copy_(it->second);
     used.insert(name);

@@ -30,6 +30,10 @@ class Module {
     return children_;
   }
   const std::vector<std::pair<std::string, Tensor>>& own_parameters() const { return params_; }
+  // Non-trainable state such as BatchNorm's running statistics, named like parameters. Buffers
+  // move with to() and are restored by load_state(), so checkpoints should save them next to
+  // named_parameters(); they are not in parameters() (no optimizer, not in num_parameters()).
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;
 
   void train(bool on = true);
   void eval() { train(false); }
@@ -44,13 +48,15 @@ class Module {
   // Sets the randomness of stochastic layers for the next forward: (seed, training step).
   void set_rng(uint64_t seed, uint64_t step);
 
-  // Copies values from `state` (name -> tensor) into the parameters; every parameter must be
-  // present with its exact shape. `source` names the checkpoint in errors.
+  // Copies values from `state` (name -> tensor) into the parameters and buffers; every one must
+  // be present with its exact shape. `source` names the checkpoint in errors.
   void load_state(const std::map<std::string, Tensor>& state, const std::string& source);
 
  protected:
   // Returns a handle sharing the registered tensor (moves between devices keep it valid).
   Tensor register_parameter(std::string name, Tensor t);
+  // Same for a buffer: the tensor never requires a gradient.
+  Tensor register_buffer(std::string name, Tensor t);
   template <class M>
   std::shared_ptr<M> register_module(std::string name, std::shared_ptr<M> m) {
     children_.emplace_back(std::move(name), m);
@@ -62,11 +68,12 @@ class Module {
   uint64_t rng_seed_ = 0, rng_step_ = 0, rng_id_ = 0;
 
  private:
-  void collect(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const;
+  using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+  void collect(const std::string& prefix, NamedTensors Module::*which, NamedTensors& out) const;
   void reset_recursive(uint64_t seed, uint64_t& next_stream);
   void set_rng_recursive(uint64_t seed, uint64_t step, uint64_t& next_id);
 
-  std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<std::pair<std::string, Tensor>> params_, buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
   Device device_ = Device::CPU;

@@ -11,7 +11,9 @@ void save_checkpoint(const std::string& path, const Module& model, const std::st
                      const nlohmann::json& model_config,
                      const std::map<std::string, std::string>& extra_metadata) {
   SafetensorsFile f;
-  for (auto& [name, t] : model.named_parameters()) {
+  auto tensors = model.named_parameters();
+  for (auto& b : model.named_buffers()) tensors.push_back(b);  // e.g. BatchNorm running stats
+  for (auto& [name, t] : tensors) {
     const Tensor c = t.to(Device::CPU).contiguous();
     RawTensor r;
     r.dtype = dtype_name(c.dtype());

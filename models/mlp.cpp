@@ -23,7 +23,9 @@ std::shared_ptr<Module> build_mlp(nlohmann::json& cfg) {
     net->add(std::make_shared<ReLU>());
     width = h;
   }
-  net->add(std::make_shared<Linear>(width, classes));
+  // The classifier is not targeted (as in the reference code); the hidden layers are, the
+  // input layer included: an MLP has no convolutional stem to spare.
+  net->add(std::make_shared<Linear>(width, classes))->set_targetable(false);
   return net;
 }
 

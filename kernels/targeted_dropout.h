@@ -1,0 +1,96 @@
+// Targeted dropout (Gomez et al. 2019) on a weight viewed as rows W[r, :] of length n.
+//
+// Weight mode: in each row the k = floor(gamma * n) entries of smallest |w| are targeted, the
+//   order being (|w| bit pattern, column index): magnitudes compare as integers
+//   (bits & 0x7fffffff), ties go to the lower column, so exactly k entries are targeted.
+// Unit mode: rows are ranked by squared L2 norm (computed in the canonical order of
+//   unit_norm_sq below, so every device gets the same bits), ties to the lower row; the
+//   k = floor(gamma * rows) smallest rows are targeted.
+// Each targeted entry (or row; or, with per_weight_draws, each entry of a targeted row) is
+// dropped when its Philox draw fires with probability alpha: draw index = element index
+// r * n + c (or the row index r for per-row draws) in stream `stream` under `seed`.
+// Outputs: W' (dropped entries +0.0, kept entries bit-identical to W; no rescaling) and a bit
+// mask, one bit per entry, 1 = kept, each row starting on a fresh 32-bit word
+// (mask_words_per_row(n) words per row, padding bits 0). The gradient reaching W is dW' * mask.
+//
+// Three implementations compute the same bits: the CPU reference (targeted_dropout.cpp), an
+// unfused CUDA pipeline built from separate kernels and CUB (targeted_dropout_unfused.cu), and
+// the fused grouped CUDA kernel (targeted_dropout_fused.cu).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/philox.h"
+
+namespace tdrop {
+
+struct TdTask {
+  const float* w = nullptr;  // [rows, n], row-major
+  float* w_out = nullptr;    // [rows, n]
+  uint32_t* mask = nullptr;  // [rows, mask_words_per_row(n)]
+  int64_t rows = 0, n = 0;
+  int64_t k = 0;             // targeted entries per row (weight) or targeted rows (unit)
+  uint32_t drop_threshold = 0;  // bernoulli_threshold(alpha)
+  uint64_t stream = 0;
+  bool unit = false;
+  bool per_weight_draws = false;  // unit mode: one draw per entry of a targeted row
+  std::string name;               // layer name, for errors
+};
+
+TDROP_HD int64_t mask_words_per_row(int64_t n) { return (n + 31) / 32; }
+// Stream of layer `layer_id` at training step `step`.
+TDROP_HD uint64_t td_stream(uint64_t step, uint64_t layer_id) {
+  return kStreamTargeted + step * 65536ull + (layer_id & 0xffff);
+}
+// Number of targeted items out of `count` for fraction gamma (computed once, on the host).
+int64_t td_count(double gamma, int64_t count);
+
+// Magnitude key of a float: its bits without the sign. Keys >= kNonFiniteKey are Inf/NaN.
+TDROP_HD uint32_t magnitude_key(uint32_t bits) { return bits & 0x7fffffffu; }
+inline constexpr uint32_t kNonFiniteKey = 0x7f800000u;
+
+// The canonical squared L2 norm of a row: 256 interleaved partial sums in double (lane l sums
+// entries l, l+256, ... in order), then a fixed pairwise tree. Each square of a float is exact
+// in double, so any device following this order gets identical bits.
+inline constexpr int kNormLanes = 256;
+double unit_norm_sq_reference(const float* row, int64_t n);
+
+// CPU reference. Throws tdrop::Error naming task.name on a NaN/Inf weight.
+void targeted_dropout_reference(const TdTask& task, uint64_t seed);
+// Gradient through the mask: out[r, c] = mask bit ? g[r, c] : 0.
+void td_mask_grad_cpu(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out);
+
+// CUDA. Each returns after queueing work on cuda_stream(); errors (non-finite weights) are
+// reported by td_check_nonfinite once the device has finished.
+class TdCudaWorkspace;
+// All tasks in one launch per phase (weight mode: one launch in total).
+void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
+                                 TdCudaWorkspace& ws);
+// One pipeline of separate kernels per task, as a general framework would compose it.
+void targeted_dropout_unfused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
+                                   TdCudaWorkspace& ws);
+// Throws naming the first task whose weights held a NaN/Inf (synchronises the stream).
+void td_check_nonfinite(const std::vector<TdTask>& tasks, TdCudaWorkspace& ws);
+void td_mask_grad_cuda(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out);
+
+// Device scratch reused across steps (so steady-state training allocates nothing).
+class TdCudaWorkspace {
+ public:
+  TdCudaWorkspace();
+  ~TdCudaWorkspace();
+  TdCudaWorkspace(const TdCudaWorkspace&) = delete;
+  TdCudaWorkspace& operator=(const TdCudaWorkspace&) = delete;
+  // Returns a device buffer of at least `bytes` for slot `slot` (grows, never shrinks).
+  void* buffer(int slot, size_t bytes);
+  int* nonfinite_flags(size_t count);  // zeroed by the launch that uses them
+
+ private:
+  struct Buf {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  std::vector<Buf> bufs_;
+};
+
+}  // namespace tdrop

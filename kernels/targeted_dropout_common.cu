@@ -1,0 +1,66 @@
+// Pieces shared by both CUDA paths: the reusable workspace, the non-finite report, and the
+// backward mask multiply.
+#include "core/cuda_check.h"
+#include "core/device.h"
+#include "kernels/targeted_dropout.h"
+
+namespace tdrop {
+
+namespace {
+constexpr int kFlagSlot = 0x7fff;  // the flags live in their own buffer, not a numbered slot
+
+__global__ void mask_grad_kernel(const float* g, const uint32_t* mask, int64_t rows, int64_t n,
+                                 float* out) {
+  const int64_t total = rows * n, words = mask_words_per_row(n);
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / n, c = i % n;
+    out[i] = (mask[r * words + c / 32] >> (c % 32)) & 1u ? g[i] : 0.0f;
+  }
+}
+}  // namespace
+
+TdCudaWorkspace::TdCudaWorkspace() = default;
+
+TdCudaWorkspace::~TdCudaWorkspace() {
+  for (Buf& b : bufs_) device_free(Device::CUDA, b.p, b.bytes);
+}
+
+void* TdCudaWorkspace::buffer(int slot, size_t bytes) {
+  const size_t i = slot == kFlagSlot ? 0 : static_cast<size_t>(slot) + 1;
+  if (bufs_.size() <= i) bufs_.resize(i + 1);
+  Buf& b = bufs_[i];
+  if (b.bytes < bytes) {
+    device_free(Device::CUDA, b.p, b.bytes);
+    b.p = device_alloc(Device::CUDA, bytes, "targeted dropout workspace");
+    b.bytes = bytes;
+  }
+  return b.p;
+}
+
+int* TdCudaWorkspace::nonfinite_flags(size_t count) {
+  int* f = static_cast<int*>(buffer(kFlagSlot, std::max<size_t>(count, 1) * sizeof(int)));
+  TDROP_CUDA_CHECK(cudaMemsetAsync(f, 0, std::max<size_t>(count, 1) * sizeof(int), cuda_stream()));
+  return f;
+}
+
+void td_check_nonfinite(const std::vector<TdTask>& tasks, TdCudaWorkspace& ws) {
+  if (tasks.empty()) return;
+  std::vector<int> host(tasks.size());
+  const int* f = static_cast<const int*>(ws.buffer(kFlagSlot, tasks.size() * sizeof(int)));
+  TDROP_CUDA_CHECK(cudaMemcpyAsync(host.data(), f, tasks.size() * sizeof(int),
+                                   cudaMemcpyDeviceToHost, cuda_stream()));
+  TDROP_CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+  for (size_t i = 0; i < tasks.size(); ++i)
+    TDROP_CHECK(!host[i], "targeted dropout: layer '", tasks[i].name,
+                "' has a non-finite weight (NaN or Inf) in its [", tasks[i].rows, ", ",
+                tasks[i].n, "] weight");
+}
+
+void td_mask_grad_cuda(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out) {
+  if (rows * n == 0) return;
+  mask_grad_kernel<<<cuda_blocks(rows * n), 256, 0, cuda_stream()>>>(g, mask, rows, n, out);
+  TDROP_LAUNCH_CHECK("mask_grad_kernel");
+}
+
+}  // namespace tdrop

@@ -1,0 +1,195 @@
+// Targeted dropout on CUDA against the CPU reference, bit for bit: W' and the mask of the fused
+// grouped kernel and of the unfused pipeline must equal the reference's exactly, over shapes
+// (rows of 1 to 10^6 entries, odd counts, rows longer than shared memory), gamma, alpha, weight
+// kinds (ties, zeros, -0.0, denormals) and modes.
+#include <gtest/gtest.h>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "tests/grad_check.h"
+#include "tests/td_test_util.h"
+
+namespace tdrop::testing {
+namespace {
+
+#define SKIP_WITHOUT_GPU() \
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU: targeted-dropout CPU<->CUDA test skipped"
+
+struct Case {
+  int64_t rows, n;
+  WeightKind kind;
+  double gamma;
+  float alpha;
+  bool unit, per_weight;
+};
+
+// Runs `cases` as one group on the device (fused: one launch; unfused: a pipeline per task)
+// and compares every task with the CPU reference.
+void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<float>> weights;
+  std::vector<TdOutput> ref(cases.size());
+  std::vector<Tensor> dw, dout, dmask;
+  std::vector<TdTask> tasks;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    weights.push_back(make_weights(c.rows * c.n, c.kind, rng));
+    TdTask t = make_task(weights[i], c.rows, c.n, c.gamma, c.alpha, c.unit,
+                         td_stream(1000 + i, i), ref[i], c.per_weight);
+    targeted_dropout_reference(t, seed);
+    dw.push_back(Tensor::from_vector(weights[i], {c.rows, c.n}, Device::CUDA));
+    dout.push_back(Tensor::full({c.rows, c.n}, -1.0, DType::F32, Device::CUDA));
+    dmask.push_back(Tensor::full({c.rows, mask_words_per_row(c.n) * 4}, 0xAB, DType::U8,
+                                 Device::CUDA));
+    t.w = dw.back().data<float>();
+    t.w_out = dout.back().data<float>();
+    t.mask = reinterpret_cast<uint32_t*>(dmask.back().raw_data());
+    tasks.push_back(t);
+  }
+  TdCudaWorkspace ws;
+  if (fused) targeted_dropout_fused_cuda(tasks, seed, ws);
+  else targeted_dropout_unfused_cuda(tasks, seed, ws);
+  td_check_nonfinite(tasks, ws);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    SCOPED_TRACE(std::string(fused ? "fused" : "unfused") + " case " + std::to_string(i) + ": [" +
+                 std::to_string(c.rows) + ", " + std::to_string(c.n) + "] " + kind_name(c.kind) +
+                 " gamma " + std::to_string(c.gamma) + " alpha " + std::to_string(c.alpha) +
+                 (c.unit ? " unit" : " weight") + (c.per_weight ? " per-weight" : ""));
+    const std::vector<float> out = dout[i].to_vector<float>();
+    const std::vector<uint8_t> mask_bytes = dmask[i].to_vector<uint8_t>();
+    std::vector<uint32_t> mask(ref[i].mask.size());
+    std::memcpy(mask.data(), mask_bytes.data(), mask.size() * 4);
+    int64_t bad = 0;
+    for (size_t j = 0; j < out.size() && bad < 5; ++j)
+      if (to_bits(out[j]) != to_bits(ref[i].w_out[j])) {
+        ADD_FAILURE() << "W' differs at " << j << ": " << out[j] << " vs " << ref[i].w_out[j];
+        ++bad;
+      }
+    for (size_t j = 0; j < mask.size() && bad < 10; ++j)
+      if (mask[j] != ref[i].mask[j]) {
+        ADD_FAILURE() << "mask word " << j << " differs: " << std::hex << mask[j] << " vs "
+                      << ref[i].mask[j];
+        ++bad;
+      }
+  }
+}
+
+std::vector<Case> sweep(bool unit) {
+  std::vector<Case> cases;
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {1, 1}, {3, 7}, {5, 33}, {17, 100}, {64, 1000}, {8, 4096}, {3, 4099}, {300, 784}};
+  const WeightKind kinds[] = {WeightKind::Normal, WeightKind::FewValues, WeightKind::AllZero,
+                              WeightKind::SignedZeros, WeightKind::Denormals, WeightKind::Mixed};
+  int i = 0;
+  for (auto [rows, n] : shapes)
+    for (double gamma : {0.0, 0.01, 0.5, 0.99, 1.0})
+      for (float alpha : {0.0f, 0.5f, 1.0f})
+        cases.push_back({rows, n, kinds[i++ % 6], gamma, alpha, unit, unit && (i % 4 == 0)});
+  return cases;
+}
+
+TEST(CudaTargetedDropout, FusedWeightModeMatchesReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare(sweep(false), true, seed);
+}
+
+TEST(CudaTargetedDropout, UnfusedWeightModeMatchesReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare(sweep(false), false, seed);
+}
+
+TEST(CudaTargetedDropout, FusedUnitModeMatchesReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare(sweep(true), true, seed);
+}
+
+TEST(CudaTargetedDropout, UnfusedUnitModeMatchesReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare(sweep(true), false, seed);
+}
+
+// Rows longer than the shared-memory stage (the second-pass path) and the largest shapes.
+TEST(CudaTargetedDropout, LongRowsMatchReference) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const std::vector<Case> cases = {{2, 65536, WeightKind::Normal, 0.5, 0.5f, false, false},
+                                   {1, 1000000, WeightKind::Mixed, 0.75, 0.66f, false, false},
+                                   {1, 1000003, WeightKind::FewValues, 0.3, 1.0f, false, false},
+                                   {4, 70001, WeightKind::SignedZeros, 0.99, 0.5f, false, false},
+                                   {65536, 16, WeightKind::Normal, 0.5, 0.5f, true, false}};
+  run_and_compare(cases, true, seed);
+  run_and_compare(cases, false, seed);
+}
+
+// A model's worth of layers in one grouped launch, mixed sizes.
+TEST(CudaTargetedDropout, GroupedLaunchOfManyLayers) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<Case> cases;
+  for (int i = 0; i < 130; ++i)  // more than one table's worth of tasks
+    cases.push_back({16 + i % 7, 144 + 9 * (i % 5), WeightKind::Normal, 0.5, 0.5f, false, false});
+  run_and_compare(cases, true, seed);
+}
+
+TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
+  SKIP_WITHOUT_GPU();
+  for (bool fused : {true, false}) {
+    std::vector<float> w(64 * 10, 0.5f);
+    w[333] = NAN;
+    Tensor dw = Tensor::from_vector(w, {64, 10}, Device::CUDA);
+    Tensor out = Tensor::empty({64, 10}, DType::F32, Device::CUDA);
+    Tensor mask = Tensor::empty({64, 4}, DType::U8, Device::CUDA);
+    TdTask t;
+    t.w = dw.data<float>();
+    t.w_out = out.data<float>();
+    t.mask = reinterpret_cast<uint32_t*>(mask.raw_data());
+    t.rows = 64;
+    t.n = 10;
+    t.k = 5;
+    t.drop_threshold = bernoulli_threshold(0.5f);
+    t.name = "features.7";
+    TdCudaWorkspace ws;
+    if (fused) targeted_dropout_fused_cuda({t}, 1, ws);
+    else targeted_dropout_unfused_cuda({t}, 1, ws);
+    try {
+      td_check_nonfinite({t}, ws);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("features.7"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(CudaTargetedDropout, MaskGradMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(fresh_seed());
+  const int64_t rows = 37, n = 77;
+  const std::vector<float> g = make_weights(rows * n, WeightKind::Normal, rng);
+  std::vector<uint32_t> mask(rows * mask_words_per_row(n));
+  for (auto& m : mask) m = static_cast<uint32_t>(rng());
+  std::vector<float> want(g.size());
+  td_mask_grad_cpu(g.data(), mask.data(), rows, n, want.data());
+  Tensor dg = Tensor::from_vector(g, {rows, n}, Device::CUDA);
+  std::vector<uint8_t> mb(mask.size() * 4);
+  std::memcpy(mb.data(), mask.data(), mb.size());
+  Tensor dm = Tensor::from_vector(mb, {static_cast<int64_t>(mb.size())}, Device::CUDA);
+  Tensor out = Tensor::empty({rows, n}, DType::F32, Device::CUDA);
+  td_mask_grad_cuda(dg.data<float>(), reinterpret_cast<const uint32_t*>(dm.raw_data()), rows, n,
+                    out.data<float>());
+  EXPECT_EQ(out.to_vector<float>(), want);
+}
+
+}  // namespace
+}  // namespace tdrop::testing

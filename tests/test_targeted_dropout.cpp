@@ -1,0 +1,249 @@
+// Targeted dropout, CPU reference: the exact semantics of DESIGN.md, checked property by
+// property, plus the statistics of the Bernoulli draws.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "tests/grad_check.h"
+#include "tests/td_test_util.h"
+
+namespace tdrop::testing {
+namespace {
+
+// Independent statement of the targeted set: entry c of row r is targeted iff fewer than k
+// entries of the row precede it in (key, index) order.
+std::vector<uint8_t> brute_force_targeted(const std::vector<float>& w, int64_t rows, int64_t n,
+                                          int64_t k) {
+  std::vector<uint8_t> t(w.size(), 0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < n; ++c) {
+      const uint32_t kc = magnitude_key(to_bits(w[r * n + c]));
+      int64_t before = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const uint32_t kj = magnitude_key(to_bits(w[r * n + j]));
+        before += kj < kc || (kj == kc && j < c);
+      }
+      t[r * n + c] = before < k;
+    }
+  return t;
+}
+
+void expect_consistent(const std::vector<float>& w, int64_t rows, int64_t n, const TdOutput& o) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      const size_t i = static_cast<size_t>(r * n + c);
+      if (mask_bit(o.mask, n, r, c)) {
+        ASSERT_EQ(to_bits(o.w_out[i]), to_bits(w[i])) << "kept entry changed at " << r << "," << c;
+      } else {
+        ASSERT_EQ(to_bits(o.w_out[i]), 0u) << "dropped entry is not +0.0 at " << r << "," << c;
+      }
+    }
+    for (int64_t c = n; c < mask_words_per_row(n) * 32; ++c)
+      ASSERT_FALSE(mask_bit(o.mask, n, r, c)) << "padding bit set in row " << r;
+  }
+}
+
+class TdReference : public ::testing::TestWithParam<WeightKind> {};
+
+TEST_P(TdReference, DropsOnlyTargetedEntriesAndAlphaOneDropsAllOfThem) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 7}, {5, 33}, {2, 100}}) {
+    const std::vector<float> w = make_weights(rows * n, GetParam(), rng);
+    for (double gamma : {0.0, 0.1, 0.5, 0.99, 1.0}) {
+      const int64_t k = td_count(gamma, n);
+      const std::vector<uint8_t> targeted = brute_force_targeted(w, rows, n, k);
+      TdOutput o;
+      targeted_dropout_reference(make_task(w, rows, n, gamma, 1.0f, false, 9, o), seed);
+      expect_consistent(w, rows, n, o);
+      for (int64_t i = 0; i < rows * n; ++i)  // alpha = 1: dropped exactly when targeted
+        ASSERT_EQ(!mask_bit(o.mask, n, i / n, i % n), targeted[i] != 0)
+            << "gamma " << gamma << " entry " << i;
+      TdOutput half;
+      targeted_dropout_reference(make_task(w, rows, n, gamma, 0.5f, false, 9, half), seed);
+      expect_consistent(w, rows, n, half);
+      for (int64_t i = 0; i < rows * n; ++i)
+        if (!mask_bit(half.mask, n, i / n, i % n)) ASSERT_TRUE(targeted[i]) << "entry " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WeightKinds, TdReference,
+                         ::testing::Values(WeightKind::Normal, WeightKind::FewValues,
+                                           WeightKind::AllZero, WeightKind::SignedZeros,
+                                           WeightKind::Denormals, WeightKind::Mixed),
+                         [](const auto& info) {
+                           std::string s = kind_name(info.param);
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
+
+TEST(TdReferenceSemantics, TiesGoToTheLowerColumn) {
+  // Row: 5 equal magnitudes (with both signs and a -0/+0 pair elsewhere); k = 3 must take
+  // the three lowest columns among the ties after every strictly smaller entry.
+  const std::vector<float> w = {0.5f, -0.5f, 0.0f, 0.5f, -0.0f, 0.5f, 0.5f, 2.0f};
+  TdOutput o;
+  targeted_dropout_reference(make_task(w, 1, 8, 4.0 / 8.0, 1.0f, false, 1, o), 123);
+  // Order: -0.0 (col 2, key 0) and -0.0 (col 4, key 0) first, then ties of 0.5 at cols 0, 1...
+  const std::vector<bool> kept = {false, false, false, true, false, true, true, true};
+  for (int c = 0; c < 8; ++c) EXPECT_EQ(mask_bit(o.mask, 8, 0, c), kept[c]) << "column " << c;
+  EXPECT_EQ(to_bits(o.w_out[1]), 0u);             // dropped -0.5 becomes +0.0
+  EXPECT_EQ(to_bits(o.w_out[3]), to_bits(0.5f));  // kept entries untouched
+}
+
+TEST(TdReferenceSemantics, KeptNegativeZeroKeepsItsSign) {
+  const std::vector<float> w = {-0.0f, 1.0f, -0.0f, 3.0f};
+  TdOutput o;
+  targeted_dropout_reference(make_task(w, 1, 4, 0.0, 1.0f, false, 1, o), 1);
+  EXPECT_EQ(to_bits(o.w_out[0]), 0x80000000u);
+  EXPECT_EQ(to_bits(o.w_out[2]), 0x80000000u);
+}
+
+TEST(TdReferenceSemantics, DenormalsRankBelowNormalsAndAboveZero) {
+  const std::vector<float> w = {1e-30f, from_bits(5), 0.0f, from_bits(0x80000003u), 1.0f};
+  TdOutput o;  // k = 3: 0.0, -denormal(3), denormal(5)
+  targeted_dropout_reference(make_task(w, 1, 5, 3.0 / 5.0, 1.0f, false, 1, o), 1);
+  const std::vector<bool> kept = {true, false, false, false, true};
+  for (int c = 0; c < 5; ++c) EXPECT_EQ(mask_bit(o.mask, 5, 0, c), kept[c]) << "column " << c;
+}
+
+TEST(TdReferenceSemantics, GammaZeroAndAlphaZeroKeepEverything) {
+  std::mt19937_64 rng(fresh_seed());
+  const std::vector<float> w = make_weights(4 * 50, WeightKind::Normal, rng);
+  for (auto [g, a] : {std::pair{0.0, 1.0f}, std::pair{1.0, 0.0f}}) {
+    TdOutput o;
+    targeted_dropout_reference(make_task(w, 4, 50, g, a, false, 1, o), 5);
+    for (int64_t i = 0; i < 200; ++i) ASSERT_TRUE(mask_bit(o.mask, 50, i / 50, i % 50));
+    EXPECT_EQ(o.w_out, w);
+  }
+}
+
+TEST(TdReferenceSemantics, GammaOneAlphaOneDropsEverything) {
+  std::mt19937_64 rng(fresh_seed());
+  const std::vector<float> w = make_weights(3 * 37, WeightKind::Normal, rng);
+  TdOutput o;
+  targeted_dropout_reference(make_task(w, 3, 37, 1.0, 1.0f, false, 1, o), 5);
+  for (float x : o.w_out) EXPECT_EQ(to_bits(x), 0u);
+}
+
+TEST(TdReferenceSemantics, TargetedCountIsFloorOfGammaN) {
+  EXPECT_EQ(td_count(0.75, 300), 225);
+  EXPECT_EQ(td_count(0.5, 7), 3);
+  EXPECT_EQ(td_count(0.99, 10), 9);
+  EXPECT_EQ(td_count(1.0, 10), 10);
+  EXPECT_EQ(td_count(0.0, 10), 0);
+  EXPECT_THROW(td_count(1.5, 10), Error);
+  EXPECT_THROW(td_count(-0.1, 10), Error);
+}
+
+TEST(TdReferenceSemantics, NonFiniteWeightNamesTheLayer) {
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    std::vector<float> w(12, 1.0f);
+    w[7] = bad;
+    TdOutput o;
+    TdTask t = make_task(w, 3, 4, 0.5, 0.5f, false, 1, o);
+    t.name = "layers.3";
+    try {
+      targeted_dropout_reference(t, 1);
+      FAIL() << "expected an error for " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("layers.3"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("row 1, column 3"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// The share of targeted entries that get dropped is Binomial(targeted, alpha): within 6 sigma.
+TEST(TdReferenceStatistics, DroppedShareMatchesAlpha) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t rows = 64, n = 1000;
+  const std::vector<float> w = make_weights(rows * n, WeightKind::Normal, rng);
+  for (float alpha : {0.1f, 0.5f, 0.66f, 0.9f}) {
+    TdOutput o;
+    targeted_dropout_reference(make_task(w, rows, n, 0.5, alpha, false, 77, o), seed);
+    int64_t dropped = 0;
+    for (int64_t i = 0; i < rows * n; ++i) dropped += !mask_bit(o.mask, n, i / n, i % n);
+    const double targeted = rows * 500.0;
+    const double sigma = std::sqrt(targeted * alpha * (1 - alpha));
+    EXPECT_NEAR(dropped, targeted * alpha, 6 * sigma) << "alpha " << alpha;
+  }
+}
+
+TEST(TdReferenceStatistics, DrawsDifferBetweenStepsAndRepeatForOneSeed) {
+  std::mt19937_64 rng(fresh_seed());
+  const std::vector<float> w = make_weights(8 * 256, WeightKind::Normal, rng);
+  TdOutput a, b, c;
+  targeted_dropout_reference(make_task(w, 8, 256, 0.5, 0.5f, false, td_stream(10, 2), a), 42);
+  targeted_dropout_reference(make_task(w, 8, 256, 0.5, 0.5f, false, td_stream(10, 2), b), 42);
+  targeted_dropout_reference(make_task(w, 8, 256, 0.5, 0.5f, false, td_stream(11, 2), c), 42);
+  EXPECT_EQ(a.mask, b.mask);
+  EXPECT_EQ(a.w_out, b.w_out);
+  EXPECT_NE(a.mask, c.mask);
+  TdOutput d;  // another layer at the same step draws differently too
+  targeted_dropout_reference(make_task(w, 8, 256, 0.5, 0.5f, false, td_stream(10, 3), d), 42);
+  EXPECT_NE(a.mask, d.mask);
+}
+
+TEST(TdReferenceUnit, TargetsTheRowsOfSmallestNormTiesByIndex) {
+  // Rows 1 and 3 share the smallest norm, row 0 next; k = floor(0.6 * 5) = 3.
+  const int64_t n = 3;
+  const std::vector<float> w = {0.5f, 0.5f, 0.0f,  2.0f, 0.0f, 0.0f, 0.1f, 0.0f,
+                                0.0f, 0.0f, 0.0f,  -0.1f, 1.0f, 1.0f, 1.0f};
+  TdOutput o;
+  targeted_dropout_reference(make_task(w, 5, n, 0.6, 1.0f, true, 3, o), 9);
+  const std::vector<bool> row_kept = {false, true, false, false, true};
+  for (int64_t r = 0; r < 5; ++r)
+    for (int64_t c = 0; c < n; ++c) EXPECT_EQ(mask_bit(o.mask, n, r, c), row_kept[r]) << r;
+}
+
+TEST(TdReferenceUnit, OneDrawPerRowUnlessPerWeight) {
+  std::mt19937_64 rng(fresh_seed());
+  const int64_t rows = 200, n = 16;
+  const std::vector<float> w = make_weights(rows * n, WeightKind::Normal, rng);
+  TdOutput o, pw;
+  targeted_dropout_reference(make_task(w, rows, n, 1.0, 0.5f, true, 3, o), 11);
+  int64_t dropped_rows = 0, partial_rows = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t kept = 0;
+    for (int64_t c = 0; c < n; ++c) kept += mask_bit(o.mask, n, r, c);
+    ASSERT_TRUE(kept == 0 || kept == n) << "row " << r << " partly dropped";
+    dropped_rows += kept == 0;
+  }
+  EXPECT_NEAR(dropped_rows, 100, 6 * std::sqrt(50.0));
+  targeted_dropout_reference(make_task(w, rows, n, 1.0, 0.5f, true, 3, pw, true), 11);
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t kept = 0;
+    for (int64_t c = 0; c < n; ++c) kept += mask_bit(pw.mask, n, r, c);
+    partial_rows += kept > 0 && kept < n;
+  }
+  EXPECT_GT(partial_rows, 150);  // per-entry draws: almost every row is partly dropped
+}
+
+TEST(TdReferenceUnit, CanonicalNormMatchesAPlainSumClosely) {
+  std::mt19937_64 rng(fresh_seed());
+  const std::vector<float> w = make_weights(10007, WeightKind::Normal, rng);
+  double plain = 0;
+  for (float x : w) plain += static_cast<double>(x) * x;
+  EXPECT_NEAR(unit_norm_sq_reference(w.data(), 10007), plain, 1e-9 * plain);
+}
+
+TEST(TdMaskGrad, ZeroesExactlyTheDroppedEntries) {
+  const int64_t rows = 3, n = 45;
+  std::mt19937_64 rng(fresh_seed());
+  const std::vector<float> w = make_weights(rows * n, WeightKind::Normal, rng);
+  TdOutput o;
+  targeted_dropout_reference(make_task(w, rows, n, 0.5, 0.5f, false, 3, o), 1);
+  std::vector<float> g = make_weights(rows * n, WeightKind::Normal, rng), out(g.size());
+  td_mask_grad_cpu(g.data(), o.mask.data(), rows, n, out.data());
+  for (int64_t i = 0; i < rows * n; ++i)
+    EXPECT_EQ(out[i], mask_bit(o.mask, n, i / n, i % n) ? g[i] : 0.0f);
+}
+
+}  // namespace
+}  // namespace tdrop::testing
