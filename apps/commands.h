@@ -6,4 +6,5 @@ namespace tdrop {
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
+void add_prune_command(CLI::App& app);
 }  // namespace tdrop

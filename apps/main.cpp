@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   tdrop::add_train_command(app);
   tdrop::add_eval_command(app);
   tdrop::add_inspect_command(app);
+  tdrop::add_prune_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

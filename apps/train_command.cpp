@@ -8,6 +8,36 @@
 
 namespace tdrop {
 
+namespace {
+struct TdOptions {
+  std::string mode = "none", dropout;
+  float gamma = 0.5f, alpha = 0.5f, dropout_rate = 0.0f;
+  bool ramp = false, per_weight = false, keep_all = false;
+  int64_t ramp_steps = 0;
+
+  TargetedDropoutConfig resolve() const {
+    TargetedDropoutConfig c;
+    if (!dropout.empty()) {
+      TDROP_CHECK(mode == "none", "--dropout and --td are alternatives; pass one of them");
+      c.mode = parse_td_mode(dropout);
+      c.gamma = 1.0f;  // every weight (or unit) is a candidate
+      c.alpha = dropout_rate;
+      c.rescale = true;
+      c.keep_all_in_eval = true;
+      return c;
+    }
+    c.mode = parse_td_mode(mode);
+    c.gamma = gamma;
+    c.alpha = alpha;
+    c.ramp = ramp;
+    c.ramp_steps = ramp_steps;
+    c.unit_per_weight_draws = per_weight;
+    c.keep_all_in_eval = keep_all;
+    return c;
+  }
+};
+}  // namespace
+
 void add_train_command(CLI::App& app) {
   auto cfg = std::make_shared<TrainConfig>();
   auto* cmd = app.add_subcommand("train", "train a model from the zoo");
@@ -55,19 +85,47 @@ void add_train_command(CLI::App& app) {
                   "use only the first N training images (0 = all)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("!--no-progress", cfg->progress, "no live progress line");
-  cmd->callback([cfg] {
+  // Targeted dropout and the paper's baselines.
+  auto td = std::make_shared<TdOptions>();
+  auto* g = cmd->add_option_group("targeted dropout", "Gomez et al. 2019 and its baselines");
+  g->add_option("--td", td->mode, "targeted dropout: none|weight|unit")
+      ->check(CLI::IsMember({"none", "weight", "unit"}))
+      ->capture_default_str();
+  g->add_option("--td-gamma", td->gamma, "targeted fraction gamma in [0, 1]")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  g->add_option("--td-alpha", td->alpha, "drop probability alpha in [0, 1]")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  g->add_flag("--td-ramp", td->ramp, "ramp gamma and alpha up during training");
+  g->add_option("--td-ramp-steps", td->ramp_steps, "ramp length T in steps (default: the whole run)")
+      ->check(CLI::NonNegativeNumber);
+  g->add_flag("--td-unit-per-weight", td->per_weight,
+              "unit mode: one draw per weight of a targeted row (the reference code)");
+  g->add_flag("--td-eval-keep-all", td->keep_all,
+              "eval: keep every weight instead of removing the targeted set");
+  g->add_option("--dropout", td->dropout, "untargeted dropout baseline: weight|unit")
+      ->check(CLI::IsMember({"weight", "unit"}));
+  g->add_option("--dropout-rate", td->dropout_rate, "rate of --dropout (kept weights x 1/(1-p))")
+      ->check(CLI::Range(0.0, 0.999));
+  g->add_option("--l1", cfg->l1, "L1 penalty on targetable weights")->check(CLI::Range(0.0, 1e3));
+  cmd->callback([cfg, td] {
+    cfg->td = td->resolve();
     if (cfg->out_dir.empty()) cfg->out_dir = "runs/" + cfg->model;
     const Device d = parse_device(cfg->device);
-    std::printf("tdrop train: model %s on %s, device %s%s, %d epochs, batch %lld, %s lr %g (%s)\n",
+    std::printf("tdrop train: model %s on %s, device %s%s, %d epochs, batch %lld, %s lr %g (%s)%s%s\n",
                 cfg->model.c_str(), cfg->dataset.c_str(), device_name(d),
                 cfg->device == "auto" ? " (auto)" : "", cfg->epochs,
                 static_cast<long long>(cfg->batch_size), cfg->optimizer.c_str(), cfg->lr,
-                cfg->schedule.c_str());
+                cfg->schedule.c_str(), cfg->td.enabled() ? ", " : "",
+                cfg->td.describe().c_str());
     std::fflush(stdout);
     TrainResult r = train(*cfg);
     const EpochMetrics& last = r.epochs.back();
-    std::printf("final test accuracy %.2f%%  (checkpoint %s/model.safetensors)\n",
-                100 * last.test_accuracy, cfg->out_dir.c_str());
+    std::printf("final test accuracy %.2f%%, sparsity %.1f%% of targeted weights, %.1f%% of all"
+                "  (checkpoint %s/model.safetensors)\n",
+                100 * last.test_accuracy, 100 * last.sparsity_targeted, 100 * last.sparsity_all,
+                cfg->out_dir.c_str());
   });
 }
 

@@ -119,6 +119,9 @@ void unary_typed(UnaryOp op, const Tensor& a_in, double alpha, double beta, cons
     case UnaryOp::Abs:
       for (int64_t i = 0; i < n; ++i) po[i] = std::fabs(pa[i]);
       break;
+    case UnaryOp::Sign:
+      for (int64_t i = 0; i < n; ++i) po[i] = pa[i] > T(0) ? al : pa[i] < T(0) ? -al : T(0);
+      break;
   }
 }
 

@@ -126,6 +126,7 @@ __global__ void unary_kernel(const T* __restrict__ a, T* __restrict__ out, T alp
     const T x = a[i];
     if constexpr (OP == UnaryOp::Relu) out[i] = x > T(0) ? x : T(0);
     else if constexpr (OP == UnaryOp::Affine) out[i] = add_rn(mul_rn(x, alpha), beta);
+    else if constexpr (OP == UnaryOp::Sign) out[i] = x > T(0) ? alpha : x < T(0) ? -alpha : T(0);
     else out[i] = abs_of(x);
   }
 }
@@ -148,6 +149,9 @@ void unary_typed(UnaryOp op, const Tensor& a_in, double alpha, double beta, cons
       break;
     case UnaryOp::Abs:
       unary_kernel<T, UnaryOp::Abs><<<blocks, kThreads, 0, cuda_stream()>>>(pa, po, al, be, n);
+      break;
+    case UnaryOp::Sign:
+      unary_kernel<T, UnaryOp::Sign><<<blocks, kThreads, 0, cuda_stream()>>>(pa, po, al, be, n);
       break;
   }
   TDROP_LAUNCH_CHECK("unary_kernel");

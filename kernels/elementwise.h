@@ -8,7 +8,7 @@
 namespace tdrop {
 
 enum class BinaryOp { Add, Sub, Mul, Div, ReluGrad /* a * (b > 0) */ };
-enum class UnaryOp { Relu, Affine /* a * alpha + beta */, Abs };
+enum class UnaryOp { Relu, Affine /* a * alpha + beta */, Abs, Sign /* alpha * sign(a), sign(0) = 0 */ };
 
 const char* binary_op_name(BinaryOp op);
 

@@ -374,6 +374,10 @@ void axpy_(double alpha, const Tensor& x, Tensor& acc) {
   else axpy_cpu(alpha, xc, acc);
 }
 
+void add_l1_subgradient_(Tensor& grad, const Tensor& w, double l1) {
+  axpy_(1.0, unary_raw(UnaryOp::Sign, w, l1, 0.0), grad);
+}
+
 int64_t first_nonfinite(const Tensor& x) {
   return cuda(x) ? first_nonfinite_cuda(x.contiguous()) : first_nonfinite_cpu(x);
 }

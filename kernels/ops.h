@@ -42,6 +42,8 @@ Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t stream);
 // x * mask * scale with a fixed U8 mask of x's shape; gradient is masked the same way.
 Tensor apply_mask(const Tensor& x, const Tensor& mask, double scale);
 
+// In place, never recorded: grad += l1 * sign(w) (the subgradient of an L1 penalty l1 * |w|).
+void add_l1_subgradient_(Tensor& grad, const Tensor& w, double l1);
 // In place, never recorded: acc += alpha * x.
 void axpy_(double alpha, const Tensor& x, Tensor& acc);
 // Index of the first NaN/Inf element, or -1.

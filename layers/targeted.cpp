@@ -212,17 +212,28 @@ void configure_targeted_dropout(Module& model, const TargetedDropoutConfig& cfg)
 }
 
 SparsityReport measure_sparsity(Module& model) {
+  NoGradGuard no_grad;
   SparsityReport r;
   auto zeros = [](const Tensor& t) {
     int64_t z = 0;
     for (double v : t.to_double_vector()) z += v == 0.0;
     return z;
   };
+  // Targetable weights count as the eval-mode model uses them (targeted set removed).
+  std::vector<const Tensor*> counted;
   for (auto& [name, layer] : targetable_layers(model)) {
-    r.targeted_total += layer->weight().numel();
-    r.targeted_zero += zeros(layer->weight());
+    Tensor& w = layer->weight();
+    const int64_t z = zeros(layer->targeted().effective(w, false, 0, 0));
+    r.targeted_total += w.numel();
+    r.targeted_zero += z;
+    r.all_total += w.numel();
+    r.all_zero += z;
+    counted.push_back(&w);
   }
   for (auto& [name, p] : model.named_parameters()) {
+    bool seen = false;
+    for (const Tensor* w : counted) seen = seen || w->same(p);
+    if (seen) continue;
     r.all_total += p.numel();
     r.all_zero += zeros(p);
   }

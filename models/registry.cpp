@@ -35,7 +35,39 @@ const ModelInfo& find_model(const std::string& name) {
 
 std::shared_ptr<Module> build_model(const std::string& name, nlohmann::json& config) {
   if (!config.is_object()) config = nlohmann::json::object();
-  return find_model(name).build(config);
+  std::shared_ptr<Module> model = find_model(name).build(config);
+  if (config.contains("td")) configure_targeted_dropout(*model, td_config_from_json(config["td"]));
+  return model;
+}
+
+nlohmann::json td_config_to_json(const TargetedDropoutConfig& c) {
+  return {{"mode", td_mode_name(c.mode)},
+          {"gamma", c.gamma},
+          {"alpha", c.alpha},
+          {"ramp", c.ramp},
+          {"ramp_steps", c.ramp_steps},
+          {"unit_per_weight_draws", c.unit_per_weight_draws},
+          {"keep_all_in_eval", c.keep_all_in_eval},
+          {"rescale", c.rescale}};
+}
+
+TargetedDropoutConfig td_config_from_json(const nlohmann::json& j) {
+  TDROP_CHECK(j.is_object(), "model config: 'td' must be an object, got ", j.dump());
+  TargetedDropoutConfig c;
+  try {
+    c.mode = parse_td_mode(j.value("mode", std::string("none")));
+    c.gamma = j.value("gamma", 0.0f);
+    c.alpha = j.value("alpha", 0.0f);
+    c.ramp = j.value("ramp", false);
+    c.ramp_steps = j.value("ramp_steps", int64_t{0});
+    c.unit_per_weight_draws = j.value("unit_per_weight_draws", false);
+    c.keep_all_in_eval = j.value("keep_all_in_eval", false);
+    c.rescale = j.value("rescale", false);
+  } catch (const nlohmann::json::exception& e) {
+    fail("model config: bad 'td' entry ", j.dump(), ": ", e.what());
+  }
+  c.validate("model config");
+  return c;
 }
 
 }  // namespace tdrop

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "layers/module.h"
+#include "layers/targeted.h"
 
 namespace tdrop {
 
@@ -22,6 +23,12 @@ struct ModelInfo {
 bool register_model(ModelInfo info);
 std::vector<std::string> model_names();
 const ModelInfo& find_model(const std::string& name);
+// Builds the model; when config has a "td" object, targeted dropout (or an untargeted dropout
+// baseline) is configured on every targetable layer.
 std::shared_ptr<Module> build_model(const std::string& name, nlohmann::json& config);
+
+// The "td" object of a model config.
+nlohmann::json td_config_to_json(const TargetedDropoutConfig& cfg);
+TargetedDropoutConfig td_config_from_json(const nlohmann::json& j);
 
 }  // namespace tdrop

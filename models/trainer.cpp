@@ -24,7 +24,9 @@ nlohmann::json TrainConfig::to_json() const {
           {"momentum", momentum},   {"weight_decay", weight_decay},
           {"schedule", schedule},   {"warmup_epochs", warmup_epochs},
           {"device", device},       {"seed", seed},
-          {"train_limit", train_limit}};
+          {"train_limit", train_limit},
+          {"td", td_config_to_json(td)},
+          {"l1", l1}};
 }
 
 nlohmann::json EpochMetrics::to_json() const {
@@ -36,7 +38,9 @@ nlohmann::json EpochMetrics::to_json() const {
           {"test_loss", test_loss},
           {"test_accuracy", test_accuracy},
           {"seconds", seconds},
-          {"samples_per_second", samples_per_second}};
+          {"samples_per_second", samples_per_second},
+          {"sparsity_targeted", sparsity_targeted},
+          {"sparsity_all", sparsity_all}};
 }
 
 namespace {
@@ -77,6 +81,8 @@ TrainResult train(const TrainConfig& cfg) {
   TDROP_CHECK(cfg.epochs >= 1, "--epochs must be at least 1, got ", cfg.epochs);
   TDROP_CHECK(cfg.batch_size >= 1, "--batch-size must be at least 1, got ", cfg.batch_size);
   TDROP_CHECK(std::isfinite(cfg.lr) && cfg.lr > 0, "--lr must be a positive number, got ", cfg.lr);
+  TDROP_CHECK(std::isfinite(cfg.l1) && cfg.l1 >= 0, "--l1 must be >= 0, got ", cfg.l1);
+  cfg.td.validate("--td");
   const Device device = parse_device(cfg.device);
   const DatasetSpec& spec = find_dataset(cfg.dataset);
 
@@ -98,6 +104,14 @@ TrainResult train(const TrainConfig& cfg) {
   if (!result.model_config.contains("input_features"))
     result.model_config["input_features"] = train_set.channels * train_set.height * train_set.width;
   result.model_config["num_classes"] = train_set.num_classes;
+  const long steps_per_epoch = static_cast<long>(train_loader.num_batches());
+  if (cfg.td.enabled()) {
+    TargetedDropoutConfig td = cfg.td;
+    if (td.ramp && td.ramp_steps == 0) td.ramp_steps = steps_per_epoch * cfg.epochs;
+    result.model_config["td"] = td_config_to_json(td);
+  } else {
+    result.model_config.erase("td");
+  }
   result.model = build_model(cfg.model, result.model_config);
   Module& model = *result.model;
   model.reset_parameters(cfg.seed);
@@ -106,7 +120,6 @@ TrainResult train(const TrainConfig& cfg) {
 
   auto opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum,
                             cfg.weight_decay);
-  const long steps_per_epoch = static_cast<long>(train_loader.num_batches());
   LrSchedule sched;
   sched.kind = parse_schedule(cfg.schedule);
   sched.base_lr = cfg.lr;
@@ -132,6 +145,7 @@ TrainResult train(const TrainConfig& cfg) {
     for (long i = 0; i < steps_per_epoch; ++i, ++step) {
       Batch b = train_loader.batch(i);
       model.set_rng(cfg.seed, static_cast<uint64_t>(step));
+      precompute_targeted_dropout(model, cfg.seed, static_cast<uint64_t>(step));
       opt->set_lr(sched.at(step));
       Tensor logits = model.forward(b.images);
       Tensor loss = cross_entropy(logits, b.labels);
@@ -140,6 +154,11 @@ TrainResult train(const TrainConfig& cfg) {
                   " (epoch ", epoch, "); lower --lr or check the data");
       opt->zero_grad();
       loss.backward();
+      if (cfg.l1 > 0)
+        for (auto& [name, layer] : targetable_layers(model)) {
+          Tensor g = layer->weight().grad();
+          if (g.defined()) add_l1_subgradient_(g, layer->weight(), cfg.l1);
+        }
       opt->step();
       loss_sum += l * static_cast<double>(b.labels.numel());
       correct += count_correct(logits, b.labels);
@@ -165,12 +184,16 @@ TrainResult train(const TrainConfig& cfg) {
     const EvalResult ev = evaluate(model, test_loader);
     m.test_loss = ev.loss;
     m.test_accuracy = ev.accuracy;
+    const SparsityReport sp = measure_sparsity(model);
+    m.sparsity_targeted = sp.targeted();
+    m.sparsity_all = sp.all();
     result.epochs.push_back(m);
     if (cfg.print_epochs) {
       std::printf("epoch %2d/%d  loss %.4f  train acc %6.2f%%  test acc %6.2f%%  lr %.4g  %.1f s"
-                  "  %.0f samples/s\n",
+                  "  %.0f samples/s  sparsity %.1f%%/%.1f%%\n",
                   epoch, cfg.epochs, m.train_loss, 100 * m.train_accuracy, 100 * m.test_accuracy,
-                  m.lr, m.seconds, m.samples_per_second);
+                  m.lr, m.seconds, m.samples_per_second, 100 * m.sparsity_targeted,
+                  100 * m.sparsity_all);
       std::fflush(stdout);
     }
     if (!cfg.out_dir.empty()) {

@@ -9,6 +9,7 @@
 
 #include "data/loader.h"
 #include "layers/module.h"
+#include "layers/targeted.h"
 
 namespace tdrop {
 
@@ -29,6 +30,10 @@ struct TrainConfig {
   bool progress = true;       // live progress line on stderr
   bool print_epochs = true;   // one summary line per epoch on stdout
   int64_t train_limit = 0;    // use only the first N training images (0 = all); for quick tests
+  // Targeted dropout on every targetable layer (or an untargeted dropout baseline, rescale on).
+  // A ramp with ramp_steps 0 ramps over the whole run.
+  TargetedDropoutConfig td;
+  float l1 = 0.0f;  // L1 penalty on targetable weights (a baseline of the paper)
 
   nlohmann::json to_json() const;
 };
@@ -38,6 +43,7 @@ struct EpochMetrics {
   long step = 0;
   double lr = 0, train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0;
   double seconds = 0, samples_per_second = 0;
+  double sparsity_targeted = 0, sparsity_all = 0;  // of the eval-mode model
   nlohmann::json to_json() const;
 };
 

@@ -224,9 +224,9 @@ std::vector<OpCase> build_cases() {
           [](const Tensors& in) { return Tensors{add_scalar(in[0], 0.3)}; }, kExact);
       add("mul_scalar" + suffix, [=](Gen& g) { return Tensors{g.uniform(s, dt)}; },
           [](const Tensors& in) { return Tensors{mul_scalar(in[0], -1.7)}; }, kExact);
-      for (UnaryOp op : {UnaryOp::Abs, UnaryOp::Affine})
-        add(std::string(op == UnaryOp::Abs ? "abs" : "affine") + suffix,
-            [=](Gen& g) { return Tensors{g.uniform(s, dt)}; },
+      for (UnaryOp op : {UnaryOp::Abs, UnaryOp::Affine, UnaryOp::Sign})
+        add(std::string(op == UnaryOp::Abs ? "abs" : op == UnaryOp::Sign ? "sign" : "affine") + suffix,
+            [=](Gen& g) { return Tensors{op == UnaryOp::Sign ? g.levels(s, dt) : g.uniform(s, dt)}; },
             [op](const Tensors& in) {
               Tensor out = empty_like(in[0], in[0].shape(), in[0].dtype());
               by_device(in[0], unary_cpu, unary_cuda, op, in[0], 0.7, -0.3, out);

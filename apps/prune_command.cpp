@@ -1,0 +1,146 @@
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "apps/commands.h"
+#include "apps/plot.h"
+#include "core/atomic_file.h"
+#include "models/prune.h"
+
+namespace tdrop {
+
+namespace {
+
+std::vector<double> parse_fractions(const std::string& s) {
+  std::vector<double> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      const double f = std::stod(item, &used);
+      TDROP_CHECK(used == item.size(), "");
+      TDROP_CHECK(f >= 0.0 && f <= 1.0, "--fractions: ", f, " is outside [0, 1]");
+      out.push_back(f);
+    } catch (const std::logic_error&) {
+      fail("--fractions: '", item, "' is not a number");
+    }
+  }
+  TDROP_CHECK(!out.empty(), "--fractions: no fractions given");
+  return out;
+}
+
+// "runs/mlp-td/model.safetensors" -> "mlp-td".
+std::string default_label(const std::string& path) {
+  const std::filesystem::path p(path);
+  const std::string parent = p.parent_path().filename().string();
+  return parent.empty() ? p.stem().string() : parent;
+}
+
+}  // namespace
+
+void add_prune_command(CLI::App& app) {
+  struct Opts {
+    std::vector<std::string> checkpoints, labels;
+    std::string mode = "weight", fractions = "0,0.25,0.5,0.75,0.9,0.95,0.99", csv, plot;
+    std::string dataset = "fashion-mnist", data_dir, device = "auto";
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand(
+      "prune", "prune every targetable layer by each fraction and measure test accuracy");
+  cmd->add_option("--checkpoint", o->checkpoints, "model.safetensors (repeat to compare runs)")
+      ->required();
+  cmd->add_option("--label", o->labels, "legend name per checkpoint (default: its directory)");
+  cmd->add_option("--mode", o->mode, "weight: per row by |w|; unit: whole rows by L2 norm")
+      ->check(CLI::IsMember({"weight", "unit"}))
+      ->capture_default_str();
+  cmd->add_option("--fractions", o->fractions, "comma-separated fractions in [0, 1]")
+      ->capture_default_str();
+  cmd->add_option("--dataset", o->dataset, "dataset")
+      ->check(CLI::IsMember({"fashion-mnist"}))
+      ->capture_default_str();
+  cmd->add_option("--data-dir", o->data_dir, "directory with the dataset files");
+  cmd->add_option("--device", o->device, "auto|cpu|cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_flag("--json", o->json, "print one JSON object per (checkpoint, fraction)");
+  cmd->add_option("--csv", o->csv, "also write the table as CSV to this file");
+  cmd->add_option("--plot", o->plot, "draw accuracy against sparsity into this PNG");
+  cmd->callback([o] {
+    TDROP_CHECK(o->labels.empty() || o->labels.size() == o->checkpoints.size(), "--label: ",
+                o->labels.size(), " labels for ", o->checkpoints.size(), " checkpoints");
+    PruneOptions po;
+    po.mode = parse_td_mode(o->mode);
+    po.fractions = parse_fractions(o->fractions);
+    po.dataset = o->dataset;
+    po.data_dir = o->data_dir;
+    po.device = o->device;
+    po.progress = !o->json;
+    std::vector<std::vector<PruneRow>> results;
+    std::vector<std::string> labels;
+    for (size_t i = 0; i < o->checkpoints.size(); ++i) {
+      results.push_back(prune_sweep(o->checkpoints[i], po));
+      labels.push_back(o->labels.empty() ? default_label(o->checkpoints[i]) : o->labels[i]);
+    }
+    if (o->json) {
+      for (size_t i = 0; i < results.size(); ++i)
+        for (const PruneRow& r : results[i])
+          std::printf("%s\n", nlohmann::json{{"checkpoint", o->checkpoints[i]},
+                                             {"label", labels[i]},
+                                             {"mode", o->mode},
+                                             {"fraction", r.fraction},
+                                             {"sparsity_targeted", r.sparsity_targeted},
+                                             {"sparsity_all", r.sparsity_all},
+                                             {"accuracy", r.accuracy},
+                                             {"loss", r.loss}}
+                                  .dump()
+                                  .c_str());
+    } else {
+      std::printf("%s pruning on %s test (sparsity: of targeted weights / of all weights)\n\n",
+                  o->mode.c_str(), o->dataset.c_str());
+      std::printf("%-9s", "fraction");
+      for (const std::string& l : labels) std::printf(" | %-30.30s", l.c_str());
+      std::printf("\n%-9s", "");
+      for (size_t i = 0; i < labels.size(); ++i)
+        std::printf(" | %8s %8s %12s", "targeted", "all", "accuracy");
+      std::printf("\n");
+      for (size_t f = 0; f < po.fractions.size(); ++f) {
+        std::printf("%-9.2f", po.fractions[f]);
+        for (const auto& rows : results)
+          std::printf(" | %7.1f%% %7.1f%% %11.2f%%", 100 * rows[f].sparsity_targeted,
+                      100 * rows[f].sparsity_all, 100 * rows[f].accuracy);
+        std::printf("\n");
+      }
+    }
+    if (!o->csv.empty()) {
+      std::string csv = "checkpoint,label,mode,fraction,sparsity_targeted,sparsity_all,accuracy,loss\n";
+      char line[512];
+      for (size_t i = 0; i < results.size(); ++i)
+        for (const PruneRow& r : results[i]) {
+          std::snprintf(line, sizeof line, "%s,%s,%s,%g,%.6f,%.6f,%.6f,%.6f\n",
+                        o->checkpoints[i].c_str(), labels[i].c_str(), o->mode.c_str(), r.fraction,
+                        r.sparsity_targeted, r.sparsity_all, r.accuracy, r.loss);
+          csv += line;
+        }
+      write_file_atomic(o->csv, csv);
+    }
+    if (!o->plot.empty()) {
+      std::vector<PlotSeries> series;
+      for (size_t i = 0; i < results.size(); ++i) {
+        PlotSeries s{labels[i], {}, {}};
+        for (const PruneRow& r : results[i]) {
+          s.x.push_back(100 * r.sparsity_targeted);
+          s.y.push_back(100 * r.accuracy);
+        }
+        series.push_back(s);
+      }
+      plot_accuracy_vs_sparsity(o->plot, o->mode + " pruning, " + o->dataset, series);
+      if (!o->json) std::printf("\nplot written to %s\n", o->plot.c_str());
+    }
+  });
+}
+
+}  // namespace tdrop
