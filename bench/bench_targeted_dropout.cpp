@@ -1,0 +1,206 @@
+// Targeted dropout throughput: CPU reference, unfused CUDA pipeline, fused CUDA kernel (one
+// grouped launch for all layers of a shape set, and one launch per layer), for the targeted
+// layers of each zoo model and three large matrices.
+//
+// Bytes/s count the fused floor of 8.125 bytes per fp32 weight (read W, write W', one mask
+// bit), whatever a path really moves, so paths compare on one scale. Every CUDA case also times
+// a device-to-device copy of the same weights (8 bytes per weight) in the same process and
+// reports `pct_of_copy`, the share of copy bandwidth reached. CUDA cases skip without a GPU.
+//
+// Usage: bench_targeted_dropout [--benchmark_filter=REGEX] [--benchmark_format=json] ...
+//        (gamma = alpha = 0.5; seed fixed; weights ~ N(0, 1), never all-zero)
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "core/tensor.h"
+#include "kernels/targeted_dropout.h"
+
+namespace tdrop {
+namespace {
+
+using Shapes = std::vector<std::pair<int64_t, int64_t>>;
+
+std::pair<int64_t, int64_t> conv(int64_t out, int64_t in, int64_t k = 3) { return {out, in * k * k}; }
+
+Shapes repeat(Shapes s, int times) {
+  Shapes out;
+  for (int i = 0; i < times; ++i) out.insert(out.end(), s.begin(), s.end());
+  return out;
+}
+
+// The same shape sets as the PyTorch peer (stem and classifier excluded).
+const std::map<std::string, Shapes>& shape_sets() {
+  static const std::map<std::string, Shapes> sets = [] {
+    std::map<std::string, Shapes> m;
+    m["mlp"] = {{300, 784}, {100, 300}};
+    Shapes r = repeat({conv(16, 16)}, 10);
+    r.push_back(conv(32, 16));
+    for (auto s : repeat({conv(32, 32)}, 9)) r.push_back(s);
+    r.push_back(conv(64, 32));
+    for (auto s : repeat({conv(64, 64)}, 9)) r.push_back(s);
+    m["resnet32"] = r;
+    Shapes v = {conv(64, 64), conv(128, 64), conv(128, 128), conv(256, 128)};
+    for (auto s : repeat({conv(256, 256)}, 2)) v.push_back(s);
+    v.push_back(conv(512, 256));
+    for (auto s : repeat({conv(512, 512)}, 5)) v.push_back(s);
+    v.push_back({4096, 512});
+    v.push_back({4096, 4096});
+    m["vgg16"] = v;
+    m["transformer"] = repeat({{512, 512}, {512, 512}, {512, 512}, {512, 512}, {2048, 512}, {512, 2048}}, 6);
+    m["square"] = {{4096, 4096}};
+    m["tall"] = {{1024, 65536}};
+    m["wide"] = {{65536, 1024}};
+    return m;
+  }();
+  return sets;
+}
+
+constexpr double kGamma = 0.5;
+constexpr float kAlpha = 0.5f;
+constexpr uint64_t kSeed = 1234;
+
+struct Workload {
+  std::vector<Tensor> w, out, mask;
+  std::vector<TdTask> tasks;
+  int64_t numel = 0;
+};
+
+Workload make_workload(const Shapes& shapes, Device d) {
+  Workload wl;
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    auto [rows, n] = shapes[i];
+    std::vector<float> host(static_cast<size_t>(rows * n));
+    for (float& x : host) x = normal(rng);
+    wl.w.push_back(Tensor::from_vector(host, {rows, n}, d));
+    wl.out.push_back(Tensor::empty({rows, n}, DType::F32, d));
+    wl.mask.push_back(Tensor::empty({rows, mask_words_per_row(n) * 4}, DType::U8, d));
+    TdTask t;
+    t.w = wl.w.back().data<float>();
+    t.w_out = wl.out.back().data<float>();
+    t.mask = reinterpret_cast<uint32_t*>(wl.mask.back().raw_data());
+    t.rows = rows;
+    t.n = n;
+    t.k = td_count(kGamma, n);
+    t.drop_threshold = bernoulli_threshold(kAlpha);
+    t.stream = td_stream(0, i);
+    t.name = "layer" + std::to_string(i);
+    wl.tasks.push_back(t);
+    wl.numel += rows * n;
+  }
+  return wl;
+}
+
+void set_counters(benchmark::State& state, int64_t numel) {
+  state.counters["weights"] = static_cast<double>(numel);
+  state.counters["bytes_per_second"] = benchmark::Counter(
+      8.125 * static_cast<double>(numel) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+
+// Median milliseconds of `fn` over `reps` CUDA-event-timed runs after a warm-up.
+template <class Fn>
+float median_ms(Fn fn, int reps = 20) {
+  cudaEvent_t a, b;
+  TDROP_CUDA_CHECK(cudaEventCreate(&a));
+  TDROP_CUDA_CHECK(cudaEventCreate(&b));
+  fn();
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    TDROP_CUDA_CHECK(cudaEventRecord(a, cuda_stream()));
+    fn();
+    TDROP_CUDA_CHECK(cudaEventRecord(b, cuda_stream()));
+    TDROP_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    TDROP_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+void BM_CpuReference(benchmark::State& state, const std::string& set) {
+  Workload wl = make_workload(shape_sets().at(set), Device::CPU);
+  for (auto _ : state)
+    for (const TdTask& t : wl.tasks) targeted_dropout_reference(t, kSeed);
+  set_counters(state, wl.numel);
+}
+
+enum class CudaPath { FusedGrouped, FusedPerLayer, Unfused };
+
+void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
+  if (!cuda_available()) {
+    state.SkipWithError("no CUDA GPU: CUDA targeted-dropout benchmarks skipped");
+    return;
+  }
+  Workload wl = make_workload(shape_sets().at(set), Device::CUDA);
+  TdCudaWorkspace ws;
+  auto run = [&] {
+    switch (path) {
+      case CudaPath::FusedGrouped: targeted_dropout_fused_cuda(wl.tasks, kSeed, ws); break;
+      case CudaPath::FusedPerLayer:
+        for (const TdTask& t : wl.tasks) targeted_dropout_fused_cuda({t}, kSeed, ws);
+        break;
+      case CudaPath::Unfused: targeted_dropout_unfused_cuda(wl.tasks, kSeed, ws); break;
+    }
+  };
+  // The ceiling: copy the same weights device to device (read 4 B + write 4 B per weight).
+  const float copy_ms = median_ms([&] {
+    for (size_t i = 0; i < wl.w.size(); ++i)
+      TDROP_CUDA_CHECK(cudaMemcpyAsync(wl.out[i].raw_data(), wl.w[i].raw_data(),
+                                       wl.w[i].numel() * 4, cudaMemcpyDeviceToDevice,
+                                       cuda_stream()));
+  });
+  run();
+  td_check_nonfinite(wl.tasks, ws);
+  for (auto _ : state) state.SetIterationTime(median_ms(run, 1) * 1e-3);
+  const float ms = median_ms(run);
+  set_counters(state, wl.numel);
+  state.counters["median_us"] = ms * 1e3;
+  state.counters["copy_us"] = copy_ms * 1e3;
+  state.counters["copy_GBps"] = 8.0 * static_cast<double>(wl.numel) / (copy_ms * 1e-3) / 1e9;
+  state.counters["GBps_8.125"] = 8.125 * static_cast<double>(wl.numel) / (ms * 1e-3) / 1e9;
+  state.counters["pct_of_copy"] =
+      100.0 * (8.125 * static_cast<double>(wl.numel) / ms) / (8.0 * wl.numel / copy_ms);
+}
+
+void register_all() {
+  for (const auto& [name, shapes] : shape_sets()) {
+    benchmark::RegisterBenchmark(("cpu_reference/" + name).c_str(), BM_CpuReference, name)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("cuda_fused/" + name).c_str(), BM_Cuda, name,
+                                 CudaPath::FusedGrouped)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+    if (shapes.size() > 1)
+      benchmark::RegisterBenchmark(("cuda_fused_per_layer/" + name).c_str(), BM_Cuda, name,
+                                   CudaPath::FusedPerLayer)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("cuda_unfused/" + name).c_str(), BM_Cuda, name, CudaPath::Unfused)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+}
+
+}  // namespace
+}  // namespace tdrop
+
+int main(int argc, char** argv) {
+  tdrop::register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
