@@ -2,7 +2,7 @@
 # The main job: train LeNet-300-100 on Fashion-MNIST twice, without and with targeted dropout
 # (weight mode, gamma 0.75, alpha 0.66), prune both by 0..99% of their targeted weights, and
 # print the side-by-side table; the chart goes to runs/prune-mlp.png.
-# Usage: scripts/main-job.sh [extra tdrop train options for both runs, e.g. --device cpu]
+# Usage: apps/main-job.sh [extra tdrop train options for both runs, e.g. --device cpu]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./build/tdrop train --model mlp --out runs/mlp-baseline "$@"

@@ -1,5 +1,7 @@
-// CPU reference for targeted dropout, written for clarity: sort (key, index) pairs, take the
-// first k, draw. The CUDA kernels must reproduce its output bit for bit.
+// CPU reference for targeted dropout, written for clarity: order entries by (key, index) packed
+// into one 64-bit number, select the k smallest, draw. The CUDA kernels must reproduce its
+// output bit for bit. It is also the CPU training path, so selection is nth_element (linear
+// time) and Philox blocks are reused across the four entries they cover.
 #include "kernels/targeted_dropout.h"
 
 #include <algorithm>
@@ -44,9 +46,25 @@ void check_finite(const TdTask& t) {
   }
 }
 
-bool draw_drops(const TdTask& t, uint64_t seed, uint64_t index) {
-  return bernoulli_from_u32(philox_u32(seed, t.stream, index), t.drop_threshold);
-}
+// Draws for consecutive indices: each Philox block serves four of them.
+class Draws {
+ public:
+  Draws(const TdTask& t, uint64_t seed) : t_(t), seed_(seed) {}
+  bool drops(uint64_t index) {
+    if ((index >> 2) != block_index_ || !valid_) {
+      block_index_ = index >> 2;
+      block_ = philox_block(seed_, t_.stream, block_index_);
+      valid_ = true;
+    }
+    return bernoulli_from_u32(block_.v[index & 3], t_.drop_threshold);
+  }
+
+ private:
+  const TdTask& t_;
+  uint64_t seed_, block_index_ = 0;
+  Philox4 block_{};
+  bool valid_ = false;
+};
 
 // Writes W' and the mask from a per-entry "dropped" predicate.
 template <class Dropped>
@@ -76,19 +94,18 @@ void targeted_dropout_reference(const TdTask& t, uint64_t seed) {
   if (!t.unit) {
     // targeted[r * n + c]: the first k of row r in (magnitude key, column) order.
     std::vector<uint8_t> targeted(static_cast<size_t>(t.rows * t.n), 0);
-    std::vector<int64_t> order(static_cast<size_t>(t.n));
-    for (int64_t r = 0; r < t.rows; ++r) {
+    std::vector<uint64_t> order(static_cast<size_t>(t.n));  // (key << 32) | column
+    for (int64_t r = 0; r < t.rows && t.k > 0; ++r) {
       const float* row = t.w + r * t.n;
-      std::iota(order.begin(), order.end(), 0);
-      std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-        const uint32_t ka = magnitude_key(bits_of(row[a])), kb = magnitude_key(bits_of(row[b]));
-        return ka != kb ? ka < kb : a < b;
-      });
-      for (int64_t j = 0; j < t.k; ++j) targeted[r * t.n + order[j]] = 1;
+      for (int64_t c = 0; c < t.n; ++c)
+        order[c] = (uint64_t{magnitude_key(bits_of(row[c]))} << 32) | static_cast<uint64_t>(c);
+      if (t.k < t.n) std::nth_element(order.begin(), order.begin() + t.k, order.end());
+      for (int64_t j = 0; j < t.k; ++j) targeted[r * t.n + (order[j] & 0xffffffffu)] = 1;
     }
+    Draws draws(t, seed);
     write_outputs(t, [&](int64_t r, int64_t c) {
       const uint64_t i = static_cast<uint64_t>(r * t.n + c);
-      return targeted[i] && draw_drops(t, seed, i);
+      return targeted[i] && draws.drops(i);
     });
     return;
   }
@@ -102,10 +119,11 @@ void targeted_dropout_reference(const TdTask& t, uint64_t seed) {
   });
   std::vector<uint8_t> row_targeted(static_cast<size_t>(t.rows), 0);
   for (int64_t j = 0; j < t.k; ++j) row_targeted[order[j]] = 1;
+  Draws entry_draws(t, seed), row_draws(t, seed);
   write_outputs(t, [&](int64_t r, int64_t c) {
     if (!row_targeted[r]) return false;
-    return t.per_weight_draws ? draw_drops(t, seed, static_cast<uint64_t>(r * t.n + c))
-                              : draw_drops(t, seed, static_cast<uint64_t>(r));
+    return t.per_weight_draws ? entry_draws.drops(static_cast<uint64_t>(r * t.n + c))
+                              : row_draws.drops(static_cast<uint64_t>(r));
   });
 }
 

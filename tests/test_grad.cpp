@@ -2,6 +2,7 @@
 // One table: adding an op means adding one entry.
 #include <gtest/gtest.h>
 
+#include "kernels/conv_ops.h"
 #include "tests/grad_check.h"
 
 namespace tdrop::testing {
@@ -61,6 +62,52 @@ std::vector<GradCase> cases() {
        [](auto& x) {
          return apply_mask(x[0], Tensor::from_vector<uint8_t>({1, 0, 1, 1, 0, 0, 1, 0, 1, 1}, {10}),
                            1.0);
+       }},
+      {"conv2d", {{{2, 3, 5, 6}}, {{4, 3, 3, 3}}, {{4}}},
+       [](auto& x) { return conv2d(x[0], x[1], x[2]); }},
+      {"conv2d_stride2_pad1_no_bias", {{{2, 2, 7, 6}}, {{3, 2, 3, 3}}},
+       [](auto& x) { return conv2d(x[0], x[1], Tensor(), Conv2dParams::square(2, 1)); }},
+      {"conv2d_dilation2_pad2", {{{1, 2, 7, 8}}, {{2, 2, 3, 3}}, {{2}}},
+       [](auto& x) { return conv2d(x[0], x[1], x[2], Conv2dParams::square(1, 2, 2)); }},
+      {"conv2d_groups2", {{{2, 4, 5, 5}}, {{6, 2, 3, 3}}, {{6}}},
+       [](auto& x) { return conv2d(x[0], x[1], x[2], Conv2dParams::square(1, 1, 1, 2)); }},
+      {"conv2d_pointwise", {{{2, 3, 4, 5}}, {{5, 3, 1, 1}}},
+       [](auto& x) { return conv2d(x[0], x[1], Tensor()); }},
+      {"conv2d_rect_mixed_strides", {{{2, 2, 6, 7}}, {{3, 2, 2, 3}}, {{3}}},
+       [](auto& x) { return conv2d(x[0], x[1], x[2], {2, 1, 1, 0, 1, 2, 1}); }},
+      // Training mode: fresh running statistics each call (they do not affect the output).
+      {"batch_norm2d_train", {{{3, 2, 2, 3}, -2.0, 3.0}, {{2}, 0.5, 2.0}, {{2}}},
+       [](auto& x) {
+         return batch_norm2d(x[0], x[1], x[2], Tensor::zeros({2}, DType::F64),
+                             Tensor::full({2}, 1.0, DType::F64), true);
+       }},
+      {"batch_norm2d_train_1x1_planes", {{{5, 3, 1, 1}}, {{3}}, {{3}}},
+       [](auto& x) {
+         return batch_norm2d(x[0], x[1], x[2], Tensor::zeros({3}, DType::F64),
+                             Tensor::full({3}, 1.0, DType::F64), true);
+       }},
+      {"batch_norm2d_eval", {{{2, 3, 2, 2}}, {{3}}, {{3}}},
+       [](auto& x) {
+         return batch_norm2d(x[0], x[1], x[2], Tensor::from_vector<double>({0.3, -0.2, 0.1}, {3}),
+                             Tensor::from_vector<double>({0.5, 2.0, 1.5}, {3}), false);
+       }},
+      {"max_pool2d", {{{2, 2, 4, 5}}},
+       [](auto& x) { return max_pool2d(x[0], Pool2dParams::square(2)); }},
+      {"max_pool2d_overlap_pad", {{{1, 2, 5, 6}}},
+       [](auto& x) { return max_pool2d(x[0], Pool2dParams::square(3, 2, 1)); }},
+      {"avg_pool2d", {{{2, 2, 4, 6}}},
+       [](auto& x) { return avg_pool2d(x[0], Pool2dParams::square(2)); }},
+      {"avg_pool2d_overlap_pad", {{{1, 2, 5, 5}}},
+       [](auto& x) { return avg_pool2d(x[0], Pool2dParams::square(3, 2, 1)); }},
+      {"global_avg_pool", {{{2, 3, 4, 5}}}, [](auto& x) { return global_avg_pool(x[0]); }},
+      {"pad_channels_subsample", {{{2, 3, 5, 5}}},
+       [](auto& x) { return pad_channels_subsample(x[0], 5, 2); }},
+      {"composite_conv_block", {{{2, 2, 6, 6}}, {{4, 2, 3, 3}}, {{4}}, {{4}}},
+       [](auto& x) {
+         Tensor h = conv2d(x[0], x[1], Tensor(), Conv2dParams::square(2, 1));
+         h = batch_norm2d(h, x[2], x[3], Tensor::zeros({4}, DType::F64),
+                          Tensor::full({4}, 1.0, DType::F64), true);
+         return global_avg_pool(add(h, pad_channels_subsample(x[0], 4, 2)));
        }},
       {"composite_mlp", {{{3, 4}}, {{5, 4}}, {{5}}, {{2, 5}}},
        [](auto& x) {
