@@ -59,7 +59,7 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"sgd", "nesterov", "adam", "adamw"}))
       ->capture_default_str();
   cmd->add_option("--lr", cfg->lr, "peak learning rate")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(1e-9, 1e3))
       ->capture_default_str();
   cmd->add_option("--momentum", cfg->momentum, "SGD momentum")
       ->check(CLI::Range(0.0, 0.999999))
@@ -85,6 +85,13 @@ void add_train_command(CLI::App& app) {
                   "use only the first N training images (0 = all)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("!--no-progress", cfg->progress, "no live progress line");
+  auto resume_dir = std::make_shared<std::string>();
+  cmd->add_option("--resume", *resume_dir,
+                  "continue the run in DIR from its last save (--epochs is the total)");
+  cmd->add_option("--save-every", cfg->save_every, "also save a resume point every N steps")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--detect-anomaly", cfg->detect_anomaly,
+                "check every op's output and gradient for NaN/Inf (slow, for debugging)");
   // Targeted dropout and the paper's baselines.
   auto td = std::make_shared<TdOptions>();
   auto* g = cmd->add_option_group("targeted dropout", "Gomez et al. 2019 and its baselines");
@@ -109,9 +116,23 @@ void add_train_command(CLI::App& app) {
   g->add_option("--dropout-rate", td->dropout_rate, "rate of --dropout (kept weights x 1/(1-p))")
       ->check(CLI::Range(0.0, 0.999));
   g->add_option("--l1", cfg->l1, "L1 penalty on targetable weights")->check(CLI::Range(0.0, 1e3));
-  cmd->callback([cfg, td] {
+  cmd->callback([cfg, td, resume_dir, cmd] {
     cfg->td = td->resolve();
+    if (!resume_dir->empty()) {
+      cfg->resume = true;
+      cfg->out_dir = *resume_dir;
+      if (cmd->count("--epochs") == 0) cfg->epochs = 0;  // keep the run's own total
+      if (cmd->count("--device") == 0) cfg->device = "";   // keep the run's own device
+    }
     if (cfg->out_dir.empty()) cfg->out_dir = "runs/" + cfg->model;
+    if (cfg->resume) {
+      TrainResult r = train(*cfg);
+      if (r.interrupted) std::exit(130);
+      if (!r.epochs.empty())
+        std::printf("final test accuracy %.2f%%  (checkpoint %s/model.safetensors)\n",
+                    100 * r.epochs.back().test_accuracy, cfg->out_dir.c_str());
+      return;
+    }
     const Device d = parse_device(cfg->device);
     std::printf("tdrop train: model %s on %s, device %s%s, %d epochs, batch %lld, %s lr %g (%s)%s%s\n",
                 cfg->model.c_str(), cfg->dataset.c_str(), device_name(d),
@@ -121,6 +142,8 @@ void add_train_command(CLI::App& app) {
                 cfg->td.describe().c_str());
     std::fflush(stdout);
     TrainResult r = train(*cfg);
+    if (r.interrupted) std::exit(130);
+    if (r.epochs.empty()) return;
     const EpochMetrics& last = r.epochs.back();
     std::printf("final test accuracy %.2f%%, sparsity %.1f%% of targeted weights, %.1f%% of all"
                 "  (checkpoint %s/model.safetensors)\n",

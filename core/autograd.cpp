@@ -6,6 +6,7 @@ namespace tdrop {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+bool g_anomaly = false;
 
 // acc += g, allocating acc on first use. Gradients are accumulated out of place in the
 // backward pass (fresh tensors), and into a leaf's .grad by copy on first write so that the
@@ -14,6 +15,8 @@ void accumulate(Tensor& acc, const Tensor& g);
 }  // namespace
 
 bool grad_enabled() { return g_grad_enabled; }
+void set_anomaly_detection(bool on) { g_anomaly = on; }
+bool anomaly_detection() { return g_anomaly; }
 NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
 
@@ -79,6 +82,8 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     TDROP_CHECK(in_grads.size() == node->inputs.size(), "autograd: ", node->name(), " returned ",
                 in_grads.size(), " gradients for ", node->inputs.size(), " inputs");
     for (size_t i = 0; i < in_grads.size(); ++i) {
+      if (g_anomaly && in_grads[i].defined())
+        anomaly_check_hook()(in_grads[i], node->name(), "gradient");
       Tensor& in = node->inputs[i];
       if (!in.defined() || !in.requires_grad()) continue;
       const Tensor& gi = in_grads[i];

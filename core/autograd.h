@@ -35,9 +35,18 @@ class NoGradGuard {
 // True when recording is on and any input requires a gradient.
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 
+// Anomaly detection: when on, every recorded op's output and every gradient the engine
+// computes is checked for NaN/Inf, and the first one raises an Error naming the op. The check
+// itself is a kernel, so kernels/ installs it through this hook.
+void set_anomaly_detection(bool on);
+bool anomaly_detection();
+using AnomalyCheckFn = void (*)(const Tensor& t, const char* op, const char* what);
+AnomalyCheckFn& anomaly_check_hook();
+
 // Attaches `node` (with its inputs) to `out` when any input requires a gradient.
 template <class N>
 Tensor record(Tensor out, std::shared_ptr<N> node, std::vector<Tensor> inputs) {
+  if (anomaly_detection()) anomaly_check_hook()(out, node->name(), "output");
   bool needed = false;
   if (grad_enabled())
     for (const Tensor& t : inputs) needed = needed || (t.defined() && t.requires_grad());

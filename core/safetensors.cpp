@@ -16,6 +16,10 @@ using json = nlohmann::json;
 
 // Bounds what a hostile header length can make us allocate and parse.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+// A valid header nests three levels deep (header, tensor entry, shape); this bound stops a
+// header such as [[[[...]]]] before it is built, since printing or walking such a value
+// recursively would overflow the stack.
+constexpr size_t kMaxHeaderDepth = 16;
 constexpr const char* kMetadataKey = "__metadata__";
 
 // Names and parser messages come from the file; escape control bytes so every error stays on
@@ -39,12 +43,15 @@ std::string printable(std::string_view s) {
 }
 
 // Product of the dims times the element size, or an error reason when a dim is negative or
-// the product does not fit in 64 bits.
+// the product does not fit in 64 bits. A zero dim makes the product 0, but the other dims must
+// still multiply to a size that fits, or the strides of such a tensor would overflow.
 std::string byte_count(const std::vector<int64_t>& shape, uint64_t elem_size, uint64_t& out) {
-  uint64_t n = elem_size;
+  uint64_t n = elem_size, span = elem_size;
   for (int64_t d : shape) {
     if (d < 0) return "negative dimension in shape " + shape_str(shape);
-    if (__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n))
+    if (__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n) ||
+        __builtin_mul_overflow(span, static_cast<uint64_t>(std::max<int64_t>(d, 1)), &span) ||
+        span > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
       return "element count overflow for shape " + shape_str(shape);
   }
   out = n;
@@ -66,7 +73,10 @@ uint64_t get_u64_le(std::string_view b) {
 json parse_header(std::string_view text, const std::string& file) {
   std::vector<std::set<std::string>> open;  // keys seen so far, one set per open object
   std::string top_key, dup, dup_owner;
-  auto cb = [&](int, json::parse_event_t ev, json& parsed) {
+  auto cb = [&](int depth, json::parse_event_t ev, json& parsed) {
+    if ((ev == json::parse_event_t::object_start || ev == json::parse_event_t::array_start) &&
+        static_cast<size_t>(depth) >= kMaxHeaderDepth)
+      fail("safetensors ", file, ": header nests deeper than ", kMaxHeaderDepth, " levels");
     if (ev == json::parse_event_t::object_start) {
       open.emplace_back();
     } else if (ev == json::parse_event_t::object_end) {

@@ -141,6 +141,12 @@ IdxArray read_idx(const std::string& path) {
   uint8_t extra;
   TDROP_CHECK(read_some(f, &extra, 1, path) == 0, path, ": trailing bytes after the ", n,
               " bytes of data for dims ", shape_str(out.dims));
+  // zlib reports a gzip stream that ends early (its checksum trailer cut off, so the data was
+  // never verified) as a plain end of file; it leaves the reason in gzerror.
+  int zerr = Z_OK;
+  const char* zmsg = gzerror(f, &zerr);
+  TDROP_CHECK(zerr == Z_OK, path, ": truncated gzip stream after the ", n,
+              " bytes of data (gzip: ", strip_fd(zmsg), ")");
   return out;
 }
 

@@ -127,16 +127,17 @@ struct MatmulNode : Node {
 };
 
 struct LinearNode : Node {
+  Tensor x, w;  // contiguous copies of inputs[0], inputs[1] (the same tensors when contiguous)
   const char* name() const override { return "linear"; }
   std::vector<Tensor> backward(const Tensor& g_in) override {
     const Tensor g = g_in.contiguous();
-    const Tensor &x = inputs[0], &w = inputs[1], &b = inputs[2];
+    const Tensor& b = inputs[2];
     Tensor gx, gw, gb;
-    if (x.requires_grad()) {  // dX = G W
+    if (inputs[0].requires_grad()) {  // dX = G W
       gx = Tensor::empty(x.shape(), x.dtype(), x.device());
       gemm(false, false, 1.0, g, w, 0.0, gx);
     }
-    if (w.requires_grad()) {  // dW = G^T X
+    if (inputs[1].requires_grad()) {  // dW = G^T X
       gw = Tensor::empty(w.shape(), w.dtype(), w.device());
       gemm(true, false, 1.0, g, x, 0.0, gw);
     }
@@ -280,7 +281,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   }
   const Tensor xc = x.contiguous(), wc = w.contiguous();
   gemm(false, true, 1.0, xc, wc, beta, out);
-  return record(out, std::make_shared<LinearNode>(), {xc, wc, bias});
+  auto node = std::make_shared<LinearNode>();
+  node->x = xc;
+  node->w = wc;
+  return record(out, node, {x, w, bias});
 }
 
 Tensor sum(const Tensor& x, std::vector<int64_t> axes, bool keepdim) {
@@ -380,6 +384,16 @@ void add_l1_subgradient_(Tensor& grad, const Tensor& w, double l1) {
 
 int64_t first_nonfinite(const Tensor& x) {
   return cuda(x) ? first_nonfinite_cuda(x.contiguous()) : first_nonfinite_cpu(x);
+}
+
+AnomalyCheckFn& anomaly_check_hook() {
+  static AnomalyCheckFn fn = [](const Tensor& t, const char* op, const char* what) {
+    if (t.dtype() != DType::F32 && t.dtype() != DType::F64) return;
+    const int64_t i = first_nonfinite(t);
+    TDROP_CHECK(i < 0, "anomaly: the ", what, " of ", op, " ", t.describe(),
+                " holds a non-finite value at flat index ", i);
+  };
+  return fn;
 }
 
 // The autograd engine accumulates with axpy_.

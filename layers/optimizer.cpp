@@ -15,6 +15,19 @@ void Optimizer::zero_grad() {
   for (Tensor& p : params_) p.set_grad(Tensor());
 }
 
+void Optimizer::load_state(const std::map<std::string, Tensor>& saved, int64_t steps,
+                           const std::string& source) {
+  for (auto& [name, t] : state()) {
+    auto it = saved.find(name);
+    TDROP_CHECK(it != saved.end(), source, ": optimizer state '", name, "' is missing");
+    TDROP_CHECK(it->second.shape() == t.shape(), source, ": optimizer state '", name,
+                "' has shape ", shape_str(it->second.shape()), ", expected ", shape_str(t.shape()));
+    Tensor dst = t;
+    dst.copy_(it->second);
+  }
+  steps_ = steps;
+}
+
 SGD::SGD(std::vector<Tensor> params, float lr, float momentum, float weight_decay, bool nesterov)
     : Optimizer(std::move(params), lr), momentum_(momentum), weight_decay_(weight_decay),
       nesterov_(nesterov) {
@@ -25,12 +38,17 @@ SGD::SGD(std::vector<Tensor> params, float lr, float momentum, float weight_deca
   for (const Tensor& p : params_) buf_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
 }
 
+std::vector<std::pair<std::string, Tensor>> SGD::state() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t i = 0; i < buf_.size(); ++i) out.emplace_back("momentum." + std::to_string(i), buf_[i]);
+  return out;
+}
+
 void SGD::step() {
   const SgdParams sp{lr_, momentum_, weight_decay_, nesterov_};
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& g = params_[i].grad();
     if (!g.defined()) continue;
-    if (buf_[i].device() != params_[i].device()) buf_[i] = buf_[i].to(params_[i].device());
     const Tensor gc = g.contiguous();
     if (params_[i].is_cuda()) sgd_update_cuda(params_[i], gc, buf_[i], sp, steps_ == 0);
     else sgd_update_cpu(params_[i], gc, buf_[i], sp, steps_ == 0);
@@ -49,6 +67,15 @@ Adam::Adam(std::vector<Tensor> params, float lr, float weight_decay, bool decoup
     m_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
     v_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
   }
+}
+
+std::vector<std::pair<std::string, Tensor>> Adam::state() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t i = 0; i < m_.size(); ++i) {
+    out.emplace_back("m." + std::to_string(i), m_[i]);
+    out.emplace_back("v." + std::to_string(i), v_[i]);
+  }
+  return out;
 }
 
 void Adam::step() {

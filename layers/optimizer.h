@@ -1,6 +1,7 @@
 // Optimizers over a list of parameter handles: SGD (momentum, Nesterov, weight decay) and
 // Adam / AdamW. Each update is one fused pass per parameter (kernels/optim_update).
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +19,11 @@ class Optimizer {
   void set_lr(float lr) { lr_ = lr; }
   float lr() const { return lr_; }
   int64_t steps_taken() const { return steps_; }
+  // Everything a resumed run needs (momentum buffers, Adam moments), named "<slot>.<index>".
+  virtual std::vector<std::pair<std::string, Tensor>> state() const = 0;
+  // Restores state() and the step count; `source` names the file in errors.
+  void load_state(const std::map<std::string, Tensor>& state, int64_t steps,
+                  const std::string& source);
 
  protected:
   std::vector<Tensor> params_;
@@ -30,6 +36,7 @@ class SGD : public Optimizer {
   SGD(std::vector<Tensor> params, float lr, float momentum = 0.0f, float weight_decay = 0.0f,
       bool nesterov = false);
   void step() override;
+  std::vector<std::pair<std::string, Tensor>> state() const override;
 
  private:
   float momentum_, weight_decay_;
@@ -42,6 +49,7 @@ class Adam : public Optimizer {
   Adam(std::vector<Tensor> params, float lr, float weight_decay = 0.0f, bool decoupled = false,
        float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f);
   void step() override;
+  std::vector<std::pair<std::string, Tensor>> state() const override;
 
  private:
   float weight_decay_, beta1_, beta2_, eps_;

@@ -1,6 +1,8 @@
 #include "models/trainer.h"
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include "models/checkpoint.h"
 #include "models/progress.h"
 #include "models/registry.h"
+#include "models/resume.h"
 
 namespace tdrop {
 
@@ -26,7 +29,35 @@ nlohmann::json TrainConfig::to_json() const {
           {"device", device},       {"seed", seed},
           {"train_limit", train_limit},
           {"td", td_config_to_json(td)},
-          {"l1", l1}};
+          {"l1", l1},
+          {"save_every", save_every}};
+}
+
+TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& source) {
+  TrainConfig c;
+  try {
+    c.model = j.at("model").get<std::string>();
+    c.model_config = j.value("model_config", nlohmann::json::object());
+    c.dataset = j.at("dataset").get<std::string>();
+    c.data_dir = j.value("data_dir", std::string());
+    c.epochs = j.at("epochs").get<int>();
+    c.batch_size = j.at("batch_size").get<int64_t>();
+    c.optimizer = j.at("optimizer").get<std::string>();
+    c.lr = j.at("lr").get<float>();
+    c.momentum = j.at("momentum").get<float>();
+    c.weight_decay = j.at("weight_decay").get<float>();
+    c.schedule = j.at("schedule").get<std::string>();
+    c.warmup_epochs = j.value("warmup_epochs", 0);
+    c.device = j.value("device", std::string("auto"));
+    c.seed = j.at("seed").get<uint64_t>();
+    c.train_limit = j.value("train_limit", int64_t{0});
+    c.td = j.contains("td") ? td_config_from_json(j["td"]) : TargetedDropoutConfig{};
+    c.l1 = j.value("l1", 0.0f);
+    c.save_every = j.value("save_every", int64_t{0});
+  } catch (const nlohmann::json::exception& e) {
+    fail(source, ": not a tdrop run configuration: ", e.what());
+  }
+  return c;
 }
 
 nlohmann::json EpochMetrics::to_json() const {
@@ -44,6 +75,54 @@ nlohmann::json EpochMetrics::to_json() const {
 }
 
 namespace {
+
+// Set by SIGINT/SIGTERM; the loop finishes its step, saves and returns.
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int) { g_stop.store(true); }
+
+// Installs the stop handlers for the life of a training run.
+class SignalScope {
+ public:
+  explicit SignalScope(bool on) : on_(on) {
+    if (!on_) return;
+    g_stop.store(false);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C kills at once
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalScope() {
+    if (!on_) return;
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  bool on_;
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+// Turns on per-op NaN/Inf checks for the life of a run (--detect-anomaly).
+class AnomalyScope {
+ public:
+  explicit AnomalyScope(bool on) : prev_(anomaly_detection()) { set_anomaly_detection(on || prev_); }
+  ~AnomalyScope() { set_anomaly_detection(prev_); }
+
+ private:
+  bool prev_;
+};
+
+// "parameter '3.weight' (gradient)" for the first non-finite parameter or gradient, or "".
+std::string first_nonfinite_tensor(Module& model) {
+  for (auto& [name, p] : model.named_parameters()) {
+    if (first_nonfinite(p) >= 0) return "parameter '" + name + "'";
+    if (p.grad().defined() && first_nonfinite(p.grad()) >= 0)
+      return "the gradient of parameter '" + name + "'";
+  }
+  return "";
+}
 
 // Number of correct predictions in a batch (argmax on the device, compared on the host).
 int64_t count_correct(const Tensor& logits, const Tensor& labels) {
@@ -77,11 +156,35 @@ EvalResult evaluate(Module& model, BatchLoader& loader) {
   return r;
 }
 
-TrainResult train(const TrainConfig& cfg) {
+TrainResult train(const TrainConfig& cfg_in) {
+  TrainConfig cfg = cfg_in;
+  if (cfg.resume) {
+    TDROP_CHECK(!cfg.out_dir.empty(), "--resume needs the run directory");
+    const std::string path = cfg.out_dir + "/config.json";
+    nlohmann::json saved;
+    try {
+      saved = nlohmann::json::parse(read_file(path));
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ": not valid JSON: ", e.what());
+    }
+    TrainConfig r = TrainConfig::from_json(saved, path);
+    // What may change on resume: the total epochs, the device, the output and checks.
+    if (cfg.epochs > 0) r.epochs = cfg.epochs;
+    if (!cfg.device.empty()) r.device = cfg.device;
+    r.out_dir = cfg.out_dir;
+    r.progress = cfg.progress;
+    r.print_epochs = cfg.print_epochs;
+    r.resume = true;
+    r.save_every = cfg.save_every ? cfg.save_every : r.save_every;
+    r.detect_anomaly = cfg.detect_anomaly;
+    r.handle_signals = cfg.handle_signals;
+    cfg = r;
+  }
   TDROP_CHECK(cfg.epochs >= 1, "--epochs must be at least 1, got ", cfg.epochs);
   TDROP_CHECK(cfg.batch_size >= 1, "--batch-size must be at least 1, got ", cfg.batch_size);
   TDROP_CHECK(std::isfinite(cfg.lr) && cfg.lr > 0, "--lr must be a positive number, got ", cfg.lr);
   TDROP_CHECK(std::isfinite(cfg.l1) && cfg.l1 >= 0, "--l1 must be >= 0, got ", cfg.l1);
+  TDROP_CHECK(cfg.save_every >= 0, "--save-every must be >= 0, got ", cfg.save_every);
   cfg.td.validate("--td");
   const Device device = parse_device(cfg.device);
   const DatasetSpec& spec = find_dataset(cfg.dataset);
@@ -96,21 +199,23 @@ TrainResult train(const TrainConfig& cfg) {
   }
   BatchLoader train_loader(train_set, cfg.batch_size, true, cfg.seed, device, spec.mean, spec.std);
   BatchLoader test_loader(test_set, 1000, false, cfg.seed, device, spec.mean, spec.std);
+  const long steps_per_epoch = static_cast<long>(train_loader.num_batches());
 
   TrainResult result;
   result.device = device;
   result.model_config = cfg.model_config.is_object() ? cfg.model_config : nlohmann::json::object();
-  result.model_config["input_shape"] = {train_set.channels, train_set.height, train_set.width};
-  if (!result.model_config.contains("input_features"))
-    result.model_config["input_features"] = train_set.channels * train_set.height * train_set.width;
-  result.model_config["num_classes"] = train_set.num_classes;
-  const long steps_per_epoch = static_cast<long>(train_loader.num_batches());
-  if (cfg.td.enabled()) {
-    TargetedDropoutConfig td = cfg.td;
-    if (td.ramp && td.ramp_steps == 0) td.ramp_steps = steps_per_epoch * cfg.epochs;
-    result.model_config["td"] = td_config_to_json(td);
-  } else {
-    result.model_config.erase("td");
+  if (!cfg.resume) {
+    result.model_config["input_shape"] = {train_set.channels, train_set.height, train_set.width};
+    if (!result.model_config.contains("input_features"))
+      result.model_config["input_features"] = train_set.channels * train_set.height * train_set.width;
+    result.model_config["num_classes"] = train_set.num_classes;
+    if (cfg.td.enabled()) {
+      TargetedDropoutConfig td = cfg.td;
+      if (td.ramp && td.ramp_steps == 0) td.ramp_steps = steps_per_epoch * cfg.epochs;
+      result.model_config["td"] = td_config_to_json(td);
+    } else {
+      result.model_config.erase("td");
+    }
   }
   result.model = build_model(cfg.model, result.model_config);
   Module& model = *result.model;
@@ -126,23 +231,39 @@ TrainResult train(const TrainConfig& cfg) {
   sched.total_steps = steps_per_epoch * cfg.epochs;
   sched.warmup_steps = steps_per_epoch * cfg.warmup_epochs;
 
-  std::string jsonl;
-  if (!cfg.out_dir.empty()) {
+  ResumePoint at;
+  const bool writing = !cfg.out_dir.empty();
+  if (cfg.resume) {
+    at = load_resume(cfg.out_dir, model, *opt);
+    TDROP_CHECK(at.epoch <= cfg.epochs, "--resume ", cfg.out_dir, ": the run already finished ",
+                at.epoch - 1, " epochs; pass --epochs larger than that to train more");
+    std::printf("resuming %s at epoch %d, step %ld\n", cfg.out_dir.c_str(), at.epoch, at.step);
+  }
+  if (writing) {
     std::filesystem::create_directories(cfg.out_dir);
     nlohmann::json c = cfg.to_json();
     c["model_config"] = result.model_config;
     c["resolved_device"] = device_name(device);
     write_file_atomic(cfg.out_dir + "/config.json", c.dump(2) + "\n");
   }
+  // Nothing non-finite is ever written: the last good checkpoint survives a divergence.
+  auto save_point = [&](const ResumePoint& p) {
+    if (!writing) return;
+    const std::string bad = first_nonfinite_tensor(model);
+    TDROP_CHECK(bad.empty(), "training diverged before step ", p.step, ": ", bad,
+                " is not finite; the last good checkpoint in ", cfg.out_dir, " is kept");
+    save_resume(cfg.out_dir, model, *opt, p);
+  };
 
-  long step = 0;
-  for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
+  AnomalyScope anomaly(cfg.detect_anomaly);
+  SignalScope signals(cfg.handle_signals);
+  for (int epoch = at.epoch; epoch <= cfg.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
+    const double seconds_before = at.seconds;
     train_loader.start_epoch(static_cast<uint64_t>(epoch - 1));
     ProgressLine progress(cfg.progress);
-    double loss_sum = 0;
-    int64_t correct = 0, seen = 0;
-    for (long i = 0; i < steps_per_epoch; ++i, ++step) {
+    for (long i = at.batch; i < steps_per_epoch; ++i) {
+      const long step = at.step;
       Batch b = train_loader.batch(i);
       model.set_rng(cfg.seed, static_cast<uint64_t>(step));
       precompute_targeted_dropout(model, cfg.seed, static_cast<uint64_t>(step));
@@ -150,8 +271,13 @@ TrainResult train(const TrainConfig& cfg) {
       Tensor logits = model.forward(b.images);
       Tensor loss = cross_entropy(logits, b.labels);
       const double l = loss.item();
-      TDROP_CHECK(std::isfinite(l), "training diverged: loss is ", l, " at step ", step,
-                  " (epoch ", epoch, "); lower --lr or check the data");
+      if (!std::isfinite(l)) {
+        const std::string bad = first_nonfinite_tensor(model);
+        fail("training diverged: loss is ", l, " at step ", step, " (epoch ", epoch, ")",
+             bad.empty() ? std::string() : "; first non-finite: " + bad,
+             "; lower --lr or check the data. The last good checkpoint in ",
+             writing ? cfg.out_dir : std::string("(none)"), " is kept");
+      }
       opt->zero_grad();
       loss.backward();
       if (cfg.l1 > 0)
@@ -160,27 +286,41 @@ TrainResult train(const TrainConfig& cfg) {
           if (g.defined()) add_l1_subgradient_(g, layer->weight(), cfg.l1);
         }
       opt->step();
-      loss_sum += l * static_cast<double>(b.labels.numel());
-      correct += count_correct(logits, b.labels);
-      seen += b.labels.numel();
-      const double secs =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      at.loss_sum += l * static_cast<double>(b.labels.numel());
+      at.correct += count_correct(logits, b.labels);
+      at.seen += b.labels.numel();
+      at.step = step + 1;
+      at.batch = i + 1;
+      at.seconds = seconds_before +
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       char extra[160];
       std::snprintf(extra, sizeof extra, "loss %.4f  acc %5.2f%%  %.0f samples/s",
-                    loss_sum / seen, 100.0 * correct / seen, seen / std::max(secs, 1e-9));
+                    at.loss_sum / at.seen, 100.0 * at.correct / at.seen,
+                    at.seen / std::max(at.seconds, 1e-9));
       progress.update("epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs) +
                           " step",
                       i + 1, steps_per_epoch, extra);
+      const bool stop = g_stop.load();
+      if ((cfg.save_every > 0 && at.step % cfg.save_every == 0) || stop) save_point(at);
+      if (stop) {
+        progress.finish();
+        std::fprintf(stderr,
+                     "\ninterrupted at step %ld (epoch %d); saved. Resume with:\n"
+                     "  tdrop train --resume %s --epochs %d\n",
+                     at.step, epoch, writing ? cfg.out_dir.c_str() : "DIR", cfg.epochs);
+        result.interrupted = true;
+        return result;
+      }
     }
     progress.finish();
     EpochMetrics m;
-    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    m.seconds = at.seconds;
     m.epoch = epoch;
-    m.step = step;
+    m.step = at.step;
     m.lr = opt->lr();
-    m.train_loss = loss_sum / std::max<int64_t>(seen, 1);
-    m.train_accuracy = static_cast<double>(correct) / std::max<int64_t>(seen, 1);
-    m.samples_per_second = seen / std::max(m.seconds, 1e-9);
+    m.train_loss = at.loss_sum / std::max<int64_t>(at.seen, 1);
+    m.train_accuracy = static_cast<double>(at.correct) / std::max<int64_t>(at.seen, 1);
+    m.samples_per_second = at.seen / std::max(m.seconds, 1e-9);
     const EvalResult ev = evaluate(model, test_loader);
     m.test_loss = ev.loss;
     m.test_accuracy = ev.accuracy;
@@ -196,9 +336,15 @@ TrainResult train(const TrainConfig& cfg) {
                   100 * m.sparsity_all);
       std::fflush(stdout);
     }
-    if (!cfg.out_dir.empty()) {
-      jsonl += m.to_json().dump() + "\n";
-      write_file_atomic(cfg.out_dir + "/metrics.jsonl", jsonl);
+    at.metrics_jsonl += m.to_json().dump() + "\n";
+    at.epoch = epoch + 1;
+    at.batch = 0;
+    at.loss_sum = 0;
+    at.correct = at.seen = 0;
+    at.seconds = 0;
+    if (writing) {  // each write atomic; a kill between them replays at most this epoch
+      write_file_atomic(cfg.out_dir + "/metrics.jsonl", at.metrics_jsonl);
+      save_point(at);
       save_checkpoint(cfg.out_dir + "/model.safetensors", model, cfg.model, result.model_config,
                       {{"epoch", std::to_string(epoch)},
                        {"test_accuracy", std::to_string(m.test_accuracy)},

@@ -34,8 +34,15 @@ struct TrainConfig {
   // A ramp with ramp_steps 0 ramps over the whole run.
   TargetedDropoutConfig td;
   float l1 = 0.0f;  // L1 penalty on targetable weights (a baseline of the paper)
+  // Reliability.
+  bool resume = false;        // continue the run in out_dir from its resume.safetensors
+  int64_t save_every = 0;     // also save the resume file every N steps (0: at epoch ends only)
+  bool detect_anomaly = false;  // check every op's output for NaN/Inf (slow)
+  bool handle_signals = true;   // SIGINT/SIGTERM: finish the step, save, exit
 
   nlohmann::json to_json() const;
+  // Inverse of to_json (for --resume: the run's config.json); throws naming `source`.
+  static TrainConfig from_json(const nlohmann::json& j, const std::string& source);
 };
 
 struct EpochMetrics {
@@ -53,6 +60,7 @@ struct EvalResult {
 };
 
 struct TrainResult {
+  bool interrupted = false;  // stopped by SIGINT/SIGTERM after saving
   std::shared_ptr<Module> model;
   nlohmann::json model_config;
   std::vector<EpochMetrics> epochs;

@@ -117,6 +117,8 @@ std::vector<GradCase> cases() {
   };
 }
 
+void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
+
 class OpGradient : public ::testing::TestWithParam<GradCase> {};
 
 TEST_P(OpGradient, MatchesFiniteDifferences) {

@@ -1,0 +1,92 @@
+#include "models/resume.h"
+
+#include <cstring>
+#include <filesystem>
+
+#include "core/safetensors.h"
+
+namespace tdrop {
+
+namespace {
+RawTensor to_raw(const Tensor& t) {
+  const Tensor c = t.to(Device::CPU).contiguous();
+  RawTensor r;
+  r.dtype = dtype_name(c.dtype());
+  r.shape = c.shape();
+  r.bytes.assign(static_cast<const char*>(c.raw_data()),
+                 static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
+  return r;
+}
+
+Tensor from_raw(const RawTensor& r, const std::string& name, const std::string& source) {
+  TDROP_CHECK(r.dtype == "F32", source, ": tensor '", name, "' has dtype ", r.dtype,
+              ", expected F32");
+  Tensor t = Tensor::empty(r.shape, DType::F32, Device::CPU);
+  std::memcpy(t.raw_data(), r.bytes.data(), r.bytes.size());
+  return t;
+}
+
+template <class T>
+T meta(const std::map<std::string, std::string>& m, const std::string& key,
+       const std::string& source) {
+  auto it = m.find(key);
+  TDROP_CHECK(it != m.end(), source, ": resume metadata '", key, "' is missing");
+  try {
+    return nlohmann::json::parse(it->second).get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    fail(source, ": resume metadata '", key, "' is malformed: ", e.what());
+  }
+}
+}  // namespace
+
+std::string resume_path(const std::string& run_dir) { return run_dir + "/resume.safetensors"; }
+
+void save_resume(const std::string& run_dir, const Module& model, const Optimizer& opt,
+                 const ResumePoint& at) {
+  SafetensorsFile f;
+  for (auto& [name, t] : model.named_parameters()) f.tensors["model/" + name] = to_raw(t);
+  for (auto& [name, t] : model.named_buffers()) f.tensors["model/" + name] = to_raw(t);
+  for (auto& [name, t] : opt.state()) f.tensors["optim/" + name] = to_raw(t);
+  f.metadata = {{"format", "tdrop-resume"},
+                {"epoch", std::to_string(at.epoch)},
+                {"batch", std::to_string(at.batch)},
+                {"step", std::to_string(at.step)},
+                {"optimizer_steps", std::to_string(opt.steps_taken())},
+                {"loss_sum", nlohmann::json(at.loss_sum).dump()},
+                {"correct", std::to_string(at.correct)},
+                {"seen", std::to_string(at.seen)},
+                {"seconds", nlohmann::json(at.seconds).dump()},
+                {"metrics_jsonl", nlohmann::json(at.metrics_jsonl).dump()}};
+  save_safetensors(resume_path(run_dir), f);
+}
+
+ResumePoint load_resume(const std::string& run_dir, Module& model, Optimizer& opt) {
+  const std::string path = resume_path(run_dir);
+  TDROP_CHECK(std::filesystem::exists(path), "--resume ", run_dir, ": ", path,
+              " not found (was the run started with this tdrop, and did it save?)");
+  SafetensorsFile f = load_safetensors(path);
+  auto fmt = f.metadata.find("format");
+  TDROP_CHECK(fmt != f.metadata.end() && fmt->second == "tdrop-resume", path,
+              ": not a tdrop resume file");
+  std::map<std::string, Tensor> model_state, optim_state;
+  for (auto& [name, r] : f.tensors) {
+    if (name.rfind("model/", 0) == 0) model_state[name.substr(6)] = from_raw(r, name, path);
+    else if (name.rfind("optim/", 0) == 0) optim_state[name.substr(6)] = from_raw(r, name, path);
+    else fail(path, ": unexpected tensor '", name, "'");
+  }
+  model.load_state(model_state, path);
+  ResumePoint at;
+  at.epoch = meta<int>(f.metadata, "epoch", path);
+  at.batch = meta<long>(f.metadata, "batch", path);
+  at.step = meta<long>(f.metadata, "step", path);
+  at.loss_sum = meta<double>(f.metadata, "loss_sum", path);
+  at.correct = meta<int64_t>(f.metadata, "correct", path);
+  at.seen = meta<int64_t>(f.metadata, "seen", path);
+  at.seconds = meta<double>(f.metadata, "seconds", path);
+  at.metrics_jsonl = meta<std::string>(f.metadata, "metrics_jsonl", path);
+  opt.load_state(optim_state, meta<int64_t>(f.metadata, "optimizer_steps", path), path);
+  TDROP_CHECK(at.epoch >= 1 && at.batch >= 0 && at.step >= 0, path, ": inconsistent position");
+  return at;
+}
+
+}  // namespace tdrop

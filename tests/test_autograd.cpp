@@ -1,0 +1,281 @@
+// The autograd engine itself (the per-op gradients are in test_grad.cpp): accumulation when a
+// tensor feeds several consumers or several backward calls, the no-grad guard, seeds, deep graphs
+// (the engine is iterative), branches without gradients, and detach().
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/error.h"
+#include "kernels/ops.h"
+#include "tests/grad_check.h"
+
+namespace tdrop {
+namespace {
+
+using testing::fresh_seed;
+using testing::random_tensor;
+
+template <class F>
+void expect_error(F&& f, std::initializer_list<std::string> needles) {
+  try {
+    f();
+    ADD_FAILURE() << "expected tdrop::Error, nothing was thrown";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const std::string& n : needles)
+      EXPECT_NE(msg.find(n), std::string::npos) << "message \"" << msg << "\" lacks \"" << n << "\"";
+  }
+}
+
+void expect_all_near(const std::vector<double>& got, const std::vector<double>& want,
+                     double tol = 1e-12) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], tol * (1 + std::abs(want[i]))) << "element " << i;
+}
+
+Tensor leaf(const Shape& shape, std::mt19937_64& rng) {
+  Tensor t = random_tensor(shape, rng);
+  t.set_requires_grad(true);
+  return t;
+}
+
+TEST(Autograd, TensorUsedTwiceAccumulates) {  // d/dx sum(x*x + x) = 2x + 1
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor x = leaf({3, 4}, rng);
+  Tensor loss = sum(add(mul(x, x), x));
+  loss.backward();
+  ASSERT_TRUE(x.grad().defined());
+  EXPECT_EQ(x.grad().shape(), x.shape());
+  std::vector<double> want;
+  for (double v : x.to_double_vector()) want.push_back(2 * v + 1);
+  expect_all_near(x.grad().to_double_vector(), want);
+}
+
+TEST(Autograd, IntermediateUsedTwiceWaitsForAllConsumers) {
+  // h = 3x feeds mul(h, h) and add(., h), on paths of different depth:
+  // d/dx sum(h*h + h) = 3 (2h + 1) = 18x + 3.
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor x = leaf({5}, rng);
+  Tensor h = mul_scalar(x, 3.0);
+  Tensor deep = relu(add_scalar(mul(h, h), 1.0));  // h*h + 1 > 0: relu is the identity here
+  Tensor loss = sum(add(deep, h));
+  loss.backward();
+  std::vector<double> want;
+  for (double v : x.to_double_vector()) want.push_back(18 * v + 3);
+  expect_all_near(x.grad().to_double_vector(), want);
+  EXPECT_FALSE(h.grad().defined()) << "non-leaf tensors do not keep a .grad";
+}
+
+TEST(Autograd, TwoBackwardCallsAccumulateIntoGrad) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor x = leaf({6}, rng);
+  Tensor c = random_tensor({6}, rng);
+  sum(mul(x, c)).backward();
+  const std::vector<double> first = x.grad().to_double_vector();
+  expect_all_near(first, c.to_double_vector());
+  sum(mul_scalar(mul(x, c), 2.0)).backward();  // a second, fresh graph
+  std::vector<double> want;
+  for (double v : c.to_double_vector()) want.push_back(3 * v);
+  expect_all_near(x.grad().to_double_vector(), want);
+  // Clearing the gradient starts over.
+  x.set_grad(Tensor());
+  sum(x).backward();
+  expect_all_near(x.grad().to_double_vector(), std::vector<double>(6, 1.0));
+}
+
+TEST(Autograd, NoGradGuardRecordsNothing) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor x = leaf({4}, rng);
+  EXPECT_TRUE(grad_enabled());
+  {
+    NoGradGuard outer;
+    EXPECT_FALSE(grad_enabled());
+    {
+      NoGradGuard inner;
+      EXPECT_FALSE(grad_enabled());
+    }
+    EXPECT_FALSE(grad_enabled()) << "leaving an inner guard must not re-enable recording";
+    Tensor y = relu(mul(x, x));
+    EXPECT_FALSE(y.requires_grad());
+    EXPECT_EQ(y.grad_fn(), nullptr);
+    EXPECT_FALSE(any_requires_grad({&x}));
+    expect_error([&] { sum(y).backward(); }, {"backward", "does not require a gradient"});
+    // The values are still computed.
+    std::vector<double> want;
+    for (double v : x.to_double_vector()) want.push_back(v * v);
+    expect_all_near(y.to_double_vector(), want);
+  }
+  EXPECT_TRUE(grad_enabled());
+  EXPECT_TRUE(any_requires_grad({&x}));
+  Tensor z = mul(x, x);
+  EXPECT_TRUE(z.requires_grad());
+  EXPECT_NE(z.grad_fn(), nullptr);
+  EXPECT_FALSE(x.grad().defined());
+}
+
+TEST(Autograd, NonScalarNeedsASeed) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor x = leaf({2, 3}, rng);
+  Tensor y = mul(x, x);
+  expect_error([&] { y.backward(); }, {"backward", "F64[2, 3]", "not a scalar", "seed"});
+  EXPECT_FALSE(x.grad().defined());
+  expect_error([&] { y.backward(Tensor::zeros({3, 2}, DType::F64)); },
+               {"backward", "seed", "[3, 2]", "[2, 3]"});
+  // With a seed: grad = seed * 2x.
+  Tensor s = random_tensor({2, 3}, rng);
+  y.backward(s);
+  const std::vector<double> xv = x.to_double_vector(), sv = s.to_double_vector();
+  std::vector<double> want;
+  for (size_t i = 0; i < xv.size(); ++i) want.push_back(sv[i] * 2 * xv[i]);
+  expect_all_near(x.grad().to_double_vector(), want);
+}
+
+TEST(Autograd, BackwardOnATensorWithoutGradIsAnError) {
+  Tensor c = Tensor::full({1}, 2.0, DType::F64);
+  expect_error([&] { c.backward(); }, {"does not require a gradient"});
+  expect_error([] { Tensor::zeros({2}, DType::I64).set_requires_grad(true); },
+               {"floating-point", "I64[2]"});
+}
+
+TEST(Autograd, BackwardOnALeafSetsItsSeed) {
+  Tensor x = Tensor::full({1}, 5.0, DType::F64);
+  x.set_requires_grad(true);
+  x.backward();
+  EXPECT_EQ(x.grad().item(), 1.0);
+  x.backward(Tensor::full({1}, 2.5, DType::F64));
+  EXPECT_EQ(x.grad().item(), 3.5);
+}
+
+TEST(Autograd, DeepChainRunsIterativelyWithTheRightGradient) {
+  // 20000 chained ops: a recursive backward would overflow the stack. (The graph's teardown, a
+  // chain of shared_ptr destructors, is recursive; it copes with this depth.)
+  // y = x * s^N with s = 1 + 1e-5, so dy/dx = s^N.
+  constexpr int kDepth = 20000;
+  const double s = 1.0 + 1e-5;
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor x = leaf({3}, rng);
+  {
+    Tensor h = x;
+    for (int i = 0; i < kDepth; ++i) h = mul_scalar(h, s);
+    Tensor loss = sum(h);
+    loss.backward();
+    std::vector<double> want_y;
+    for (double v : x.to_double_vector()) want_y.push_back(v * std::pow(s, kDepth));
+    expect_all_near(h.to_double_vector(), want_y, 1e-9);
+  }  // the graph is torn down here
+  const double want = std::pow(s, kDepth);  // about 1.2214
+  expect_all_near(x.grad().to_double_vector(), std::vector<double>(3, want), 1e-9);
+}
+
+TEST(Autograd, BranchesThatDoNotRequireGradGetNone) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor x = leaf({4, 3}, rng);
+  Tensor w = leaf({2, 3}, rng);
+  Tensor c = random_tensor({4, 3}, rng);  // a constant: no gradient
+  Tensor frozen = random_tensor({2}, rng);  // a bias that does not train
+  Tensor cc = mul_scalar(c, 2.0);           // a whole branch of constants
+  EXPECT_FALSE(cc.requires_grad());
+  EXPECT_EQ(cc.grad_fn(), nullptr);
+  Tensor loss = sum(linear(mul(x, cc), w, frozen));
+  loss.backward();
+  EXPECT_FALSE(c.grad().defined());
+  EXPECT_FALSE(cc.grad().defined());
+  EXPECT_FALSE(frozen.grad().defined());
+  ASSERT_TRUE(x.grad().defined());
+  ASSERT_TRUE(w.grad().defined());
+  // d/dx sum((x*cc) W^T) [i, k] = cc[i, k] * sum_j W[j, k].
+  const std::vector<double> wv = w.to_double_vector(), cv = cc.to_double_vector();
+  std::vector<double> want_x;
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t k = 0; k < 3; ++k) want_x.push_back(cv[i * 3 + k] * (wv[k] + wv[3 + k]));
+  expect_all_near(x.grad().to_double_vector(), want_x);
+}
+
+TEST(Autograd, DetachSharesDataAndStopsGradients) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor x = leaf({5}, rng);
+  Tensor h = mul_scalar(x, 2.0);
+  Tensor d = h.detach();
+  EXPECT_FALSE(d.requires_grad());
+  EXPECT_EQ(d.grad_fn(), nullptr);
+  EXPECT_EQ(d.storage(), h.storage());
+  EXPECT_TRUE(h.requires_grad()) << "detach must not change the original";
+  EXPECT_NE(h.grad_fn(), nullptr);
+  // loss = sum(x * detach(2x)): the gradient treats the detached factor as a constant, 2x
+  // (not 4x as it would without detach).
+  sum(mul(x, d)).backward();
+  const std::vector<double> xv = x.to_double_vector();
+  std::vector<double> want;
+  for (double v : xv) want.push_back(2 * v);
+  expect_all_near(x.grad().to_double_vector(), want);
+  // Detaching a leaf shares its storage too.
+  Tensor xd = x.detach();
+  EXPECT_EQ(xd.storage(), x.storage());
+  EXPECT_FALSE(xd.requires_grad());
+  EXPECT_FALSE(xd.grad().defined());
+}
+
+TEST(Autograd, BroadcastGradientsAreReducedToTheInputShape) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor a = leaf({3, 4}, rng);
+  Tensor b = leaf({4}, rng);
+  Tensor col = leaf({3, 1}, rng);
+  Tensor s = random_tensor({3, 4}, rng);
+  add(add(a, b), col).backward(s);
+  EXPECT_EQ(a.grad().shape(), (Shape{3, 4}));
+  EXPECT_EQ(b.grad().shape(), (Shape{4}));
+  EXPECT_EQ(col.grad().shape(), (Shape{3, 1}));
+  const std::vector<double> sv = s.to_double_vector();
+  std::vector<double> want_b(4, 0.0), want_col(3, 0.0);
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t j = 0; j < 4; ++j) {
+      want_b[j] += sv[i * 4 + j];
+      want_col[i] += sv[i * 4 + j];
+    }
+  expect_all_near(a.grad().to_double_vector(), sv);
+  expect_all_near(b.grad().to_double_vector(), want_b);
+  expect_all_near(col.grad().to_double_vector(), want_col);
+}
+
+TEST(Autograd, FloatGradientsMatchDoubleOnes) {
+  // The F32 path of the engine (what training uses) agrees with the F64 one.
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor x64 = leaf({8, 5}, rng), w64 = leaf({3, 5}, rng);
+  Tensor x32 = x64.to(DType::F32).clone(), w32 = w64.to(DType::F32).clone();
+  x32.set_requires_grad(true);
+  w32.set_requires_grad(true);
+  const Tensor labels = Tensor::from_vector<int64_t>({0, 1, 2, 0, 1, 2, 0, 1}, {8});
+  cross_entropy(linear(relu(x64), w64, Tensor()), labels).backward();
+  cross_entropy(linear(relu(x32), w32, Tensor()), labels).backward();
+  EXPECT_EQ(x32.grad().dtype(), DType::F32);
+  const std::vector<double> g32 = w32.grad().to_double_vector(), g64 = w64.grad().to_double_vector();
+  for (size_t i = 0; i < g64.size(); ++i) EXPECT_NEAR(g32[i], g64[i], 1e-6) << i;
+}
+
+}  // namespace
+}  // namespace tdrop

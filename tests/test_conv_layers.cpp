@@ -1,0 +1,248 @@
+// Convolutional layers and the CNN zoo on CPU: Conv2d/BatchNorm2d as modules (parameters,
+// buffers, initialisation, state loading), the residual blocks, parameter counts against
+// He et al. 2016, which layers each model lets targeted dropout touch, and a few SGD steps of
+// resnet20 and vgg16 with falling loss.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <string>
+
+#include "kernels/conv_ops.h"
+#include "kernels/ops.h"
+#include "layers/batch_norm.h"
+#include "layers/conv2d.h"
+#include "layers/linear.h"
+#include "layers/optimizer.h"
+#include "layers/pool.h"
+#include "layers/residual.h"
+#include "models/registry.h"
+#include "tests/grad_check.h"
+
+namespace tdrop::testing {
+namespace {
+
+std::shared_ptr<Module> zoo(const std::string& name, nlohmann::json cfg = nlohmann::json::object()) {
+  auto m = build_model(name, cfg);
+  m->reset_parameters(7);
+  return m;
+}
+
+// Every Conv2d below `m`, in registration (= forward) order.
+void collect_convs(Module& m, std::vector<Conv2d*>& out) {
+  if (auto* c = dynamic_cast<Conv2d*>(&m)) out.push_back(c);
+  for (auto& [name, child] : m.children()) collect_convs(*child, out);
+}
+void collect_linears(Module& m, std::vector<Linear*>& out) {
+  if (auto* l = dynamic_cast<Linear*>(&m)) out.push_back(l);
+  for (auto& [name, child] : m.children()) collect_linears(*child, out);
+}
+
+// ---- layers --------------------------------------------------------------------------------
+
+TEST(Conv2dLayer, ShapesInitialisationAndForward) {
+  Conv2d conv(6, 8, 3, {.stride = 2, .padding = 1, .groups = 2, .init = InitScheme::KaimingUniform});
+  ASSERT_EQ(conv.weight().shape(), (Shape{8, 3, 3, 3}));
+  ASSERT_EQ(conv.bias().shape(), (Shape{8}));
+  EXPECT_TRUE(conv.targetable());
+  conv.reset_parameters(11);
+  const float bound = std::sqrt(6.0f / 27.0f);  // fan_in = in/groups * 3 * 3
+  float largest = 0;
+  for (float w : conv.weight().to_vector<float>()) largest = std::max(largest, std::abs(w));
+  EXPECT_LE(largest, bound);
+  EXPECT_GT(largest, 0.8f * bound);
+  for (float b : conv.bias().to_vector<float>()) EXPECT_LE(std::abs(b), 1 / std::sqrt(27.0f));
+  std::mt19937_64 rng(fresh_seed());
+  const Tensor x = random_tensor({2, 6, 9, 7}, rng, -1, 1, DType::F32);
+  const Tensor y = conv.forward(x);
+  EXPECT_EQ(y.shape(), (Shape{2, 8, 5, 4}));
+  const Tensor want = conv2d(x, conv.weight(), conv.bias(), Conv2dParams::square(2, 1, 1, 2));
+  EXPECT_EQ(y.to_vector<float>(), want.to_vector<float>());
+  EXPECT_EQ(conv.describe(), "Conv2d(6 -> 8, 3x3, stride 2, pad 1, groups 2) [targetable]");
+  EXPECT_THROW(conv.forward(Tensor::zeros({2, 5, 9, 7})), Error);
+  EXPECT_THROW(Conv2d(6, 8, 3, {.groups = 4}), Error);
+}
+
+TEST(BatchNorm2dLayer, RunningStatisticsAreBuffersNotParameters) {
+  BatchNorm2d bn(3);
+  std::set<std::string> params, buffers;
+  for (auto& [n, t] : bn.named_parameters()) params.insert(n);
+  for (auto& [n, t] : bn.named_buffers()) buffers.insert(n);
+  EXPECT_EQ(params, (std::set<std::string>{"weight", "bias"}));
+  EXPECT_EQ(buffers, (std::set<std::string>{"running_mean", "running_var"}));
+  EXPECT_EQ(bn.num_parameters(), 6);
+  for (auto& [n, t] : bn.named_buffers()) EXPECT_FALSE(t.requires_grad()) << n;
+
+  // Training moves the running statistics towards the batch's; eval then uses them.
+  std::mt19937_64 rng(fresh_seed());
+  const Tensor x = random_tensor({4, 3, 5, 5}, rng, 2, 4, DType::F32);
+  bn.train();
+  bn.forward(x);
+  for (float m : bn.running_mean().to_vector<float>()) EXPECT_NEAR(m, 0.3f, 0.03f);  // 0.1 * ~3
+  bn.eval();
+  const Tensor y = bn.forward(x);
+  const Tensor want = batch_norm2d(x, bn.weight(), bn.bias(), bn.running_mean().clone(),
+                                   bn.running_var().clone(), false);
+  EXPECT_EQ(y.to_vector<float>(), want.to_vector<float>());
+
+  // reset_parameters restores the identity and fresh statistics.
+  bn.reset_parameters(1);
+  EXPECT_EQ(bn.running_mean().to_vector<float>(), std::vector<float>(3, 0.0f));
+  EXPECT_EQ(bn.running_var().to_vector<float>(), std::vector<float>(3, 1.0f));
+}
+
+TEST(BatchNorm2dLayer, LoadStateRestoresBuffersAndRequiresThem) {
+  auto model = zoo("resnet20");
+  std::map<std::string, Tensor> state;
+  for (auto& [n, t] : model->named_parameters()) state[n] = t.clone();
+  for (auto& [n, t] : model->named_buffers()) state[n] = Tensor::full(t.shape(), 0.5);
+  auto other = zoo("resnet20");
+  other->load_state(state, "test");
+  for (auto& [n, t] : other->named_buffers())
+    EXPECT_EQ(t.to_vector<float>(), std::vector<float>(t.numel(), 0.5f)) << n;
+  state.erase("1.running_var");
+  try {
+    other->load_state(state, "ckpt.safetensors");
+    FAIL() << "a missing buffer was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("buffer '1.running_var'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ResidualBlocks, ShapesAndShortcuts) {
+  std::mt19937_64 rng(fresh_seed());
+  const Tensor x = random_tensor({2, 16, 8, 8}, rng, -1, 1, DType::F32);
+  BasicBlock same(16, 16, 1), down(16, 32, 2);
+  PreActBlock pre_same(16, 16, 1, false), pre_proj(16, 32, 2, true);
+  for (Module* m : std::initializer_list<Module*>{&same, &down, &pre_same, &pre_proj})
+    m->reset_parameters(3);
+  EXPECT_EQ(same.forward(x).shape(), (Shape{2, 16, 8, 8}));
+  EXPECT_EQ(down.forward(x).shape(), (Shape{2, 32, 4, 4}));
+  EXPECT_EQ(pre_same.forward(x).shape(), (Shape{2, 16, 8, 8}));
+  EXPECT_EQ(pre_proj.forward(x).shape(), (Shape{2, 32, 4, 4}));
+  // Option A adds no parameters; the projection adds a 1x1 convolution.
+  EXPECT_EQ(down.num_parameters(), 16 * 32 * 9 + 32 * 32 * 9 + 4 * 32);
+  EXPECT_EQ(pre_proj.num_parameters(), 2 * 16 + 16 * 32 + 16 * 32 * 9 + 2 * 32 + 32 * 32 * 9);
+  // A basic block ends in a ReLU; a pre-activation block does not.
+  for (float v : down.forward(x).to_vector<float>()) ASSERT_GE(v, 0.0f);
+  EXPECT_THROW(BasicBlock(32, 16, 1), Error);
+  EXPECT_THROW(PreActBlock(16, 32, 1, false), Error);
+}
+
+// ---- the zoo -------------------------------------------------------------------------------
+
+// He et al. 2016, CIFAR-10 ResNets with option-A shortcuts, 3-channel input: a 3x3 stem
+// (3*16*9 + BN 32), stage 1 n blocks of 2 16->16 convs (2*2304 + BN 64), stage 2 one block
+// 16->32 (4608 + 9216 + 128) and n-1 of 32->32 (18432 + 128), stage 3 one 32->64 (18432 + 36864
+// + 256) and n-1 of 64->64 (73728 + 256), and the classifier 64*10 + 10.
+int64_t he_cifar_resnet_params(int64_t n) {
+  return 464 + n * 4672 + 13952 + (n - 1) * 18560 + 55552 + (n - 1) * 73984 + 650;
+}
+
+TEST(Zoo, CifarResNetParameterCountsMatchHeEtAl) {
+  const nlohmann::json rgb = {{"input_shape", {3, 32, 32}}};
+  EXPECT_EQ(he_cifar_resnet_params(5), 464154);  // the paper's "0.46 M"
+  EXPECT_EQ(zoo("resnet20", rgb)->num_parameters(), he_cifar_resnet_params(3));  // 0.27 M
+  EXPECT_EQ(zoo("resnet32", rgb)->num_parameters(), 464154);
+  EXPECT_EQ(zoo("resnet56", rgb)->num_parameters(), he_cifar_resnet_params(9));  // 0.85 M
+  // The default input is one channel (Fashion-MNIST at 32x32): the stem loses 2*16*9 weights.
+  EXPECT_EQ(zoo("resnet32")->num_parameters(), 464154 - 288);
+}
+
+TEST(Zoo, Resnet32TargetsThirtyConvolutionsNotTheStemOrClassifier) {
+  auto model = zoo("resnet32");
+  std::vector<Conv2d*> convs;
+  collect_convs(*model, convs);
+  ASSERT_EQ(convs.size(), 31u);  // 1 stem + 3 stages * 5 blocks * 2
+  EXPECT_FALSE(convs.front()->targetable());
+  int targetable = 0;
+  for (Conv2d* c : convs) targetable += c->targetable();
+  EXPECT_EQ(targetable, 30);
+  std::vector<Linear*> linears;
+  collect_linears(*model, linears);
+  ASSERT_EQ(linears.size(), 1u);
+  EXPECT_FALSE(linears[0]->targetable());
+}
+
+TEST(Zoo, EveryConvNetMarksStemAndClassifierOnly) {
+  struct Want {
+    const char* name;
+    size_t convs, linears;
+  };
+  for (const Want& w : {Want{"lenet5", 2, 3}, Want{"resnet20", 19, 1}, Want{"resnet56", 55, 1},
+                        Want{"resnet32-wide", 34, 1}, Want{"vgg16", 13, 2}}) {
+    SCOPED_TRACE(w.name);
+    auto model = zoo(w.name);
+    std::vector<Conv2d*> convs;
+    std::vector<Linear*> linears;
+    collect_convs(*model, convs);
+    collect_linears(*model, linears);
+    ASSERT_EQ(convs.size(), w.convs);
+    ASSERT_EQ(linears.size(), w.linears);
+    for (size_t i = 0; i < convs.size(); ++i) EXPECT_EQ(convs[i]->targetable(), i != 0) << i;
+    for (size_t i = 0; i < linears.size(); ++i)
+      EXPECT_EQ(linears[i]->targetable(), i + 1 != linears.size()) << i;
+  }
+}
+
+TEST(Zoo, OutputShapesAndConfigDefaults) {
+  NoGradGuard ng;
+  struct Case {
+    const char* name;
+    Shape input;
+  };
+  for (const Case& c : {Case{"lenet5", {1, 28, 28}}, Case{"lenet5", {3, 32, 32}},
+                        Case{"resnet20", {1, 32, 32}}, Case{"resnet32-wide", {3, 32, 32}},
+                        Case{"vgg16", {1, 32, 32}}}) {
+    SCOPED_TRACE(std::string(c.name) + " " + shape_str(c.input));
+    nlohmann::json cfg = {{"input_shape", c.input}, {"num_classes", 7}};
+    auto model = build_model(c.name, cfg);
+    model->reset_parameters(5);
+    model->eval();
+    Shape in{2};
+    in.insert(in.end(), c.input.begin(), c.input.end());
+    EXPECT_EQ(model->forward(Tensor::zeros(in)).shape(), (Shape{2, 7}));
+  }
+  nlohmann::json cfg = nlohmann::json::object();
+  build_model("lenet5", cfg);
+  EXPECT_EQ(cfg["input_shape"], nlohmann::json({1, 28, 28}));
+  cfg = nlohmann::json::object();
+  build_model("resnet32", cfg);
+  EXPECT_EQ(cfg["input_shape"], nlohmann::json({1, 32, 32}));
+  EXPECT_EQ(cfg["num_classes"], 10);
+  cfg = {{"input_shape", {1, 28, 28}}};
+  EXPECT_THROW(build_model("vgg16", cfg), Error);  // five poolings need 32x32
+}
+
+// A few SGD steps on one small random batch: the loss must fall (the net memorises it).
+void expect_loss_falls(const std::string& name, int64_t batch, int steps, float lr) {
+  SCOPED_TRACE(name);
+  auto model = zoo(name);
+  model->train();
+  std::mt19937_64 rng(fresh_seed());
+  const Tensor x = random_tensor({batch, 1, 32, 32}, rng, -1, 1, DType::F32);
+  std::vector<int64_t> labels(static_cast<size_t>(batch));
+  for (int64_t i = 0; i < batch; ++i) labels[i] = i % 10;
+  const Tensor y = Tensor::from_vector(labels, {batch});
+  SGD opt(model->parameters(), lr, 0.9f);
+  std::vector<double> losses;
+  for (int s = 0; s < steps; ++s) {
+    opt.zero_grad();
+    Tensor loss = cross_entropy(model->forward(x), y);
+    losses.push_back(loss.item());
+    ASSERT_TRUE(std::isfinite(losses.back())) << "step " << s;
+    loss.backward();
+    for (const Tensor& p : model->parameters()) ASSERT_TRUE(p.grad().defined());
+    opt.step();
+  }
+  EXPECT_LT(losses.back(), 0.7 * losses.front()) << "losses " << ::testing::PrintToString(losses);
+}
+
+TEST(ZooTraining, Resnet20LossFalls) { expect_loss_falls("resnet20", 8, 6, 0.05f); }
+TEST(ZooTraining, Vgg16LossFalls) { expect_loss_falls("vgg16", 4, 6, 0.02f); }
+
+}  // namespace
+}  // namespace tdrop::testing

@@ -1,0 +1,229 @@
+// Image data on CPU: the CIFAR-10 binary reader on small files written here (good, truncated,
+// empty, bad label, missing), padding Fashion-MNIST to 32x32, per-channel normalisation, and
+// augmentation (crop/flip geometry, reproducibility per (seed, epoch, sample)).
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "data/augment.h"
+#include "data/cifar10.h"
+
+namespace fs = std::filesystem;
+
+namespace tdrop {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "tdrop_cifar_XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// A record whose pixels encode (first label, record index, channel, position) so that any
+// misplaced byte shows up.
+std::vector<uint8_t> record(uint8_t label, int64_t index) {
+  std::vector<uint8_t> r(static_cast<size_t>(kCifar10RecordBytes));
+  r[0] = label;
+  for (int64_t i = 0; i < 3072; ++i) r[1 + i] = static_cast<uint8_t>((index * 31 + i * 7 + label) & 0xff);
+  return r;
+}
+
+void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<uint8_t> records(const std::vector<uint8_t>& labels, int64_t first_index) {
+  std::vector<uint8_t> out;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const auto r = record(labels[i], first_index + static_cast<int64_t>(i));
+    out.insert(out.end(), r.begin(), r.end());
+  }
+  return out;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Cifar10, ReadsRecordsAsChwImagesInFileOrder) {
+  TempDir dir;
+  const std::vector<uint8_t> labels = {3, 0, 9};
+  write_file(dir.file("test_batch.bin"), records(labels, 0));
+  const ImageDataset ds = load_cifar10(dir.path().string(), "test");
+  ASSERT_EQ(ds.count, 3);
+  EXPECT_EQ(ds.channels, 3);
+  EXPECT_EQ(ds.height, 32);
+  EXPECT_EQ(ds.width, 32);
+  EXPECT_EQ(ds.num_classes, 10);
+  EXPECT_EQ(ds.labels, (std::vector<int64_t>{3, 0, 9}));
+  ASSERT_EQ(ds.images.size(), 3u * 3072u);
+  for (int64_t r = 0; r < 3; ++r) {
+    const auto want = record(labels[r], r);
+    for (int64_t i = 0; i < 3072; ++i) ASSERT_EQ(ds.images[r * 3072 + i], want[1 + i]) << r << " " << i;
+  }
+}
+
+TEST(Cifar10, TrainSplitConcatenatesTheFiveBatches) {
+  TempDir dir;
+  int64_t index = 0;
+  std::vector<int64_t> all_labels;
+  for (int b = 1; b <= 5; ++b) {
+    std::vector<uint8_t> labels(static_cast<size_t>(b), static_cast<uint8_t>(b));
+    write_file(dir.file("data_batch_" + std::to_string(b) + ".bin"), records(labels, index));
+    index += b;
+    all_labels.insert(all_labels.end(), labels.begin(), labels.end());
+  }
+  const ImageDataset ds = load_cifar10(dir.path().string(), "train");
+  EXPECT_EQ(ds.count, 15);
+  EXPECT_EQ(ds.labels, all_labels);
+  const auto last = record(5, 14);
+  EXPECT_TRUE(std::equal(last.begin() + 1, last.end(), ds.images.end() - 3072));
+}
+
+TEST(Cifar10, ErrorsNameTheFileAndTheProblem) {
+  TempDir dir;
+  auto bytes = records({1, 2}, 0);
+  bytes.pop_back();
+  write_file(dir.file("truncated.bin"), bytes);
+  write_file(dir.file("empty.bin"), {});
+  write_file(dir.file("bad_label.bin"), records({4, 10, 2}, 0));
+
+  ImageDataset ds;
+  std::string m = error_of([&] { read_cifar10_file(dir.file("truncated.bin"), ds); });
+  EXPECT_NE(m.find("truncated.bin"), std::string::npos) << m;
+  EXPECT_NE(m.find("6145 bytes"), std::string::npos) << m;
+  EXPECT_NE(m.find("3073"), std::string::npos) << m;
+  m = error_of([&] { read_cifar10_file(dir.file("empty.bin"), ds); });
+  EXPECT_NE(m.find("empty.bin"), std::string::npos) << m;
+  m = error_of([&] { read_cifar10_file(dir.file("bad_label.bin"), ds); });
+  EXPECT_NE(m.find("bad_label.bin"), std::string::npos) << m;
+  EXPECT_NE(m.find("record 1 has label 10"), std::string::npos) << m;
+  m = error_of([&] { load_cifar10(dir.path().string(), "test"); });
+  EXPECT_NE(m.find("test_batch.bin"), std::string::npos) << m;
+  EXPECT_NE(m.find("not found"), std::string::npos) << m;
+  m = error_of([&] { load_cifar10(dir.path().string(), "valid"); });
+  EXPECT_NE(m.find("split"), std::string::npos) << m;
+}
+
+TEST(PadImages, CentresImagesOnAZeroCanvas) {
+  ImageDataset ds;
+  ds.count = 2, ds.channels = 1, ds.height = 28, ds.width = 28;
+  ds.images.resize(2 * 28 * 28);
+  std::iota(ds.images.begin(), ds.images.end(), uint8_t{1});
+  ds.labels = {4, 7};
+  const ImageDataset p = pad_images(ds, 32, 32);
+  EXPECT_EQ(p.height, 32);
+  EXPECT_EQ(p.width, 32);
+  EXPECT_EQ(p.labels, ds.labels);
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t y = 0; y < 32; ++y)
+      for (int64_t x = 0; x < 32; ++x) {
+        const bool inside = y >= 2 && y < 30 && x >= 2 && x < 30;
+        const uint8_t want = inside ? ds.images[(n * 28 + y - 2) * 28 + x - 2] : 0;
+        ASSERT_EQ(p.images[(n * 32 + y) * 32 + x], want) << n << " " << y << " " << x;
+      }
+  EXPECT_THROW(pad_images(ds, 27, 32), Error);
+}
+
+TEST(Normalize, PerChannelMeanAndStd) {
+  const std::vector<uint8_t> px = {0, 255, 51, 102};  // two channels of two pixels
+  std::vector<float> out(4);
+  normalize_image(px.data(), out.data(), 2, 2, {0.5f, 0.2f}, {0.25f, 0.4f});
+  EXPECT_NEAR(out[0], (0.0f - 0.5f) / 0.25f, 1e-6f);
+  EXPECT_NEAR(out[1], (1.0f - 0.5f) / 0.25f, 1e-6f);
+  EXPECT_NEAR(out[2], (0.2f - 0.2f) / 0.4f, 1e-6f);
+  EXPECT_NEAR(out[3], (0.4f - 0.2f) / 0.4f, 1e-6f);
+  EXPECT_THROW(normalize_image(px.data(), out.data(), 2, 2, {0.5f, 0.2f, 0.1f}, {1.0f}), Error);
+}
+
+std::vector<float> ramp_image(int64_t c, int64_t h, int64_t w) {
+  std::vector<float> v(static_cast<size_t>(c * h * w));
+  std::iota(v.begin(), v.end(), 1.0f);
+  return v;
+}
+
+TEST(Augment, CropAndFlipFollowTheDraw) {
+  const int64_t C = 2, H = 5, W = 6;
+  const std::vector<float> src = ramp_image(C, H, W);
+  std::vector<float> dst(src.size());
+  const AugmentConfig cfg{.pad = 2, .flip = true, .fill = -7.0f};
+  int flips = 0;
+  for (uint64_t sample = 0; sample < 64; ++sample) {
+    const AugmentDraw d = augment_draw(cfg, 99, 3, sample);
+    ASSERT_GE(d.dy, 0);
+    ASSERT_LE(d.dy, 4);
+    ASSERT_GE(d.dx, 0);
+    ASSERT_LE(d.dx, 4);
+    flips += d.flip;
+    augment_image(src.data(), dst.data(), C, H, W, cfg, 99, 3, sample);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x) {
+          // Crop of the padded image at (dy, dx), then mirror the columns when flipping.
+          const int64_t cx = d.flip ? W - 1 - x : x;
+          const int64_t sy = y + d.dy - 2, sx = cx + d.dx - 2;
+          const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+          const float want = inside ? src[(c * H + sy) * W + sx] : -7.0f;
+          ASSERT_EQ(dst[(c * H + y) * W + x], want) << sample << " " << c << " " << y << " " << x;
+        }
+  }
+  EXPECT_GT(flips, 16);  // about half of 64
+  EXPECT_LT(flips, 48);
+}
+
+TEST(Augment, NoPadNoFlipIsTheIdentity) {
+  const std::vector<float> src = ramp_image(3, 4, 4);
+  std::vector<float> dst(src.size());
+  augment_image(src.data(), dst.data(), 3, 4, 4, {.pad = 0, .flip = false}, 1, 2, 3);
+  EXPECT_EQ(dst, src);
+}
+
+TEST(Augment, ReproducibleBySeedEpochAndSampleOnly) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const AugmentConfig cfg;
+  const std::vector<float> src = ramp_image(3, 32, 32);
+  std::vector<float> a(src.size()), b(src.size());
+  int differing_epochs = 0, differing_samples = 0;
+  for (uint64_t s = 0; s < 20; ++s) {
+    augment_image(src.data(), a.data(), 3, 32, 32, cfg, seed, 4, s);
+    augment_image(src.data(), b.data(), 3, 32, 32, cfg, seed, 4, s);
+    ASSERT_EQ(a, b) << "sample " << s;  // same key, same image
+    augment_image(src.data(), b.data(), 3, 32, 32, cfg, seed, 5, s);
+    differing_epochs += a != b;
+    augment_image(src.data(), b.data(), 3, 32, 32, cfg, seed, 4, s + 1000);
+    differing_samples += a != b;
+  }
+  // 81 crops x 2 flips: two independent draws coincide with probability 1/162.
+  EXPECT_GE(differing_epochs, 15);
+  EXPECT_GE(differing_samples, 15);
+}
+
+}  // namespace
+}  // namespace tdrop

@@ -1,0 +1,865 @@
+// Training machinery: optimizers against PyTorch's update formulas, LR schedules, Linear
+// initialisation, checkpoints (round trip, clear errors, atomic writes), the batch loader, and
+// an end-to-end run of train() on real Fashion-MNIST with its run directory.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/safetensors.h"
+#include "data/datasets.h"
+#include "data/loader.h"
+#include "kernels/ops.h"
+#include "layers/init.h"
+#include "layers/linear.h"
+#include "layers/lr_schedule.h"
+#include "layers/optimizer.h"
+#include "models/checkpoint.h"
+#include "models/registry.h"
+#include "models/trainer.h"
+#include "tests/grad_check.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace tdrop {
+namespace {
+
+using testing::fresh_seed;
+
+template <class F>
+std::string error_message(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected tdrop::Error, nothing was thrown";
+  return "";
+}
+
+template <class F>
+void expect_error(F&& f, std::initializer_list<std::string> needles) {
+  const std::string msg = error_message(f);
+  for (const std::string& n : needles)
+    EXPECT_NE(msg.find(n), std::string::npos) << "message \"" << msg << "\" lacks \"" << n << "\"";
+}
+
+// A fresh directory under $TMPDIR, removed with everything in it at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "tdrop_test_XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const fs::path& path() const { return path_; }
+  std::vector<std::string> listing() const {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(path_)) names.push_back(e.path().filename());
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+ private:
+  fs::path path_;
+};
+
+std::vector<float> random_floats(size_t n, std::mt19937_64& rng, float lo = -1, float hi = 1) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optimizers: a few steps each, against PyTorch's formulas evaluated in double precision
+// ---------------------------------------------------------------------------------------------
+
+// torch.optim.SGD (dampening 0): d = g + wd*w; buf = d on the first step, else m*buf + d;
+// d = nesterov ? d + m*buf : buf; w -= lr*d.
+struct SgdReference {
+  SgdReference(double lr_, double momentum_, double wd_, bool nesterov_)
+      : lr(lr_), momentum(momentum_), wd(wd_), nesterov(nesterov_) {}
+  double lr, momentum, wd;
+  bool nesterov;
+  std::vector<double> buf;
+  bool has_buf = false;
+  void step(std::vector<double>& w, const std::vector<float>& g) {
+    if (buf.empty()) buf.assign(w.size(), 0.0);
+    for (size_t i = 0; i < w.size(); ++i) {
+      double d = g[i] + wd * w[i];
+      if (momentum != 0) {
+        buf[i] = has_buf ? momentum * buf[i] + d : d;
+        d = nesterov ? d + momentum * buf[i] : buf[i];
+      }
+      w[i] -= lr * d;
+    }
+    has_buf = true;
+  }
+};
+
+// torch.optim.Adam / AdamW: Adam adds wd*w to the gradient, AdamW first scales w by (1-lr*wd);
+// m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; w -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps).
+struct AdamReference {
+  AdamReference(double lr_, double wd_, bool decoupled_) : lr(lr_), wd(wd_), decoupled(decoupled_) {}
+  // The hyper-parameters as tdrop stores them (float), so only the formula is compared.
+  double lr, wd, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+  bool decoupled;
+  std::vector<double> m, v;
+  int t = 0;
+  void step(std::vector<double>& w, const std::vector<float>& g) {
+    if (m.empty()) {
+      m.assign(w.size(), 0.0);
+      v.assign(w.size(), 0.0);
+    }
+    ++t;
+    for (size_t i = 0; i < w.size(); ++i) {
+      double gi = g[i];
+      if (decoupled) w[i] *= 1 - lr * wd;
+      else gi += wd * w[i];
+      m[i] = b1 * m[i] + (1 - b1) * gi;
+      v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+      const double mh = m[i] / (1 - std::pow(b1, t)), vh = v[i] / (1 - std::pow(b2, t));
+      w[i] -= lr * mh / (std::sqrt(vh) + eps);
+    }
+  }
+};
+
+// Weights are O(1) and float32 rounding accumulates over a few steps, so the tolerance is
+// absolute at that scale: 1e-5 is far below any formula difference (a missed weight-decay term,
+// momentum or bias correction moves weights by 1e-4 or more within these steps).
+void expect_close(const std::vector<double>& got, const std::vector<double>& want,
+                  const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], 1e-5 * (1 + std::abs(want[i]))) << what << " element " << i;
+}
+
+struct SgdCase {
+  const char* name;
+  float lr, momentum, wd;
+  bool nesterov;
+};
+
+
+void PrintTo(const SgdCase& c, std::ostream* os) { *os << c.name; }
+
+class SgdMatchesPyTorch : public ::testing::TestWithParam<SgdCase> {};
+
+TEST_P(SgdMatchesPyTorch, FiveSteps) {
+  const SgdCase c = GetParam();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  // Two parameters; the second gets no gradient on step 2 and must then be left alone.
+  std::vector<float> w0 = random_floats(12, rng), w1 = random_floats(5, rng);
+  Tensor p0 = Tensor::from_vector(w0, {3, 4}), p1 = Tensor::from_vector(w1, {5});
+  p0.set_requires_grad(true);
+  p1.set_requires_grad(true);
+  SGD opt({p0, p1}, c.lr, c.momentum, c.wd, c.nesterov);
+  SgdReference r0(c.lr, c.momentum, c.wd, c.nesterov), r1 = r0;
+  std::vector<double> e0(w0.begin(), w0.end()), e1(w1.begin(), w1.end());
+  for (int step = 0; step < 5; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    if (step == 3) {  // the schedule changes the rate between steps
+      opt.set_lr(c.lr * 0.5f);
+      r0.lr = r1.lr = c.lr * 0.5f;
+    }
+    const std::vector<float> g0 = random_floats(12, rng), g1 = random_floats(5, rng);
+    opt.zero_grad();
+    p0.set_grad(Tensor::from_vector(g0, {3, 4}));
+    r0.step(e0, g0);
+    if (step != 2) {
+      p1.set_grad(Tensor::from_vector(g1, {5}));
+      r1.step(e1, g1);
+    }
+    opt.step();
+    expect_close(p0.to_double_vector(), e0, "param 0");
+    expect_close(p1.to_double_vector(), e1, "param 1");
+  }
+  EXPECT_EQ(opt.steps_taken(), 5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Optimizer, SgdMatchesPyTorch,
+                         ::testing::Values(SgdCase{"plain", 0.1f, 0.0f, 0.0f, false},
+                                           SgdCase{"momentum", 0.05f, 0.9f, 0.0f, false},
+                                           SgdCase{"nesterov", 0.05f, 0.9f, 0.0f, true},
+                                           SgdCase{"weight_decay", 0.1f, 0.0f, 0.01f, false},
+                                           SgdCase{"momentum_wd", 0.05f, 0.9f, 5e-4f, false},
+                                           SgdCase{"nesterov_wd", 0.02f, 0.5f, 0.1f, true}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+struct AdamCase {
+  const char* name;
+  float lr, wd;
+  bool decoupled;
+};
+
+
+void PrintTo(const AdamCase& c, std::ostream* os) { *os << c.name; }
+
+class AdamMatchesPyTorch : public ::testing::TestWithParam<AdamCase> {};
+
+TEST_P(AdamMatchesPyTorch, SixSteps) {
+  const AdamCase c = GetParam();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::vector<float> w = random_floats(20, rng);
+  Tensor p = Tensor::from_vector(w, {4, 5});
+  p.set_requires_grad(true);
+  auto opt = make_optimizer(c.decoupled ? "adamw" : "adam", {p}, c.lr, 0.0f, c.wd);
+  AdamReference ref(c.lr, c.wd, c.decoupled);
+  std::vector<double> expect(w.begin(), w.end());
+  for (int step = 0; step < 6; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    // Gradients of very different scales per element: Adam's normalisation must handle both.
+    std::vector<float> g = random_floats(20, rng);
+    for (size_t i = 0; i < g.size(); i += 3) g[i] *= 1e-3f;
+    opt->zero_grad();
+    p.set_grad(Tensor::from_vector(g, {4, 5}));
+    opt->step();
+    ref.step(expect, g);
+    expect_close(p.to_double_vector(), expect, "param");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Optimizer, AdamMatchesPyTorch,
+                         ::testing::Values(AdamCase{"adam", 1e-2f, 0.0f, false},
+                                           AdamCase{"adam_l2", 1e-2f, 0.1f, false},
+                                           AdamCase{"adamw", 1e-2f, 0.1f, true},
+                                           AdamCase{"adamw_big_lr", 0.3f, 0.05f, true}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Optimizer, FirstAdamStepMovesEachWeightByTheLearningRate) {
+  Tensor p = Tensor::from_vector<float>({1.0f, -2.0f, 3.0f}, {3});
+  p.set_requires_grad(true);
+  Adam opt({p}, 0.01f);
+  p.set_grad(Tensor::from_vector<float>({0.5f, -1e-3f, 40.0f}, {3}));
+  opt.step();
+  const std::vector<float> w = p.to_vector<float>();
+  EXPECT_NEAR(w[0], 0.99f, 1e-6);
+  EXPECT_NEAR(w[1], -1.99f, 1e-5);
+  EXPECT_NEAR(w[2], 2.99f, 1e-6);
+}
+
+TEST(Optimizer, ZeroGradClearsAndParametersWithoutGradStay) {
+  Tensor p = Tensor::from_vector<float>({1, 2}, {2});
+  p.set_requires_grad(true);
+  p.set_grad(Tensor::from_vector<float>({1, 1}, {2}));
+  SGD opt({p}, 0.1f, 0.9f);
+  opt.zero_grad();
+  EXPECT_FALSE(p.grad().defined());
+  opt.step();  // nothing to do
+  EXPECT_EQ(p.to_vector<float>(), (std::vector<float>{1, 2}));
+}
+
+TEST(Optimizer, BadSettingsAreErrors) {
+  Tensor p = Tensor::zeros({2});
+  expect_error([&] { SGD({p}, -0.1f); }, {"learning rate", "negative"});
+  expect_error([&] { SGD({p}, 0.1f, 1.0f); }, {"SGD", "momentum"});
+  expect_error([&] { SGD({p}, 0.1f, 0.0f, 0.0f, true); }, {"Nesterov"});
+  expect_error([&] { SGD({p}, 0.1f, 0.9f, -1.0f); }, {"weight decay"});
+  expect_error([&] { Adam({p}, 0.1f, 0.0f, false, 1.0f); }, {"Adam", "betas"});
+  expect_error([&] { make_optimizer("rmsprop", {p}, 0.1f, 0.9f, 0.0f); },
+               {"unknown optimizer", "rmsprop", "sgd"});
+  expect_error([&] { SGD({Tensor::zeros({2}, DType::F64)}, 0.1f); }, {"F32", "F64[2]"});
+  expect_error([&] { SGD({Tensor::zeros({2, 3}).transpose(0, 1)}, 0.1f); }, {"contiguous"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Learning-rate schedules
+// ---------------------------------------------------------------------------------------------
+
+LrSchedule schedule(LrSchedule::Kind kind, long total, long warmup = 0) {
+  LrSchedule s;
+  s.kind = kind;
+  s.base_lr = 0.4f;
+  s.total_steps = total;
+  s.warmup_steps = warmup;
+  return s;
+}
+
+TEST(LrSchedule, Constant) {
+  const LrSchedule s = schedule(LrSchedule::Kind::Constant, 100);
+  for (long t : {0L, 1L, 50L, 99L, 100L, 1000L}) EXPECT_FLOAT_EQ(s.at(t), 0.4f) << t;
+}
+
+TEST(LrSchedule, StepDropsAtHalfAndThreeQuarters) {
+  const LrSchedule s = schedule(LrSchedule::Kind::Step, 200);
+  EXPECT_FLOAT_EQ(s.at(0), 0.4f);
+  EXPECT_FLOAT_EQ(s.at(99), 0.4f);
+  EXPECT_FLOAT_EQ(s.at(100), 0.04f);
+  EXPECT_FLOAT_EQ(s.at(149), 0.04f);
+  EXPECT_FLOAT_EQ(s.at(150), 0.004f);
+  EXPECT_FLOAT_EQ(s.at(199), 0.004f);
+  LrSchedule half = s;
+  half.gamma = 0.5f;
+  EXPECT_FLOAT_EQ(half.at(120), 0.2f);
+  EXPECT_FLOAT_EQ(half.at(160), 0.1f);
+}
+
+TEST(LrSchedule, CosineEndpointsAndMidpoint) {
+  const LrSchedule s = schedule(LrSchedule::Kind::Cosine, 1000);
+  EXPECT_FLOAT_EQ(s.at(0), 0.4f);
+  EXPECT_FLOAT_EQ(s.at(500), 0.2f);
+  EXPECT_NEAR(s.at(1000), 0.0f, 1e-9);
+  EXPECT_NEAR(s.at(250), 0.2 * (1 + std::cos(M_PI / 4)), 1e-6);
+  EXPECT_NEAR(s.at(999), 0.2 * (1 + std::cos(M_PI * 0.999)), 1e-8);
+  EXPECT_GT(s.at(999), 0.0f);
+  float prev = s.at(0);
+  for (long t = 1; t <= 1000; ++t) {
+    ASSERT_LE(s.at(t), prev) << "cosine must not increase, step " << t;
+    prev = s.at(t);
+  }
+  // Symmetric about the midpoint: lr(t) + lr(T - t) = base.
+  EXPECT_NEAR(s.at(100) + s.at(900), 0.4f, 1e-6);
+}
+
+TEST(LrSchedule, LinearWarmupMultipliesTheSchedule) {
+  const LrSchedule c = schedule(LrSchedule::Kind::Constant, 100, 10);
+  EXPECT_FLOAT_EQ(c.at(0), 0.04f);  // (step + 1) / warmup
+  EXPECT_FLOAT_EQ(c.at(4), 0.2f);
+  EXPECT_FLOAT_EQ(c.at(9), 0.4f);
+  EXPECT_FLOAT_EQ(c.at(10), 0.4f);
+  for (long t = 1; t < 10; ++t) EXPECT_GT(c.at(t), c.at(t - 1)) << t;
+  const LrSchedule cos = schedule(LrSchedule::Kind::Cosine, 100, 10);
+  EXPECT_NEAR(cos.at(4), 0.4 * 0.5 * 0.5 * (1 + std::cos(M_PI * 0.04)), 1e-7);
+  EXPECT_NEAR(cos.at(50), 0.2, 1e-7);  // after the warm-up: plain cosine
+}
+
+TEST(LrSchedule, ParseNames) {
+  EXPECT_EQ(parse_schedule("constant"), LrSchedule::Kind::Constant);
+  EXPECT_EQ(parse_schedule("step"), LrSchedule::Kind::Step);
+  EXPECT_EQ(parse_schedule("cosine"), LrSchedule::Kind::Cosine);
+  EXPECT_STREQ(schedule_name(LrSchedule::Kind::Cosine), "cosine");
+  expect_error([] { parse_schedule("linear"); }, {"unknown schedule", "linear"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear initialisation
+// ---------------------------------------------------------------------------------------------
+
+TEST(LinearInit, SameSeedSameWeightsDifferentSeedDifferent) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Linear a(50, 20), b(50, 20);
+  a.reset_parameters(seed);
+  b.reset_parameters(seed);
+  EXPECT_EQ(a.weight().to_vector<float>(), b.weight().to_vector<float>());
+  EXPECT_EQ(a.bias().to_vector<float>(), b.bias().to_vector<float>());
+  b.reset_parameters(seed + 1);
+  const std::vector<float> wa = a.weight().to_vector<float>(), wb = b.weight().to_vector<float>();
+  int same = 0;
+  for (size_t i = 0; i < wa.size(); ++i) same += wa[i] == wb[i];
+  EXPECT_LT(same, 3) << "a different seed must give different weights";
+  // Weight and bias come from different streams.
+  EXPECT_NE(a.weight().to_vector<float>()[0], a.bias().to_vector<float>()[0]);
+  // Re-initialising with the first seed restores the weights exactly.
+  b.reset_parameters(seed);
+  EXPECT_EQ(b.weight().to_vector<float>(), wa);
+}
+
+TEST(LinearInit, ValuesFillTheirBounds) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  struct Case {
+    InitScheme scheme;
+    double bound;
+  };
+  const int64_t in = 400, out = 100;
+  for (Case c : {Case{InitScheme::TorchDefault, 1 / std::sqrt(400.0)},
+                 Case{InitScheme::KaimingUniform, std::sqrt(6 / 400.0)},
+                 Case{InitScheme::GlorotUniform, std::sqrt(6 / 500.0)}}) {
+    SCOPED_TRACE(init_name(c.scheme));
+    EXPECT_NEAR(init_bound(c.scheme, in, out), c.bound, 1e-7);
+    Linear l(in, out, true, c.scheme);
+    l.reset_parameters(seed);
+    const std::vector<float> w = l.weight().to_vector<float>();
+    double mx = 0, mean = 0, sq = 0;
+    for (float v : w) {
+      mx = std::max(mx, std::abs(static_cast<double>(v)));
+      mean += v;
+      sq += static_cast<double>(v) * v;
+    }
+    mean /= w.size();
+    sq /= w.size();
+    EXPECT_LE(mx, c.bound * (1 + 1e-6));
+    EXPECT_GT(mx, 0.99 * c.bound);  // 40000 uniform draws reach the edge
+    EXPECT_NEAR(mean, 0.0, 0.02 * c.bound);
+    EXPECT_NEAR(sq, c.bound * c.bound / 3, 0.03 * c.bound * c.bound);  // var of U(-b, b)
+    // The bias always uses PyTorch's 1/sqrt(fan_in).
+    for (float v : l.bias().to_vector<float>()) EXPECT_LE(std::abs(v), 1 / std::sqrt(400.0) + 1e-7);
+  }
+  expect_error([] { parse_init("xavier"); }, {"unknown init scheme", "xavier"});
+}
+
+TEST(LinearInit, LayersOfAModelGetDifferentStreams) {
+  nlohmann::json cfg = json::object();
+  auto mlp = build_model("mlp", cfg);
+  mlp->reset_parameters(7);
+  auto named = mlp->named_parameters();
+  ASSERT_EQ(named.size(), 6u);
+  EXPECT_EQ(named[0].first, "1.weight");
+  EXPECT_EQ(named[5].first, "5.bias");
+  EXPECT_EQ(mlp->num_parameters(), 266610);
+  std::set<float> firsts;
+  for (auto& [name, t] : named) firsts.insert(t.to_vector<float>()[0]);
+  EXPECT_EQ(firsts.size(), named.size()) << "every parameter draws from its own stream";
+  expect_error([] { Linear(3, 0); }, {"Linear", "out=0"});
+  expect_error([] { Linear(0, 3); }, {"Linear", "in=0"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+// ---------------------------------------------------------------------------------------------
+
+// An mlp after a few SGD steps on random data: its weights are no longer the initial ones.
+std::shared_ptr<Module> trained_mlp(uint64_t seed, json& cfg) {
+  cfg = json{{"hidden", {32, 16}}};
+  auto model = build_model("mlp", cfg);
+  model->reset_parameters(seed);
+  SGD opt(model->parameters(), 0.1f, 0.9f);
+  std::mt19937_64 rng(seed);
+  const Tensor x = Tensor::from_vector(random_floats(8 * 784, rng), {8, 1, 28, 28});
+  std::vector<int64_t> y(8);
+  for (auto& v : y) v = static_cast<int64_t>(rng() % 10);
+  const Tensor labels = Tensor::from_vector(y, {8});
+  for (int i = 0; i < 3; ++i) {
+    opt.zero_grad();
+    cross_entropy(model->forward(x), labels).backward();
+    opt.step();
+  }
+  return model;
+}
+
+std::vector<float> outputs(Module& m, const Tensor& x) {
+  NoGradGuard ng;
+  m.eval();
+  return m.forward(x).to_vector<float>();
+}
+
+TEST(Checkpoint, RoundTripGivesIdenticalOutputs) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  TempDir dir;
+  json cfg;
+  auto model = trained_mlp(seed, cfg);
+  const std::string path = dir.file("model.safetensors");
+  save_checkpoint(path, *model, "mlp", cfg, {{"epoch", "3"}});
+  const Checkpoint ck = load_checkpoint(path);
+  EXPECT_EQ(ck.model_name, "mlp");
+  EXPECT_EQ(ck.model_config, cfg);
+  EXPECT_EQ(ck.model_config.at("hidden"), json({32, 16}));
+  EXPECT_EQ(ck.metadata.at("model"), "mlp");
+  EXPECT_EQ(json::parse(ck.metadata.at("config")), cfg);
+  EXPECT_EQ(ck.metadata.at("format"), "tdrop");
+  EXPECT_EQ(ck.metadata.at("epoch"), "3");
+  ASSERT_NE(ck.model, nullptr);
+  EXPECT_FALSE(ck.model->training());
+  EXPECT_EQ(ck.model->num_parameters(), model->num_parameters());
+  // Same parameters, bit for bit, and the same outputs on a fresh random batch.
+  const auto a = model->named_parameters(), b = ck.model->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(a[i].second.to_vector<float>(), b[i].second.to_vector<float>()) << a[i].first;
+  }
+  std::mt19937_64 rng(seed ^ 0x5eed);
+  const Tensor x = Tensor::from_vector(random_floats(16 * 784, rng, -2, 2), {16, 1, 28, 28});
+  const std::vector<float> want = outputs(*model, x);
+  EXPECT_EQ(outputs(*ck.model, x), want);
+  // The header is plain JSON that names the model: any safetensors reader can see it.
+  const SafetensorsFile raw = load_safetensors(path);
+  EXPECT_EQ(raw.tensors.size(), 6u);
+  EXPECT_EQ(raw.tensors.at("1.weight").shape, (std::vector<int64_t>{32, 784}));
+  EXPECT_EQ(raw.tensors.at("1.weight").dtype, "F32");
+}
+
+class CheckpointErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    json cfg;
+    auto model = trained_mlp(11, cfg);
+    good_ = dir_.file("good.safetensors");
+    save_checkpoint(good_, *model, "mlp", cfg);
+  }
+  // Writes a copy of the good checkpoint after `edit` and returns the error from loading it.
+  template <class F>
+  std::pair<std::string, std::string> broken(const std::string& name, F&& edit) {
+    SafetensorsFile f = load_safetensors(good_);
+    edit(f);
+    const std::string path = dir_.file(name);
+    save_safetensors(path, f);
+    return {path, error_message([&] { load_checkpoint(path); })};
+  }
+  static void expect_has(const std::string& msg, std::initializer_list<std::string> needles) {
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+    for (const std::string& n : needles)
+      EXPECT_NE(msg.find(n), std::string::npos) << "message \"" << msg << "\" lacks \"" << n << "\"";
+  }
+  TempDir dir_;
+  std::string good_;
+};
+
+TEST_F(CheckpointErrors, MissingTensor) {
+  auto [path, msg] = broken("missing.safetensors", [](SafetensorsFile& f) { f.tensors.erase("3.bias"); });
+  expect_has(msg, {path, "'3.bias'", "missing"});
+}
+
+TEST_F(CheckpointErrors, MisshapedTensor) {
+  auto [path, msg] = broken("misshaped.safetensors", [](SafetensorsFile& f) {
+    RawTensor& t = f.tensors.at("3.weight");  // [16, 32]
+    t.shape = {16, 31};
+    t.bytes.resize(16 * 31 * 4);
+  });
+  expect_has(msg, {path, "'3.weight'", "[16, 31]", "[16, 32]"});
+}
+
+TEST_F(CheckpointErrors, ExtraTensor) {
+  auto [path, msg] = broken("extra.safetensors", [](SafetensorsFile& f) {
+    f.tensors["7.weight"] = RawTensor{"F32", {2}, std::string(8, '\0')};
+  });
+  expect_has(msg, {path, "'7.weight'", "does not belong"});
+}
+
+TEST_F(CheckpointErrors, WrongDtype) {
+  auto [path, msg] = broken("f64.safetensors", [](SafetensorsFile& f) {
+    RawTensor& t = f.tensors.at("5.bias");
+    t.dtype = "F64";
+    t.bytes.resize(t.bytes.size() * 2);
+  });
+  expect_has(msg, {path, "'5.bias'", "F64"});
+}
+
+TEST_F(CheckpointErrors, UnknownModelName) {
+  auto [path, msg] = broken("wrong_model.safetensors",
+                            [](SafetensorsFile& f) { f.metadata["model"] = "resnet9000"; });
+  expect_has(msg, {path, "resnet9000"});
+  EXPECT_NE(msg.find("mlp"), std::string::npos) << "should list the known models: " << msg;
+}
+
+TEST_F(CheckpointErrors, MetadataProblems) {
+  {
+    auto [path, msg] = broken("no_model.safetensors",
+                              [](SafetensorsFile& f) { f.metadata.erase("model"); });
+    expect_has(msg, {path, "not a tdrop checkpoint"});
+  }
+  {
+    auto [path, msg] = broken("no_config.safetensors",
+                              [](SafetensorsFile& f) { f.metadata.erase("config"); });
+    expect_has(msg, {path, "'config'"});
+  }
+  {
+    auto [path, msg] = broken("bad_config.safetensors",
+                              [](SafetensorsFile& f) { f.metadata["config"] = "{hidden: [1,"; });
+    expect_has(msg, {path, "not valid JSON"});
+  }
+}
+
+TEST_F(CheckpointErrors, MissingTruncatedAndGarbageFiles) {
+  const std::string missing = dir_.file("nope.safetensors");
+  EXPECT_NE(error_message([&] { load_checkpoint(missing); }).find(missing), std::string::npos);
+  const std::string bytes = read_file(good_);
+  for (size_t cut : {size_t{0}, size_t{5}, size_t{100}, bytes.size() / 2, bytes.size() - 1}) {
+    SCOPED_TRACE("cut at " + std::to_string(cut));
+    const std::string path = dir_.file("cut.safetensors");
+    write_file_atomic(path, bytes.substr(0, cut));
+    expect_has(error_message([&] { load_checkpoint(path); }), {path});
+  }
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::string garbage(4096, '\0');
+  for (char& c : garbage) c = static_cast<char>(rng());
+  const std::string path = dir_.file("garbage.safetensors");
+  write_file_atomic(path, garbage);
+  expect_has(error_message([&] { load_checkpoint(path); }), {path});
+}
+
+TEST(CheckpointAtomic, NoTemporaryFilesAreLeftBehind) {
+  TempDir dir;
+  json cfg;
+  auto model = trained_mlp(3, cfg);
+  const std::string path = dir.file("model.safetensors");
+  save_checkpoint(path, *model, "mlp", cfg);
+  save_checkpoint(path, *model, "mlp", cfg, {{"epoch", "2"}});  // overwrite in place
+  EXPECT_EQ(dir.listing(), std::vector<std::string>{"model.safetensors"});
+  EXPECT_EQ(load_checkpoint(path).metadata.at("epoch"), "2");
+
+  // A rename that fails (the target is a non-empty directory) is an error naming the file and
+  // leaves neither a torn file nor a temporary behind.
+  fs::create_directories(dir.path() / "blocked" / "inside");
+  const std::string blocked = dir.file("blocked");
+  expect_error([&] { save_checkpoint(blocked, *model, "mlp", cfg); }, {blocked});
+  EXPECT_EQ(dir.listing(), (std::vector<std::string>{"blocked", "model.safetensors"}));
+  EXPECT_TRUE(fs::is_directory(blocked));
+
+  // A missing directory is an error naming the path.
+  const std::string nowhere = dir.file("no/such/dir/model.safetensors");
+  expect_error([&] { save_checkpoint(nowhere, *model, "mlp", cfg); }, {nowhere});
+}
+
+// ---------------------------------------------------------------------------------------------
+// BatchLoader
+// ---------------------------------------------------------------------------------------------
+
+// `count` 1x2x3 images; every pixel of image i is (7 * i) % 256 and its label is i, so a batch
+// tells which sample each row came from.
+ImageDataset tagged_dataset(int64_t count) {
+  ImageDataset d;
+  d.count = count;
+  d.channels = 1;
+  d.height = 2;
+  d.width = 3;
+  for (int64_t i = 0; i < count; ++i) {
+    for (int p = 0; p < 6; ++p) d.images.push_back(static_cast<uint8_t>((7 * i) % 256));
+    d.labels.push_back(i);
+  }
+  return d;
+}
+
+std::vector<int64_t> epoch_order(BatchLoader& loader, uint64_t epoch) {
+  loader.start_epoch(epoch);
+  std::vector<int64_t> order;
+  for (int64_t b = 0; b < loader.num_batches(); ++b)
+    for (int64_t v : loader.batch(b).labels.to_vector<int64_t>()) order.push_back(v);
+  return order;
+}
+
+TEST(BatchLoader, BatchesShapesAndLastPartialBatch) {
+  const ImageDataset d = tagged_dataset(37);
+  BatchLoader loader(d, 8, false, 1, Device::CPU, 0.0f, 1.0f);
+  EXPECT_EQ(loader.size(), 37);
+  ASSERT_EQ(loader.num_batches(), 5);
+  loader.start_epoch(0);
+  for (int64_t b = 0; b < 5; ++b) {
+    const Batch batch = loader.batch(b);
+    const int64_t n = b < 4 ? 8 : 5;
+    EXPECT_EQ(batch.images.shape(), (Shape{n, 1, 2, 3})) << "batch " << b;
+    EXPECT_EQ(batch.images.dtype(), DType::F32);
+    EXPECT_EQ(batch.labels.shape(), Shape{n});
+    EXPECT_EQ(batch.labels.dtype(), DType::I64);
+  }
+  EXPECT_EQ(BatchLoader(d, 37, false, 1, Device::CPU, 0, 1).num_batches(), 1);
+  EXPECT_EQ(BatchLoader(d, 100, false, 1, Device::CPU, 0, 1).num_batches(), 1);
+  EXPECT_EQ(BatchLoader(d, 1, false, 1, Device::CPU, 0, 1).num_batches(), 37);
+  expect_error([&] { loader.batch(5); }, {"batch 5", "out of range"});
+  expect_error([&] { loader.batch(-1); }, {"out of range"});
+  expect_error([&] { BatchLoader(d, 0, false, 1, Device::CPU, 0, 1); }, {"batch size"});
+  expect_error([&] { BatchLoader(ImageDataset{}, 4, false, 1, Device::CPU, 0, 1); }, {"empty"});
+}
+
+TEST(BatchLoader, WithoutShuffleTheOrderIsTheDatasetOrder) {
+  BatchLoader loader(tagged_dataset(37), 8, false, 1, Device::CPU, 0, 1);
+  std::vector<int64_t> identity(37);
+  std::iota(identity.begin(), identity.end(), 0);
+  EXPECT_EQ(epoch_order(loader, 0), identity);
+  EXPECT_EQ(epoch_order(loader, 5), identity);
+}
+
+TEST(BatchLoader, ShuffleIsAPermutationDeterministicPerSeedAndEpoch) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const ImageDataset d = tagged_dataset(1000);
+  BatchLoader a(d, 64, true, seed, Device::CPU, 0, 1), b(d, 64, true, seed, Device::CPU, 0, 1);
+  BatchLoader other_seed(d, 64, true, seed + 1, Device::CPU, 0, 1);
+  const std::vector<int64_t> e0 = epoch_order(a, 0), e1 = epoch_order(a, 1);
+  std::vector<int64_t> sorted = e0;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<int64_t> identity(1000);
+  std::iota(identity.begin(), identity.end(), 0);
+  EXPECT_EQ(sorted, identity) << "every sample exactly once per epoch";
+  sorted = e1;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, identity);
+  EXPECT_NE(e0, identity) << "shuffled";
+  EXPECT_NE(e0, e1) << "a new order every epoch";
+  EXPECT_EQ(epoch_order(b, 1), e1) << "same (seed, epoch) => same order";
+  EXPECT_EQ(epoch_order(b, 0), e0) << "epoch 0 again, after epoch 1";
+  EXPECT_EQ(epoch_order(a, 0), e0);
+  EXPECT_NE(epoch_order(other_seed, 0), e0) << "another seed, another order";
+  // A batch size change keeps the order (it depends on the seed and epoch only).
+  BatchLoader c(d, 128, true, seed, Device::CPU, 0, 1);
+  EXPECT_EQ(epoch_order(c, 1), e1);
+  // Not a rotation or some other structured order: few fixed points (about 1 expected).
+  int fixed = 0;
+  for (int64_t i = 0; i < 1000; ++i) fixed += e0[i] == i;
+  EXPECT_LT(fixed, 10);
+}
+
+TEST(BatchLoader, ImagesStayWithTheirLabelsAndAreNormalised) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const ImageDataset d = tagged_dataset(50);
+  BatchLoader loader(d, 16, true, seed, Device::CPU, kFashionMnistMean, kFashionMnistStd);
+  loader.start_epoch(3);
+  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+    const Batch batch = loader.batch(b);
+    const std::vector<int64_t> y = batch.labels.to_vector<int64_t>();
+    const std::vector<float> x = batch.images.to_vector<float>();
+    for (size_t j = 0; j < y.size(); ++j) {
+      const double pixel = static_cast<double>((7 * y[j]) % 256);
+      const double want = (pixel / 255.0 - 0.2860) / 0.3530;
+      for (int p = 0; p < 6; ++p)
+        ASSERT_NEAR(x[j * 6 + p], want, 1e-5) << "sample " << y[j] << " pixel " << p;
+    }
+  }
+  // The normalisation endpoints: 0 -> -mean/std, 255 -> (1-mean)/std.
+  ImageDataset two;
+  two.count = 2;
+  two.height = two.width = 1;
+  two.images = {0, 255};
+  two.labels = {0, 1};
+  BatchLoader l2(two, 2, false, 0, Device::CPU, 0.5f, 0.25f);
+  l2.start_epoch(0);
+  const std::vector<float> ends = l2.batch(0).images.to_vector<float>();
+  EXPECT_NEAR(ends[0], -2.0f, 1e-6);
+  EXPECT_NEAR(ends[1], 2.0f, 1e-6);
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end: train() on real Fashion-MNIST
+// ---------------------------------------------------------------------------------------------
+
+std::string fashion_mnist_dir() {
+  const char* env = std::getenv("TDROP_DATA_DIR");
+  return env && *env ? env : kFashionMnistDir;
+}
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << "cannot open " << path;
+  return json::parse(in);
+}
+
+TEST(EndToEnd, MlpLearnsFashionMnistAndWritesItsRunDirectory) {
+  const std::string data = fashion_mnist_dir();
+  if (!fs::exists(data + "/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "Fashion-MNIST not found in " << data
+                 << "; install the Debian package dataset-fashion-mnist "
+                    "(apt-get install dataset-fashion-mnist) or set TDROP_DATA_DIR";
+  TempDir dir;
+  TrainConfig cfg;
+  cfg.model = "mlp";
+  cfg.data_dir = data;
+  cfg.epochs = 1;
+  cfg.train_limit = 12000;
+  cfg.progress = false;
+  cfg.print_epochs = false;
+  cfg.device = "cpu";
+  cfg.seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(cfg.seed));
+  cfg.out_dir = dir.file("run");
+
+  const TrainResult r = train(cfg);
+  ASSERT_EQ(r.epochs.size(), 1u);
+  const EpochMetrics& m = r.epochs[0];
+  EXPECT_EQ(r.device, Device::CPU);
+  EXPECT_EQ(m.epoch, 1);
+  EXPECT_EQ(m.step, 94);  // ceil(12000 / 128)
+  EXPECT_GT(m.test_accuracy, 0.75) << "chance is 0.10";
+  EXPECT_LE(m.test_accuracy, 1.0);
+  EXPECT_LT(m.test_loss, 0.8) << "ln(10) = 2.30 at chance";
+  EXPECT_TRUE(std::isfinite(m.train_loss));
+  EXPECT_LT(m.train_loss, 1.2);
+  EXPECT_GT(m.train_accuracy, 0.6);
+  EXPECT_GT(m.samples_per_second, 0);
+  EXPECT_FALSE(r.model->training());
+
+  // config.json: the whole configuration, with the model config completed.
+  EXPECT_EQ(dir.listing(), std::vector<std::string>{"run"});
+  const json c = read_json(cfg.out_dir + "/config.json");
+  EXPECT_EQ(c.at("model"), "mlp");
+  EXPECT_EQ(c.at("epochs"), 1);
+  EXPECT_EQ(c.at("batch_size"), 128);
+  EXPECT_EQ(c.at("optimizer"), "sgd");
+  EXPECT_EQ(c.at("schedule"), "cosine");
+  EXPECT_EQ(c.at("device"), "cpu");
+  EXPECT_EQ(c.at("resolved_device"), "cpu");
+  EXPECT_EQ(c.at("seed"), cfg.seed);
+  EXPECT_EQ(c.at("train_limit"), 12000);
+  EXPECT_NEAR(c.at("lr").get<double>(), 0.05, 1e-7);
+  EXPECT_EQ(c.at("model_config").at("input_features"), 784);
+  EXPECT_EQ(c.at("model_config").at("num_classes"), 10);
+  EXPECT_EQ(c.at("model_config").at("hidden"), json({300, 100}));
+
+  // metrics.jsonl: one JSON object per epoch.
+  std::ifstream in(cfg.out_dir + "/metrics.jsonl");
+  std::vector<json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(json::parse(line));
+  ASSERT_EQ(lines.size(), 1u);
+  const json& j = lines[0];
+  ASSERT_TRUE(j.is_object());
+  for (const char* key : {"epoch", "step", "lr", "train_loss", "train_accuracy", "test_loss",
+                          "test_accuracy", "seconds", "samples_per_second"})
+    EXPECT_TRUE(j.contains(key)) << "metrics.jsonl lacks \"" << key << "\"";
+  EXPECT_EQ(j.at("epoch"), 1);
+  EXPECT_EQ(j.at("step"), 94);
+  EXPECT_DOUBLE_EQ(j.at("test_accuracy").get<double>(), m.test_accuracy);
+  EXPECT_DOUBLE_EQ(j.at("train_loss").get<double>(), m.train_loss);
+
+  // model.safetensors: loads alone and reproduces the reported accuracy.
+  const Checkpoint ck = load_checkpoint(cfg.out_dir + "/model.safetensors");
+  EXPECT_EQ(ck.model_name, "mlp");
+  EXPECT_EQ(ck.metadata.at("epoch"), "1");
+  EXPECT_EQ(ck.model->num_parameters(), 266610);
+  ImageDataset test = load_dataset("fashion-mnist", data, "test");
+  BatchLoader loader(test, 1000, false, 0, Device::CPU, kFashionMnistMean, kFashionMnistStd);
+  const EvalResult ev = evaluate(*ck.model, loader);
+  EXPECT_EQ(ev.count, 10000);
+  EXPECT_DOUBLE_EQ(ev.accuracy, m.test_accuracy);
+  EXPECT_NEAR(ev.loss, m.test_loss, 1e-9);
+
+  // The three promised files, and no temporary left behind by the atomic writes.
+  std::set<std::string> files;
+  for (const auto& e : fs::directory_iterator(cfg.out_dir)) files.insert(e.path().filename());
+  for (const char* f : {"config.json", "metrics.jsonl", "model.safetensors"})
+    EXPECT_TRUE(files.count(f)) << f << " missing from " << cfg.out_dir;
+  for (const std::string& f : files)
+    EXPECT_EQ(f.find(".tmp"), std::string::npos) << "temporary file left behind: " << f;
+}
+
+TEST(EndToEnd, BadConfigurationsAreErrors) {
+  TrainConfig cfg;
+  cfg.progress = cfg.print_epochs = false;
+  cfg.device = "cpu";
+  cfg.epochs = 0;
+  expect_error([&] { train(cfg); }, {"--epochs", "0"});
+  cfg.epochs = 1;
+  cfg.lr = -1;
+  expect_error([&] { train(cfg); }, {"--lr"});
+  cfg.lr = 0.05f;
+  cfg.device = "tpu";
+  expect_error([&] { train(cfg); }, {"unknown device", "tpu"});
+  cfg.device = "cpu";
+  cfg.dataset = "imagenet";
+  expect_error([&] { train(cfg); }, {"unknown dataset", "imagenet"});
+  cfg.dataset = "fashion-mnist";
+  TempDir empty;
+  cfg.data_dir = empty.path().string();
+  expect_error([&] { train(cfg); }, {empty.path().string(), "dataset-fashion-mnist"});
+}
+
+}  // namespace
+}  // namespace tdrop
