@@ -5,6 +5,7 @@
 #include "apps/commands.h"
 #include "data/datasets.h"
 #include "models/checkpoint.h"
+#include "models/registry.h"
 #include "models/trainer.h"
 
 namespace tdrop {
@@ -19,7 +20,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--checkpoint", o->checkpoint, "model.safetensors written by tdrop train")
       ->required();
   cmd->add_option("--dataset", o->dataset, "dataset")
-      ->check(CLI::IsMember({"fashion-mnist"}))
+      ->check(CLI::IsMember({"fashion-mnist", "cifar10"}))
       ->capture_default_str();
   cmd->add_option("--data-dir", o->data_dir, "directory with the dataset files");
   cmd->add_option("--device", o->device, "auto|cpu|cuda")
@@ -31,7 +32,8 @@ void add_eval_command(CLI::App& app) {
     Checkpoint ck = load_checkpoint(o->checkpoint);
     ck.model->to(d);
     const DatasetSpec& spec = find_dataset(o->dataset);
-    ImageDataset test = load_dataset(o->dataset, o->data_dir, "test");
+    ImageDataset test =
+        load_dataset(o->dataset, o->data_dir, "test", find_model(ck.model_name).input_size);
     BatchLoader loader(test, 1000, false, 0, d, spec.mean, spec.std);
     const EvalResult r = evaluate(*ck.model, loader);
     if (o->json) {

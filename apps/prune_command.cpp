@@ -60,7 +60,7 @@ void add_prune_command(CLI::App& app) {
   cmd->add_option("--fractions", o->fractions, "comma-separated fractions in [0, 1]")
       ->capture_default_str();
   cmd->add_option("--dataset", o->dataset, "dataset")
-      ->check(CLI::IsMember({"fashion-mnist"}))
+      ->check(CLI::IsMember({"fashion-mnist", "cifar10"}))
       ->capture_default_str();
   cmd->add_option("--data-dir", o->data_dir, "directory with the dataset files");
   cmd->add_option("--device", o->device, "auto|cpu|cuda")

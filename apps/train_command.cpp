@@ -45,7 +45,7 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember(model_names()))
       ->capture_default_str();
   cmd->add_option("--dataset", cfg->dataset, "dataset")
-      ->check(CLI::IsMember({"fashion-mnist"}))
+      ->check(CLI::IsMember({"fashion-mnist", "cifar10"}))
       ->capture_default_str();
   cmd->add_option("--data-dir", cfg->data_dir,
                   "directory with the dataset files (default: where the Debian package puts them)");
@@ -90,6 +90,13 @@ void add_train_command(CLI::App& app) {
                   "continue the run in DIR from its last save (--epochs is the total)");
   cmd->add_option("--save-every", cfg->save_every, "also save a resume point every N steps")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--augment", cfg->augment,
+                  "auto (crop+flip for cifar10, none for fashion-mnist) | none | crop-flip")
+      ->check(CLI::IsMember({"auto", "none", "crop-flip"}))
+      ->capture_default_str();
+  cmd->add_option("--clip-grad-norm", cfg->clip_grad_norm,
+                  "rescale gradients whose global L2 norm exceeds this (0: off)")
+      ->check(CLI::Range(0.0, 1e6));
   cmd->add_flag("--detect-anomaly", cfg->detect_anomaly,
                 "check every op's output and gradient for NaN/Inf (slow, for debugging)");
   // Targeted dropout and the paper's baselines.

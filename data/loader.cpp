@@ -9,16 +9,24 @@
 namespace tdrop {
 
 BatchLoader::BatchLoader(const ImageDataset& data, int64_t batch_size, bool shuffle, uint64_t seed,
-                         Device device, float mean, float std)
+                         Device device, const std::vector<float>& mean,
+                         const std::vector<float>& std, const AugmentConfig* augment)
     : count_(data.count), sample_size_(data.channels * data.height * data.width),
       batch_size_(batch_size), sample_shape_{data.channels, data.height, data.width},
       shuffle_(shuffle), seed_(seed), device_(device), labels_(data.labels) {
   TDROP_CHECK(batch_size > 0, "batch size must be positive, got ", batch_size);
   TDROP_CHECK(count_ > 0, "the dataset is empty");
-  TDROP_CHECK(std > 0.0f, "normalisation std must be positive");
+  TDROP_CHECK(static_cast<int64_t>(data.images.size()) == count_ * sample_size_,
+              "dataset holds ", data.images.size(), " pixels, expected ", count_ * sample_size_);
   pixels_.resize(data.images.size());
-  const float scale = 1.0f / (255.0f * std), shift = mean / std;
-  for (size_t i = 0; i < pixels_.size(); ++i) pixels_[i] = data.images[i] * scale - shift;
+  const int64_t plane = data.height * data.width;
+  for (int64_t i = 0; i < count_; ++i)
+    normalize_image(data.images.data() + i * sample_size_, pixels_.data() + i * sample_size_,
+                    data.channels, plane, mean, std);
+  if (augment) {
+    augment_on_ = true;
+    augment_ = *augment;
+  }
   order_.resize(static_cast<size_t>(count_));
   std::iota(order_.begin(), order_.end(), 0);
 }
@@ -26,6 +34,7 @@ BatchLoader::BatchLoader(const ImageDataset& data, int64_t batch_size, bool shuf
 int64_t BatchLoader::num_batches() const { return (count_ + batch_size_ - 1) / batch_size_; }
 
 void BatchLoader::start_epoch(uint64_t epoch) {
+  epoch_ = epoch;
   std::iota(order_.begin(), order_.end(), 0);
   if (!shuffle_) return;
   PhiloxHost rng(seed_, kStreamShuffle + epoch);
@@ -44,8 +53,13 @@ Batch BatchLoader::batch(int64_t i) const {
   int64_t* py = y.data<int64_t>();
   for (int64_t j = 0; j < n; ++j) {
     const int64_t s = order_[begin + j];
-    std::memcpy(px + j * sample_size_, pixels_.data() + s * sample_size_,
-                sizeof(float) * sample_size_);
+    if (augment_on_)
+      augment_image(pixels_.data() + s * sample_size_, px + j * sample_size_, sample_shape_[0],
+                    sample_shape_[1], sample_shape_[2], augment_, seed_, epoch_,
+                    static_cast<uint64_t>(s));
+    else
+      std::memcpy(px + j * sample_size_, pixels_.data() + s * sample_size_,
+                  sizeof(float) * sample_size_);
     py[j] = labels_[s];
   }
   return {x.to(device_), y.to(device_)};

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "data/augment.h"
 #include "data/fashion_mnist.h"
 
 namespace tdrop {
@@ -17,9 +18,11 @@ struct Batch {
 
 class BatchLoader {
  public:
-  // mean/std normalise pixels: x = (p/255 - mean) / std.
+  // mean/std normalise pixels per channel (or one value for all): x = (p/255 - mean) / std.
+  // With `augment`, each training image is cropped/flipped per (seed, epoch, image).
   BatchLoader(const ImageDataset& data, int64_t batch_size, bool shuffle, uint64_t seed,
-              Device device, float mean, float std);
+              Device device, const std::vector<float>& mean, const std::vector<float>& std,
+              const AugmentConfig* augment = nullptr);
   int64_t num_batches() const;
   int64_t size() const { return count_; }
   // Starts epoch `epoch` (0-based): reshuffles when shuffling is on.
@@ -30,14 +33,13 @@ class BatchLoader {
  private:
   int64_t count_, sample_size_, batch_size_;
   Shape sample_shape_;
-  bool shuffle_;
-  uint64_t seed_;
+  bool shuffle_, augment_on_ = false;
+  AugmentConfig augment_;
+  uint64_t seed_, epoch_ = 0;
   Device device_;
   std::vector<float> pixels_;
   std::vector<int64_t> labels_, order_;
 };
 
-// Per-dataset normalisation constants (mean and std of the training pixels in [0, 1]).
-inline constexpr float kFashionMnistMean = 0.2860f, kFashionMnistStd = 0.3530f;
 
 }  // namespace tdrop

@@ -7,6 +7,7 @@
 #include "kernels/targeted_dropout.h"
 #include "models/checkpoint.h"
 #include "models/progress.h"
+#include "models/registry.h"
 #include "models/trainer.h"
 
 namespace tdrop {
@@ -42,7 +43,8 @@ void prune_model(Module& model, TargetedDropoutConfig::Mode mode, double fractio
 std::vector<PruneRow> prune_sweep(const std::string& checkpoint, const PruneOptions& opt) {
   const Device device = parse_device(opt.device);
   const DatasetSpec& spec = find_dataset(opt.dataset);
-  ImageDataset test = load_dataset(opt.dataset, opt.data_dir, "test");
+  const int64_t pad_to = find_model(load_checkpoint(checkpoint).model_name).input_size;
+  ImageDataset test = load_dataset(opt.dataset, opt.data_dir, "test", pad_to);
   BatchLoader loader(test, 1000, false, 0, device, spec.mean, spec.std);
   std::vector<PruneRow> rows;
   ProgressLine progress(opt.progress);

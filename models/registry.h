@@ -17,6 +17,7 @@ struct ModelInfo {
   // Builds the model from its config (input shape, classes, ...); the config is completed with
   // defaults in place so it can be saved and replayed.
   std::function<std::shared_ptr<Module>(nlohmann::json& config)> build;
+  int64_t input_size = 0;  // square input the network is built for (0: any); smaller images are padded
 };
 
 // Registers a model at static-init time: static bool reg = register_model({...});

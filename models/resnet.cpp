@@ -91,17 +91,17 @@ std::shared_ptr<Module> build_resnet32_wide(nlohmann::json& cfg) {
 
 const bool registered_20 = register_model(
     {"resnet20", "ResNet-20 (He et al. 2016, CIFAR): 3 stages x 3 basic blocks, 16/32/64",
-     [](nlohmann::json& cfg) { return build_cifar_resnet(cfg, "resnet20", 3); }});
+     [](nlohmann::json& cfg) { return build_cifar_resnet(cfg, "resnet20", 3); }, 32});
 const bool registered_32 = register_model(
     {"resnet32", "ResNet-32 (He et al. 2016, CIFAR): 3 stages x 5 basic blocks, 16/32/64",
-     [](nlohmann::json& cfg) { return build_cifar_resnet(cfg, "resnet32", 5); }});
+     [](nlohmann::json& cfg) { return build_cifar_resnet(cfg, "resnet32", 5); }, 32});
 const bool registered_56 = register_model(
     {"resnet56", "ResNet-56 (He et al. 2016, CIFAR): 3 stages x 9 basic blocks, 16/32/64",
-     [](nlohmann::json& cfg) { return build_cifar_resnet(cfg, "resnet56", 9); }});
+     [](nlohmann::json& cfg) { return build_cifar_resnet(cfg, "resnet56", 9); }, 32});
 const bool registered_wide = register_model(
     {"resnet32-wide",
      "ResNet-32 of the targeted-dropout reference: 7x7 stem, pre-activation blocks 32/64/128",
-     build_resnet32_wide});
+     build_resnet32_wide, 32});
 
 }  // namespace
 }  // namespace tdrop

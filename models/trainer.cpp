@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <future>
 
 #include "core/atomic_file.h"
 #include "data/datasets.h"
@@ -30,7 +31,9 @@ nlohmann::json TrainConfig::to_json() const {
           {"train_limit", train_limit},
           {"td", td_config_to_json(td)},
           {"l1", l1},
-          {"save_every", save_every}};
+          {"save_every", save_every},
+          {"augment", augment},
+          {"clip_grad_norm", clip_grad_norm}};
 }
 
 TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& source) {
@@ -54,6 +57,8 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
     c.td = j.contains("td") ? td_config_from_json(j["td"]) : TargetedDropoutConfig{};
     c.l1 = j.value("l1", 0.0f);
     c.save_every = j.value("save_every", int64_t{0});
+    c.augment = j.value("augment", std::string("auto"));
+    c.clip_grad_norm = j.value("clip_grad_norm", 0.0f);
   } catch (const nlohmann::json::exception& e) {
     fail(source, ": not a tdrop run configuration: ", e.what());
   }
@@ -124,6 +129,21 @@ std::string first_nonfinite_tensor(Module& model) {
   return "";
 }
 
+// Scales all gradients so that their global L2 norm is at most max_norm.
+void clip_grad_norm(Module& model, double max_norm) {
+  NoGradGuard no_grad;
+  double sq = 0;
+  for (Tensor& p : model.parameters())
+    if (p.grad().defined()) sq += sum(mul(p.grad(), p.grad())).item();
+  const double norm = std::sqrt(sq);
+  if (!(norm > max_norm)) return;
+  const double scale = max_norm / norm;
+  for (Tensor& p : model.parameters()) {
+    Tensor g = p.grad();
+    if (g.defined()) axpy_(scale - 1.0, g, g);  // g *= scale
+  }
+}
+
 // Number of correct predictions in a batch (argmax on the device, compared on the host).
 int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   const std::vector<int64_t> pred = argmax(logits.detach()).to_vector<int64_t>();
@@ -189,15 +209,24 @@ TrainResult train(const TrainConfig& cfg_in) {
   const Device device = parse_device(cfg.device);
   const DatasetSpec& spec = find_dataset(cfg.dataset);
 
-  ImageDataset train_set = load_dataset(cfg.dataset, cfg.data_dir, "train");
-  ImageDataset test_set = load_dataset(cfg.dataset, cfg.data_dir, "test");
+  TDROP_CHECK(cfg.augment == "auto" || cfg.augment == "none" || cfg.augment == "crop-flip",
+              "--augment must be auto, none or crop-flip, got '", cfg.augment, "'");
+  TDROP_CHECK(std::isfinite(cfg.clip_grad_norm) && cfg.clip_grad_norm >= 0,
+              "--clip-grad-norm must be >= 0, got ", cfg.clip_grad_norm);
+  const int64_t pad_to = find_model(cfg.model).input_size;
+  ImageDataset train_set = load_dataset(cfg.dataset, cfg.data_dir, "train", pad_to);
+  ImageDataset test_set = load_dataset(cfg.dataset, cfg.data_dir, "test", pad_to);
   if (cfg.train_limit > 0 && cfg.train_limit < train_set.count) {
     const int64_t per = train_set.channels * train_set.height * train_set.width;
     train_set.count = cfg.train_limit;
     train_set.images.resize(static_cast<size_t>(cfg.train_limit * per));
     train_set.labels.resize(static_cast<size_t>(cfg.train_limit));
   }
-  BatchLoader train_loader(train_set, cfg.batch_size, true, cfg.seed, device, spec.mean, spec.std);
+  const bool augment =
+      cfg.augment == "crop-flip" || (cfg.augment == "auto" && spec.augment_by_default);
+  AugmentConfig aug;
+  BatchLoader train_loader(train_set, cfg.batch_size, true, cfg.seed, device, spec.mean, spec.std,
+                           augment ? &aug : nullptr);
   BatchLoader test_loader(test_set, 1000, false, cfg.seed, device, spec.mean, spec.std);
   const long steps_per_epoch = static_cast<long>(train_loader.num_batches());
 
@@ -262,9 +291,15 @@ TrainResult train(const TrainConfig& cfg_in) {
     const double seconds_before = at.seconds;
     train_loader.start_epoch(static_cast<uint64_t>(epoch - 1));
     ProgressLine progress(cfg.progress);
+    // The next batch is gathered (and copied to the device) while this one trains.
+    std::future<Batch> next;
+    if (at.batch < steps_per_epoch)
+      next = std::async(std::launch::async, [&, i = at.batch] { return train_loader.batch(i); });
     for (long i = at.batch; i < steps_per_epoch; ++i) {
       const long step = at.step;
-      Batch b = train_loader.batch(i);
+      Batch b = next.get();
+      if (i + 1 < steps_per_epoch)
+        next = std::async(std::launch::async, [&, i] { return train_loader.batch(i + 1); });
       model.set_rng(cfg.seed, static_cast<uint64_t>(step));
       precompute_targeted_dropout(model, cfg.seed, static_cast<uint64_t>(step));
       opt->set_lr(sched.at(step));
@@ -285,6 +320,7 @@ TrainResult train(const TrainConfig& cfg_in) {
           Tensor g = layer->weight().grad();
           if (g.defined()) add_l1_subgradient_(g, layer->weight(), cfg.l1);
         }
+      if (cfg.clip_grad_norm > 0) clip_grad_norm(model, cfg.clip_grad_norm);
       opt->step();
       at.loss_sum += l * static_cast<double>(b.labels.numel());
       at.correct += count_correct(logits, b.labels);
@@ -294,7 +330,7 @@ TrainResult train(const TrainConfig& cfg_in) {
       at.seconds = seconds_before +
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       char extra[160];
-      std::snprintf(extra, sizeof extra, "loss %.4f  acc %5.2f%%  %.0f samples/s",
+      std::snprintf(extra, sizeof extra, "loss %.4f  acc %5.2f%%  %.0f images/s",
                     at.loss_sum / at.seen, 100.0 * at.correct / at.seen,
                     at.seen / std::max(at.seconds, 1e-9));
       progress.update("epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs) +
@@ -330,7 +366,7 @@ TrainResult train(const TrainConfig& cfg_in) {
     result.epochs.push_back(m);
     if (cfg.print_epochs) {
       std::printf("epoch %2d/%d  loss %.4f  train acc %6.2f%%  test acc %6.2f%%  lr %.4g  %.1f s"
-                  "  %.0f samples/s  sparsity %.1f%%/%.1f%%\n",
+                  "  %.0f images/s  sparsity %.1f%%/%.1f%%\n",
                   epoch, cfg.epochs, m.train_loss, 100 * m.train_accuracy, 100 * m.test_accuracy,
                   m.lr, m.seconds, m.samples_per_second, 100 * m.sparsity_targeted,
                   100 * m.sparsity_all);

@@ -34,6 +34,8 @@ struct TrainConfig {
   // A ramp with ramp_steps 0 ramps over the whole run.
   TargetedDropoutConfig td;
   float l1 = 0.0f;  // L1 penalty on targetable weights (a baseline of the paper)
+  std::string augment = "auto";  // auto (the dataset's recipe) | none | crop-flip
+  float clip_grad_norm = 0.0f;   // rescale gradients to this global L2 norm when above (0: off)
   // Reliability.
   bool resume = false;        // continue the run in out_dir from its resume.safetensors
   int64_t save_every = 0;     // also save the resume file every N steps (0: at epoch ends only)

@@ -55,7 +55,7 @@ std::shared_ptr<Module> build_vgg16(nlohmann::json& cfg) {
 
 const bool registered = register_model(
     {"vgg16", "VGG-16 with BatchNorm for 32x32 images: 13 conv layers, 512-512-classes head",
-     build_vgg16});
+     build_vgg16, 32});
 
 }  // namespace
 }  // namespace tdrop

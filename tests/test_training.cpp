@@ -649,7 +649,7 @@ std::vector<int64_t> epoch_order(BatchLoader& loader, uint64_t epoch) {
 
 TEST(BatchLoader, BatchesShapesAndLastPartialBatch) {
   const ImageDataset d = tagged_dataset(37);
-  BatchLoader loader(d, 8, false, 1, Device::CPU, 0.0f, 1.0f);
+  BatchLoader loader(d, 8, false, 1, Device::CPU, {0.0f}, {1.0f});
   EXPECT_EQ(loader.size(), 37);
   ASSERT_EQ(loader.num_batches(), 5);
   loader.start_epoch(0);
@@ -661,17 +661,17 @@ TEST(BatchLoader, BatchesShapesAndLastPartialBatch) {
     EXPECT_EQ(batch.labels.shape(), Shape{n});
     EXPECT_EQ(batch.labels.dtype(), DType::I64);
   }
-  EXPECT_EQ(BatchLoader(d, 37, false, 1, Device::CPU, 0, 1).num_batches(), 1);
-  EXPECT_EQ(BatchLoader(d, 100, false, 1, Device::CPU, 0, 1).num_batches(), 1);
-  EXPECT_EQ(BatchLoader(d, 1, false, 1, Device::CPU, 0, 1).num_batches(), 37);
+  EXPECT_EQ(BatchLoader(d, 37, false, 1, Device::CPU, {0.0f}, {1.0f}).num_batches(), 1);
+  EXPECT_EQ(BatchLoader(d, 100, false, 1, Device::CPU, {0.0f}, {1.0f}).num_batches(), 1);
+  EXPECT_EQ(BatchLoader(d, 1, false, 1, Device::CPU, {0.0f}, {1.0f}).num_batches(), 37);
   expect_error([&] { loader.batch(5); }, {"batch 5", "out of range"});
   expect_error([&] { loader.batch(-1); }, {"out of range"});
-  expect_error([&] { BatchLoader(d, 0, false, 1, Device::CPU, 0, 1); }, {"batch size"});
-  expect_error([&] { BatchLoader(ImageDataset{}, 4, false, 1, Device::CPU, 0, 1); }, {"empty"});
+  expect_error([&] { BatchLoader(d, 0, false, 1, Device::CPU, {0.0f}, {1.0f}); }, {"batch size"});
+  expect_error([&] { BatchLoader(ImageDataset{}, 4, false, 1, Device::CPU, {0.0f}, {1.0f}); }, {"empty"});
 }
 
 TEST(BatchLoader, WithoutShuffleTheOrderIsTheDatasetOrder) {
-  BatchLoader loader(tagged_dataset(37), 8, false, 1, Device::CPU, 0, 1);
+  BatchLoader loader(tagged_dataset(37), 8, false, 1, Device::CPU, {0.0f}, {1.0f});
   std::vector<int64_t> identity(37);
   std::iota(identity.begin(), identity.end(), 0);
   EXPECT_EQ(epoch_order(loader, 0), identity);
@@ -682,8 +682,8 @@ TEST(BatchLoader, ShuffleIsAPermutationDeterministicPerSeedAndEpoch) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   const ImageDataset d = tagged_dataset(1000);
-  BatchLoader a(d, 64, true, seed, Device::CPU, 0, 1), b(d, 64, true, seed, Device::CPU, 0, 1);
-  BatchLoader other_seed(d, 64, true, seed + 1, Device::CPU, 0, 1);
+  BatchLoader a(d, 64, true, seed, Device::CPU, {0.0f}, {1.0f}), b(d, 64, true, seed, Device::CPU, {0.0f}, {1.0f});
+  BatchLoader other_seed(d, 64, true, seed + 1, Device::CPU, {0.0f}, {1.0f});
   const std::vector<int64_t> e0 = epoch_order(a, 0), e1 = epoch_order(a, 1);
   std::vector<int64_t> sorted = e0;
   std::sort(sorted.begin(), sorted.end());
@@ -700,7 +700,7 @@ TEST(BatchLoader, ShuffleIsAPermutationDeterministicPerSeedAndEpoch) {
   EXPECT_EQ(epoch_order(a, 0), e0);
   EXPECT_NE(epoch_order(other_seed, 0), e0) << "another seed, another order";
   // A batch size change keeps the order (it depends on the seed and epoch only).
-  BatchLoader c(d, 128, true, seed, Device::CPU, 0, 1);
+  BatchLoader c(d, 128, true, seed, Device::CPU, {0.0f}, {1.0f});
   EXPECT_EQ(epoch_order(c, 1), e1);
   // Not a rotation or some other structured order: few fixed points (about 1 expected).
   int fixed = 0;
@@ -712,7 +712,7 @@ TEST(BatchLoader, ImagesStayWithTheirLabelsAndAreNormalised) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   const ImageDataset d = tagged_dataset(50);
-  BatchLoader loader(d, 16, true, seed, Device::CPU, kFashionMnistMean, kFashionMnistStd);
+  BatchLoader loader(d, 16, true, seed, Device::CPU, find_dataset("fashion-mnist").mean, find_dataset("fashion-mnist").std);
   loader.start_epoch(3);
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
     const Batch batch = loader.batch(b);
@@ -731,7 +731,7 @@ TEST(BatchLoader, ImagesStayWithTheirLabelsAndAreNormalised) {
   two.height = two.width = 1;
   two.images = {0, 255};
   two.labels = {0, 1};
-  BatchLoader l2(two, 2, false, 0, Device::CPU, 0.5f, 0.25f);
+  BatchLoader l2(two, 2, false, 0, Device::CPU, {0.5f}, {0.25f});
   l2.start_epoch(0);
   const std::vector<float> ends = l2.batch(0).images.to_vector<float>();
   EXPECT_NEAR(ends[0], -2.0f, 1e-6);
@@ -825,7 +825,7 @@ TEST(EndToEnd, MlpLearnsFashionMnistAndWritesItsRunDirectory) {
   EXPECT_EQ(ck.metadata.at("epoch"), "1");
   EXPECT_EQ(ck.model->num_parameters(), 266610);
   ImageDataset test = load_dataset("fashion-mnist", data, "test");
-  BatchLoader loader(test, 1000, false, 0, Device::CPU, kFashionMnistMean, kFashionMnistStd);
+  BatchLoader loader(test, 1000, false, 0, Device::CPU, find_dataset("fashion-mnist").mean, find_dataset("fashion-mnist").std);
   const EvalResult ev = evaluate(*ck.model, loader);
   EXPECT_EQ(ev.count, 10000);
   EXPECT_DOUBLE_EQ(ev.accuracy, m.test_accuracy);
