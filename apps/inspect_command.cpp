@@ -5,6 +5,7 @@
 #include "apps/commands.h"
 #include "core/autograd.h"
 #include "layers/sequential.h"
+#include "layers/targeted.h"
 #include "models/registry.h"
 
 namespace tdrop {
@@ -59,6 +60,10 @@ void add_inspect_command(CLI::App& app) {
     NoGradGuard no_grad;
     walk(*model, "", Tensor::zeros(in), rows);
     const int64_t total = model->num_parameters();
+    // Targetable layers (every Conv2d/Linear but the stem and the classifier, by default).
+    const auto targetable = targetable_layers(*model);
+    int64_t targetable_weights = 0;
+    for (auto& [n, l] : targetable) targetable_weights += l->weight().numel();
     if (o->json) {
       nlohmann::json layers = nlohmann::json::array();
       for (const Row& r : rows)
@@ -72,6 +77,14 @@ void add_inspect_command(CLI::App& app) {
                                          {"input_shape", in},
                                          {"layers", layers},
                                          {"parameters", params},
+                                         {"targetable_layers", [&] {
+                                            nlohmann::json t = nlohmann::json::array();
+                                            for (auto& [n, l] : targetable)
+                                              t.push_back({{"name", n},
+                                                           {"shape", l->weight().shape()}});
+                                            return t;
+                                          }()},
+                                         {"targetable_weights", targetable_weights},
                                          {"total_parameters", total}}
                               .dump(2)
                               .c_str());
@@ -86,8 +99,14 @@ void add_inspect_command(CLI::App& app) {
     std::printf("\n%-8s %-28s %-18s %12lld\n", "total", "", "", static_cast<long long>(total));
     std::printf("\nparameters:\n");
     for (auto& [n, t] : model->named_parameters())
-      std::printf("  %-20s %-14s %10lld\n", n.c_str(), shape_str(t.shape()).c_str(),
+      std::printf("  %-28s %-18s %10lld\n", n.c_str(), shape_str(t.shape()).c_str(),
                   static_cast<long long>(t.numel()));
+    std::printf("\ntargetable layers (targeted dropout and pruning apply here): %zu layers, "
+                "%lld of %lld parameters\n",
+                targetable.size(), static_cast<long long>(targetable_weights),
+                static_cast<long long>(total));
+    for (auto& [n, l] : targetable)
+      std::printf("  %-28s %s\n", n.c_str(), shape_str(l->weight().shape()).c_str());
   });
 }
 
