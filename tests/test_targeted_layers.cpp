@@ -1,0 +1,137 @@
+// Targeted dropout inside layers: which weights a Linear uses in training and eval, the masked
+// gradient, the ramp schedule, whole-model configuration, sparsity reports and pruning.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "kernels/ops.h"
+#include "layers/linear.h"
+#include "models/prune.h"
+#include "models/registry.h"
+#include "tests/grad_check.h"
+
+namespace tdrop::testing {
+namespace {
+
+TargetedDropoutConfig weight_td(float gamma, float alpha) {
+  TargetedDropoutConfig c;
+  c.mode = TargetedDropoutConfig::Mode::Weight;
+  c.gamma = gamma;
+  c.alpha = alpha;
+  return c;
+}
+
+TEST(TargetedLinear, TrainingUsesWPrimeAndTheGradientIsMasked) {
+  std::mt19937_64 rng(fresh_seed());
+  Linear layer(40, 6);
+  layer.reset_parameters(3);
+  layer.targeted().configure(weight_td(0.5f, 0.5f), "fc", 0);
+  layer.set_rng(11, 5);
+  const Tensor x = random_tensor({4, 40}, rng, -1, 1, DType::F32);
+  Tensor y = layer.forward(x);
+  sum(y).backward();
+  const std::vector<float> g = layer.weight().grad().to_vector<float>();
+  int dropped = 0, targeted_rows_ok = 0;
+  for (int r = 0; r < 6; ++r) {
+    int row_dropped = 0;
+    for (int c = 0; c < 40; ++c) {
+      if (g[r * 40 + c] == 0.0f) ++row_dropped;  // dropped entries get no gradient
+    }
+    dropped += row_dropped;
+    targeted_rows_ok += row_dropped <= 20;  // never more than k = 20 per row
+  }
+  EXPECT_EQ(targeted_rows_ok, 6);
+  EXPECT_GT(dropped, 20);   // alpha 0.5 of 120 targeted: about 60
+  EXPECT_LT(dropped, 100);
+  // Kept entries get the plain gradient sum_b x[b, c].
+  for (int c = 0; c < 40; ++c) {
+    double col = 0;
+    for (int b = 0; b < 4; ++b) col += x.to_vector<float>()[b * 40 + c];
+    for (int r = 0; r < 6; ++r)
+      if (g[r * 40 + c] != 0.0f) EXPECT_NEAR(g[r * 40 + c], col, 1e-4);
+  }
+}
+
+TEST(TargetedLinear, EvalRemovesTheTargetedSetUnlessKeepAll) {
+  Linear layer(8, 2, false);
+  Tensor w = layer.weight();
+  w.copy_(Tensor::from_vector<float>({1, -2, 3, -4, 5, -6, 7, -8, 8, 7, 6, 5, 4, 3, 2, 1}, {2, 8}));
+  layer.targeted().configure(weight_td(0.5f, 0.3f), "fc", 0);
+  layer.eval();
+  const Tensor x = Tensor::full({1, 8}, 1.0);
+  // Eval removes the 4 smallest |w| of each row: row 0 keeps 5,-6,7,-8; row 1 keeps 8,7,6,5.
+  EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{-2.0f, 26.0f}));
+  TargetedDropoutConfig keep = weight_td(0.5f, 0.3f);
+  keep.keep_all_in_eval = true;
+  layer.targeted().configure(keep, "fc", 0);
+  EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{-4.0f, 36.0f}));
+}
+
+TEST(TargetedLinear, BadRatesAreErrorsNamingTheLayer) {
+  Linear layer(4, 4);
+  for (auto [g, a] : {std::pair{1.5f, 0.5f}, std::pair{0.5f, -0.1f}, std::pair{NAN, 0.5f}}) {
+    try {
+      layer.targeted().configure(weight_td(g, a), "blocks.3.fc", 0);
+      FAIL() << "accepted gamma " << g << " alpha " << a;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("blocks.3.fc"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(TargetedLinear, NonFiniteWeightIsAnErrorNamingTheLayer) {
+  Linear layer(4, 2);
+  Tensor w = layer.weight();
+  w.copy_(Tensor::from_vector<float>({1, 2, NAN, 4, 5, 6, 7, 8}, {2, 4}));
+  layer.targeted().configure(weight_td(0.5f, 0.5f), "hidden", 0);
+  try {
+    layer.forward(Tensor::full({1, 4}, 1.0));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("hidden"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TargetedRamp, FollowsTheReferenceSchedule) {
+  TargetedDropoutConfig c = weight_td(0.8f, 0.6f);
+  c.ramp = true;
+  c.ramp_steps = 1000;
+  EXPECT_FLOAT_EQ(c.alpha_at(0), 0.0f);
+  EXPECT_FLOAT_EQ(c.alpha_at(500), 0.3f);
+  EXPECT_FLOAT_EQ(c.alpha_at(2000), 0.6f);
+  EXPECT_FLOAT_EQ(c.gamma_at(0), 0.0f);
+  EXPECT_NEAR(c.gamma_at(250), 0.95 * 0.8 * 0.5, 1e-6);
+  EXPECT_NEAR(c.gamma_at(500), 0.95 * 0.8, 1e-6);
+  EXPECT_NEAR(c.gamma_at(750), 0.8 * 0.975, 1e-6);
+  EXPECT_NEAR(c.gamma_at(1000), 0.8, 1e-6);
+  EXPECT_NEAR(c.gamma_at(5000), 0.8, 1e-6);
+  c.ramp = false;
+  EXPECT_FLOAT_EQ(c.gamma_at(0), 0.8f);
+  EXPECT_FLOAT_EQ(c.alpha_at(0), 0.6f);
+}
+
+TEST(TargetedModel, MlpTargetsBothHiddenLayersAndPrunesThem) {
+  nlohmann::json cfg = {{"td", td_config_to_json(weight_td(0.75f, 0.66f))}};
+  auto model = build_model("mlp", cfg);
+  model->reset_parameters(1);
+  const auto layers = targetable_layers(*model);
+  ASSERT_EQ(layers.size(), 2u);  // 784->300 and 300->100; the classifier is not targeted
+  EXPECT_EQ(layers[0].first, "1");
+  EXPECT_EQ(layers[1].first, "3");
+  EXPECT_TRUE(layers[0].second->targeted().enabled());
+  model->eval();
+  SparsityReport sp = measure_sparsity(*model);  // eval removes floor(0.75 n) per row
+  EXPECT_EQ(sp.targeted_total, 300 * 784 + 100 * 300);
+  EXPECT_EQ(sp.targeted_zero, 300 * 588 + 100 * 225);
+  prune_model(*model, TargetedDropoutConfig::Mode::Weight, 0.9);
+  sp = measure_sparsity(*model);
+  EXPECT_EQ(sp.targeted_zero, 300 * 705 + 100 * 270);
+  EXPECT_EQ(sp.all_total, model->num_parameters());
+  prune_model(*model, TargetedDropoutConfig::Mode::Unit, 0.5);  // unit pruning zeroes rows
+  sp = measure_sparsity(*model);
+  EXPECT_GE(sp.targeted_zero, 150 * 784 + 50 * 300);
+}
+
+}  // namespace
+}  // namespace tdrop::testing
