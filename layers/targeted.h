@@ -56,9 +56,6 @@ class TargetedWeight {
 
   // The weight to use in this forward pass (see the header comment); differentiable.
   Tensor effective(const Tensor& weight, bool training, uint64_t seed, uint64_t step);
-  Tensor effective(const Tensor& weight, bool training, uint64_t seed, uint64_t step, uint64_t) {
-    return effective(weight, training, seed, step);
-  }
   // The rows x n task this layer runs for `weight` at `step` (pointers left null).
   struct Plan {
     int64_t rows, n, k;
