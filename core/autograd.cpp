@@ -14,6 +14,23 @@ bool g_anomaly = false;
 void accumulate(Tensor& acc, const Tensor& g);
 }  // namespace
 
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> pending;
+  auto release_inputs = [&pending](std::vector<Tensor>& inputs) {
+    for (Tensor& t : inputs)
+      if (auto fn = t.take_grad_fn_if_last_owner()) pending.push_back(std::move(fn));
+    inputs.clear();
+  };
+  release_inputs(inputs);
+  while (!pending.empty()) {
+    std::shared_ptr<Node> n = std::move(pending.back());
+    pending.pop_back();
+    // Only a node nobody else holds is dismantled here; its inputs join the queue, so its own
+    // destructor (when n goes out of scope) finds nothing left to recurse into.
+    if (n.use_count() == 1) release_inputs(n->inputs);
+  }
+}
+
 bool grad_enabled() { return g_grad_enabled; }
 void set_anomaly_detection(bool on) { g_anomaly = on; }
 bool anomaly_detection() { return g_anomaly; }

@@ -10,7 +10,9 @@
 namespace tdrop {
 
 struct Node {
-  virtual ~Node() = default;
+  // Releases the graph behind this node iteratively: a chain of a million ops would otherwise
+  // be destroyed by a million nested destructor calls and overflow the stack.
+  virtual ~Node();
   virtual const char* name() const = 0;
   // Given dLoss/dOutput, returns dLoss/dInput for each entry of `inputs` (undefined where an
   // input needs no gradient). Runs with gradient recording off.

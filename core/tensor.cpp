@@ -254,6 +254,11 @@ void Tensor::set_grad_fn(std::shared_ptr<Node> fn) {
   impl_->grad_fn = std::move(fn);
 }
 
+std::shared_ptr<Node> Tensor::take_grad_fn_if_last_owner() {
+  if (!impl_ || impl_.use_count() != 1) return nullptr;
+  return std::move(impl_->grad_fn);
+}
+
 Tensor Tensor::detach() const {
   Tensor v;
   v.impl_ = std::make_shared<Impl>(impl("detach"));

@@ -91,6 +91,9 @@ class Tensor {
   void backward(const Tensor& seed = Tensor()) const;
 
   bool same(const Tensor& o) const { return impl_ == o.impl_; }
+  // When this handle is the tensor's last owner, detaches and returns its grad_fn so a graph
+  // can be torn down iteratively (see ~Node) instead of by deep recursive destructors.
+  std::shared_ptr<Node> take_grad_fn_if_last_owner();
 
  private:
   struct Impl;
