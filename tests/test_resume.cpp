@@ -131,6 +131,7 @@ TEST(Resume, SigkillNeverLeavesABrokenCheckpoint) {
   const std::string dir = fresh_dir("kill");
   std::mt19937 rng(std::random_device{}());
   int loaded = 0;
+  int wait_ms = 300;  // doubles while nothing has been saved yet (slow starts, sanitizer builds)
   for (int round = 0; round < 12; ++round) {
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
@@ -147,9 +148,10 @@ TEST(Resume, SigkillNeverLeavesABrokenCheckpoint) {
                 static_cast<char*>(nullptr));
       ::_exit(127);
     }
-    std::this_thread::sleep_for(
-        std::chrono::milliseconds(std::uniform_int_distribution<int>(300, 1500)(rng)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(
+        wait_ms + std::uniform_int_distribution<int>(0, 1200)(rng)));
     ::kill(pid, SIGKILL);
+    if (!fs::exists(dir + "/resume.safetensors")) wait_ms = std::min(wait_ms * 2, 30000);
     int status = 0;
     ::waitpid(pid, &status, 0);
     for (const char* f : {"/resume.safetensors", "/model.safetensors"}) {
