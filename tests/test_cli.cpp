@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/temp_dir.h"
 #include "core/atomic_file.h"
 #include "core/device.h"
 #include "data/fashion_mnist.h"
@@ -27,22 +28,7 @@ using json = nlohmann::json;
 namespace tdrop {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tdrop_cli_XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using ::tdrop::testing::TempDir;
 
 std::string quote(const std::string& s) {
   std::string q = "'";

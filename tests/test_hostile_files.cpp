@@ -25,6 +25,7 @@
 #include <typeinfo>
 #include <vector>
 
+#include "tests/temp_dir.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "data/cifar10.h"
@@ -39,23 +40,7 @@ using json = nlohmann::json;
 namespace tdrop {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tdrop_hostile_XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string path() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using ::tdrop::testing::TempDir;
 
 // Plain writes (no fsync): these tests write thousands of small files.
 void write_bytes(const std::string& path, std::string_view bytes) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/temp_dir.h"
 #include "core/error.h"
 #include "data/augment.h"
 #include "data/cifar10.h"
@@ -21,23 +22,7 @@ namespace fs = std::filesystem;
 namespace tdrop {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tdrop_cifar_XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using ::tdrop::testing::TempDir;
 
 // A record whose pixels encode (first label, record index, channel, position) so that any
 // misplaced byte shows up.

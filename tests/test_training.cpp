@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/temp_dir.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/safetensors.h"
@@ -59,30 +60,7 @@ void expect_error(F&& f, std::initializer_list<std::string> needles) {
     EXPECT_NE(msg.find(n), std::string::npos) << "message \"" << msg << "\" lacks \"" << n << "\"";
 }
 
-// A fresh directory under $TMPDIR, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tdrop_test_XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-  std::vector<std::string> listing() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path_)) names.push_back(e.path().filename());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
- private:
-  fs::path path_;
-};
+using ::tdrop::testing::TempDir;
 
 std::vector<float> random_floats(size_t n, std::mt19937_64& rng, float lo = -1, float hi = 1) {
   std::uniform_real_distribution<float> d(lo, hi);
