@@ -1,40 +1,210 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: build (unless build/ is already there), run the whole test
-# suite with the CUDA tests live, rerun the CUDA tests under compute-sanitizer (memcheck and
-# racecheck), run the targeted-dropout benchmark (JSON) and the PyTorch peer on the same shapes,
-# and write logs plus a short summary into OUTDIR.
-# Usage: apps/gpu-check.sh OUTDIR [PEER_SCRIPT]   (PEER_SCRIPT: torch_td.py, optional)
+# The GPU proof, on a machine with an NVIDIA GPU. Runs the chosen stages, each under a time
+# limit, and writes OUTDIR/summary.md plus OUTDIR/logs.tar.gz (every log, JSON and plot).
+#
+#   apps/gpu-check.sh OUTDIR [STAGES] [SECONDS]
+#
+# STAGES (comma-separated, default tests,bench,peer,speed,sanitizer):
+#   tests      the whole gtest suite with the CUDA tests live (16 shards in parallel)
+#   bench      bench_targeted_dropout, CUDA cases, JSON
+#   peer       the PyTorch peer (torch_td.py) on the same shape sets, in the same call
+#   speed      ResNet-32 training images/s: tdrop without TD, with fused and unfused TD, and
+#              bench/resnet32_torch.py (PyTorch eager) with and without TD
+#   sanitizer  compute-sanitizer memcheck and racecheck over the CUDA tests
+#   ncu        Nsight Compute on the fused kernel (4096x4096), plus its register/spill report
+#   train      the ResNet-32 reproduction: no dropout, TD g=0.5 a=0.5, TD ramped to 0.99/0.99
+#              (TRAIN_EPOCHS, default 15), each followed by a prune sweep to 99% and one plot
+# SECONDS is the whole script's budget (default 540): a stage gets what is left, and one that
+# cannot start in time is skipped and says so.
+#
+# Binaries: a carried bundle (.gpu/, made by apps/gpu-bundle.sh) when present, else a build/
+# made here with cmake. cuDNN and cuBLAS come from the machine (the CUDA toolkit or PyTorch's
+# nvidia-* packages).
 set -uo pipefail
-out=${1:?usage: apps/gpu-check.sh OUTDIR [PEER_SCRIPT]}
-peer=${2:-}
+out=${1:?usage: apps/gpu-check.sh OUTDIR [STAGES] [SECONDS]}
+stages=${2:-tests,bench,peer,speed,sanitizer}
+budget=${3:-540}
 cd "$(dirname "$0")/.."
-mkdir -p "$out"
+root=$(pwd)
+start=$SECONDS
+logs="$out/logs"
+mkdir -p "$logs"
+summary="$out/summary.md"
+: > "$summary"
+say() { echo "$*" | tee -a "$summary"; }
+left() { echo $((budget - (SECONDS - start))); }
+want() { [[ ",$stages," == *",$1,"* ]]; }
+# Runs a stage if at least $2 seconds are left; the stage gets min($3, left - 10) seconds.
+stage_limit() {
+  local need=$1 cap=$2 l
+  l=$(($(left) - 10))
+  ((l < need)) && return 1
+  echo $((l < cap ? l : cap))
+}
+
+# --- binaries and libraries --------------------------------------------------------------
+if [ -f .gpu/tdrop-bin.tar.xz ]; then
+  mkdir -p /tmp/tdrop && tar -C /tmp/tdrop -xJf .gpu/tdrop-bin.tar.xz
+  bin=/tmp/tdrop/bin
+  libdirs=/tmp/tdrop/lib
+  data=$root/.gpu/data
+  peer=$root/.gpu/torch_td.py
+else
+  if [ ! -x build/tests/tdrop_tests ]; then
+    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$logs/configure.log" 2>&1 &&
+      cmake --build build > "$logs/build.log" 2>&1 || { say "build failed (logs/build.log)"; }
+  fi
+  bin=/tmp/tdrop/bin
+  mkdir -p $bin && cp build/tdrop build/tests/tdrop_tests build/bench/bench_targeted_dropout $bin/
+  libdirs=
+  data=${TDROP_DATA_DIR:-/usr/share/datasets/fashion-mnist}
+  peer=${TDROP_PEER:-}
+fi
+for d in $(python3 - <<'EOF' 2>/dev/null
+import importlib, os
+for m in ("nvidia.cudnn", "nvidia.cublas", "nvidia.cu13", "nvidia.cuda_runtime"):
+    try:
+        p = importlib.import_module(m)
+        for root in list(getattr(p, "__path__", [])):
+            if os.path.isdir(os.path.join(root, "lib")): print(os.path.join(root, "lib"))
+    except Exception:
+        pass
+EOF
+); do libdirs="$libdirs:$d"; done
+export LD_LIBRARY_PATH="${libdirs#:}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export TDROP_TEST_BINARY_DIR=$bin TDROP_DATA_DIR=$data TDROP_PYTHON=python3
 {
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  echo "date: $(date -u +%FT%TZ)"
+  echo "commit: $(cat .gpu/commit.txt 2>/dev/null || git rev-parse HEAD 2>/dev/null)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   nvcc --version | tail -1
-  git rev-parse HEAD 2>/dev/null || true
-} > "$out/machine.txt" 2>&1
-if [ ! -x build/tests/tdrop_tests ]; then
-  cmake -S . -B build -G Ninja > "$out/configure.log" 2>&1 &&
-    cmake --build build -j > "$out/build.log" 2>&1 || { echo "build failed: $out/build.log"; exit 1; }
-fi
+  python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())'
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+} > "$logs/machine.txt" 2>&1
+ldd $bin/tdrop_tests >> "$logs/machine.txt" 2>&1
+say "# tdrop GPU check"
+say '```'; cat "$logs/machine.txt" | head -6 | tee -a "$summary"; say '```'
+if ldd $bin/tdrop_tests | grep -q "not found"; then say "missing libraries:"; ldd $bin/tdrop_tests | grep "not found" | tee -a "$summary"; fi
 status=0
-ctest --test-dir build -j 8 --output-on-failure > "$out/ctest.log" 2>&1 || status=1
-for tool in memcheck racecheck; do
-  compute-sanitizer --tool "$tool" --error-exitcode 3 build/tests/tdrop_tests \
-    --gtest_filter='Cuda*:*/Cuda*' > "$out/sanitizer-$tool.log" 2>&1 || status=1
-done
-build/bench/bench_targeted_dropout --benchmark_format=json --benchmark_out="$out/bench_targeted_dropout.json" \
-  --benchmark_out_format=json --benchmark_filter='cuda' > "$out/bench_targeted_dropout.txt" 2>&1 || status=1
-if [ -n "$peer" ]; then
-  python3 "$peer" --json "$out/torch_td.jsonl" > "$out/torch_td.txt" 2>&1 || status=1
-fi
-{
-  echo "# tdrop GPU check"; cat "$out/machine.txt"; echo
-  echo "ctest:"; grep -E "tests passed|tests failed" "$out/ctest.log"
-  for tool in memcheck racecheck; do echo "$tool:"; grep -E "ERROR SUMMARY" "$out/sanitizer-$tool.log" | tail -1; done
-  echo; echo "benchmark (fused vs unfused vs copy):"; grep -E "^cuda_" "$out/bench_targeted_dropout.txt"
-  [ -n "$peer" ] && { echo; echo "PyTorch peer:"; cat "$out/torch_td.txt"; }
-} > "$out/summary.md"
-cat "$out/summary.md"
+
+# --- the test suite --------------------------------------------------------------------
+if want tests && t=$(stage_limit 30 120); then
+  shards=16
+  for i in $(seq 0 $((shards - 1))); do
+    GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i OPENBLAS_NUM_THREADS=1 \
+      timeout "$t" $bin/tdrop_tests --gtest_color=no > "$logs/tests-$i.log" 2>&1 &
+  done
+  wait
+  passed=$(grep -h "^\[  PASSED  \]" "$logs"/tests-*.log | awk '{s+=$4} END {print s+0}')
+  failed=$(grep -h "^\[  FAILED  \] [0-9]" "$logs"/tests-*.log | awk '{s+=$4} END {print s+0}')
+  skipped=$(grep -h "^\[  SKIPPED \] [0-9]" "$logs"/tests-*.log | awk '{s+=$4} END {print s+0}')
+  unfinished=$(grep -L "^\[==========\] .* ran\." "$logs"/tests-*.log | wc -l)
+  say ""; say "## tests: $passed passed, $failed failed, $skipped skipped, $unfinished shards did not finish"
+  grep -h "^\[  FAILED  \] [A-Za-z]" "$logs"/tests-*.log | sort -u | head -40 | tee -a "$summary"
+  grep -h -A1 "^\[ RUN      \]" "$logs"/tests-*.log | grep -B1 "SKIPPED" | grep "RUN" | head -20 | tee -a "$summary"
+  ((failed > 0 || unfinished > 0)) && status=1
+elif want tests; then say "tests: skipped, out of time"; fi
+
+# --- the benchmark and the PyTorch peer (same machine, same call) ----------------------
+if want bench && t=$(stage_limit 30 60); then
+  timeout "$t" $bin/bench_targeted_dropout --benchmark_filter=cuda --benchmark_min_time=0.05 \
+    --benchmark_out="$logs/bench_targeted_dropout.json" --benchmark_out_format=json \
+    > "$logs/bench_targeted_dropout.txt" 2>&1 || status=1
+  say ""; say "## bench_targeted_dropout (median_us, GBps at 8.125 B/weight, % of copy)"
+  say '```'; grep -E "^cuda_|^---|^Benchmark" "$logs/bench_targeted_dropout.txt" | tee -a "$summary"; say '```'
+elif want bench; then say "bench: skipped, out of time"; fi
+if want peer && [ -f "$peer" ] && t=$(stage_limit 30 60); then
+  PYTHONUNBUFFERED=1 timeout "$t" python3 "$peer" --json "$logs/torch_td.jsonl" \
+    > "$logs/torch_td.txt" 2>&1 || status=1
+  say ""; say "## PyTorch peer (torch_td.py)"; say '```'; tee -a "$summary" < "$logs/torch_td.txt"; say '```'
+elif want peer; then say "peer: skipped (no script or out of time)"; fi
+
+# --- ResNet-32 training speed ------------------------------------------------------------
+speed_run() {  # name, extra tdrop args...
+  local name=$1 t; shift
+  t=$(stage_limit 15 45) || { say "tdrop $name: skipped, out of time"; return; }
+  timeout "$t" $bin/tdrop train --model resnet32 --device cuda --epochs 2 --train-limit 25600 \
+    --no-progress --data-dir "$data" --out "$logs/speed-$name" "$@" > "$logs/speed-$name.log" 2>&1
+  python3 -c "import json,sys; m=[json.loads(l) for l in open(sys.argv[1])]; print('%-22s %8.0f images/s (epoch 2 of 200 steps)' % (sys.argv[2], m[-1]['samples_per_second']))" \
+    "$logs/speed-$name/metrics.jsonl" "tdrop $name" 2>/dev/null | tee -a "$summary" ||
+    say "tdrop $name: failed (logs/speed-$name.log)"
+}
+if want speed && t=$(stage_limit 60 150); then
+  say ""; say "## ResNet-32 training, batch 128, 1x32x32"; say '```'
+  speed_run none
+  speed_run td-fused --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl fused
+  speed_run td-unfused --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl unfused
+  for extra in "" "--td"; do
+    t=$(stage_limit 15 45) || continue
+    timeout "$t" python3 bench/resnet32_torch.py $extra >> "$logs/speed-torch.jsonl" 2>> "$logs/speed-torch.err"
+  done
+  python3 -c "import json,sys; [print('%-22s %8.0f images/s (%.2f ms/step)' % ('pytorch' + (' td' if r['td'] else ''), r['images_per_s'], r['ms_per_step'])) for r in map(json.loads, open(sys.argv[1]))]" \
+    "$logs/speed-torch.jsonl" 2>/dev/null | tee -a "$summary"
+  say '```'
+elif want speed; then say "speed: skipped, out of time"; fi
+
+# --- compute-sanitizer -------------------------------------------------------------------
+if want sanitizer && t=$(stage_limit 60 90); then
+  say ""; say "## compute-sanitizer"
+  for tool in memcheck racecheck; do
+    filter='Cuda*:*/Cuda*'
+    [ $tool = racecheck ] && filter='CudaTargetedDropout*:CudaBatchNorm2d*:CudaPooling*:Cuda/CudaOps.*Sum*:Cuda/CudaOps.*Cross*'
+    for i in 0 1 2 3; do
+      GTEST_TOTAL_SHARDS=4 GTEST_SHARD_INDEX=$i OPENBLAS_NUM_THREADS=2 timeout "$t" \
+        compute-sanitizer --tool $tool --error-exitcode 3 --print-limit 20 \
+        $bin/tdrop_tests --gtest_filter="$filter" > "$logs/sanitizer-$tool-$i.log" 2>&1 &
+    done
+  done
+  wait
+  for tool in memcheck racecheck; do
+    for i in 0 1 2 3; do
+      f="$logs/sanitizer-$tool-$i.log"
+      say "$tool shard $i: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$f" | tail -1) $(grep -E "^\[  PASSED  \]|^\[  FAILED  \] [0-9]" "$f" | tr '\n' ' ')"
+      grep -q "ERROR SUMMARY: 0 errors\|RACECHECK SUMMARY: 0 hazards" "$f" || status=1
+    done
+  done
+elif want sanitizer; then say "sanitizer: skipped, out of time"; fi
+
+# --- Nsight Compute on the fused kernel -------------------------------------------------
+if want ncu && t=$(stage_limit 30 45); then
+  timeout "$t" ncu --clock-control none -k regex:td_weight_fused -c 2 --set full \
+    $bin/bench_targeted_dropout --benchmark_filter='cuda_fused/square' --benchmark_min_time=0.01 \
+    > "$logs/ncu-fused-square.txt" 2>&1
+  cuobjdump --dump-resource-usage $bin/bench_targeted_dropout 2>/dev/null | grep -A1 td_ > "$logs/resource-usage.txt"
+  say ""; say "## ncu td_weight_fused_kernel, 4096x4096 (logs/ncu-fused-square.txt)"; say '```'
+  grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Size|Grid Size|L2 Hit|Compute \(SM\) Throughput" \
+    "$logs/ncu-fused-square.txt" | head -24 | tee -a "$summary"
+  say '```'
+elif want ncu; then say "ncu: skipped, out of time"; fi
+
+# --- the ResNet-32 reproduction ---------------------------------------------------------
+if want train && t=$(stage_limit 120 600); then
+  t_train=$((t - 60))
+  # Without TRAIN_EPOCHS, as many epochs as fit: three runs share the GPU, each assumed to get
+  # 40% of the solo speed measured by the speed stage (60000 training + 10000 test images/epoch).
+  epochs=${TRAIN_EPOCHS:-$(python3 -c "import json,sys; ips=json.loads(open(sys.argv[1]).readlines()[-1])['samples_per_second']; print(max(1, min(30, int(0.4 * ips * (int(sys.argv[2]) - 30) / 70000))))" "$logs/speed-none/metrics.jsonl" "$t_train" 2>/dev/null || echo 5)}
+  common=(--model resnet32 --device cuda --epochs "$epochs" --no-progress --data-dir "$data" --lr 0.1)
+  timeout "$t_train" $bin/tdrop train "${common[@]}" --out "$logs/r32-none" > "$logs/r32-none.log" 2>&1 &
+  timeout "$t_train" $bin/tdrop train "${common[@]}" --td weight --td-gamma 0.5 --td-alpha 0.5 \
+    --out "$logs/r32-td50" > "$logs/r32-td50.log" 2>&1 &
+  timeout "$t_train" $bin/tdrop train "${common[@]}" --td weight --td-gamma 0.99 --td-alpha 0.99 \
+    --td-ramp --out "$logs/r32-ramp99" > "$logs/r32-ramp99.log" 2>&1 &
+  wait
+  say ""; say "## ResNet-32 on Fashion-MNIST 32x32, $epochs epochs, 3 runs side by side"; say '```'
+  tail -n 2 "$logs"/r32-*.log | tee -a "$summary"
+  ckpts=()
+  for r in none td50 ramp99; do
+    [ -f "$logs/r32-$r/model.safetensors" ] && ckpts+=(--checkpoint "$logs/r32-$r/model.safetensors")
+  done
+  if ((${#ckpts[@]})); then
+    timeout 50 $bin/tdrop prune "${ckpts[@]}" --mode weight --device cuda --data-dir "$data" \
+      --fractions 0,0.25,0.5,0.75,0.9,0.95,0.98,0.99 --csv "$logs/prune-resnet32.csv" \
+      --plot "$logs/prune-resnet32.png" 2>&1 | tee "$logs/prune-resnet32.txt" | tee -a "$summary"
+  fi
+  say '```'
+elif want train; then say "train: skipped, out of time"; fi
+
+say ""; say "total $((SECONDS - start)) s, status $status"
+cp "$summary" "$logs/"
+tar -C "$out" -czf "$out/logs.tar.gz" logs && rm -rf "$logs"
 exit $status

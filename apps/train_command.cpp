@@ -3,6 +3,7 @@
 
 #include "apps/commands.h"
 #include "core/device.h"
+#include "layers/targeted.h"
 #include "models/registry.h"
 #include "models/trainer.h"
 
@@ -122,9 +123,15 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"weight", "unit"}));
   g->add_option("--dropout-rate", td->dropout_rate, "rate of --dropout (kept weights x 1/(1-p))")
       ->check(CLI::Range(0.0, 0.999));
+  auto impl = std::make_shared<std::string>("fused");
+  g->add_option("--td-impl", *impl,
+                "CUDA kernels: fused (one grouped launch) | unfused (CUB sort pipeline)")
+      ->check(CLI::IsMember({"fused", "unfused"}))
+      ->capture_default_str();
   g->add_option("--l1", cfg->l1, "L1 penalty on targetable weights")->check(CLI::Range(0.0, 1e3));
-  cmd->callback([cfg, td, resume_dir, cmd] {
+  cmd->callback([cfg, td, impl, resume_dir, cmd] {
     cfg->td = td->resolve();
+    set_td_cuda_impl(*impl == "unfused" ? TdCudaImpl::Unfused : TdCudaImpl::Fused);
     if (!resume_dir->empty()) {
       cfg->resume = true;
       cfg->out_dir = *resume_dir;
