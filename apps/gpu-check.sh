@@ -87,34 +87,70 @@ say '```'; cat "$logs/machine.txt" | head -6 | tee -a "$summary"; say '```'
 if ldd $bin/tdrop_tests | grep -q "not found"; then say "missing libraries:"; ldd $bin/tdrop_tests | grep "not found" | tee -a "$summary"; fi
 status=0
 
+# --- compute-sanitizer, in the background while the tests run (neither is timed) --------
+san_tools=()
+if want sanitizer && tsan=$(stage_limit 40 60); then
+  # memcheck: every targeted-dropout kernel and the multi-tensor SGD update; racecheck: the
+  # targeted-dropout kernels (their shared-memory stage, histograms and scans) on small shapes.
+  declare -A san_filter=(
+    [memcheck-0]='CudaTargetedDropout.Fused*:CudaTargetedDropout.Grouped*'
+    [memcheck-1]='CudaTargetedDropout.Unfused*:CudaTargetedDropout.LongRows*:CudaTargetedDropout.NonFinite*:CudaTargetedDropout.MaskGrad*:Cuda/CudaOps.CpuAndCudaAgree/sgd*'
+    [racecheck-0]='CudaTargetedDropout.GroupedLaunchMixes*:CudaTargetedDropout.NonFinite*:CudaTargetedDropout.MaskGrad*'
+    [racecheck-1]='CudaTargetedDropout.FusedWeight*'
+    [racecheck-2]='CudaTargetedDropout.FusedUnit*'
+    [racecheck-3]='CudaTargetedDropout.Unfused*'
+  )
+  for key in "${!san_filter[@]}"; do
+    san_tools+=("$key")
+    OPENBLAS_NUM_THREADS=2 timeout "$tsan" compute-sanitizer --tool "${key%-*}" --error-exitcode 3 \
+      --print-limit 20 $bin/tdrop_tests --gtest_filter="${san_filter[$key]}" \
+      > "$logs/sanitizer-$key.log" 2>&1 &
+  done
+elif want sanitizer; then say "sanitizer: skipped, out of time"; fi
+
 # --- the test suite --------------------------------------------------------------------
-if want tests && t=$(stage_limit 30 120); then
+if want tests && t=$(stage_limit 20 60); then
   shards=16
+  pids=()
   for i in $(seq 0 $((shards - 1))); do
     GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i OPENBLAS_NUM_THREADS=1 \
       timeout "$t" $bin/tdrop_tests --gtest_color=no > "$logs/tests-$i.log" 2>&1 &
+    pids+=($!)
   done
-  wait
+  wait "${pids[@]}"
   passed=$(grep -h "^\[  PASSED  \]" "$logs"/tests-*.log | awk '{s+=$4} END {print s+0}')
   failed=$(grep -h "^\[  FAILED  \] [0-9]" "$logs"/tests-*.log | awk '{s+=$4} END {print s+0}')
   skipped=$(grep -h "^\[  SKIPPED \] [0-9]" "$logs"/tests-*.log | awk '{s+=$4} END {print s+0}')
   unfinished=$(grep -L "^\[==========\] .* ran\." "$logs"/tests-*.log | wc -l)
   say ""; say "## tests: $passed passed, $failed failed, $skipped skipped, $unfinished shards did not finish"
   grep -h "^\[  FAILED  \] [A-Za-z]" "$logs"/tests-*.log | sort -u | head -40 | tee -a "$summary"
+  for f in $(grep -L "^\[==========\] .* ran\." "$logs"/tests-*.log); do
+    say "unfinished $(basename "$f"): last started $(grep "^\[ RUN      \]" "$f" | tail -1)"
+  done
   grep -h -A1 "^\[ RUN      \]" "$logs"/tests-*.log | grep -B1 "SKIPPED" | grep "RUN" | head -20 | tee -a "$summary"
   ((failed > 0 || unfinished > 0)) && status=1
 elif want tests; then say "tests: skipped, out of time"; fi
 
+if ((${#san_tools[@]})); then
+  wait
+  say ""; say "## compute-sanitizer (targeted-dropout kernels, SGD update)"
+  for key in $(printf '%s\n' "${san_tools[@]}" | sort); do
+    f="$logs/sanitizer-$key.log"
+    say "$key: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$f" | tail -1) $(grep -E "^\[  PASSED  \]|^\[  FAILED  \] [0-9]" "$f" | tr '\n' ' ')"
+    grep -q "ERROR SUMMARY: 0 errors\|RACECHECK SUMMARY: 0 hazards" "$f" || status=1
+  done
+fi
+
 # --- the benchmark and the PyTorch peer (same machine, same call) ----------------------
 if want bench && t=$(stage_limit 30 60); then
-  timeout "$t" $bin/bench_targeted_dropout --benchmark_filter=cuda --benchmark_min_time=0.05 \
+  timeout "$t" $bin/bench_targeted_dropout --benchmark_filter=cuda --benchmark_min_time=0.02 \
     --benchmark_out="$logs/bench_targeted_dropout.json" --benchmark_out_format=json \
     > "$logs/bench_targeted_dropout.txt" 2>&1 || status=1
   say ""; say "## bench_targeted_dropout (median_us, GBps at 8.125 B/weight, % of copy)"
   say '```'; grep -E "^cuda_|^---|^Benchmark" "$logs/bench_targeted_dropout.txt" | tee -a "$summary"; say '```'
 elif want bench; then say "bench: skipped, out of time"; fi
 if want peer && [ -f "$peer" ] && t=$(stage_limit 30 60); then
-  PYTHONUNBUFFERED=1 timeout "$t" python3 "$peer" --json "$logs/torch_td.jsonl" \
+  PYTHONUNBUFFERED=1 timeout "$t" python3 "$peer" --repeats 15 --json "$logs/torch_td.jsonl" \
     > "$logs/torch_td.txt" 2>&1 || status=1
   say ""; say "## PyTorch peer (torch_td.py)"; say '```'; tee -a "$summary" < "$logs/torch_td.txt"; say '```'
 elif want peer; then say "peer: skipped (no script or out of time)"; fi
@@ -122,52 +158,36 @@ elif want peer; then say "peer: skipped (no script or out of time)"; fi
 # --- ResNet-32 training speed ------------------------------------------------------------
 speed_run() {  # name, extra tdrop args...
   local name=$1 t; shift
-  t=$(stage_limit 15 45) || { say "tdrop $name: skipped, out of time"; return; }
-  timeout "$t" $bin/tdrop train --model resnet32 --device cuda --epochs 2 --train-limit 25600 \
-    --no-progress --data-dir "$data" --out "$logs/speed-$name" "$@" > "$logs/speed-$name.log" 2>&1
-  python3 -c "import json,sys; m=[json.loads(l) for l in open(sys.argv[1])]; print('%-22s %8.0f images/s (epoch 2 of 200 steps)' % (sys.argv[2], m[-1]['samples_per_second']))" \
+  t=$(stage_limit 15 40) || { say "tdrop $name: skipped, out of time"; return; }
+  timeout "$t" $bin/tdrop train --model resnet32 --device cuda --epochs 2 --no-progress \
+    --data-dir "$data" --out "$logs/speed-$name" "$@" > "$logs/speed-$name.log" 2>&1
+  python3 -c "import json,sys; m=[json.loads(l) for l in open(sys.argv[1])]; print('%-26s %8.0f images/s (epoch 2)' % (sys.argv[2], m[-1]['samples_per_second']))" \
     "$logs/speed-$name/metrics.jsonl" "tdrop $name" 2>/dev/null | tee -a "$summary" ||
     say "tdrop $name: failed (logs/speed-$name.log)"
 }
-if want speed && t=$(stage_limit 60 150); then
-  say ""; say "## ResNet-32 training, batch 128, 1x32x32"; say '```'
-  speed_run none
-  speed_run td-fused --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl fused
-  speed_run td-unfused --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl unfused
-  for extra in "" "--td"; do
-    t=$(stage_limit 15 45) || continue
-    timeout "$t" python3 bench/resnet32_torch.py $extra >> "$logs/speed-torch.jsonl" 2>> "$logs/speed-torch.err"
-  done
-  python3 -c "import json,sys; [print('%-22s %8.0f images/s (%.2f ms/step)' % ('pytorch' + (' td' if r['td'] else ''), r['images_per_s'], r['ms_per_step'])) for r in map(json.loads, open(sys.argv[1]))]" \
-    "$logs/speed-torch.jsonl" 2>/dev/null | tee -a "$summary"
+torch_run() {  # name, extra resnet32_torch.py args...
+  local name=$1 t; shift
+  t=$(stage_limit 15 40) || { say "pytorch $name: skipped, out of time"; return; }
+  timeout "$t" python3 bench/resnet32_torch.py "$@" > "$logs/speed-torch-$name.json" 2>> "$logs/speed-torch.err"
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('%-26s %8.0f images/s (%.2f ms/step)' % (sys.argv[2], r['images_per_s'], r['ms_per_step']))" \
+    "$logs/speed-torch-$name.json" "pytorch $name" 2>/dev/null | tee -a "$summary" ||
+    say "pytorch $name: failed (logs/speed-torch.err)"
+}
+if want speed && t=$(stage_limit 30 150); then
+  say ""; say "## ResNet-32 training on 1x32x32 (200 steps per epoch; TD weight g=0.5 a=0.5)"; say '```'
+  speed_run none-b128 --train-limit 25600
+  torch_run b128 --batch 128
+  speed_run td-fused-b128 --train-limit 25600 --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl fused
+  torch_run td-b128 --batch 128 --td
+  speed_run td-unfused-b128 --train-limit 25600 --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl unfused
+  speed_run none-b512 --train-limit 102400 --batch-size 512
+  torch_run b512 --batch 512
   say '```'
 elif want speed; then say "speed: skipped, out of time"; fi
 
-# --- compute-sanitizer -------------------------------------------------------------------
-if want sanitizer && t=$(stage_limit 60 90); then
-  say ""; say "## compute-sanitizer"
-  for tool in memcheck racecheck; do
-    filter='Cuda*:*/Cuda*'
-    [ $tool = racecheck ] && filter='CudaTargetedDropout*:CudaBatchNorm2d*:CudaPooling*:Cuda/CudaOps.*Sum*:Cuda/CudaOps.*Cross*'
-    for i in 0 1 2 3; do
-      GTEST_TOTAL_SHARDS=4 GTEST_SHARD_INDEX=$i OPENBLAS_NUM_THREADS=2 timeout "$t" \
-        compute-sanitizer --tool $tool --error-exitcode 3 --print-limit 20 \
-        $bin/tdrop_tests --gtest_filter="$filter" > "$logs/sanitizer-$tool-$i.log" 2>&1 &
-    done
-  done
-  wait
-  for tool in memcheck racecheck; do
-    for i in 0 1 2 3; do
-      f="$logs/sanitizer-$tool-$i.log"
-      say "$tool shard $i: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$f" | tail -1) $(grep -E "^\[  PASSED  \]|^\[  FAILED  \] [0-9]" "$f" | tr '\n' ' ')"
-      grep -q "ERROR SUMMARY: 0 errors\|RACECHECK SUMMARY: 0 hazards" "$f" || status=1
-    done
-  done
-elif want sanitizer; then say "sanitizer: skipped, out of time"; fi
-
 # --- Nsight Compute on the fused kernel -------------------------------------------------
-if want ncu && t=$(stage_limit 30 45); then
-  timeout "$t" ncu --clock-control none -k regex:td_weight_fused -c 2 --set full \
+if want ncu && t=$(stage_limit 15 30); then
+  timeout "$t" ncu --clock-control none -k regex:td_weight_fused -c 1 \
     $bin/bench_targeted_dropout --benchmark_filter='cuda_fused/square' --benchmark_min_time=0.01 \
     > "$logs/ncu-fused-square.txt" 2>&1
   cuobjdump --dump-resource-usage $bin/bench_targeted_dropout 2>/dev/null | grep -A1 td_ > "$logs/resource-usage.txt"
@@ -206,5 +226,6 @@ elif want train; then say "train: skipped, out of time"; fi
 
 say ""; say "total $((SECONDS - start)) s, status $status"
 cp "$summary" "$logs/"
-tar -C "$out" -czf "$out/logs.tar.gz" logs && rm -rf "$logs"
+# Checkpoints stay behind: the logs, metrics, tables and plots come back.
+tar -C "$out" --exclude='*.safetensors' -czf "$out/logs.tar.gz" logs && rm -rf "$logs"
 exit $status

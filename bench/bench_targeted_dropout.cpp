@@ -7,12 +7,16 @@
 // a device-to-device copy of the same weights (8 bytes per weight) in the same process and
 // reports `pct_of_copy`, the share of copy bandwidth reached. CUDA cases skip without a GPU.
 //
+// Every CUDA path is compared with the CPU reference (W' and mask, bit for bit) before it is
+// timed; a mismatch ends that case with an error naming the layer.
+//
 // Usage: bench_targeted_dropout [--benchmark_filter=REGEX] [--benchmark_format=json] ...
 //        (gamma = alpha = 0.5; seed fixed; weights ~ N(0, 1), never all-zero)
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <random>
 #include <string>
@@ -138,6 +142,35 @@ void BM_CpuReference(benchmark::State& state, const std::string& set) {
 
 enum class CudaPath { FusedGrouped, FusedPerLayer, Unfused };
 
+// W' and masks of the CPU reference for a shape set, computed once per process.
+const std::vector<std::pair<std::vector<float>, std::vector<uint8_t>>>& reference(
+    const std::string& set) {
+  static std::map<std::string, std::vector<std::pair<std::vector<float>, std::vector<uint8_t>>>>
+      cache;
+  auto it = cache.find(set);
+  if (it != cache.end()) return it->second;
+  Workload wl = make_workload(shape_sets().at(set), Device::CPU);
+  auto& ref = cache[set];
+  for (size_t i = 0; i < wl.tasks.size(); ++i) {
+    targeted_dropout_reference(wl.tasks[i], kSeed);
+    ref.emplace_back(wl.out[i].to_vector<float>(), wl.mask[i].to_vector<uint8_t>());
+  }
+  return ref;
+}
+
+// Empty when every W' and mask of `wl` equals the CPU reference bit for bit; else which layer.
+std::string check_against_reference(const Workload& wl, const std::string& set) {
+  const auto& ref = reference(set);
+  for (size_t i = 0; i < wl.tasks.size(); ++i) {
+    const std::vector<float> out = wl.out[i].to_vector<float>();
+    if (std::memcmp(out.data(), ref[i].first.data(), out.size() * sizeof(float)) != 0)
+      return "W' of " + wl.tasks[i].name + " differs from the CPU reference";
+    if (wl.mask[i].to_vector<uint8_t>() != ref[i].second)
+      return "mask of " + wl.tasks[i].name + " differs from the CPU reference";
+  }
+  return {};
+}
+
 void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
   if (!cuda_available()) {
     state.SkipWithError("no CUDA GPU: CUDA targeted-dropout benchmarks skipped");
@@ -161,8 +194,20 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
                                        wl.w[i].numel() * 4, cudaMemcpyDeviceToDevice,
                                        cuda_stream()));
   });
-  run();
-  td_check_nonfinite(wl.tasks, ws);
+  // Checked against the reference before it is timed (per layer: each launch has its own flags).
+  if (path == CudaPath::FusedPerLayer) {
+    for (const TdTask& t : wl.tasks) {
+      targeted_dropout_fused_cuda({t}, kSeed, ws);
+      td_check_nonfinite({t}, ws);
+    }
+  } else {
+    run();
+    td_check_nonfinite(wl.tasks, ws);
+  }
+  if (const std::string bad = check_against_reference(wl, set); !bad.empty()) {
+    state.SkipWithError(bad.c_str());
+    return;
+  }
   for (auto _ : state) state.SetIterationTime(median_ms(run, 1) * 1e-3);
   const float ms = median_ms(run);
   set_counters(state, wl.numel);

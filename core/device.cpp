@@ -1,5 +1,6 @@
 #include "core/device.h"
 
+#include <unistd.h>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -147,6 +148,12 @@ CudaCache& cache() {
 void* device_alloc(Device d, size_t bytes, const char* what) {
   if (d == Device::CUDA) return cache().alloc(bytes, what);
   if (bytes == 0) bytes = 64;
+  // Where the kernel overcommits memory, malloc grants any size and the process dies later, on
+  // first touch; a request beyond the machine's RAM is refused here with a clear error instead.
+  static const uint64_t ram = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                              static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE));
+  TDROP_CHECK(bytes <= ram, "out of host memory in ", what, ": asked for ", bytes,
+              " bytes, more than the machine's ", ram, " bytes of RAM");
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
   TDROP_CHECK(p != nullptr, "out of host memory in ", what, ": asked for ", bytes, " bytes");
   return p;

@@ -1,7 +1,8 @@
-// CUDA optimizer updates: one fused pass per parameter, the formulas of optim_update.cpp
+// CUDA optimizer updates: one fused pass per parameter (or one for all SGD parameters), the formulas of optim_update.cpp
 // operation for operation. Every product and sum is an explicit round-to-nearest intrinsic so
 // nvcc cannot fuse them into FMAs, and Adam's bias corrections are computed on the host with
 // the CPU's expression, so both devices take identical steps.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -15,18 +16,53 @@ constexpr int kThreads = 256;
 
 // g' = g + wd*w; buf = first ? g' : momentum*buf + g'; step = nesterov ? g' + momentum*buf : buf;
 // w -= lr*step. buf is null when momentum == 0 (then step = g').
+__device__ __forceinline__ void sgd_element(float* __restrict__ w, const float* __restrict__ g,
+                                            float* __restrict__ buf, int64_t i, const SgdParams& p,
+                                            bool first_step) {
+  const float wi = w[i];
+  float gi = __fadd_rn(g[i], __fmul_rn(p.weight_decay, wi));
+  if (buf) {
+    const float b = first_step ? gi : __fadd_rn(__fmul_rn(p.momentum, buf[i]), gi);
+    buf[i] = b;
+    gi = p.nesterov ? __fadd_rn(gi, __fmul_rn(p.momentum, b)) : b;
+  }
+  w[i] = __fsub_rn(wi, __fmul_rn(p.lr, gi));
+}
+
 __global__ void sgd_kernel(float* __restrict__ w, const float* __restrict__ g,
                            float* __restrict__ buf, int64_t n, SgdParams p, bool first_step) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    const float wi = w[i];
-    float gi = __fadd_rn(g[i], __fmul_rn(p.weight_decay, wi));
-    if (buf) {
-      const float b = first_step ? gi : __fadd_rn(__fmul_rn(p.momentum, buf[i]), gi);
-      buf[i] = b;
-      gi = p.nesterov ? __fadd_rn(gi, __fmul_rn(p.momentum, b)) : b;
+       i += (int64_t)gridDim.x * blockDim.x)
+    sgd_element(w, g, buf, i, p, first_step);
+}
+
+// Many parameters in one launch: each block updates one chunk of kChunk elements of one tensor.
+// A model's ~100 small parameters would otherwise cost ~100 launches per step.
+constexpr int kMultiMax = 128;
+constexpr int64_t kChunk = 8 * kThreads;
+struct SgdMultiTable {
+  struct Entry {
+    float* w;
+    const float* g;
+    float* buf;
+    int64_t n, chunk_begin;
+  } e[kMultiMax];
+  int count;
+  int64_t chunks;
+};
+
+__global__ void sgd_multi_kernel(SgdMultiTable t, SgdParams p, bool first_step) {
+  for (int64_t c = blockIdx.x; c < t.chunks; c += gridDim.x) {
+    int lo = 0, hi = t.count - 1;  // the entry owning chunk c
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (t.e[mid].chunk_begin <= c) lo = mid;
+      else hi = mid - 1;
     }
-    w[i] = __fsub_rn(wi, __fmul_rn(p.lr, gi));
+    const SgdMultiTable::Entry& e = t.e[lo];
+    const int64_t begin = (c - e.chunk_begin) * kChunk, end = min(e.n, begin + kChunk);
+    for (int64_t i = begin + threadIdx.x; i < end; i += kThreads)
+      sgd_element(e.w, e.g, e.buf, i, p, first_step);
   }
 }
 
@@ -62,6 +98,27 @@ void sgd_update_cuda(const Tensor& w, const Tensor& g, const Tensor& buf, SgdPar
   sgd_kernel<<<cuda_blocks(n, kThreads), kThreads, 0, cuda_stream()>>>(pw, pg, pb, n, p,
                                                                        first_step);
   TDROP_LAUNCH_CHECK("sgd_kernel");
+}
+
+void sgd_update_multi_cuda(const std::vector<Tensor>& w, const std::vector<Tensor>& g,
+                           const std::vector<Tensor>& buf, SgdParams p, bool first_step) {
+  TDROP_CHECK(w.size() == g.size() && w.size() == buf.size(),
+              "sgd_update_multi_cuda: ", w.size(), " parameters, ", g.size(), " gradients, ",
+              buf.size(), " buffers");
+  for (size_t first = 0; first < w.size(); first += kMultiMax) {
+    SgdMultiTable t{};
+    for (size_t i = first; i < std::min(w.size(), first + kMultiMax); ++i) {
+      const int64_t n = w[i].numel();
+      if (n == 0) continue;
+      t.e[t.count++] = {w[i].data<float>(), g[i].data<float>(),
+                        p.momentum != 0.0f ? buf[i].data<float>() : nullptr, n, t.chunks};
+      t.chunks += (n + kChunk - 1) / kChunk;
+    }
+    if (t.count == 0) continue;
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(t.chunks, 1 << 20));
+    sgd_multi_kernel<<<grid, kThreads, 0, cuda_stream()>>>(t, p, first_step);
+    TDROP_LAUNCH_CHECK("sgd_multi_kernel");
+  }
 }
 
 void adam_update_cuda(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v,

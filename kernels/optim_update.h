@@ -1,5 +1,7 @@
 // Optimizer updates as single fused passes over (param, grad, state), float32.
 #pragma once
+#include <vector>
+
 #include "core/tensor.h"
 
 namespace tdrop {
@@ -14,6 +16,10 @@ void sgd_update_cpu(const Tensor& w, const Tensor& g, const Tensor& buf, SgdPara
                     bool first_step);
 void sgd_update_cuda(const Tensor& w, const Tensor& g, const Tensor& buf, SgdParams p,
                      bool first_step);
+// sgd_update_cuda for many parameters in one launch (the same arithmetic, element for element).
+// Every tensor contiguous float32 on CUDA; buf[i] may be undefined when momentum == 0.
+void sgd_update_multi_cuda(const std::vector<Tensor>& w, const std::vector<Tensor>& g,
+                           const std::vector<Tensor>& buf, SgdParams p, bool first_step);
 
 struct AdamParams {
   float lr, beta1, beta2, eps, weight_decay;

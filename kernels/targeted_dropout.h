@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/philox.h"
+#include "core/readback.h"
 
 namespace tdrop {
 
@@ -72,6 +73,22 @@ void targeted_dropout_unfused_cuda(const std::vector<TdTask>& tasks, uint64_t se
                                    TdCudaWorkspace& ws);
 // Throws naming the first task whose weights held a NaN/Inf (synchronises the stream).
 void td_check_nonfinite(const std::vector<TdTask>& tasks, TdCudaWorkspace& ws);
+// The same check in two halves, so training can look at step s's flags during step s + 1
+// instead of draining the GPU: start() queues the flags' copy right after the launch,
+// finish() waits for it and throws naming the layer (a no-op when nothing is pending).
+class TdNonfiniteCheck {
+ public:
+  void start(const std::vector<TdTask>& tasks, TdCudaWorkspace& ws);
+  void finish();
+
+ private:
+  struct Layer {
+    std::string name;
+    int64_t rows, n;
+  };
+  Readback flags_;
+  std::vector<Layer> layers_;
+};
 void td_mask_grad_cuda(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out);
 
 // Device scratch reused across steps (so steady-state training allocates nothing).

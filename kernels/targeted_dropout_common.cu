@@ -44,17 +44,29 @@ int* TdCudaWorkspace::nonfinite_flags(size_t count) {
   return f;
 }
 
-void td_check_nonfinite(const std::vector<TdTask>& tasks, TdCudaWorkspace& ws) {
+void TdNonfiniteCheck::start(const std::vector<TdTask>& tasks, TdCudaWorkspace& ws) {
+  finish();
+  layers_.clear();
+  for (const TdTask& t : tasks) layers_.push_back({t.name, t.rows, t.n});
   if (tasks.empty()) return;
-  std::vector<int> host(tasks.size());
-  const int* f = static_cast<const int*>(ws.buffer(kFlagSlot, tasks.size() * sizeof(int)));
-  TDROP_CUDA_CHECK(cudaMemcpyAsync(host.data(), f, tasks.size() * sizeof(int),
-                                   cudaMemcpyDeviceToHost, cuda_stream()));
-  TDROP_CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
-  for (size_t i = 0; i < tasks.size(); ++i)
-    TDROP_CHECK(!host[i], "targeted dropout: layer '", tasks[i].name,
-                "' has a non-finite weight (NaN or Inf) in its [", tasks[i].rows, ", ",
-                tasks[i].n, "] weight");
+  flags_.start(Device::CUDA, {{ws.buffer(kFlagSlot, tasks.size() * sizeof(int)),
+                               tasks.size() * sizeof(int)}});
+}
+
+void TdNonfiniteCheck::finish() {
+  if (!flags_.pending()) return;
+  flags_.wait();
+  const std::vector<int> host = flags_.part<int>(0);
+  for (size_t i = 0; i < layers_.size(); ++i)
+    TDROP_CHECK(!host[i], "targeted dropout: layer '", layers_[i].name,
+                "' has a non-finite weight (NaN or Inf) in its [", layers_[i].rows, ", ",
+                layers_[i].n, "] weight");
+}
+
+void td_check_nonfinite(const std::vector<TdTask>& tasks, TdCudaWorkspace& ws) {
+  TdNonfiniteCheck check;
+  check.start(tasks, ws);
+  check.finish();
 }
 
 void td_mask_grad_cuda(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out) {

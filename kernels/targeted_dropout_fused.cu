@@ -1,12 +1,17 @@
 // Fused targeted dropout: one pass over W per row, all targeted layers of a model in one launch.
 //
-// Weight mode (td_weight_fused_kernel): a block owns a row. The row is staged in shared memory
-// (when it fits; longer rows are re-read from global memory, which L2 mostly serves), the k-th
-// smallest magnitude key is found by a 4-pass radix select on the 31-bit keys (8 bits a pass,
-// histogram in shared memory), and one final pass draws Philox numbers for targeted entries and
-// writes W' plus the 1-bit mask (one warp ballot = one mask word). Ties at the threshold are
-// resolved by column order with a block scan, only when the threshold value is shared by more
-// entries than remain to be targeted (rare with real weights; common after pruning).
+// Weight mode (td_weight_fused_kernel): the k-th smallest magnitude key of each row is found by a
+// 4-pass radix select on the 31-bit keys (8 bits a pass, histogram in shared memory), then one
+// final pass draws Philox numbers for the targeted entries and writes W' plus the 1-bit mask.
+// A block owns a row, staged in shared memory when it fits (longer rows are re-read from global
+// memory, which L2 mostly serves); each thread reads 4 consecutive entries at a time.
+// Weight magnitudes share few exponents, so the first passes would serialise on two or three
+// histogram bins: the keys of a warp that fall into one common bin are summed with a warp
+// reduction and added by one atomic (hist_add4). In the final pass
+// each thread owns 4 consecutive entries, so one Philox call (4 numbers) serves all of them, and
+// a warp's 128 entries become 4 mask words. Ties at the threshold are ranked by column with a
+// scan, only when the threshold value is shared by more entries than remain to be targeted (rare
+// with real weights; common after pruning).
 //
 // Unit mode needs every row's norm before any row can be ranked, so it runs as three grouped
 // launches: norms (one block per row), selection (one block per layer, radix select over the
@@ -22,6 +27,8 @@ using namespace td_device;
 
 namespace {
 
+constexpr int kEntries = 4;  // consecutive entries per thread
+
 // One table entry per task, passed by value as a kernel parameter (no per-step H2D copy).
 struct DevTask {
   const float* w;
@@ -29,24 +36,25 @@ struct DevTask {
   uint32_t* mask;
   int64_t rows, n, k;
   uint64_t stream;
-  int64_t row_begin;  // first row of this task in the launch's global row numbering
+  int64_t begin;  // first row of this task in the launch's row numbering
   uint32_t drop_threshold;
-  int unit, per_weight_draws;
+  int flag;       // index of this task's non-finite flag
+  int per_weight_draws;
 };
 
-constexpr int kMaxTasks = 96;  // 96 * 64 B: well inside the 32 KB kernel-parameter limit
+constexpr int kMaxTasks = 96;  // 96 * 72 B: well inside the 32 KB kernel-parameter limit
 struct TaskTable {
   DevTask t[kMaxTasks];
   int count;
-  int64_t total_rows;
+  int64_t total;  // rows of all tasks
 };
 
-// Index of the task owning global row g (largest i with row_begin <= g).
+// Index of the task owning row g (largest i with begin <= g; every task has >= 1 row).
 __device__ __forceinline__ int find_task(const TaskTable& table, int64_t g) {
   int lo = 0, hi = table.count - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) >> 1;
-    if (table.t[mid].row_begin <= g) lo = mid;
+    if (table.t[mid].begin <= g) lo = mid;
     else hi = mid - 1;
   }
   return lo;
@@ -59,19 +67,158 @@ struct SelectState {
   unsigned digit, remaining, count;
 };
 
-// Finds the k-th smallest (1-based, 0 < k < n) 31-bit magnitude key among keys[0..n).
-// Returns the key T; *m = how many entries equal to T are targeted; *ties = entries equal to T.
-__device__ uint32_t radix_select_row(const uint32_t* bits, int64_t n, int64_t k, SelectState& s,
-                                     unsigned* m, unsigned* ties) {
+__device__ __forceinline__ unsigned warp_sum(unsigned v) {
+#if __CUDA_ARCH__ >= 800
+  return __reduce_add_sync(0xffffffffu, v);
+#else
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+#endif
+}
+
+// Counts a thread's 4 keys (bins[i] where active[i]) into the block histogram. Weight
+// magnitudes share few exponents, so in the first passes most keys of a warp fall into one bin
+// and plain atomics would serialise on it: the keys in the bin of lane 0's first key are summed
+// over the warp and added with one atomic; the others are added one by one. All lanes call it.
+__device__ __forceinline__ void hist_add4(unsigned* hist, const unsigned (&bins)[4],
+                                          const bool (&active)[4]) {
+  const unsigned first = active[0]   ? bins[0]
+                         : active[1] ? bins[1]
+                         : active[2] ? bins[2]
+                         : active[3] ? bins[3]
+                                     : 0x100u;  // no bin
+  const unsigned cand = __shfl_sync(0xffffffffu, first, 0);
+  unsigned same = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if (!active[i]) continue;
+    if (bins[i] == cand) ++same;
+    else atomicAdd(&hist[bins[i]], 1u);
+  }
+  const unsigned total = warp_sum(same);
+  if ((threadIdx.x & 31) == 0 && total > 0) atomicAdd(&hist[cand], total);
+}
+
+// What a row's selection found: entries with key < T are targeted; of the `ties` entries with
+// key == T the first m (by column) are, so rank_ties says whether ties need ranking at all.
+struct Threshold {
+  uint32_t T = 0;
+  unsigned m = 0, ties = 0;
+  bool rank_ties = false;
+};
+
+// Loads 4 consecutive keys (bit patterns) of a row starting at column c0; missing ones are 0.
+__device__ __forceinline__ uint4 load4(const uint32_t* src, int64_t c0, int64_t n, bool vec) {
+  if (vec && c0 + 3 < n) return *reinterpret_cast<const uint4*>(src + c0);
+  uint4 b;
+  b.x = c0 < n ? src[c0] : 0u;
+  b.y = c0 + 1 < n ? src[c0 + 1] : 0u;
+  b.z = c0 + 2 < n ? src[c0 + 2] : 0u;
+  b.w = c0 + 3 < n ? src[c0 + 3] : 0u;
+  return b;
+}
+
+__device__ __forceinline__ uint32_t pick(const Philox4& a, const Philox4& b, int j) {
+  const uint32_t lo = j == 0 ? a.v[0] : j == 1 ? a.v[1] : j == 2 ? a.v[2] : a.v[3];
+  const uint32_t hi = j == 4 ? b.v[0] : j == 5 ? b.v[1] : j == 6 ? b.v[2] : b.v[3];
+  return j < 4 ? lo : hi;
+}
+
+// The final pass for the 4 entries c0..c0+3 of row r: decides, writes W', returns the kept
+// nibble (bit i = entry c0 + i kept; 0 for entries >= n). `tie_rank` is the column rank among
+// ties of this thread's first tie (used only when th.rank_ties). Sets *bad on Inf/NaN.
+__device__ __forceinline__ unsigned apply4(const DevTask& t, int64_t r, int64_t c0, uint4 b,
+                                           const Threshold& th, unsigned tie_rank, uint64_t seed,
+                                           bool vec_out, bool* bad) {
+  const int64_t n = t.n, k = t.k;
+  const uint32_t bits[4] = {b.x, b.y, b.z, b.w};
+  unsigned targeted = 0, valid = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const bool v = c0 + i < n;
+    const uint32_t key = magnitude_key(bits[i]);
+    *bad |= v && key >= kNonFiniteKey;
+    bool tg;
+    if (k == 0) tg = false;
+    else if (k == n) tg = v;
+    else {
+      const bool tie = v && key == th.T;
+      tg = v && (key < th.T || (tie && (!th.rank_ties || tie_rank < th.m)));
+      tie_rank += tie ? 1u : 0u;
+    }
+    targeted |= (tg ? 1u : 0u) << i;
+    valid |= (v ? 1u : 0u) << i;
+  }
+  unsigned dropped = 0;
+  if (targeted && t.drop_threshold >= (1u << 24)) {
+    dropped = targeted;
+  } else if (targeted && t.drop_threshold > 0) {
+    const uint64_t idx0 = static_cast<uint64_t>(r) * static_cast<uint64_t>(n) +
+                          static_cast<uint64_t>(c0);
+    const int off = static_cast<int>(idx0 & 3);
+    const Philox4 a = philox_block(seed, t.stream, idx0 >> 2);
+    Philox4 b2{};
+    if (off != 0 && (targeted >> (4 - off)) != 0) b2 = philox_block(seed, t.stream, (idx0 >> 2) + 1);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      if ((targeted >> i) & 1u)
+        dropped |= (bernoulli_from_u32(pick(a, b2, off + i), t.drop_threshold) ? 1u : 0u) << i;
+  }
+  float* out = t.w_out + r * n;
+  float o[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) o[i] = (dropped >> i) & 1u ? 0.0f : __uint_as_float(bits[i]);
+  if (vec_out && c0 + 3 < n) {
+    *reinterpret_cast<float4*>(out + c0) = make_float4(o[0], o[1], o[2], o[3]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      if (c0 + i < n) out[c0 + i] = o[i];
+  }
+  return valid & ~dropped;
+}
+
+// Ties among the 4 entries of a thread (for the column rank scan).
+__device__ __forceinline__ unsigned ties4(uint4 b, int64_t c0, int64_t n, uint32_t T) {
+  return (c0 < n && magnitude_key(b.x) == T) + (c0 + 1 < n && magnitude_key(b.y) == T) +
+         (c0 + 2 < n && magnitude_key(b.z) == T) + (c0 + 3 < n && magnitude_key(b.w) == T);
+}
+
+// Merges the lanes' kept nibbles into mask words (lane l holds entries 4l..4l+3 of the warp's
+// 128) and writes the words that start inside the row.
+__device__ __forceinline__ void store_mask_words(uint32_t* mask, int64_t warp_c0, int64_t n,
+                                                 unsigned nibble) {
+  const int lane = threadIdx.x & 31;
+  unsigned word = nibble << (4 * (lane & 7));
+  word |= __shfl_xor_sync(0xffffffffu, word, 1);
+  word |= __shfl_xor_sync(0xffffffffu, word, 2);
+  word |= __shfl_xor_sync(0xffffffffu, word, 4);
+  const int64_t first = warp_c0 + 32 * (lane >> 3);
+  if ((lane & 7) == 0 && first < n) mask[first / 32] = word;
+}
+
+// Radix select of the k-th smallest key (0 < k < n) of one row by a whole block.
+__device__ Threshold block_select(const uint32_t* src, int64_t n, int64_t k, bool vec,
+                                  SelectState& s) {
   uint32_t prefix = 0, pmask = 0;
-  unsigned remaining = static_cast<unsigned>(k);
+  unsigned remaining = static_cast<unsigned>(k), ties = 0;
 #pragma unroll 1
   for (int shift = 24; shift >= 0; shift -= 8) {
     s.hist[threadIdx.x] = 0;
     __syncthreads();
-    for (int64_t j = threadIdx.x; j < n; j += kThreads) {
-      const uint32_t key = magnitude_key(bits[j]);
-      if ((key & pmask) == prefix) atomicAdd(&s.hist[(key >> shift) & 255u], 1u);
+    for (int64_t base = 0; base < n; base += kThreads * kEntries) {  // uniform trip count
+      const int64_t c0 = base + kEntries * threadIdx.x;
+      const uint4 b = load4(src, c0, n, vec);
+      const uint32_t bits[4] = {b.x, b.y, b.z, b.w};
+      unsigned bins[4];
+      bool active[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t key = magnitude_key(bits[i]);
+        active[i] = c0 + i < n && (key & pmask) == prefix;
+        bins[i] = (key >> shift) & 255u;
+      }
+      hist_add4(s.hist, bins, active);
     }
     __syncthreads();
     const unsigned c = s.hist[threadIdx.x];
@@ -87,73 +234,61 @@ __device__ uint32_t radix_select_row(const uint32_t* bits, int64_t n, int64_t k,
     prefix |= s.digit << shift;
     pmask |= 255u << shift;
     remaining = s.remaining;
-    *ties = s.count;
+    ties = s.count;
     __syncthreads();
   }
-  *m = remaining;
-  return prefix;
+  return Threshold{prefix, remaining, ties, remaining < ties};
 }
 
-__global__ void __launch_bounds__(kThreads) td_weight_fused_kernel(TaskTable table, uint64_t seed,
-                                                                   int64_t smem_floats,
-                                                                   int* nonfinite) {
-  extern __shared__ uint32_t s_row[];
+// A whole block on one row.
+__device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t smem_floats,
+                          uint32_t* s_row, SelectState& sel, bool* bad) {
+  const int warp = threadIdx.x >> 5;
+  const int64_t n = t.n, k = t.k;
+  const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
+  const bool aligned = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w) & 15) == 0;
+  // Stage the row on chip when it fits; the select passes and the final pass then read it there.
+  const uint32_t* src = row;
+  bool vec = aligned;
+  if (n <= smem_floats) {
+    for (int64_t base = 0; base < n; base += kThreads * kEntries) {
+      const int64_t c0 = base + kEntries * threadIdx.x;
+      if (c0 < n) *reinterpret_cast<uint4*>(s_row + c0) = load4(row, c0, n, aligned);
+    }
+    __syncthreads();
+    src = s_row;
+    vec = true;  // s_row is 16-byte aligned and padded to a multiple of 4
+  }
+  Threshold th;
+  if (k > 0 && k < n) th = block_select(src, n, k, vec, sel);
+  const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
+  uint32_t* mask = t.mask + r * mask_words_per_row(n);
+  unsigned tie_base = 0;
+  for (int64_t base = 0; base < n; base += kThreads * kEntries) {  // uniform trip count
+    const int64_t c0 = base + kEntries * threadIdx.x;
+    const uint4 b = load4(src, c0, n, vec);
+    unsigned tie_rank = 0;
+    if (th.rank_ties) {  // block-uniform branch
+      const unsigned mine = ties4(b, c0, n, th.T);
+      unsigned total;
+      tie_rank = tie_base + block_inclusive_scan(mine, sel.scan_scratch, &total) - mine;
+      tie_base += total;
+    }
+    const unsigned kept = apply4(t, r, c0, b, th, tie_rank, seed, vec_out, bad);
+    store_mask_words(mask, base + 128 * warp, n, kept);
+  }
+  __syncthreads();  // s_row and sel are reused by the next row
+}
+
+__global__ void __launch_bounds__(kThreads, 4)
+    td_weight_fused_kernel(TaskTable table, uint64_t seed, int64_t smem_floats, int* nonfinite) {
+  extern __shared__ __align__(16) uint32_t s_row[];
   __shared__ SelectState sel;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int64_t g = blockIdx.x; g < table.total_rows; g += gridDim.x) {
-    const int ti = find_task(table, g);
-    const DevTask& t = table.t[ti];
-    if (t.unit) continue;
-    const int64_t r = g - t.row_begin, n = t.n, k = t.k;
-    const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
-    // Stage the row on chip when it fits; the select passes then read shared memory.
-    const uint32_t* src = row;
-    if (n <= smem_floats && k > 0 && k < n) {
-      for (int64_t j = threadIdx.x; j < n; j += kThreads) s_row[j] = row[j];
-      __syncthreads();
-      src = s_row;
-    }
-    uint32_t T = 0;
-    unsigned m = 0, ties = 0;
-    if (k > 0 && k < n) T = radix_select_row(src, n, k, sel, &m, &ties);
-    const bool rank_ties = k > 0 && k < n && m < ties;
-    unsigned tie_base = 0;  // ties at the threshold in earlier iterations
+  for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
+    const DevTask& t = table.t[find_task(table, g)];
     bool bad = false;
-    float* out = t.w_out + r * n;
-    uint32_t* mask = t.mask + r * mask_words_per_row(n);
-    const uint64_t base_index = static_cast<uint64_t>(r) * static_cast<uint64_t>(n);
-    for (int64_t base = 0; base < n; base += kThreads) {  // uniform trip count: ballots need it
-      const int64_t c = base + threadIdx.x;
-      const bool valid = c < n;
-      const uint32_t b = valid ? src[c] : 0u;
-      const uint32_t key = magnitude_key(b);
-      bad |= valid && key >= kNonFiniteKey;
-      bool targeted;
-      if (k == 0) {
-        targeted = false;
-      } else if (k == n) {
-        targeted = valid;
-      } else {
-        const bool tie = valid && key == T;
-        targeted = valid && (key < T || (tie && !rank_ties));
-        if (rank_ties) {  // block-uniform branch
-          unsigned total;
-          const unsigned rank = block_inclusive_scan(tie ? 1u : 0u, sel.scan_scratch, &total) -
-                                (tie ? 1u : 0u);
-          targeted = targeted || (tie && tie_base + rank < m);
-          tie_base += total;
-        }
-      }
-      const bool dropped =
-          targeted && td_draw(seed, t.stream, base_index + static_cast<uint64_t>(c),
-                              t.drop_threshold);
-      if (valid) out[c] = dropped ? 0.0f : __uint_as_float(b);
-      const unsigned word = __ballot_sync(0xffffffffu, valid && !dropped);
-      const int64_t first = base + warp * 32;
-      if (lane == 0 && first < n) mask[first / 32] = word;
-    }
-    if (bad) atomicExch(&nonfinite[ti], 1);
-    __syncthreads();  // s_row and sel are reused by the next row
+    block_row(t, g - t.begin, seed, smem_floats, s_row, sel, &bad);
+    if (bad) atomicExch(&nonfinite[t.flag], 1);
   }
 }
 
@@ -162,16 +297,14 @@ __global__ void __launch_bounds__(kThreads) td_unit_norms_kernel(TaskTable table
                                                                  int* nonfinite) {
   __shared__ double lanes[kThreads];
   __shared__ int bad;
-  for (int64_t g = blockIdx.x; g < table.total_rows; g += gridDim.x) {
-    const int ti = find_task(table, g);
-    const DevTask& t = table.t[ti];
-    if (!t.unit) continue;
+  for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
+    const DevTask& t = table.t[find_task(table, g)];
     if (threadIdx.x == 0) bad = 0;
     __syncthreads();
-    const double v = row_norm_sq(t.w + (g - t.row_begin) * t.n, t.n, lanes, &bad);
+    const double v = row_norm_sq(t.w + (g - t.begin) * t.n, t.n, lanes, &bad);
     if (threadIdx.x == 0) {
       norms[g] = v;
-      if (bad) nonfinite[ti] = 1;
+      if (bad) nonfinite[t.flag] = 1;
     }
   }
 }
@@ -184,9 +317,8 @@ __global__ void __launch_bounds__(kThreads) td_unit_select_kernel(TaskTable tabl
   __shared__ SelectState s;
   for (int ti = blockIdx.x; ti < table.count; ti += gridDim.x) {
     const DevTask& t = table.t[ti];
-    if (!t.unit) continue;
     const unsigned long long* keys =
-        reinterpret_cast<const unsigned long long*>(norms + t.row_begin);
+        reinterpret_cast<const unsigned long long*>(norms + t.begin);
     const int64_t R = t.rows, k = t.k;
     unsigned long long T = 0, pmask = 0;
     unsigned remaining = static_cast<unsigned>(k), ties = 0;
@@ -241,7 +373,7 @@ __global__ void __launch_bounds__(kThreads) td_unit_select_kernel(TaskTable tabl
                       ? 1
                       : (td_draw(seed, t.stream, static_cast<uint64_t>(r), t.drop_threshold) ? 2
                                                                                              : 0);
-        row_state[t.row_begin + r] = state;
+        row_state[t.begin + r] = state;
       }
     }
     __syncthreads();
@@ -252,10 +384,9 @@ __global__ void __launch_bounds__(kThreads) td_unit_select_kernel(TaskTable tabl
 __global__ void __launch_bounds__(kThreads) td_unit_apply_kernel(TaskTable table, uint64_t seed,
                                                                  const uint8_t* row_state) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int64_t g = blockIdx.x; g < table.total_rows; g += gridDim.x) {
+  for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
     const DevTask& t = table.t[find_task(table, g)];
-    if (!t.unit) continue;
-    const int64_t r = g - t.row_begin, n = t.n;
+    const int64_t r = g - t.begin, n = t.n;
     const uint8_t state = row_state[g];
     const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
     float* out = t.w_out + r * n;
@@ -274,24 +405,29 @@ __global__ void __launch_bounds__(kThreads) td_unit_apply_kernel(TaskTable table
   }
 }
 
-unsigned grid_for_rows(int64_t rows) {
-  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(rows, 1), 1 << 20));
+unsigned grid_for(int64_t items) {
+  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(items, 1), 1 << 20));
 }
 
-// Largest row (in floats) staged in shared memory: what the device allows beyond the static
-// shared state, capped so several blocks still fit on an SM.
+// Largest row (in floats) staged in shared memory: what the device allows beyond the
+// static shared state, capped so several blocks still fit on an SM.
 int64_t smem_capacity_floats() {
   static const int64_t cap = [] {
     int dev = 0, optin = 0;
     TDROP_CUDA_CHECK(cudaGetDevice(&dev));
     TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    const int64_t bytes = std::min<int64_t>(optin - 4096, 64 * 1024);
+    const int64_t bytes = std::min<int64_t>(optin - 16 * 1024, 64 * 1024);
     TDROP_CUDA_CHECK(cudaFuncSetAttribute(td_weight_fused_kernel,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(bytes)));
     return bytes / 4;
   }();
   return cap;
+}
+
+DevTask dev_task(const TdTask& s, int64_t begin, int flag) {
+  return DevTask{s.w,     s.w_out, s.mask, s.rows, s.n, s.k, s.stream, begin, s.drop_threshold,
+                 flag, s.per_weight_draws ? 1 : 0};
 }
 
 }  // namespace
@@ -302,37 +438,41 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
   const int64_t cap = smem_capacity_floats();
   for (size_t first = 0; first < tasks.size(); first += kMaxTasks) {
     const size_t count = std::min<size_t>(kMaxTasks, tasks.size() - first);
-    TaskTable table{};
-    table.count = static_cast<int>(count);
-    bool any_weight = false, any_unit = false;
-    int64_t max_n = 0;
+    // Weight tasks and unit tasks go to different kernels, each with its own table.
+    TaskTable weights{}, units{};
+    int64_t max_staged = 0;
     for (size_t i = 0; i < count; ++i) {
       const TdTask& s = tasks[first + i];
       TDROP_CHECK(s.n < (int64_t{1} << 31) && s.rows < (int64_t{1} << 31),
                   "targeted dropout: layer '", s.name, "' [", s.rows, ", ", s.n,
                   "] is too large for one launch");
-      table.t[i] = DevTask{s.w, s.w_out, s.mask, s.rows, s.n, s.k, s.stream, table.total_rows,
-                           s.drop_threshold, s.unit ? 1 : 0, s.per_weight_draws ? 1 : 0};
-      table.total_rows += s.rows;
-      any_weight |= !s.unit;
-      any_unit |= s.unit;
-      if (!s.unit && s.n <= cap) max_n = std::max(max_n, s.n);
+      if (s.rows == 0 || s.n == 0) continue;
+      const int flag = static_cast<int>(first + i);
+      if (s.unit) {
+        units.t[units.count++] = dev_task(s, units.total, flag);
+        units.total += s.rows;
+      } else {
+        weights.t[weights.count++] = dev_task(s, weights.total, flag);
+        weights.total += s.rows;  // one block per row
+        if (s.n <= cap) max_staged = std::max(max_staged, s.n);
+      }
     }
-    if (table.total_rows == 0) continue;
-    const unsigned grid = grid_for_rows(table.total_rows);
-    if (any_weight) {
-      td_weight_fused_kernel<<<grid, kThreads, static_cast<size_t>(max_n) * 4, cuda_stream()>>>(
-          table, seed, max_n, flags + first);
+    if (weights.count > 0) {
+      const int64_t staged = (max_staged + 3) / 4 * 4;  // rows are read 4 entries at a time
+      td_weight_fused_kernel<<<grid_for(weights.total), kThreads,
+                               static_cast<size_t>(staged) * 4, cuda_stream()>>>(
+          weights, seed, max_staged, flags);
       TDROP_LAUNCH_CHECK("td_weight_fused_kernel");
     }
-    if (any_unit) {
-      double* norms = static_cast<double*>(ws.buffer(0, table.total_rows * sizeof(double)));
-      uint8_t* state = static_cast<uint8_t*>(ws.buffer(1, table.total_rows));
-      td_unit_norms_kernel<<<grid, kThreads, 0, cuda_stream()>>>(table, norms, flags + first);
+    if (units.count > 0) {
+      double* norms = static_cast<double*>(ws.buffer(0, units.total * sizeof(double)));
+      uint8_t* state = static_cast<uint8_t*>(ws.buffer(1, units.total));
+      const unsigned grid = grid_for(units.total);
+      td_unit_norms_kernel<<<grid, kThreads, 0, cuda_stream()>>>(units, norms, flags);
       TDROP_LAUNCH_CHECK("td_unit_norms_kernel");
-      td_unit_select_kernel<<<table.count, kThreads, 0, cuda_stream()>>>(table, seed, norms, state);
+      td_unit_select_kernel<<<units.count, kThreads, 0, cuda_stream()>>>(units, seed, norms, state);
       TDROP_LAUNCH_CHECK("td_unit_select_kernel");
-      td_unit_apply_kernel<<<grid, kThreads, 0, cuda_stream()>>>(table, seed, state);
+      td_unit_apply_kernel<<<grid, kThreads, 0, cuda_stream()>>>(units, seed, state);
       TDROP_LAUNCH_CHECK("td_unit_apply_kernel");
     }
   }

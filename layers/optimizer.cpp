@@ -46,13 +46,19 @@ std::vector<std::pair<std::string, Tensor>> SGD::state() const {
 
 void SGD::step() {
   const SgdParams sp{lr_, momentum_, weight_decay_, nesterov_};
+  std::vector<Tensor> w, g, buf;  // the CUDA parameters: one launch for all of them
   for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor& g = params_[i].grad();
-    if (!g.defined()) continue;
-    const Tensor gc = g.contiguous();
-    if (params_[i].is_cuda()) sgd_update_cuda(params_[i], gc, buf_[i], sp, steps_ == 0);
-    else sgd_update_cpu(params_[i], gc, buf_[i], sp, steps_ == 0);
+    const Tensor& grad = params_[i].grad();
+    if (!grad.defined()) continue;
+    if (params_[i].is_cuda()) {
+      w.push_back(params_[i]);
+      g.push_back(grad.contiguous());
+      buf.push_back(buf_[i]);
+    } else {
+      sgd_update_cpu(params_[i], grad.contiguous(), buf_[i], sp, steps_ == 0);
+    }
   }
+  if (!w.empty()) sgd_update_multi_cuda(w, g, buf, sp, steps_ == 0);
   ++steps_;
 }
 

@@ -140,14 +140,24 @@ TdTask make_task(const TargetedDropoutConfig& cfg, const TargetedWeight::Plan& p
   return t;
 }
 
+void launch_cuda(const std::vector<TdTask>& tasks, uint64_t seed) {
+  if (g_impl == TdCudaImpl::Fused) targeted_dropout_fused_cuda(tasks, seed, workspace());
+  else targeted_dropout_unfused_cuda(tasks, seed, workspace());
+}
+
 void run_tasks(const std::vector<TdTask>& tasks, uint64_t seed, Device d) {
   if (d == Device::CPU) {
     for (const TdTask& t : tasks) targeted_dropout_reference(t, seed);
     return;
   }
-  if (g_impl == TdCudaImpl::Fused) targeted_dropout_fused_cuda(tasks, seed, workspace());
-  else targeted_dropout_unfused_cuda(tasks, seed, workspace());
+  launch_cuda(tasks, seed);
   td_check_nonfinite(tasks, workspace());
+}
+
+// The non-finite check of the last precomputed step, looked at one step later.
+TdNonfiniteCheck& pending_check() {
+  static TdNonfiniteCheck check;
+  return check;
 }
 
 Tensor finish(const TargetedDropoutConfig& cfg, const Tensor& weight, Tensor w_out, Tensor mask,
@@ -255,9 +265,13 @@ void precompute_targeted_dropout(Module& model, uint64_t seed, uint64_t step) {
                               td.layer_name()));
     outputs.push_back({&td, {w_out, mask}});
   }
+  pending_check().finish();  // the previous step's weights: throws naming a non-finite layer
   if (tasks.empty()) return;
-  run_tasks(tasks, seed, Device::CUDA);
+  launch_cuda(tasks, seed);
+  pending_check().start(tasks, workspace());
   for (auto& [td, wm] : outputs) td->set_precomputed(wm.first, wm.second, step);
 }
+
+void finish_targeted_dropout_checks() { pending_check().finish(); }
 
 }  // namespace tdrop

@@ -106,7 +106,10 @@ struct SparsityReport {
 SparsityReport measure_sparsity(Module& model);
 
 // On CUDA, computes this step's W' and masks of every targeted layer in one grouped launch and
-// hands them to the layers, so their forward passes launch nothing. No-op on CPU.
+// hands them to the layers, so their forward passes launch nothing. No-op on CPU. The check for
+// NaN/Inf weights of a step runs during the next call (no stall of the GPU per step);
+// finish_targeted_dropout_checks() runs the last one now. Both throw naming the layer.
 void precompute_targeted_dropout(Module& model, uint64_t seed, uint64_t step);
+void finish_targeted_dropout_checks();
 
 }  // namespace tdrop

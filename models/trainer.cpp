@@ -5,10 +5,12 @@
 #include <csignal>
 #include <cmath>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <future>
 
 #include "core/atomic_file.h"
+#include "core/readback.h"
 #include "data/datasets.h"
 #include "kernels/ops.h"
 #include "layers/lr_schedule.h"
@@ -286,6 +288,39 @@ TrainResult train(const TrainConfig& cfg_in) {
 
   AnomalyScope anomaly(cfg.detect_anomaly);
   SignalScope signals(cfg.handle_signals);
+  // A step's loss and predictions are read back behind the queued work and looked at `lag`
+  // steps later, so the host never drains the GPU mid-epoch (on CPU they are looked at at once).
+  // A non-finite loss is still reported with the step that produced it; the parameters may have
+  // taken up to `lag` more steps by then, but nothing non-finite is ever saved.
+  const size_t lag = device == Device::CUDA && !cfg.detect_anomaly ? 2 : 0;
+  struct PendingStep {
+    long step;
+    int epoch;
+    Readback values;  // loss [1], predictions [B], labels [B]
+  };
+  std::deque<PendingStep> pending;
+  std::vector<Readback> spare;  // reused: pinned memory and events are costly to create
+  auto settle = [&](size_t keep) {
+    if (keep == 0) finish_targeted_dropout_checks();
+    while (pending.size() > keep) {
+      PendingStep& p = pending.front();
+      p.values.wait();
+      const double l = p.values.part<float>(0)[0];
+      if (!std::isfinite(l)) {
+        const std::string bad = first_nonfinite_tensor(model);
+        fail("training diverged: loss is ", l, " at step ", p.step, " (epoch ", p.epoch, ")",
+             bad.empty() ? std::string() : "; first non-finite: " + bad,
+             "; lower --lr or check the data. The last good checkpoint in ",
+             writing ? cfg.out_dir : std::string("(none)"), " is kept");
+      }
+      const std::vector<int64_t> pred = p.values.part<int64_t>(1), y = p.values.part<int64_t>(2);
+      for (size_t i = 0; i < y.size(); ++i) at.correct += pred[i] == y[i];
+      at.loss_sum += l * static_cast<double>(y.size());
+      at.seen += static_cast<int64_t>(y.size());
+      spare.push_back(std::move(p.values));
+      pending.pop_front();
+    }
+  };
   for (int epoch = at.epoch; epoch <= cfg.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     const double seconds_before = at.seconds;
@@ -305,14 +340,13 @@ TrainResult train(const TrainConfig& cfg_in) {
       opt->set_lr(sched.at(step));
       Tensor logits = model.forward(b.images);
       Tensor loss = cross_entropy(logits, b.labels);
-      const double l = loss.item();
-      if (!std::isfinite(l)) {
-        const std::string bad = first_nonfinite_tensor(model);
-        fail("training diverged: loss is ", l, " at step ", step, " (epoch ", epoch, ")",
-             bad.empty() ? std::string() : "; first non-finite: " + bad,
-             "; lower --lr or check the data. The last good checkpoint in ",
-             writing ? cfg.out_dir : std::string("(none)"), " is kept");
+      pending.push_back({step, epoch, Readback()});
+      if (!spare.empty()) {
+        pending.back().values = std::move(spare.back());
+        spare.pop_back();
       }
+      pending.back().values.start({loss, argmax(logits.detach()), b.labels});
+      settle(lag);  // with lag 0 a non-finite loss stops here, before any update
       opt->zero_grad();
       loss.backward();
       if (cfg.l1 > 0)
@@ -322,22 +356,25 @@ TrainResult train(const TrainConfig& cfg_in) {
         }
       if (cfg.clip_grad_norm > 0) clip_grad_norm(model, cfg.clip_grad_norm);
       opt->step();
-      at.loss_sum += l * static_cast<double>(b.labels.numel());
-      at.correct += count_correct(logits, b.labels);
-      at.seen += b.labels.numel();
       at.step = step + 1;
       at.batch = i + 1;
       at.seconds = seconds_before +
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       char extra[160];
+      const int64_t done = (i + 1) * cfg.batch_size;  // images/s counts queued steps too
       std::snprintf(extra, sizeof extra, "loss %.4f  acc %5.2f%%  %.0f images/s",
-                    at.loss_sum / at.seen, 100.0 * at.correct / at.seen,
-                    at.seen / std::max(at.seconds, 1e-9));
+                    at.loss_sum / std::max<int64_t>(at.seen, 1),
+                    100.0 * at.correct / std::max<int64_t>(at.seen, 1),
+                    static_cast<double>(std::min<int64_t>(done, train_set.count)) /
+                        std::max(at.seconds, 1e-9));
       progress.update("epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs) +
                           " step",
                       i + 1, steps_per_epoch, extra);
       const bool stop = g_stop.load();
-      if ((cfg.save_every > 0 && at.step % cfg.save_every == 0) || stop) save_point(at);
+      if ((cfg.save_every > 0 && at.step % cfg.save_every == 0) || stop) {
+        settle(0);  // a resume point holds every finished step's loss and accuracy
+        save_point(at);
+      }
       if (stop) {
         progress.finish();
         std::fprintf(stderr,
@@ -348,6 +385,9 @@ TrainResult train(const TrainConfig& cfg_in) {
         return result;
       }
     }
+    settle(0);
+    at.seconds = seconds_before +
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     progress.finish();
     EpochMetrics m;
     m.seconds = at.seconds;

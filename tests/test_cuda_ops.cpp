@@ -577,6 +577,36 @@ std::vector<OpCase> build_cases() {
             return Tensors{in[0], in[2]};
           },
           kClose);
+  // All parameters in one launch: three tensors (one empty, one spanning several chunks).
+  for (const SgdCase& sc : {SgdCase{"plain", {0.1f, 0.0f, 0.0f, false}},
+                            SgdCase{"nesterov", {0.05f, 0.9f, 5e-4f, true}}})
+    add(std::string("sgd_multi_") + sc.name,
+        [=](Gen& g) {
+          Tensors t;
+          for (const Shape& s : std::vector<Shape>{{257, 33}, {0}, {7}, {5000}})
+            for (Tensor x : {g.uniform(s), g.uniform(s), Tensor::zeros(s)}) t.push_back(x);
+          return t;
+        },
+        [=](const Tensors& in) {
+          std::vector<Tensor> w, gr, buf;
+          for (size_t i = 0; i < in.size(); i += 3) {
+            w.push_back(in[i]);
+            gr.push_back(in[i + 1]);
+            buf.push_back(in[i + 2]);
+          }
+          for (int step = 0; step < 3; ++step) {
+            if (in[0].is_cuda()) {
+              sgd_update_multi_cuda(w, gr, buf, sc.p, step == 0);
+            } else {
+              for (size_t i = 0; i < w.size(); ++i)
+                sgd_update_cpu(w[i], gr[i], buf[i], sc.p, step == 0);
+            }
+          }
+          Tensors out = w;
+          out.insert(out.end(), buf.begin(), buf.end());
+          return out;
+        },
+        kClose);
   for (bool decoupled : {false, true})
     for (const Shape& s : std::vector<Shape>{{257, 33}, {7}, {0}})
       add(std::string(decoupled ? "adamw_" : "adam_") + shape_name(s),

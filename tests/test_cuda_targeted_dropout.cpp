@@ -143,6 +143,21 @@ TEST(CudaTargetedDropout, GroupedLaunchOfManyLayers) {
   run_and_compare(cases, true, seed);
 }
 
+// Weight and unit layers, short rows (a warp each) and long rows (a block each), in one call.
+TEST(CudaTargetedDropout, GroupedLaunchMixesModesAndRowLengths) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const std::vector<Case> cases = {{9, 1024, WeightKind::Normal, 0.5, 0.5f, false, false},
+                                   {5, 1025, WeightKind::FewValues, 0.5, 0.5f, false, false},
+                                   {33, 30, WeightKind::Mixed, 0.25, 0.5f, true, false},
+                                   {7, 20000, WeightKind::Normal, 0.9, 0.3f, false, false},
+                                   {1, 1, WeightKind::Normal, 1.0, 1.0f, false, false},
+                                   {12, 577, WeightKind::Denormals, 0.6, 0.5f, true, true},
+                                   {100, 576, WeightKind::SignedZeros, 0.5, 0.75f, false, false}};
+  run_and_compare(cases, true, seed);
+}
+
 TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
   SKIP_WITHOUT_GPU();
   for (bool fused : {true, false}) {
