@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""The fused-vs-unfused-vs-PyTorch race as one markdown table.
+
+Usage: python3 bench/race_table.py BENCH_JSON TORCH_JSONL
+
+BENCH_JSON is bench_targeted_dropout's --benchmark_out (JSON), TORCH_JSONL the peer's --json
+output, both from the same call on the same GPU (apps/gpu-check.sh writes both). Times are
+medians in microseconds. GB/s count 8.125 bytes per fp32 weight (read W, write W', one mask bit).
+The copy ceiling is the fastest device-to-device copy the benchmark measured in that run
+(8 bytes per weight, one large matrix), so "% of copy" compares every set with the card's
+bandwidth rather than with a copy issued layer by layer. PyTorch's "unit" variant is
+unit-level dropout, a different operation, so the weight-level comparison uses the fastest of
+its sort, kthvalue, topk and compiled variants.
+"""
+import json
+import sys
+
+WEIGHT_VARIANTS = ("sort", "kthvalue", "topk", "compiled")
+ORDER = ("mlp", "resnet32", "vgg16", "transformer", "square", "tall", "wide")
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    bench = json.load(open(sys.argv[1]))["benchmarks"]
+    ours = {}
+    for b in bench:
+        if "median_us" not in b:
+            continue  # a case that skipped or failed its reference check
+        path, shape_set = b["name"].split("/")[:2]
+        ours[(path, shape_set)] = b
+    copy_gbps = max(b["copy_GBps"] for b in ours.values())
+    torch = {}
+    for line in open(sys.argv[2]):
+        r = json.loads(line)
+        torch[(r["variant"], r["shape_set"])] = r
+    print(f"copy ceiling: {copy_gbps:.0f} GB/s (device-to-device, read + write)\n")
+    print("| shape set | weights | fused µs | fused GB/s | % of copy | per-layer µs | unfused µs "
+          "| fastest PyTorch (weight) µs | fused vs unfused | fused vs PyTorch |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for s in ORDER:
+        f = ours.get(("cuda_fused", s))
+        if f is None:
+            continue
+        u = ours.get(("cuda_unfused", s))
+        pl = ours.get(("cuda_fused_per_layer", s))
+        peers = [torch[(v, s)] for v in WEIGHT_VARIANTS if (v, s) in torch]
+        best = min(peers, key=lambda r: r["median_us"]) if peers else None
+        gbps = 8.125 * f["weights"] / (f["median_us"] * 1e-6) / 1e9
+        cells = [
+            s,
+            f"{int(f['weights']):,}",
+            f"{f['median_us']:.1f}",
+            f"{gbps:.0f}",
+            f"{100 * gbps / copy_gbps:.0f}%",
+            f"{pl['median_us']:.1f}" if pl else "–",
+            f"{u['median_us']:.1f}" if u else "–",
+            f"{best['median_us']:.1f} ({best['variant']})" if best else "–",
+            f"{u['median_us'] / f['median_us']:.1f}×" if u else "–",
+            f"{best['median_us'] / f['median_us']:.1f}×" if best else "–",
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
