@@ -196,6 +196,7 @@ TrainResult train(const TrainConfig& cfg_in) {
     r.out_dir = cfg.out_dir;
     r.progress = cfg.progress;
     r.print_epochs = cfg.print_epochs;
+    r.readback_lag = cfg.readback_lag;
     r.resume = true;
     r.save_every = cfg.save_every ? cfg.save_every : r.save_every;
     r.detect_anomaly = cfg.detect_anomaly;
@@ -292,7 +293,10 @@ TrainResult train(const TrainConfig& cfg_in) {
   // steps later, so the host never drains the GPU mid-epoch (on CPU they are looked at at once).
   // A non-finite loss is still reported with the step that produced it; the parameters may have
   // taken up to `lag` more steps by then, but nothing non-finite is ever saved.
-  const size_t lag = device == Device::CUDA && !cfg.detect_anomaly ? 2 : 0;
+  const size_t lag = cfg.detect_anomaly          ? 0
+                     : cfg.readback_lag >= 0      ? static_cast<size_t>(cfg.readback_lag)
+                     : device == Device::CUDA     ? 2
+                                                  : 0;
   struct PendingStep {
     long step;
     int epoch;

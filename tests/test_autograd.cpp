@@ -11,6 +11,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "tests/expect_error.h"
 #include "tests/grad_check.h"
 
 namespace tdrop {
@@ -19,17 +20,7 @@ namespace {
 using testing::fresh_seed;
 using testing::random_tensor;
 
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    ADD_FAILURE() << "expected tdrop::Error, nothing was thrown";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& n : needles)
-      EXPECT_NE(msg.find(n), std::string::npos) << "message \"" << msg << "\" lacks \"" << n << "\"";
-  }
-}
+using testing::expect_error;
 
 void expect_all_near(const std::vector<double>& got, const std::vector<double>& want,
                      double tol = 1e-12) {

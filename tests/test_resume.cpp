@@ -159,8 +159,9 @@ TEST(Resume, SigkillNeverLeavesABrokenCheckpoint) {
       EXPECT_NO_THROW(load_safetensors(dir + f)) << f << " after kill " << round;
       ++loaded;
     }
-    if (fs::exists(dir + "/model.safetensors"))
+    if (fs::exists(dir + "/model.safetensors")) {
       EXPECT_NO_THROW(load_checkpoint(dir + "/model.safetensors")) << "round " << round;
+    }
   }
   EXPECT_GT(loaded, 0) << "no checkpoint was ever written: the kills came too early";
   fs::remove_all(dir);

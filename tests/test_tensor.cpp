@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/ops.h"
+#include "tests/expect_error.h"
 #include "tests/grad_check.h"
 
 namespace tdrop {
@@ -22,17 +23,7 @@ namespace {
 using testing::fresh_seed;
 
 // Runs `f`, expecting a tdrop::Error whose message contains every one of `needles`.
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    ADD_FAILURE() << "expected tdrop::Error, nothing was thrown";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& n : needles)
-      EXPECT_NE(msg.find(n), std::string::npos) << "message \"" << msg << "\" lacks \"" << n << "\"";
-  }
-}
+using testing::expect_error;
 
 std::vector<float> iota_floats(int64_t n, float start = 0.0f) {
   std::vector<float> v(static_cast<size_t>(n));

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -32,6 +33,7 @@
 #include "models/checkpoint.h"
 #include "models/registry.h"
 #include "models/trainer.h"
+#include "tests/expect_error.h"
 #include "tests/grad_check.h"
 
 namespace fs = std::filesystem;
@@ -42,23 +44,8 @@ namespace {
 
 using testing::fresh_seed;
 
-template <class F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected tdrop::Error, nothing was thrown";
-  return "";
-}
-
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> needles) {
-  const std::string msg = error_message(f);
-  for (const std::string& n : needles)
-    EXPECT_NE(msg.find(n), std::string::npos) << "message \"" << msg << "\" lacks \"" << n << "\"";
-}
+using testing::error_message;
+using testing::expect_error;
 
 using ::tdrop::testing::TempDir;
 
@@ -837,6 +824,93 @@ TEST(EndToEnd, BadConfigurationsAreErrors) {
   TempDir empty;
   cfg.data_dir = empty.path().string();
   expect_error([&] { train(cfg); }, {empty.path().string(), "dataset-fashion-mnist"});
+}
+
+// A small CPU run of the MLP on real Fashion-MNIST; skips when the dataset is not installed.
+#define SKIP_WITHOUT_FASHION_MNIST()                                                   \
+  if (!fs::exists(fashion_mnist_dir() + "/train-images-idx3-ubyte.gz"))                \
+  GTEST_SKIP() << "Fashion-MNIST not found in " << fashion_mnist_dir()                 \
+               << "; install the Debian package dataset-fashion-mnist or set TDROP_DATA_DIR"
+
+TrainConfig small_run(uint64_t seed) {
+  TrainConfig cfg;
+  cfg.model = "mlp";
+  cfg.data_dir = fashion_mnist_dir();
+  cfg.epochs = 2;
+  cfg.train_limit = 1500;
+  cfg.progress = false;
+  cfg.print_epochs = false;
+  cfg.device = "cpu";
+  cfg.seed = seed;
+  return cfg;
+}
+
+// On the GPU a step's loss and predictions are looked at two steps after they are computed.
+// The bookkeeping must give the run that looking at once gives, number for number.
+TEST(EndToEnd, LookingAtLossesLateGivesTheSameRun) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  TrainConfig cfg = small_run(fresh_seed());
+  SCOPED_TRACE("seed " + std::to_string(cfg.seed));
+  cfg.td.mode = TargetedDropoutConfig::Mode::Weight;
+  cfg.td.gamma = 0.5f;
+  cfg.td.alpha = 0.5f;
+  cfg.readback_lag = 0;
+  const TrainResult now = train(cfg);
+  cfg.readback_lag = 2;
+  const TrainResult late = train(cfg);
+  ASSERT_EQ(now.epochs.size(), 2u);
+  ASSERT_EQ(late.epochs.size(), 2u);
+  for (size_t e = 0; e < 2; ++e) {
+    EXPECT_EQ(late.epochs[e].step, now.epochs[e].step);
+    EXPECT_EQ(late.epochs[e].train_loss, now.epochs[e].train_loss);
+    EXPECT_EQ(late.epochs[e].train_accuracy, now.epochs[e].train_accuracy);
+    EXPECT_EQ(late.epochs[e].test_accuracy, now.epochs[e].test_accuracy);
+  }
+  EXPECT_GT(now.epochs[1].train_accuracy, 0.5) << "the run must have learned something";
+  const auto a = now.model->named_parameters(), b = late.model->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(a[i].second.to_vector<float>(), b[i].second.to_vector<float>()) << a[i].first;
+}
+
+// A learning rate of 1000 blows the MLP up within a few steps: the error names the step whose
+// loss was not finite, whether the loss was looked at at once or two steps late, and the resume
+// point saved every step before it is still finite.
+TEST(EndToEnd, DivergenceNamesTheStepAndKeepsTheLastGoodSave) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  std::string first;
+  for (int lag : {0, 2}) {
+    SCOPED_TRACE("lag " + std::to_string(lag));
+    TempDir dir;
+    TrainConfig cfg = small_run(7);
+    cfg.lr = 1000.0f;
+    cfg.save_every = 1;
+    cfg.readback_lag = lag;
+    cfg.out_dir = dir.file("run");
+    std::string msg;
+    try {
+      train(cfg);
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    ASSERT_NE(msg.find("training diverged"), std::string::npos) << msg;
+    const size_t at = msg.find(" at step ");
+    ASSERT_NE(at, std::string::npos) << msg;
+    const std::string step = msg.substr(at, msg.find(' ', at + 9) - at);
+    if (first.empty()) first = step;
+    EXPECT_EQ(step, first) << "both lags must name the same step: " << msg;
+    EXPECT_NE(msg.find(cfg.out_dir), std::string::npos) << "the message names the run directory";
+    EXPECT_FALSE(fs::exists(cfg.out_dir + "/model.safetensors")) << "no epoch finished";
+    ASSERT_TRUE(fs::exists(cfg.out_dir + "/resume.safetensors"));
+    const SafetensorsFile saved = load_safetensors(cfg.out_dir + "/resume.safetensors");
+    ASSERT_FALSE(saved.tensors.empty());
+    for (const auto& [name, t] : saved.tensors) {
+      if (t.dtype != "F32") continue;
+      std::vector<float> v(t.bytes.size() / 4);
+      std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
+      for (float x : v) ASSERT_TRUE(std::isfinite(x)) << name << " in the last save";
+    }
+  }
 }
 
 }  // namespace
