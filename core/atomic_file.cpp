@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -51,6 +52,13 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 }
 
 std::string read_file(const std::string& path) {
+  // Checked before opening: opening a FIFO blocks until a writer comes, and a device such as
+  // /dev/zero never ends.
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  TDROP_CHECK(!ec, "cannot open ", path, ": ", ec.message());
+  TDROP_CHECK(std::filesystem::is_regular_file(status), "cannot read ", path,
+              ": not a regular file");
   std::ifstream in(path, std::ios::binary);
   TDROP_CHECK(in.good(), "cannot open ", path, ": ", std::strerror(errno));
   std::ostringstream ss;

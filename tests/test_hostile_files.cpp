@@ -8,6 +8,7 @@
 // corrupt checkpoints (ctest sets TDROP_TEST_BINARY_DIR; without it that test skips).
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <zlib.h>
 
@@ -197,6 +198,16 @@ TEST_F(HostileCheckpoint, TheGoodFileLoadsWithItsValues) {
   for (const auto& [name, t] : loaded) EXPECT_EQ(t.to_vector<float>(), params_.at(name)) << name;
   EXPECT_EQ(params_.at("1.weight").size(), 24u);
   EXPECT_EQ(good_.size(), header_end_ + 4 * (24 + 4 + 12 + 3));
+}
+
+// A FIFO would block the open until a writer came, a device would never end: neither is read.
+TEST_F(HostileCheckpoint, FifosAndDevicesAreNotFiles) {
+  const std::string fifo = dir_.file("model.safetensors.fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  for (const std::string& path : {fifo, std::string("/dev/zero")}) {
+    expect_error(error_from([&] { load_safetensors(path); }), path, {"not a regular file"});
+    expect_error(error_from([&] { load_checkpoint(path); }), path, {"not a regular file"});
+  }
 }
 
 TEST_F(HostileCheckpoint, EveryTruncationIsAnError) {
