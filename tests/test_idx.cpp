@@ -173,7 +173,7 @@ TEST_F(IdxTest, NdimOutOfRange) {
 TEST_F(IdxTest, TruncatedHeader) {
   const std::string p = path("hdr.idx");
   Bytes b = idx_header(0x08, {3, 4});
-  b.resize(b.size() - 3);
+  b.erase(b.end() - 3, b.end());
   write_plain(p, b);
   EXPECT_ERROR(read_idx(p), p, "truncated IDX header");
 }

@@ -66,8 +66,11 @@ TEST_P(TdReference, DropsOnlyTargetedEntriesAndAlphaOneDropsAllOfThem) {
       TdOutput half;
       targeted_dropout_reference(make_task(w, rows, n, gamma, 0.5f, false, 9, half), seed);
       expect_consistent(w, rows, n, half);
-      for (int64_t i = 0; i < rows * n; ++i)
-        if (!mask_bit(half.mask, n, i / n, i % n)) ASSERT_TRUE(targeted[i]) << "entry " << i;
+      for (int64_t i = 0; i < rows * n; ++i) {
+        if (!mask_bit(half.mask, n, i / n, i % n)) {
+          ASSERT_TRUE(targeted[i]) << "entry " << i;
+        }
+      }
     }
   }
 }

@@ -48,8 +48,11 @@ TEST(TargetedLinear, TrainingUsesWPrimeAndTheGradientIsMasked) {
   for (int c = 0; c < 40; ++c) {
     double col = 0;
     for (int b = 0; b < 4; ++b) col += x.to_vector<float>()[b * 40 + c];
-    for (int r = 0; r < 6; ++r)
-      if (g[r * 40 + c] != 0.0f) EXPECT_NEAR(g[r * 40 + c], col, 1e-4);
+    for (int r = 0; r < 6; ++r) {
+      if (g[r * 40 + c] != 0.0f) {
+        EXPECT_NEAR(g[r * 40 + c], col, 1e-4);
+      }
+    }
   }
 }
 
