@@ -32,7 +32,7 @@ class Readback {
   template <class T>
   std::vector<T> part(size_t i) const {
     std::vector<T> out(sizes_[i] / sizeof(T));
-    std::memcpy(out.data(), host_ + offsets_[i], out.size() * sizeof(T));
+    if (!out.empty()) std::memcpy(out.data(), host_ + offsets_[i], out.size() * sizeof(T));
     return out;
   }
 
