@@ -1,6 +1,7 @@
 #include "core/safetensors.h"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -22,25 +23,6 @@ constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 constexpr size_t kMaxHeaderDepth = 16;
 constexpr const char* kMetadataKey = "__metadata__";
 
-// Names and parser messages come from the file; escape control bytes so every error stays on
-// one line, and cap the length so a huge name cannot flood the log.
-std::string printable(std::string_view s) {
-  constexpr size_t kMax = 200;
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7F) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > kMax) out += "...";
-  return out;
-}
 
 // Product of the dims times the element size, or an error reason when a dim is negative or
 // the product does not fit in 64 bits. A zero dim makes the product 0, but the other dims must
@@ -271,6 +253,42 @@ SafetensorsFile decode_safetensors(std::string_view bytes, const std::string& fi
 
 SafetensorsFile load_safetensors(const std::string& path) {
   return decode_safetensors(read_file(path), path);
+}
+
+std::string printable(std::string_view s) {
+  constexpr size_t kMax = 200;
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7F) {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > kMax) out += "...";
+  return out;
+}
+
+RawTensor to_raw_tensor(const Tensor& t) {
+  const Tensor c = t.to(Device::CPU).contiguous();
+  RawTensor r;
+  r.dtype = dtype_name(c.dtype());
+  r.shape = c.shape();
+  r.bytes.assign(static_cast<const char*>(c.raw_data()),
+                 static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
+  return r;
+}
+
+Tensor f32_tensor_from_raw(const RawTensor& r, const std::string& name, const std::string& source) {
+  TDROP_CHECK(r.dtype == "F32", source, ": tensor '", printable(name), "' has dtype ",
+              printable(r.dtype), "; tdrop files hold F32 tensors");
+  Tensor t = Tensor::empty(r.shape, DType::F32, Device::CPU);
+  if (!r.bytes.empty()) std::memcpy(t.raw_data(), r.bytes.data(), r.bytes.size());
+  return t;
 }
 
 }  // namespace tdrop

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/tensor.h"
+
 namespace tdrop {
 
 struct RawTensor {
@@ -33,6 +35,15 @@ void save_safetensors(const std::string& path, const SafetensorsFile& f);
 // name_for_errors is only used in messages (usually the path).
 SafetensorsFile decode_safetensors(std::string_view bytes, const std::string& name_for_errors);
 SafetensorsFile load_safetensors(const std::string& path);
+
+// A tensor's bytes as a file tensor (copied to the host, made contiguous).
+RawTensor to_raw_tensor(const Tensor& t);
+// A file tensor as a CPU float32 tensor; anything else is an error naming `source` and `name`.
+Tensor f32_tensor_from_raw(const RawTensor& r, const std::string& name, const std::string& source);
+
+// Text from a file made safe for a one-line error: control bytes escaped as \xNN, at most 200
+// characters kept.
+std::string printable(std::string_view s);
 
 // Bytes per element; throws tdrop::Error for an unknown dtype.
 size_t safetensors_dtype_size(const std::string& dtype);

@@ -1,7 +1,5 @@
 #include "models/checkpoint.h"
 
-#include <cstring>
-
 #include "core/safetensors.h"
 #include "models/registry.h"
 
@@ -12,21 +10,6 @@ namespace {
 // refused while parsing, before code that prints or walks it recursively can overflow the stack.
 constexpr int kMaxConfigDepth = 16;
 
-// Names in a checkpoint come from the file: escape control bytes so every error stays one line.
-std::string printable(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s.substr(0, 200)) {
-    if (c < 0x20 || c == 0x7F) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return s.size() > 200 ? out + "..." : out;
-}
 
 bool has_control(const std::string& s) {
   for (unsigned char c : s)
@@ -42,15 +25,7 @@ void save_checkpoint(const std::string& path, const Module& model, const std::st
   SafetensorsFile f;
   auto tensors = model.named_parameters();
   for (auto& b : model.named_buffers()) tensors.push_back(b);  // e.g. BatchNorm running stats
-  for (auto& [name, t] : tensors) {
-    const Tensor c = t.to(Device::CPU).contiguous();
-    RawTensor r;
-    r.dtype = dtype_name(c.dtype());
-    r.shape = c.shape();
-    r.bytes.assign(static_cast<const char*>(c.raw_data()),
-                   static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
-    f.tensors[name] = std::move(r);
-  }
+  for (auto& [name, t] : tensors) f.tensors[name] = to_raw_tensor(t);
   f.metadata = extra_metadata;
   f.metadata["format"] = "tdrop";
   f.metadata["model"] = model_name;
@@ -95,11 +70,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   for (auto& [name, r] : f.tensors) {
     TDROP_CHECK(!has_control(name), path, ": tensor name \"", printable(name),
                 "\" contains control characters");
-    TDROP_CHECK(r.dtype == "F32", path, ": tensor '", name, "' has dtype ", r.dtype,
-                "; tdrop checkpoints hold F32 parameters");
-    Tensor t = Tensor::empty(r.shape, DType::F32, Device::CPU);
-    std::memcpy(t.raw_data(), r.bytes.data(), r.bytes.size());
-    state[name] = t;
+    state[name] = f32_tensor_from_raw(r, name, path);
   }
   ck.model->load_state(state, path);
   ck.model->eval();

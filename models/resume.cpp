@@ -1,6 +1,5 @@
 #include "models/resume.h"
 
-#include <cstring>
 #include <filesystem>
 
 #include "core/safetensors.h"
@@ -8,24 +7,6 @@
 namespace tdrop {
 
 namespace {
-RawTensor to_raw(const Tensor& t) {
-  const Tensor c = t.to(Device::CPU).contiguous();
-  RawTensor r;
-  r.dtype = dtype_name(c.dtype());
-  r.shape = c.shape();
-  r.bytes.assign(static_cast<const char*>(c.raw_data()),
-                 static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
-  return r;
-}
-
-Tensor from_raw(const RawTensor& r, const std::string& name, const std::string& source) {
-  TDROP_CHECK(r.dtype == "F32", source, ": tensor '", name, "' has dtype ", r.dtype,
-              ", expected F32");
-  Tensor t = Tensor::empty(r.shape, DType::F32, Device::CPU);
-  std::memcpy(t.raw_data(), r.bytes.data(), r.bytes.size());
-  return t;
-}
-
 template <class T>
 T meta(const std::map<std::string, std::string>& m, const std::string& key,
        const std::string& source) {
@@ -44,9 +25,9 @@ std::string resume_path(const std::string& run_dir) { return run_dir + "/resume.
 void save_resume(const std::string& run_dir, const Module& model, const Optimizer& opt,
                  const ResumePoint& at) {
   SafetensorsFile f;
-  for (auto& [name, t] : model.named_parameters()) f.tensors["model/" + name] = to_raw(t);
-  for (auto& [name, t] : model.named_buffers()) f.tensors["model/" + name] = to_raw(t);
-  for (auto& [name, t] : opt.state()) f.tensors["optim/" + name] = to_raw(t);
+  for (auto& [name, t] : model.named_parameters()) f.tensors["model/" + name] = to_raw_tensor(t);
+  for (auto& [name, t] : model.named_buffers()) f.tensors["model/" + name] = to_raw_tensor(t);
+  for (auto& [name, t] : opt.state()) f.tensors["optim/" + name] = to_raw_tensor(t);
   f.metadata = {{"format", "tdrop-resume"},
                 {"epoch", std::to_string(at.epoch)},
                 {"batch", std::to_string(at.batch)},
@@ -70,8 +51,8 @@ ResumePoint load_resume(const std::string& run_dir, Module& model, Optimizer& op
               ": not a tdrop resume file");
   std::map<std::string, Tensor> model_state, optim_state;
   for (auto& [name, r] : f.tensors) {
-    if (name.rfind("model/", 0) == 0) model_state[name.substr(6)] = from_raw(r, name, path);
-    else if (name.rfind("optim/", 0) == 0) optim_state[name.substr(6)] = from_raw(r, name, path);
+    if (name.rfind("model/", 0) == 0) model_state[name.substr(6)] = f32_tensor_from_raw(r, name, path);
+    else if (name.rfind("optim/", 0) == 0) optim_state[name.substr(6)] = f32_tensor_from_raw(r, name, path);
     else fail(path, ": unexpected tensor '", name, "'");
   }
   model.load_state(model_state, path);
