@@ -50,13 +50,7 @@ void Readback::start(Device device, const std::vector<std::pair<const void*, siz
   }
   const bool pinned = device == Device::CUDA;
   if (total > capacity_ || pinned != pinned_) {
-    if (event_) cudaEventDestroy(static_cast<cudaEvent_t>(event_));
-    event_ = nullptr;
-    if (host_) {
-      if (pinned_) cudaFreeHost(host_);
-      else std::free(host_);
-      host_ = nullptr;
-    }
+    release();
     const size_t cap = std::max<size_t>(total, 64);
     if (pinned) {
       void* h = nullptr;

@@ -275,7 +275,7 @@ __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t sm
       tie_base += total;
     }
     const unsigned kept = apply4(t, r, c0, b, th, tie_rank, seed, vec_out, bad);
-    store_mask_words(mask, base + 128 * warp, n, kept);
+    store_mask_words(mask, base + 32 * kEntries * warp, n, kept);
   }
   __syncthreads();  // s_row and sel are reused by the next row
 }

@@ -146,12 +146,10 @@ void clip_grad_norm(Module& model, double max_norm) {
   }
 }
 
-// Number of correct predictions in a batch (argmax on the device, compared on the host).
-int64_t count_correct(const Tensor& logits, const Tensor& labels) {
-  const std::vector<int64_t> pred = argmax(logits.detach()).to_vector<int64_t>();
-  const std::vector<int64_t> y = labels.to_vector<int64_t>();
+// Number of predictions equal to their labels.
+int64_t count_correct(const std::vector<int64_t>& pred, const std::vector<int64_t>& labels) {
   int64_t c = 0;
-  for (size_t i = 0; i < y.size(); ++i) c += pred[i] == y[i];
+  for (size_t i = 0; i < labels.size(); ++i) c += pred[i] == labels[i];
   return c;
 }
 
@@ -169,7 +167,7 @@ EvalResult evaluate(Module& model, BatchLoader& loader) {
     Batch b = loader.batch(i);
     Tensor logits = model.forward(b.images);
     loss_sum += cross_entropy(logits, b.labels).item() * static_cast<double>(b.labels.numel());
-    correct += count_correct(logits, b.labels);
+    correct += count_correct(argmax(logits).to_vector<int64_t>(), b.labels.to_vector<int64_t>());
     r.count += b.labels.numel();
   }
   model.train(was_training);
@@ -317,8 +315,8 @@ TrainResult train(const TrainConfig& cfg_in) {
              "; lower --lr or check the data. The last good checkpoint in ",
              writing ? cfg.out_dir : std::string("(none)"), " is kept");
       }
-      const std::vector<int64_t> pred = p.values.part<int64_t>(1), y = p.values.part<int64_t>(2);
-      for (size_t i = 0; i < y.size(); ++i) at.correct += pred[i] == y[i];
+      const std::vector<int64_t> y = p.values.part<int64_t>(2);
+      at.correct += count_correct(p.values.part<int64_t>(1), y);
       at.loss_sum += l * static_cast<double>(y.size());
       at.seen += static_cast<int64_t>(y.size());
       spare.push_back(std::move(p.values));
