@@ -12,8 +12,13 @@
 #              bench/resnet32_torch.py (PyTorch eager) with and without TD
 #   sanitizer  compute-sanitizer memcheck and racecheck over the CUDA tests
 #   ncu        Nsight Compute on the fused kernel (4096x4096), plus its register/spill report
+#   profile    where a ResNet-32 training step (batch 128, TD fused) spends GPU time, per kernel
+#              (nsys when the machine has it, else ncu), against the step's wall time
 #   train      the ResNet-32 reproduction: no dropout, TD g=0.5 a=0.5, TD ramped to 0.99/0.99
 #              (TRAIN_EPOCHS, default 15), each followed by a prune sweep to 99% and one plot
+# With BASELINE_BENCH=FILE (a bench_targeted_dropout built from an earlier commit), the bench
+# stage also times that binary's fused kernel right after ours: an A/B of a kernel change on
+# one machine in one call.
 # SECONDS is the whole script's budget (default 540): a stage gets what is left, and one that
 # cannot start in time is skipped and says so.
 #
@@ -148,6 +153,13 @@ if want bench && t=$(stage_limit 30 60); then
     > "$logs/bench_targeted_dropout.txt" 2>&1 || status=1
   say ""; say "## bench_targeted_dropout (median_us, GBps at 8.125 B/weight, % of copy)"
   say '```'; grep -E "^cuda_|^---|^Benchmark" "$logs/bench_targeted_dropout.txt" | tee -a "$summary"; say '```'
+  if [ -n "${BASELINE_BENCH:-}" ] && t=$(stage_limit 20 40); then
+    timeout "$t" "$BASELINE_BENCH" --benchmark_filter='cuda_fused/' --benchmark_min_time=0.02 \
+      --benchmark_out="$logs/bench_baseline.json" --benchmark_out_format=json \
+      > "$logs/bench_baseline.txt" 2>&1 || status=1
+    say ""; say "## baseline bench (BASELINE_BENCH, commit ${BASELINE_COMMIT:-unknown}), fused"
+    say '```'; grep -E "^cuda_" "$logs/bench_baseline.txt" | tee -a "$summary"; say '```'
+  fi
 elif want bench; then say "bench: skipped, out of time"; fi
 if want peer && [ -f "$peer" ] && t=$(stage_limit 30 60); then
   PYTHONUNBUFFERED=1 timeout "$t" python3 "$peer" --repeats 15 --json "$logs/torch_td.jsonl" \
@@ -196,6 +208,30 @@ if want ncu && t=$(stage_limit 15 30); then
     "$logs/ncu-fused-square.txt" | head -24 | tee -a "$summary"
   say '```'
 elif want ncu; then say "ncu: skipped, out of time"; fi
+
+# --- where a ResNet-32 training step spends GPU time ----------------------------------------
+if want profile && t=$(stage_limit 40 120); then
+  prof=(--model resnet32 --device cuda --epochs 1 --train-limit 12800 --no-progress
+        --data-dir "$data" --td weight --td-gamma 0.5 --td-alpha 0.5 --out "$logs/profile-run")
+  if command -v nsys > /dev/null; then
+    timeout "$t" nsys profile -t cuda -o "$logs/r32-step" $bin/tdrop train "${prof[@]}" \
+      > "$logs/profile.log" 2>&1
+    nsys stats -r cuda_gpu_kern_sum --format csv -o "$logs/r32-step" "$logs/r32-step.nsys-rep" \
+      >> "$logs/profile.log" 2>&1
+    csvfile=$(ls "$logs"/r32-step*kern_sum*.csv 2>/dev/null | head -1)
+    rm -f "$logs"/r32-step.nsys-rep "$logs"/r32-step.sqlite
+  else  # some 2000 kernels from step 30 or later, after cuDNN's algorithm search
+    timeout "$t" ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+      --launch-skip 12000 --launch-count 2000 $bin/tdrop train "${prof[@]}" \
+      > "$logs/r32-step-ncu.csv" 2> "$logs/profile.log"
+    csvfile=$logs/r32-step-ncu.csv
+  fi
+  step_ms=$(python3 -c "import json,sys; m=json.loads(open(sys.argv[1]).readlines()[-1]); print(128e3 / m['samples_per_second'])" \
+    "$logs/speed-td-fused-b128/metrics.jsonl" 2>/dev/null)
+  say ""; say "## ResNet-32 step profile, batch 128, TD fused (logs/profile.log)"; say '```'
+  python3 bench/step_profile.py "$csvfile" ${step_ms:+--step-ms "$step_ms"} 2>&1 | tee -a "$summary"
+  say '```'
+elif want profile; then say "profile: skipped, out of time"; fi
 
 # --- the ResNet-32 reproduction ---------------------------------------------------------
 if want train && t=$(stage_limit 120 600); then

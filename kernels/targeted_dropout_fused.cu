@@ -1,15 +1,16 @@
 // Fused targeted dropout: one pass over W per row, all targeted layers of a model in one launch.
 //
 // Weight mode (td_weight_fused_kernel): the k-th smallest magnitude key of each row is found by a
-// 4-pass radix select on the 31-bit keys (8 bits a pass, histogram in shared memory), then one
-// final pass draws Philox numbers for the targeted entries and writes W' plus the 1-bit mask.
-// A block owns a row, staged in shared memory when it fits (longer rows are re-read from global
-// memory, which L2 mostly serves); each thread reads 4 consecutive entries at a time.
-// Weight magnitudes share few exponents, so the first passes would serialise on two or three
-// histogram bins: the keys of a warp that fall into one common bin are summed with a warp
-// reduction and added by one atomic (hist_add4). In the final pass
-// each thread owns 4 consecutive entries, so one Philox call (4 numbers) serves all of them, and
-// a warp's 128 entries become 4 mask words. Ties at the threshold are ranked by column with a
+// 3-pass radix select on the 31-bit keys (digits of 11, 11 and 9 bits, histogram in shared
+// memory), then one final pass draws Philox numbers for the targeted entries and writes W' plus
+// the 1-bit mask. A block owns a row. The first select pass reads the row from global memory and
+// stages it in shared memory when it fits (longer rows are re-read, mostly from L2); the second
+// pass also copies the keys that share the first digit (a few % of a row of real weights) aside,
+// so the third pass reads only those. Each thread handles 4 consecutive entries at a time.
+// Weight magnitudes share few exponents, so histogram atomics would serialise on a few bins: the
+// keys of a warp that fall into one common bin are summed with a warp reduction and added by one
+// atomic (hist_add4). In the final pass one Philox call (4 numbers) serves a thread's 4 entries,
+// and a warp's 128 entries become 4 mask words. Ties at the threshold are ranked by column with a
 // scan, only when the threshold value is shared by more entries than remain to be targeted (rare
 // with real weights; common after pruning).
 //
@@ -60,9 +61,34 @@ __device__ __forceinline__ int find_task(const TaskTable& table, int64_t g) {
   return lo;
 }
 
-// Shared state of a block's radix select.
+// The weight-mode radix select takes the 31-bit keys in three digits (bits 30..20, 19..9, 8..0):
+// one pass fewer than 8-bit digits, and the first digit (exponent and 3 mantissa bits) spreads
+// a row of weights over 8x more bins, so fewer histogram atomics collide.
+__host__ __device__ constexpr int digit_shift(int d) { return d == 0 ? 20 : d == 1 ? 9 : 0; }
+__host__ __device__ constexpr int digit_bits(int d) { return d == 2 ? 9 : 11; }
+__host__ __device__ constexpr uint32_t digit_mask(int d) {
+  return ((1u << digit_bits(d)) - 1) << digit_shift(d);
+}
+constexpr int kBins = 1 << 11;
+constexpr int kBinsPerThread = kBins / kThreads;
+static_assert(kBinsPerThread == 8, "each thread scans 8 consecutive bins (two uint4)");
+static_assert(digit_mask(0) + digit_mask(1) + digit_mask(2) == 0x7fffffffu, "digits tile the key");
+// After the first digit, the keys sharing it are copied to shared memory while the second
+// pass counts them, so the third pass reads only those (a few % of a row of real weights)
+// instead of the whole row. A row whose first-digit bin holds more keys than this is read whole.
+constexpr int kCandidates = 2048;
+
+// Shared state of a block's weight-mode radix select.
 struct SelectState {
-  unsigned hist[256];
+  __align__(16) unsigned hist[kBins];
+  __align__(16) uint32_t cand[kCandidates];
+  unsigned scan_scratch[kWarps];
+  unsigned digit, remaining, count, ncand;
+};
+
+// Shared state of a unit-mode selection (8-bit digits over 64-bit norm keys, bin = thread).
+struct UnitSelectState {
+  unsigned hist[kThreads];
   unsigned scan_scratch[kWarps];
   unsigned digit, remaining, count;
 };
@@ -86,7 +112,7 @@ __device__ __forceinline__ void hist_add4(unsigned* hist, const unsigned (&bins)
                          : active[1] ? bins[1]
                          : active[2] ? bins[2]
                          : active[3] ? bins[3]
-                                     : 0x100u;  // no bin
+                                     : 0xffffffffu;  // no bin
   const unsigned cand = __shfl_sync(0xffffffffu, first, 0);
   unsigned same = 0;
 #pragma unroll
@@ -197,70 +223,126 @@ __device__ __forceinline__ void store_mask_words(uint32_t* mask, int64_t warp_c0
   if ((lane & 7) == 0 && first < n) mask[first / 32] = word;
 }
 
-// Radix select of the k-th smallest key (0 < k < n) of one row by a whole block.
-__device__ Threshold block_select(const uint32_t* src, int64_t n, int64_t k, bool vec,
-                                  SelectState& s) {
-  uint32_t prefix = 0, pmask = 0;
-  unsigned remaining = static_cast<unsigned>(k), ties = 0;
-#pragma unroll 1
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    s.hist[threadIdx.x] = 0;
-    __syncthreads();
-    for (int64_t base = 0; base < n; base += kThreads * kEntries) {  // uniform trip count
-      const int64_t c0 = base + kEntries * threadIdx.x;
-      const uint4 b = load4(src, c0, n, vec);
-      const uint32_t bits[4] = {b.x, b.y, b.z, b.w};
-      unsigned bins[4];
-      bool active[4];
+// Counts the keys src[0, n) whose bits under pmask equal prefix into the histogram of digit
+// kDigit. With kStage, also copies src to `staged` (the row's first read); with kCollect, also
+// appends the counted keys to s.cand (the caller knows they fit).
+template <int kDigit, bool kStage, bool kCollect>
+__device__ __forceinline__ void histogram_pass(const uint32_t* src, int64_t n, bool vec,
+                                               uint32_t prefix, uint32_t pmask,
+                                               uint32_t* staged, SelectState& s) {
+  for (int64_t base = 0; base < n; base += kThreads * kEntries) {  // uniform trip count
+    const int64_t c0 = base + kEntries * threadIdx.x;
+    const uint4 b = load4(src, c0, n, vec);
+    if (kStage && c0 < n) *reinterpret_cast<uint4*>(staged + c0) = b;
+    const uint32_t bits[4] = {b.x, b.y, b.z, b.w};
+    uint32_t keys[4];
+    unsigned bins[4];
+    bool active[4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const uint32_t key = magnitude_key(bits[i]);
-        active[i] = c0 + i < n && (key & pmask) == prefix;
-        bins[i] = (key >> shift) & 255u;
+    for (int i = 0; i < 4; ++i) {
+      keys[i] = magnitude_key(bits[i]);
+      active[i] = c0 + i < n && (keys[i] & pmask) == prefix;
+      bins[i] = (keys[i] & digit_mask(kDigit)) >> digit_shift(kDigit);
+    }
+    hist_add4(s.hist, bins, active);
+    if (kCollect) {  // warp-aggregated append: one shared atomic per warp and group of 4
+      const unsigned mine = active[0] + active[1] + active[2] + active[3];
+      const int lane = threadIdx.x & 31;
+      unsigned incl = mine;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const unsigned y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
       }
-      hist_add4(s.hist, bins, active);
+      unsigned at = 0;
+      if (lane == 31 && incl > 0) at = atomicAdd(&s.ncand, incl);
+      at = __shfl_sync(0xffffffffu, at, 31) + incl - mine;
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        if (active[i]) s.cand[at++] = keys[i];
     }
-    __syncthreads();
-    const unsigned c = s.hist[threadIdx.x];
-    unsigned total;
-    const unsigned incl = block_inclusive_scan(c, s.scan_scratch, &total);
-    const unsigned excl = incl - c;
-    if (excl < remaining && remaining <= incl) {  // exactly one thread: the digit holding rank k
-      s.digit = threadIdx.x;
-      s.remaining = remaining - excl;
-      s.count = c;
-    }
-    __syncthreads();
-    prefix |= s.digit << shift;
-    pmask |= 255u << shift;
-    remaining = s.remaining;
-    ties = s.count;
-    __syncthreads();
   }
-  return Threshold{prefix, remaining, ties, remaining < ties};
 }
 
-// A whole block on one row.
+// After a histogram pass: finds the digit holding rank `remaining` (thread t scans bins
+// 8t..8t+7), publishes it in s.digit/s.remaining/s.count, and zeroes the histogram for the
+// next pass. Starts and ends with a barrier.
+__device__ __forceinline__ void find_digit(unsigned remaining, SelectState& s) {
+  __syncthreads();  // the histogram (and any staged row or candidates) is complete
+  uint4* mine = reinterpret_cast<uint4*>(s.hist + kBinsPerThread * threadIdx.x);
+  const uint4 lo = mine[0], hi = mine[1];
+  mine[0] = make_uint4(0, 0, 0, 0);
+  mine[1] = make_uint4(0, 0, 0, 0);
+  const unsigned c[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+  const unsigned sum = c[0] + c[1] + c[2] + c[3] + c[4] + c[5] + c[6] + c[7];
+  unsigned total;
+  unsigned below = block_inclusive_scan(sum, s.scan_scratch, &total) - sum;
+  if (below < remaining && remaining <= below + sum) {  // exactly one thread holds rank k
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      if (below < remaining && remaining <= below + c[i]) {
+        s.digit = kBinsPerThread * threadIdx.x + i;
+        s.remaining = remaining - below;
+        s.count = c[i];
+      }
+      below += c[i];
+    }
+  }
+  if (threadIdx.x == 0) s.ncand = 0;
+  __syncthreads();
+}
+
+// Radix select of the k-th smallest key (0 < k < n) of one row by a whole block; the histogram
+// is zero on entry and on return. With `staged`, the first pass also copies the row there and
+// the later passes read it from there.
+// Not inlined: block_row then keeps its 64 registers without spilling.
+__device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, int64_t k,
+                                               bool aligned, uint32_t* staged, SelectState& s) {
+  if (staged != nullptr) histogram_pass<0, true, false>(row, n, aligned, 0, 0, staged, s);
+  else histogram_pass<0, false, false>(row, n, aligned, 0, 0, nullptr, s);
+  find_digit(static_cast<unsigned>(k), s);
+  const uint32_t* src = staged != nullptr ? staged : row;
+  const bool vec = staged != nullptr || aligned;
+  uint32_t prefix = s.digit << digit_shift(0);
+  uint32_t pmask = digit_mask(0);
+  unsigned remaining = s.remaining;
+  const unsigned first_count = s.count;  // keys sharing the first digit
+  const bool collect = first_count <= kCandidates;  // block-uniform
+  if (collect) histogram_pass<1, false, true>(src, n, vec, prefix, pmask, nullptr, s);
+  else histogram_pass<1, false, false>(src, n, vec, prefix, pmask, nullptr, s);
+  find_digit(remaining, s);
+  prefix |= s.digit << digit_shift(1);
+  pmask |= digit_mask(1);
+  remaining = s.remaining;
+  if (collect)
+    histogram_pass<2, false, false>(s.cand, first_count, true, prefix, pmask, nullptr, s);
+  else
+    histogram_pass<2, false, false>(src, n, vec, prefix, pmask, nullptr, s);
+  find_digit(remaining, s);
+  const uint32_t T = prefix | (s.digit << digit_shift(2));
+  return Threshold{T, s.remaining, s.count, s.remaining < s.count};
+}
+
+// A whole block on one row. The histogram is zero on entry and on return.
 __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t smem_floats,
                           uint32_t* s_row, SelectState& sel, bool* bad) {
   const int warp = threadIdx.x >> 5;
   const int64_t n = t.n, k = t.k;
   const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
   const bool aligned = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w) & 15) == 0;
-  // Stage the row on chip when it fits; the select passes and the final pass then read it there.
-  const uint32_t* src = row;
-  bool vec = aligned;
-  if (n <= smem_floats) {
-    for (int64_t base = 0; base < n; base += kThreads * kEntries) {
-      const int64_t c0 = base + kEntries * threadIdx.x;
-      if (c0 < n) *reinterpret_cast<uint4*>(s_row + c0) = load4(row, c0, n, aligned);
-    }
-    __syncthreads();
-    src = s_row;
-    vec = true;  // s_row is 16-byte aligned and padded to a multiple of 4
-  }
+  // The row is staged on chip when it fits: the select's first pass copies it there, the later
+  // passes and the final pass read it there. Longer rows are re-read from global memory.
+  uint32_t* staged = n <= smem_floats ? s_row : nullptr;
   Threshold th;
-  if (k > 0 && k < n) th = block_select(src, n, k, vec, sel);
+  if (k > 0 && k < n) {
+    th = block_select(row, n, k, aligned, staged, sel);
+  } else if (staged != nullptr) {  // nothing to select; stage so the final pass reads on chip
+    for (int64_t c0 = kEntries * threadIdx.x; c0 < n; c0 += kThreads * kEntries)
+      *reinterpret_cast<uint4*>(staged + c0) = load4(row, c0, n, aligned);
+    __syncthreads();
+  }
+  const uint32_t* src = staged != nullptr ? staged : row;
+  const bool vec = staged != nullptr || aligned;  // s_row is 16-byte aligned, padded to 4
   const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
   uint32_t* mask = t.mask + r * mask_words_per_row(n);
   unsigned tie_base = 0;
@@ -284,6 +366,8 @@ __global__ void __launch_bounds__(kThreads, 4)
     td_weight_fused_kernel(TaskTable table, uint64_t seed, int64_t smem_floats, int* nonfinite) {
   extern __shared__ __align__(16) uint32_t s_row[];
   __shared__ SelectState sel;
+  for (int i = threadIdx.x; i < kBins; i += kThreads) sel.hist[i] = 0;
+  __syncthreads();
   for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
     const DevTask& t = table.t[find_task(table, g)];
     bool bad = false;
@@ -314,7 +398,7 @@ __global__ void __launch_bounds__(kThreads) td_unit_norms_kernel(TaskTable table
 __global__ void __launch_bounds__(kThreads) td_unit_select_kernel(TaskTable table, uint64_t seed,
                                                                   const double* norms,
                                                                   uint8_t* row_state) {
-  __shared__ SelectState s;
+  __shared__ UnitSelectState s;
   for (int ti = blockIdx.x; ti < table.count; ti += gridDim.x) {
     const DevTask& t = table.t[ti];
     const unsigned long long* keys =
@@ -410,13 +494,17 @@ unsigned grid_for(int64_t items) {
 }
 
 // Largest row (in floats) staged in shared memory: what the device allows beyond the
-// static shared state, capped so several blocks still fit on an SM.
+// static shared state (the select's histogram and candidates), capped so several blocks still
+// fit on an SM.
 int64_t smem_capacity_floats() {
   static const int64_t cap = [] {
     int dev = 0, optin = 0;
     TDROP_CUDA_CHECK(cudaGetDevice(&dev));
     TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    const int64_t bytes = std::min<int64_t>(optin - 16 * 1024, 64 * 1024);
+    cudaFuncAttributes attr{};
+    TDROP_CUDA_CHECK(cudaFuncGetAttributes(&attr, td_weight_fused_kernel));
+    const int64_t bytes =
+        std::min<int64_t>(optin - static_cast<int64_t>(attr.sharedSizeBytes), 64 * 1024) / 16 * 16;
     TDROP_CUDA_CHECK(cudaFuncSetAttribute(td_weight_fused_kernel,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(bytes)));

@@ -10,7 +10,9 @@
 
 namespace tdrop::testing {
 
-enum class WeightKind { Normal, FewValues, AllZero, SignedZeros, Denormals, Mixed };
+// OneBinade: magnitudes in [1, 1.125), all sharing their top 11 key bits (the fused kernel's
+// first radix digit), with distinct lower bits: the whole row is one first-digit bin.
+enum class WeightKind { Normal, FewValues, AllZero, SignedZeros, Denormals, Mixed, OneBinade };
 
 inline const char* kind_name(WeightKind k) {
   switch (k) {
@@ -20,6 +22,7 @@ inline const char* kind_name(WeightKind k) {
     case WeightKind::SignedZeros: return "signed-zeros";
     case WeightKind::Denormals: return "denormals";
     case WeightKind::Mixed: return "mixed";
+    case WeightKind::OneBinade: return "one-binade";
   }
   return "?";
 }
@@ -47,6 +50,10 @@ inline std::vector<float> make_weights(int64_t count, WeightKind kind, std::mt19
       case WeightKind::SignedZeros: x = pick(rng) < 3 ? -0.0f : 0.0f; break;
       case WeightKind::Denormals:
         x = from_bits(static_cast<uint32_t>(rng() % 0x007fffffu) | (pick(rng) < 3 ? 0x80000000u : 0u));
+        break;
+      case WeightKind::OneBinade:
+        x = from_bits(0x3f800000u | static_cast<uint32_t>(rng() & 0xfffffu) |
+                      (pick(rng) < 3 ? 0x80000000u : 0u));
         break;
       case WeightKind::Mixed: {
         const int p = pick(rng);

@@ -78,7 +78,8 @@ TEST_P(TdReference, DropsOnlyTargetedEntriesAndAlphaOneDropsAllOfThem) {
 INSTANTIATE_TEST_SUITE_P(WeightKinds, TdReference,
                          ::testing::Values(WeightKind::Normal, WeightKind::FewValues,
                                            WeightKind::AllZero, WeightKind::SignedZeros,
-                                           WeightKind::Denormals, WeightKind::Mixed),
+                                           WeightKind::Denormals, WeightKind::Mixed,
+                                           WeightKind::OneBinade),
                          [](const auto& info) {
                            std::string s = kind_name(info.param);
                            std::replace(s.begin(), s.end(), '-', '_');
