@@ -18,8 +18,11 @@ STEP_KERNEL = "sgd_multi_kernel"
 
 
 def short(name):
-    name = re.sub(r"\(.*", "", name)          # argument lists
-    name = re.sub(r"<.*>", "<..>", name)      # template arguments
+    name = name.replace("<unnamed>::", "").replace("(anonymous namespace)::", "")
+    name = re.sub(r"^void ", "", name.split("(")[0])   # argument lists
+    while re.search(r"<[^<>]*<", name):                # nested template arguments
+        name = re.sub(r"<[^<>]*>", "", name, count=1)
+    name = re.sub(r"<[^<>]*>", "<..>", name)
     return name.split("::")[-1][:60]
 
 

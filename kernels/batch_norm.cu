@@ -19,13 +19,27 @@ constexpr int64_t kMaxSplits = 1024;
 struct Dims {
   int64_t n, c, hw, m;  // m = n * hw values per channel
   int64_t splits, chunk;
+  bool narrow;  // every element index fits 32 bits
 };
+
+// Whether the indices of a tensor of `total` elements fit 32-bit arithmetic: these kernels move
+// few bytes per element, and a 64-bit division per element (tens of instructions) cost more
+// than the memory traffic.
+bool narrow_indices(int64_t total) { return total < (int64_t{1} << 31); }
+
+// i / d and i % d, in 32 bits when `narrow` (both operands then fit).
+__device__ __forceinline__ int64_t div_by(int64_t i, int64_t d, bool narrow) {
+  return narrow ? static_cast<int64_t>(static_cast<uint32_t>(i) / static_cast<uint32_t>(d)) : i / d;
+}
+__device__ __forceinline__ int64_t mod_by(int64_t i, int64_t d, bool narrow) {
+  return narrow ? static_cast<int64_t>(static_cast<uint32_t>(i) % static_cast<uint32_t>(d)) : i % d;
+}
 
 Dims dims(const Tensor& x) {
   // Channels index the grid's y dimension.
   TDROP_CHECK(x.size(1) <= 65535, "batch_norm2d: ", x.size(1),
               " channels exceed the CUDA grid limit of 65535");
-  Dims d{x.size(0), x.size(1), x.size(2) * x.size(3), 0, 1, 0};
+  Dims d{x.size(0), x.size(1), x.size(2) * x.size(3), 0, 1, 0, narrow_indices(x.numel())};
   d.m = d.n * d.hw;
   d.splits = std::clamp<int64_t>((d.m + kChunk - 1) / kChunk, 1, kMaxSplits);
   d.chunk = (d.m + d.splits - 1) / d.splits;
@@ -33,8 +47,9 @@ Dims dims(const Tensor& x) {
 }
 
 // Index of value j (0 <= j < n*hw) of channel c.
-__device__ __forceinline__ int64_t at(int64_t j, int64_t c, int64_t channels, int64_t hw) {
-  return ((j / hw) * channels + c) * hw + j % hw;
+__device__ __forceinline__ int64_t at(int64_t j, int64_t c, const Dims& d) {
+  const int64_t q = div_by(j, d.hw, d.narrow);
+  return (q * d.c + c) * d.hw + (j - q * d.hw);
 }
 
 // Sums a and b over the block; thread 0 gets the totals.
@@ -62,7 +77,7 @@ __global__ void stats_partial_kernel(const T* __restrict__ x, Dims d, double* __
   const int64_t begin = s * d.chunk, end = min(begin + d.chunk, d.m);
   double a = 0, b = 0;
   for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-    const double v = static_cast<double>(x[at(j, c, d.c, d.hw)]) - shift;
+    const double v = static_cast<double>(x[at(j, c, d)]) - shift;
     a += v;
     b += v * v;
   }
@@ -109,11 +124,11 @@ __global__ void eval_stats_kernel(const T* __restrict__ rmean, const T* __restri
 template <class T>
 __global__ void normalize_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
                                  const T* __restrict__ beta, const T* __restrict__ mean,
-                                 const T* __restrict__ invstd, int64_t channels, int64_t hw,
-                                 int64_t total, T* __restrict__ y) {
+                                 const T* __restrict__ invstd, Dims d, int64_t total,
+                                 T* __restrict__ y) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t c = (i / hw) % channels;
+    const int64_t c = mod_by(div_by(i, d.hw, d.narrow), d.c, d.narrow);
     y[i] = (x[i] - mean[c]) * invstd[c] * gamma[c] + beta[c];
   }
 }
@@ -128,7 +143,7 @@ __global__ void grad_partial_kernel(const T* __restrict__ gy, const T* __restric
   const int64_t begin = s * d.chunk, end = min(begin + d.chunk, d.m);
   double a = 0, b = 0;
   for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-    const int64_t k = at(j, c, d.c, d.hw);
+    const int64_t k = at(j, c, d);
     const double g = static_cast<double>(gy[k]);
     a += g;
     b += g * (static_cast<double>(x[k]) - mu) * is;
@@ -166,7 +181,7 @@ __global__ void grad_input_kernel(const T* __restrict__ gy, const T* __restrict_
   const double inv_m = 1.0 / static_cast<double>(d.m);
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t c = (i / d.hw) % d.c;
+    const int64_t c = mod_by(div_by(i, d.hw, d.narrow), d.c, d.narrow);
     const double is = static_cast<double>(invstd[c]);
     const double scale = static_cast<double>(gamma[c]) * is;
     double g = static_cast<double>(gy[i]);
@@ -202,8 +217,8 @@ void normalize_launch(const Tensor& x, const Tensor& gamma, const Tensor& beta, 
   const Dims d = dims(x);
   const int64_t total = x.numel();
   normalize_kernel<T><<<cuda_blocks(total, kThreads), kThreads, 0, cuda_stream()>>>(
-      x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(), invstd.data<T>(), d.c, d.hw,
-      total, y.data<T>());
+      x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(), invstd.data<T>(), d, total,
+      y.data<T>());
   TDROP_LAUNCH_CHECK("batch_norm2d normalize_kernel");
 }
 
