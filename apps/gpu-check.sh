@@ -103,7 +103,7 @@ if want sanitizer && tsan=$(stage_limit 40 60); then
     [racecheck-0]='CudaTargetedDropout.GroupedLaunchMixes*:CudaTargetedDropout.NonFinite*:CudaTargetedDropout.MaskGrad*'
     [racecheck-1]='CudaTargetedDropout.FusedWeight*'
     [racecheck-2]='CudaTargetedDropout.FusedUnit*'
-    [racecheck-3]='CudaTargetedDropout.Unfused*'
+    [racecheck-3]='CudaTargetedDropout.UnfusedSmallOddShapes'
   )
   for key in "${!san_filter[@]}"; do
     san_tools+=("$key")
@@ -171,7 +171,7 @@ elif want peer; then say "peer: skipped (no script or out of time)"; fi
 speed_run() {  # name, extra tdrop args...
   local name=$1 t; shift
   t=$(stage_limit 15 40) || { say "tdrop $name: skipped, out of time"; return; }
-  timeout "$t" $bin/tdrop train --model resnet32 --device cuda --epochs 2 --no-progress --cudnn-benchmark \
+  timeout "$t" $bin/tdrop train --model resnet32 --device cuda --epochs 2 --no-progress \
     --data-dir "$data" --out "$logs/speed-$name" "$@" > "$logs/speed-$name.log" 2>&1
   python3 -c "import json,sys; m=[json.loads(l) for l in open(sys.argv[1])]; print('%-26s %8.0f images/s (epoch 2)' % (sys.argv[2], m[-1]['samples_per_second']))" \
     "$logs/speed-$name/metrics.jsonl" "tdrop $name" 2>/dev/null | tee -a "$summary" ||
@@ -186,7 +186,7 @@ torch_run() {  # name, extra resnet32_torch.py args...
     say "pytorch $name: failed (logs/speed-torch.err)"
 }
 if want speed && t=$(stage_limit 30 150); then
-  say ""; say "## ResNet-32 training on 1x32x32 (200 steps per epoch; TD weight g=0.5 a=0.5; tdrop --cudnn-benchmark)"; say '```'
+  say ""; say "## ResNet-32 training on 1x32x32 (200 steps per epoch; TD weight g=0.5 a=0.5)"; say '```'
   speed_run none-b128 --train-limit 25600
   torch_run b128 --batch 128
   speed_run td-fused-b128 --train-limit 25600 --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl fused
@@ -211,7 +211,7 @@ elif want ncu; then say "ncu: skipped, out of time"; fi
 
 # --- where a ResNet-32 training step spends GPU time ----------------------------------------
 if want profile && t=$(stage_limit 40 120); then
-  prof=(--model resnet32 --device cuda --epochs 1 --train-limit 12800 --no-progress --cudnn-benchmark
+  prof=(--model resnet32 --device cuda --epochs 1 --train-limit 12800 --no-progress
         --data-dir "$data" --td weight --td-gamma 0.5 --td-alpha 0.5 --out "$logs/profile-run")
   if command -v nsys > /dev/null; then
     timeout "$t" nsys profile -t cuda -o "$logs/r32-step" $bin/tdrop train "${prof[@]}" \
@@ -239,8 +239,7 @@ if want train && t=$(stage_limit 120 600); then
   # Without TRAIN_EPOCHS, as many epochs as fit: three runs share the GPU, each assumed to get
   # 40% of the solo speed measured by the speed stage (60000 training + 10000 test images/epoch).
   epochs=${TRAIN_EPOCHS:-$(python3 -c "import json,sys; ips=json.loads(open(sys.argv[1]).readlines()[-1])['samples_per_second']; print(max(1, min(30, int(0.4 * ips * (int(sys.argv[2]) - 30) / 70000))))" "$logs/speed-none-b128/metrics.jsonl" "$t_train" 2>/dev/null || echo 5)}
-  common=(--model resnet32 --device cuda --epochs "$epochs" --no-progress --data-dir "$data" --lr 0.1
-          --cudnn-benchmark)
+  common=(--model resnet32 --device cuda --epochs "$epochs" --no-progress --data-dir "$data" --lr 0.1)
   timeout "$t_train" $bin/tdrop train "${common[@]}" --out "$logs/r32-none" > "$logs/r32-none.log" 2>&1 &
   timeout "$t_train" $bin/tdrop train "${common[@]}" --td weight --td-gamma 0.5 --td-alpha 0.5 \
     --out "$logs/r32-td50" > "$logs/r32-td50.log" 2>&1 &

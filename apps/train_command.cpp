@@ -3,7 +3,6 @@
 
 #include "apps/commands.h"
 #include "core/device.h"
-#include "kernels/conv2d.h"
 #include "layers/targeted.h"
 #include "models/registry.h"
 #include "models/trainer.h"
@@ -87,10 +86,6 @@ void add_train_command(CLI::App& app) {
                   "use only the first N training images (0 = all)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("!--no-progress", cfg->progress, "no live progress line");
-  auto cudnn_benchmark = std::make_shared<bool>(false);
-  cmd->add_flag("--cudnn-benchmark", *cudnn_benchmark,
-                "CUDA: time cuDNN's convolution algorithms once per shape and take the fastest "
-                "(faster; the choice, and so the rounding, may differ between runs)");
   auto resume_dir = std::make_shared<std::string>();
   cmd->add_option("--resume", *resume_dir,
                   "continue the run in DIR from its last save (--epochs is the total)");
@@ -134,10 +129,9 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"fused", "unfused"}))
       ->capture_default_str();
   g->add_option("--l1", cfg->l1, "L1 penalty on targetable weights")->check(CLI::Range(0.0, 1e3));
-  cmd->callback([cfg, td, impl, cudnn_benchmark, resume_dir, cmd] {
+  cmd->callback([cfg, td, impl, resume_dir, cmd] {
     cfg->td = td->resolve();
     set_td_cuda_impl(*impl == "unfused" ? TdCudaImpl::Unfused : TdCudaImpl::Fused);
-    set_conv2d_algo_search(*cudnn_benchmark ? ConvAlgoSearch::Timed : ConvAlgoSearch::Heuristic);
     if (!resume_dir->empty()) {
       cfg->resume = true;
       cfg->out_dir = *resume_dir;

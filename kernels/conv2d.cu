@@ -1,14 +1,14 @@
 // CUDA convolution through cuDNN's convolution API.
 //
 // Each distinct (shape, parameters, dtype) gets a plan: its descriptors and, for forward,
-// backward-data and backward-filter, the algorithm ranked first among those that are
-// deterministic, use plain fp32/fp64 FMA math (no TF32 tensor cores, which cuDNN otherwise
-// allows on Ampere and later even in CUDNN_DEFAULT_MATH) and need at most kMaxWorkspace bytes.
-// Plans are made once and cached, so steady-state training only launches. The ranking is
-// cuDNN's heuristics by default, which keeps the choice, and so the results, identical run to
-// run; set_conv2d_algo_search(Timed) ranks by cuDNN's timing of the candidates instead.
+// backward-data and backward-filter, the algorithm cuDNN's heuristics rank first among those
+// that are deterministic, use plain fp32/fp64 FMA math (no TF32 tensor cores, which cuDNN
+// otherwise allows on Ampere and later even in CUDNN_DEFAULT_MATH) and need at most
+// kMaxWorkspace bytes. Plans are made once and cached, so steady-state training only launches.
+// Heuristics rather than timed search keep the choice, and so the results, identical run to run;
+// cuDNN's timed search (cudnnFind*) was also no faster for ResNet-32 at batch 128 on an H200 and
+// took Winograd kernels outside the fp32 tolerance for wide layers (bench/results/2026-11-26-h200).
 #include <array>
-#include <atomic>
 #include <climits>
 #include <map>
 #include <memory>
@@ -23,8 +23,6 @@ namespace tdrop {
 namespace {
 
 constexpr size_t kMaxWorkspace = size_t{1} << 30;
-
-std::atomic<ConvAlgoSearch> g_search{ConvAlgoSearch::Heuristic};
 
 cudnnHandle_t cudnn_handle() {
   static cudnnHandle_t handle = [] {
@@ -123,7 +121,7 @@ struct Plan {
   size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
 };
 
-using PlanKey = std::array<int64_t, 17>;
+using PlanKey = std::array<int64_t, 16>;
 
 // The first heuristic choice that is usable, deterministic and free of tensor-core math.
 template <class Perf>
@@ -141,16 +139,14 @@ const Perf& pick(const std::vector<Perf>& perfs, int count, const char* pass, co
 }
 
 std::unique_ptr<Plan> make_plan(DType t, const Shape& x, const Shape& w, const Shape& y,
-                                const Conv2dParams& p, ConvAlgoSearch search) {
+                                const Conv2dParams& p) {
   auto plan = std::make_unique<Plan>(t, x, w, y, p);
   cudnnHandle_t h = cudnn_handle();
-  const bool timed = search == ConvAlgoSearch::Timed;
   int max = 0, got = 0;
   {
     TDROP_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max));
     std::vector<cudnnConvolutionFwdAlgoPerf_t> perfs(static_cast<size_t>(max));
-    TDROP_CUDNN_CHECK((timed ? cudnnFindConvolutionForwardAlgorithm
-                             : cudnnGetConvolutionForwardAlgorithm_v7)(
+    TDROP_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
         h, plan->xd.d, plan->wd.d, plan->cd.d, plan->yd.d, max, &got, perfs.data()));
     const auto& r = pick(perfs, got, "forward", x, w);
     plan->fwd = r.algo;
@@ -159,8 +155,7 @@ std::unique_ptr<Plan> make_plan(DType t, const Shape& x, const Shape& w, const S
   {
     TDROP_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max));
     std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perfs(static_cast<size_t>(max));
-    TDROP_CUDNN_CHECK((timed ? cudnnFindConvolutionBackwardDataAlgorithm
-                             : cudnnGetConvolutionBackwardDataAlgorithm_v7)(
+    TDROP_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
         h, plan->wd.d, plan->yd.d, plan->cd.d, plan->xd.d, max, &got, perfs.data()));
     const auto& r = pick(perfs, got, "backward-data", x, w);
     plan->bwd_data = r.algo;
@@ -169,8 +164,7 @@ std::unique_ptr<Plan> make_plan(DType t, const Shape& x, const Shape& w, const S
   {
     TDROP_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max));
     std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perfs(static_cast<size_t>(max));
-    TDROP_CUDNN_CHECK((timed ? cudnnFindConvolutionBackwardFilterAlgorithm
-                             : cudnnGetConvolutionBackwardFilterAlgorithm_v7)(
+    TDROP_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
         h, plan->xd.d, plan->yd.d, plan->cd.d, plan->wd.d, max, &got, perfs.data()));
     const auto& r = pick(perfs, got, "backward-filter", x, w);
     plan->bwd_filter = r.algo;
@@ -187,13 +181,12 @@ const Plan& plan_for(DType t, const Shape& x, const Shape& w, const Conv2dParams
   static std::mutex mu;
   static std::map<PlanKey, std::unique_ptr<Plan>> plans;
   const Shape y = conv2d_output_shape(x, w, p, "conv2d");
-  const ConvAlgoSearch search = g_search.load();
   const PlanKey key{x[0], x[1], x[2], x[3], w[0], w[1], w[2], w[3], p.stride_h, p.stride_w,
                     p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups,
-                    static_cast<int64_t>(t), static_cast<int64_t>(search)};
+                    static_cast<int64_t>(t)};
   std::lock_guard<std::mutex> lock(mu);
   auto it = plans.find(key);
-  if (it == plans.end()) it = plans.emplace(key, make_plan(t, x, w, y, p, search)).first;
+  if (it == plans.end()) it = plans.emplace(key, make_plan(t, x, w, y, p)).first;
   return *it->second;
 }
 
@@ -210,8 +203,6 @@ struct Scalars {
 };
 
 }  // namespace
-
-void set_conv2d_algo_search(ConvAlgoSearch search) { g_search = search; }
 
 void conv2d_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias,
                          const Conv2dParams& p, const Tensor& y) {

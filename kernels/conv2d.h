@@ -42,14 +42,6 @@ void conv2d_backward_filter_cpu(const Tensor& gy, const Tensor& x, const Conv2dP
                                 const Tensor& gw);
 void conv2d_backward_filter_cuda(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
                                  const Tensor& gw);
-// How the CUDA path picks the cuDNN algorithms of a convolution (once per shape, then cached).
-// Heuristic (default): cuDNN's ranking without running anything, the same choice every run.
-// Timed: cuDNN runs the candidates on this GPU and the fastest wins (PyTorch's
-// cudnn.benchmark); faster steps, but the choice, and so the rounding, may differ between runs.
-// Either way only deterministic fp32-FMA algorithms are taken.
-enum class ConvAlgoSearch { Heuristic, Timed };
-void set_conv2d_algo_search(ConvAlgoSearch search);
-
 // gb[c] = sum of gy over n, h, w.
 void conv2d_backward_bias_cpu(const Tensor& gy, const Tensor& gb);
 void conv2d_backward_bias_cuda(const Tensor& gy, const Tensor& gb);

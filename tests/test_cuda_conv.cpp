@@ -87,15 +87,8 @@ TEST_P(CudaConv2d, MatchesCpu) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  struct ResetSearch {
-    ~ResetSearch() { set_conv2d_algo_search(ConvAlgoSearch::Heuristic); }
-  } reset;
-  for (auto [search, dt] : {std::pair{ConvAlgoSearch::Heuristic, DType::F32},
-                            std::pair{ConvAlgoSearch::Heuristic, DType::F64},
-                            std::pair{ConvAlgoSearch::Timed, DType::F32}}) {
-    set_conv2d_algo_search(search);
-    SCOPED_TRACE(std::string(dtype_name(dt)) +
-                 (search == ConvAlgoSearch::Timed ? ", timed algorithm search" : ""));
+  for (DType dt : {DType::F32, DType::F64}) {
+    SCOPED_TRACE(dtype_name(dt));
     Tensors in{random_tensor(c.x, rng, -1, 1, dt), random_tensor(c.w, rng, -1, 1, dt)};
     if (c.bias) in.push_back(random_tensor({c.w[0]}, rng, -1, 1, dt));
     const Conv2dParams p = c.p;

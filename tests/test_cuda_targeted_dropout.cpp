@@ -150,7 +150,7 @@ TEST(CudaTargetedDropout, GroupedLaunchOfManyLayers) {
   run_and_compare(cases, true, seed);
 }
 
-// Weight and unit layers, short rows (a warp each) and long rows (a block each), in one call.
+// Weight and unit layers, short rows and rows longer than shared memory, in one call.
 TEST(CudaTargetedDropout, GroupedLaunchMixesModesAndRowLengths) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = fresh_seed();
@@ -163,6 +163,19 @@ TEST(CudaTargetedDropout, GroupedLaunchMixesModesAndRowLengths) {
                                    {12, 577, WeightKind::Denormals, 0.6, 0.5f, true, true},
                                    {100, 576, WeightKind::SignedZeros, 0.5, 0.75f, false, false}};
   run_and_compare(cases, true, seed);
+}
+
+// The unfused pipeline on a few small odd shapes of both modes, ties included: small enough for
+// compute-sanitizer's racecheck, which takes minutes over the full sweeps' CUB sorts.
+TEST(CudaTargetedDropout, UnfusedSmallOddShapes) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const std::vector<Case> cases = {{3, 37, WeightKind::FewValues, 0.5, 0.5f, false, false},
+                                   {5, 129, WeightKind::Normal, 0.3, 1.0f, false, false},
+                                   {17, 9, WeightKind::Mixed, 0.5, 0.5f, true, false},
+                                   {4, 33, WeightKind::SignedZeros, 0.75, 0.5f, true, true}};
+  run_and_compare(cases, false, seed);
 }
 
 TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
