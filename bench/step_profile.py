@@ -55,8 +55,14 @@ def main():
     ap.add_argument("--top", type=int, default=15)
     a = ap.parse_args()
     with open(a.csv, newline="") as f:
-        lines = [l for l in f if l.startswith('"') or l.startswith("Time")]
-    rows = list(csv.DictReader(lines))
+        lines = f.readlines()
+    # The profiled program's own output may surround the table: start at the header and keep
+    # the lines that look like table rows (quoted, or a number first).
+    start = next((i for i, l in enumerate(lines) if "Metric Name" in l or "Total Time" in l), None)
+    if start is None:
+        sys.exit(f"step_profile: no ncu or nsys table header in {a.csv}")
+    body = [l for l in lines[start + 1:] if l.startswith('"') or l[:1].isdigit()]
+    rows = list(csv.DictReader([lines[start]] + body))
     if not rows:
         sys.exit(f"step_profile: no rows in {a.csv}")
     total, count = read_ncu(rows) if "Metric Name" in rows[0] else read_nsys(rows)
