@@ -10,16 +10,23 @@ constexpr int kThreads = 256;  // every targeted-dropout kernel uses 256-thread 
 constexpr int kWarps = kThreads / 32;
 static_assert(kThreads == kNormLanes, "one norm lane per thread");
 
-// Inclusive prefix sum of v over the block; *total receives the block-wide sum.
-// `scratch` is kWarps ints of shared memory. All threads must call it.
-__device__ __forceinline__ unsigned block_inclusive_scan(unsigned v, unsigned* scratch,
-                                                         unsigned* total) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+// Inclusive prefix sum of v over the warp. All lanes must call it.
+__device__ __forceinline__ unsigned warp_inclusive_scan(unsigned v) {
+  const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
     const unsigned y = __shfl_up_sync(0xffffffffu, v, o);
     if (lane >= o) v += y;
   }
+  return v;
+}
+
+// Inclusive prefix sum of v over the block; *total receives the block-wide sum.
+// `scratch` is kWarps ints of shared memory. All threads must call it.
+__device__ __forceinline__ unsigned block_inclusive_scan(unsigned v, unsigned* scratch,
+                                                         unsigned* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_inclusive_scan(v);
   if (lane == 31) scratch[warp] = v;
   __syncthreads();
   unsigned before = 0, all = 0;

@@ -125,11 +125,12 @@ __device__ __forceinline__ void hist_add4(unsigned* hist, const unsigned (&bins)
   if ((threadIdx.x & 31) == 0 && total > 0) atomicAdd(&hist[cand], total);
 }
 
-// What a row's selection found: entries with key < T are targeted; of the `ties` entries with
-// key == T the first m (by column) are, so rank_ties says whether ties need ranking at all.
+// What a row's selection found: entries with key < T are targeted, and of those with key == T
+// the first m by column; rank_ties says whether fewer than all of them are, i.e. whether ties
+// need ranking at all.
 struct Threshold {
   uint32_t T = 0;
-  unsigned m = 0, ties = 0;
+  unsigned m = 0;
   bool rank_ties = false;
 };
 
@@ -247,15 +248,9 @@ __device__ __forceinline__ void histogram_pass(const uint32_t* src, int64_t n, b
     hist_add4(s.hist, bins, active);
     if (kCollect) {  // warp-aggregated append: one shared atomic per warp and group of 4
       const unsigned mine = active[0] + active[1] + active[2] + active[3];
-      const int lane = threadIdx.x & 31;
-      unsigned incl = mine;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const unsigned y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-      }
+      const unsigned incl = warp_inclusive_scan(mine);
       unsigned at = 0;
-      if (lane == 31 && incl > 0) at = atomicAdd(&s.ncand, incl);
+      if ((threadIdx.x & 31) == 31 && incl > 0) at = atomicAdd(&s.ncand, incl);
       at = __shfl_sync(0xffffffffu, at, 31) + incl - mine;
 #pragma unroll
       for (int i = 0; i < 4; ++i)
@@ -265,8 +260,8 @@ __device__ __forceinline__ void histogram_pass(const uint32_t* src, int64_t n, b
 }
 
 // After a histogram pass: finds the digit holding rank `remaining` (thread t scans bins
-// 8t..8t+7), publishes it in s.digit/s.remaining/s.count, and zeroes the histogram for the
-// next pass. Starts and ends with a barrier.
+// 8t..8t+7), publishes it in s.digit/s.remaining/s.count, and zeroes the histogram and the
+// candidate count for the next pass. Starts and ends with a barrier.
 __device__ __forceinline__ void find_digit(unsigned remaining, SelectState& s) {
   __syncthreads();  // the histogram (and any staged row or candidates) is complete
   uint4* mine = reinterpret_cast<uint4*>(s.hist + kBinsPerThread * threadIdx.x);
@@ -320,7 +315,7 @@ __device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, i
     histogram_pass<2, false, false>(src, n, vec, prefix, pmask, nullptr, s);
   find_digit(remaining, s);
   const uint32_t T = prefix | (s.digit << digit_shift(2));
-  return Threshold{T, s.remaining, s.count, s.remaining < s.count};
+  return Threshold{T, s.remaining, s.remaining < s.count};
 }
 
 // A whole block on one row. The histogram is zero on entry and on return.
@@ -330,17 +325,13 @@ __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t sm
   const int64_t n = t.n, k = t.k;
   const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
   const bool aligned = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w) & 15) == 0;
-  // The row is staged on chip when it fits: the select's first pass copies it there, the later
-  // passes and the final pass read it there. Longer rows are re-read from global memory.
-  uint32_t* staged = n <= smem_floats ? s_row : nullptr;
+  // A row with something to select is staged on chip when it fits: the select's first pass
+  // copies it there, the later passes and the final pass read it there. Longer rows, and rows
+  // read only once (k = 0 or n), come from global memory.
+  const bool select = k > 0 && k < n;
+  uint32_t* staged = select && n <= smem_floats ? s_row : nullptr;
   Threshold th;
-  if (k > 0 && k < n) {
-    th = block_select(row, n, k, aligned, staged, sel);
-  } else if (staged != nullptr) {  // nothing to select; stage so the final pass reads on chip
-    for (int64_t c0 = kEntries * threadIdx.x; c0 < n; c0 += kThreads * kEntries)
-      *reinterpret_cast<uint4*>(staged + c0) = load4(row, c0, n, aligned);
-    __syncthreads();
-  }
+  if (select) th = block_select(row, n, k, aligned, staged, sel);
   const uint32_t* src = staged != nullptr ? staged : row;
   const bool vec = staged != nullptr || aligned;  // s_row is 16-byte aligned, padded to 4
   const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
@@ -542,7 +533,7 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
       } else {
         weights.t[weights.count++] = dev_task(s, weights.total, flag);
         weights.total += s.rows;  // one block per row
-        if (s.n <= cap) max_staged = std::max(max_staged, s.n);
+        if (s.k > 0 && s.k < s.n && s.n <= cap) max_staged = std::max(max_staged, s.n);
       }
     }
     if (weights.count > 0) {
