@@ -1,10 +1,14 @@
 // CUDA batch normalisation. Per-channel sums are split over a grid of (chunk, channel) blocks
-// that each write one partial (no atomics), then one thread per channel adds its partials in a
-// fixed order: the results are deterministic, and the grid keeps every SM busy even for a few
-// channels. Sums accumulate in double; the batch variance is taken from sums of (x - shift)
-// with shift = the channel's first value, which avoids the cancellation of E[x^2] - E[x]^2.
+// that each write one partial (no atomics on the sums); the last block of a channel to finish
+// adds the channel's partials in a fixed order and finalises it, in the same launch. The
+// results are deterministic, and the grid keeps every SM busy even for a few channels. Sums
+// accumulate in double; the batch variance is taken from sums of (x - shift) with shift = the
+// channel's first value, which avoids the cancellation of E[x^2] - E[x]^2. Values move as
+// 16-byte packs wherever the planes and pointers allow it: these kernels are memory-bound.
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <mutex>
 
 #include "core/cuda_check.h"
 #include "kernels/batch_norm.h"
@@ -13,13 +17,42 @@ namespace tdrop {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kChunk = 4096;  // elements of one channel summed by one block
+constexpr int kWarps = kThreads / 32;
+constexpr int64_t kChunkPacks = 1024;  // packs of one channel summed by one block: 4 per thread
 constexpr int64_t kMaxSplits = 1024;
+
+// V consecutive elements moved as one 16-byte load or store (V = 1: plain scalars). A plane of
+// H*W values never straddles a pack when H*W % V == 0, so all V values share one channel.
+template <class T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <class T, int V>
+__device__ __forceinline__ Pack<T, V> load(const T* __restrict__ p, int64_t pack) {
+  if constexpr (sizeof(T) * V == 16) {
+    const int4 raw = __ldg(reinterpret_cast<const int4*>(p) + pack);
+    Pack<T, V> r;
+    *reinterpret_cast<int4*>(r.v) = raw;
+    return r;
+  } else {
+    return Pack<T, V>{{p[pack]}};
+  }
+}
+
+template <class T, int V>
+__device__ __forceinline__ void store(T* __restrict__ p, int64_t pack, const Pack<T, V>& r) {
+  if constexpr (sizeof(T) * V == 16)
+    reinterpret_cast<int4*>(p)[pack] = *reinterpret_cast<const int4*>(r.v);
+  else
+    p[pack] = r.v[0];
+}
 
 struct Dims {
   int64_t n, c, hw, m;  // m = n * hw values per channel
-  int64_t splits, chunk;
-  bool narrow;  // every element index fits 32 bits
+  int64_t hwp, mp;      // the same counted in packs
+  int64_t splits, chunk;  // blocks per channel and packs per block
+  bool narrow;          // every element index fits 32 bits
 };
 
 // Whether the indices of a tensor of `total` elements fit 32-bit arithmetic: these kernels move
@@ -35,75 +68,123 @@ __device__ __forceinline__ int64_t mod_by(int64_t i, int64_t d, bool narrow) {
   return narrow ? static_cast<int64_t>(static_cast<uint32_t>(i) % static_cast<uint32_t>(d)) : i % d;
 }
 
-Dims dims(const Tensor& x) {
+Dims dims(const Tensor& x, int v) {
   // Channels index the grid's y dimension.
   TDROP_CHECK(x.size(1) <= 65535, "batch_norm2d: ", x.size(1),
               " channels exceed the CUDA grid limit of 65535");
-  Dims d{x.size(0), x.size(1), x.size(2) * x.size(3), 0, 1, 0, narrow_indices(x.numel())};
+  Dims d{};
+  d.n = x.size(0);
+  d.c = x.size(1);
+  d.hw = x.size(2) * x.size(3);
   d.m = d.n * d.hw;
-  d.splits = std::clamp<int64_t>((d.m + kChunk - 1) / kChunk, 1, kMaxSplits);
-  d.chunk = (d.m + d.splits - 1) / d.splits;
+  d.hwp = d.hw / v;
+  d.mp = d.m / v;
+  d.splits = std::clamp<int64_t>((d.mp + kChunkPacks - 1) / kChunkPacks, 1, kMaxSplits);
+  d.chunk = (d.mp + d.splits - 1) / d.splits;
+  d.narrow = narrow_indices(x.numel());
   return d;
 }
 
-// Index of value j (0 <= j < n*hw) of channel c.
-__device__ __forceinline__ int64_t at(int64_t j, int64_t c, const Dims& d) {
-  const int64_t q = div_by(j, d.hw, d.narrow);
-  return (q * d.c + c) * d.hw + (j - q * d.hw);
-}
+bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
 
-// Sums a and b over the block; thread 0 gets the totals.
-__device__ void block_sum2(double& a, double& b) {
-  __shared__ double sa[kThreads], sb[kThreads];
-  sa[threadIdx.x] = a;
-  sb[threadIdx.x] = b;
-  __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) {
-      sa[threadIdx.x] += sa[threadIdx.x + s];
-      sb[threadIdx.x] += sb[threadIdx.x + s];
-    }
-    __syncthreads();
-  }
-  a = sa[0];
-  b = sb[0];
-}
-
-// partial[(c * splits + s) * 2 + {0, 1}] = sums of (x - shift) and (x - shift)^2 over chunk s.
+// The widest pack every operand allows: 16 bytes when planes split into whole packs and every
+// pointer is 16-byte aligned (a view may start anywhere), else one element.
 template <class T>
-__global__ void stats_partial_kernel(const T* __restrict__ x, Dims d, double* __restrict__ partial) {
-  const int64_t c = blockIdx.y, s = blockIdx.x;
-  const double shift = static_cast<double>(x[c * d.hw]);
-  const int64_t begin = s * d.chunk, end = min(begin + d.chunk, d.m);
-  double a = 0, b = 0;
-  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-    const double v = static_cast<double>(x[at(j, c, d)]) - shift;
-    a += v;
-    b += v * v;
+int pack_width(const Tensor& x, std::initializer_list<const Tensor*> others) {
+  constexpr int wide = 16 / sizeof(T);
+  if ((x.size(2) * x.size(3)) % wide != 0 || !aligned16(x)) return 1;
+  for (const Tensor* t : others)
+    if (!aligned16(*t)) return 1;
+  return wide;
+}
+
+// Pack index of pack j (0 <= j < mp) of channel c.
+__device__ __forceinline__ int64_t at(int64_t j, int64_t c, const Dims& d) {
+  const int64_t q = div_by(j, d.hwp, d.narrow);
+  return (q * d.c + c) * d.hwp + (j - q * d.hwp);
+}
+
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sums a and b over the block in a fixed order (deterministic); thread 0 gets the totals.
+__device__ void block_sum2(double& a, double& b) {
+  __shared__ double sa[kWarps], sb[kWarps];
+  a = warp_sum(a);
+  b = warp_sum(b);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __syncthreads();  // an earlier call's readers are done with sa, sb
+  if (lane == 0) {
+    sa[warp] = a;
+    sb[warp] = b;
   }
+  __syncthreads();
+  if (warp == 0) {
+    a = warp_sum(lane < kWarps ? sa[lane] : 0.0);
+    b = warp_sum(lane < kWarps ? sb[lane] : 0.0);
+  }
+}
+
+// Each block of channel c stores its partial sums (a, b) in partial[(c * splits + s) * 2 + {0,1}];
+// the last block of the channel to arrive adds all of them, in split order, and returns true in
+// every thread with the totals in thread 0. Saves the separate finalize launch that reading
+// the partials otherwise needs, and the order of the sum does not depend on which block was last.
+// `arrivals[c]` must be 0 on entry; the last block puts it back to 0 for the next launch.
+__device__ bool last_block_totals(double& a, double& b, double* __restrict__ partial,
+                                  unsigned* __restrict__ arrivals, int64_t splits) {
+  __shared__ bool last;
+  const int64_t c = blockIdx.y, s = blockIdx.x;
   block_sum2(a, b);
   if (threadIdx.x == 0) {
-    partial[(c * d.splits + s) * 2] = a;
-    partial[(c * d.splits + s) * 2 + 1] = b;
+    partial[(c * splits + s) * 2] = a;
+    partial[(c * splits + s) * 2 + 1] = b;
+    __threadfence();  // the partial is visible device-wide before the arrival is counted
+    last = atomicAdd(&arrivals[c], 1u) == static_cast<unsigned>(splits - 1);
   }
+  __syncthreads();
+  if (!last) return false;
+  __threadfence();
+  a = 0;
+  b = 0;
+  // __ldcg reads L2, where the other blocks' partials are, never a stale L1 line.
+  for (int64_t i = threadIdx.x; i < splits; i += blockDim.x) {
+    a += __ldcg(&partial[(c * splits + i) * 2]);
+    b += __ldcg(&partial[(c * splits + i) * 2 + 1]);
+  }
+  block_sum2(a, b);
+  if (threadIdx.x == 0) arrivals[c] = 0;
+  return true;
 }
 
-template <class T>
-__global__ void stats_finalize_kernel(const T* __restrict__ x, Dims d,
-                                      const double* __restrict__ partial, T* __restrict__ rmean,
-                                      T* __restrict__ rvar, double momentum, double eps,
-                                      T* __restrict__ mean, T* __restrict__ invstd) {
-  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (c >= d.c) return;
+// Batch statistics of channel blockIdx.y over the packs of chunk blockIdx.x: sums of (x - shift)
+// and (x - shift)^2, finished by the channel's last block into mean, invstd and the running
+// statistics.
+template <class T, int V>
+__global__ void stats_kernel(const T* __restrict__ x, Dims d, double* __restrict__ partial,
+                             unsigned* __restrict__ arrivals, T* __restrict__ rmean,
+                             T* __restrict__ rvar, double momentum, double eps,
+                             T* __restrict__ mean, T* __restrict__ invstd) {
+  const int64_t c = blockIdx.y, s = blockIdx.x;
+  const double shift = static_cast<double>(x[c * d.hw]);
+  const int64_t begin = s * d.chunk, end = min(begin + d.chunk, d.mp);
   double a = 0, b = 0;
-  for (int64_t s = 0; s < d.splits; ++s) {
-    a += partial[(c * d.splits + s) * 2];
-    b += partial[(c * d.splits + s) * 2 + 1];
+#pragma unroll 4
+  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+    const Pack<T, V> p = load<T, V>(x, at(j, c, d));
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const double v = static_cast<double>(p.v[k]) - shift;
+      a += v;
+      b += v * v;
+    }
   }
+  if (!last_block_totals(a, b, partial, arrivals, d.splits) || threadIdx.x != 0) return;
   const double m = static_cast<double>(d.m);
   const double shifted_mean = a / m;
   const double var = fmax(b / m - shifted_mean * shifted_mean, 0.0);
-  const double mu = static_cast<double>(x[c * d.hw]) + shifted_mean;
+  const double mu = shift + shifted_mean;
   mean[c] = static_cast<T>(mu);
   invstd[c] = static_cast<T>(1.0 / sqrt(var + eps));
   rmean[c] = static_cast<T>((1.0 - momentum) * static_cast<double>(rmean[c]) + momentum * mu);
@@ -121,75 +202,79 @@ __global__ void eval_stats_kernel(const T* __restrict__ rmean, const T* __restri
   invstd[c] = static_cast<T>(1.0 / sqrt(static_cast<double>(rvar[c]) + eps));
 }
 
-template <class T>
+template <class T, int V>
 __global__ void normalize_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
                                  const T* __restrict__ beta, const T* __restrict__ mean,
-                                 const T* __restrict__ invstd, Dims d, int64_t total,
+                                 const T* __restrict__ invstd, Dims d, int64_t packs,
                                  T* __restrict__ y) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < packs;
        i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t c = mod_by(div_by(i, d.hw, d.narrow), d.c, d.narrow);
-    y[i] = (x[i] - mean[c]) * invstd[c] * gamma[c] + beta[c];
+    const int64_t c = mod_by(div_by(i, d.hwp, d.narrow), d.c, d.narrow);
+    const T mu = mean[c], is = invstd[c], g = gamma[c], be = beta[c];
+    Pack<T, V> p = load<T, V>(x, i);
+#pragma unroll
+    for (int k = 0; k < V; ++k) p.v[k] = (p.v[k] - mu) * is * g + be;
+    store<T, V>(y, i, p);
   }
 }
 
-// partial[(c * splits + s) * 2 + {0, 1}] = sums of gy and gy * xhat over chunk s.
-template <class T>
-__global__ void grad_partial_kernel(const T* __restrict__ gy, const T* __restrict__ x,
-                                    const T* __restrict__ mean, const T* __restrict__ invstd,
-                                    Dims d, double* __restrict__ partial) {
+// Sums of gy and gy * xhat of channel blockIdx.y over chunk blockIdx.x; the channel's last block
+// writes the totals to sums[c * 2 + {0, 1}], gbeta[c] and ggamma[c].
+template <class T, int V>
+__global__ void grad_sums_kernel(const T* __restrict__ gy, const T* __restrict__ x,
+                                 const T* __restrict__ mean, const T* __restrict__ invstd, Dims d,
+                                 double* __restrict__ partial, unsigned* __restrict__ arrivals,
+                                 double* __restrict__ sums, T* __restrict__ ggamma,
+                                 T* __restrict__ gbeta) {
   const int64_t c = blockIdx.y, s = blockIdx.x;
   const double mu = static_cast<double>(mean[c]), is = static_cast<double>(invstd[c]);
-  const int64_t begin = s * d.chunk, end = min(begin + d.chunk, d.m);
+  const int64_t begin = s * d.chunk, end = min(begin + d.chunk, d.mp);
   double a = 0, b = 0;
+#pragma unroll 4
   for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
     const int64_t k = at(j, c, d);
-    const double g = static_cast<double>(gy[k]);
-    a += g;
-    b += g * (static_cast<double>(x[k]) - mu) * is;
+    const Pack<T, V> g = load<T, V>(gy, k), xv = load<T, V>(x, k);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const double gd = static_cast<double>(g.v[e]);
+      a += gd;
+      b += gd * (static_cast<double>(xv.v[e]) - mu) * is;
+    }
   }
-  block_sum2(a, b);
-  if (threadIdx.x == 0) {
-    partial[(c * d.splits + s) * 2] = a;
-    partial[(c * d.splits + s) * 2 + 1] = b;
-  }
-}
-
-// Adds each channel's partials into sums[c * 2 + {0, 1}] and writes gbeta, ggamma.
-template <class T>
-__global__ void grad_finalize_kernel(Dims d, const double* __restrict__ partial,
-                                     double* __restrict__ sums, T* __restrict__ ggamma,
-                                     T* __restrict__ gbeta) {
-  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (c >= d.c) return;
-  double a = 0, b = 0;
-  for (int64_t s = 0; s < d.splits; ++s) {
-    a += partial[(c * d.splits + s) * 2];
-    b += partial[(c * d.splits + s) * 2 + 1];
-  }
+  if (!last_block_totals(a, b, partial, arrivals, d.splits) || threadIdx.x != 0) return;
   sums[c * 2] = a;
   sums[c * 2 + 1] = b;
   gbeta[c] = static_cast<T>(a);
   ggamma[c] = static_cast<T>(b);
 }
 
-template <class T>
+template <class T, int V>
 __global__ void grad_input_kernel(const T* __restrict__ gy, const T* __restrict__ x,
                                   const T* __restrict__ gamma, const T* __restrict__ mean,
                                   const T* __restrict__ invstd, const double* __restrict__ sums,
-                                  bool batch_stats, Dims d, int64_t total, T* __restrict__ gx) {
+                                  bool batch_stats, Dims d, int64_t packs, T* __restrict__ gx) {
   const double inv_m = 1.0 / static_cast<double>(d.m);
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < packs;
        i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t c = mod_by(div_by(i, d.hw, d.narrow), d.c, d.narrow);
+    const int64_t c = mod_by(div_by(i, d.hwp, d.narrow), d.c, d.narrow);
     const double is = static_cast<double>(invstd[c]);
     const double scale = static_cast<double>(gamma[c]) * is;
-    double g = static_cast<double>(gy[i]);
+    const double mu = static_cast<double>(mean[c]);
+    const double mean_g = sums[c * 2] * inv_m, mean_gxhat = sums[c * 2 + 1] * inv_m;
+    const Pack<T, V> g = load<T, V>(gy, i);
+    Pack<T, V> out;
     if (batch_stats) {
-      const double xhat = (static_cast<double>(x[i]) - static_cast<double>(mean[c])) * is;
-      g -= sums[c * 2] * inv_m + xhat * sums[c * 2 + 1] * inv_m;
+      const Pack<T, V> xv = load<T, V>(x, i);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const double xhat = (static_cast<double>(xv.v[e]) - mu) * is;
+        out.v[e] = static_cast<T>(scale * (static_cast<double>(g.v[e]) - (mean_g + xhat * mean_gxhat)));
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < V; ++e) out.v[e] = static_cast<T>(scale * static_cast<double>(g.v[e]));
     }
-    gx[i] = static_cast<T>(scale * g);
+    store<T, V>(gx, i, out);
   }
 }
 
@@ -209,72 +294,113 @@ class Partials {
   double* p_;
 };
 
+// One arrival counter per channel for last_block_totals, zero between launches. They outlive
+// the launches: every launch runs on cuda_stream(), so two never use the counters at once, and
+// a launch leaves them all at zero.
+unsigned* arrival_counters(int64_t channels) {
+  static std::mutex mu;
+  static unsigned* counters = nullptr;
+  static int64_t capacity = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  if (channels > capacity) {
+    const int64_t grown = std::max<int64_t>(channels, 1024);
+    if (counters != nullptr)
+      device_free(Device::CUDA, counters, sizeof(unsigned) * static_cast<size_t>(capacity));
+    counters = static_cast<unsigned*>(device_alloc(
+        Device::CUDA, sizeof(unsigned) * static_cast<size_t>(grown), "batch_norm2d counters"));
+    TDROP_CUDA_CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * static_cast<size_t>(grown),
+                                     cuda_stream()));
+    capacity = grown;
+  }
+  return counters;
+}
+
 unsigned channel_blocks(int64_t c) { return static_cast<unsigned>((c + kThreads - 1) / kThreads); }
 
-template <class T>
+dim3 split_grid(const Dims& d) {
+  return dim3(static_cast<unsigned>(d.splits), static_cast<unsigned>(d.c));
+}
+
+template <class T, int V>
 void normalize_launch(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
                       const Tensor& invstd, const Tensor& y) {
-  const Dims d = dims(x);
-  const int64_t total = x.numel();
-  normalize_kernel<T><<<cuda_blocks(total, kThreads), kThreads, 0, cuda_stream()>>>(
-      x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(), invstd.data<T>(), d, total,
+  const Dims d = dims(x, V);
+  const int64_t packs = x.numel() / V;
+  normalize_kernel<T, V><<<cuda_blocks(packs, kThreads), kThreads, 0, cuda_stream()>>>(
+      x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(), invstd.data<T>(), d, packs,
       y.data<T>());
   TDROP_LAUNCH_CHECK("batch_norm2d normalize_kernel");
 }
 
-template <class T>
+template <class T, int V>
 void train_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
                  const Tensor& rvar, double momentum, double eps, const Tensor& y,
                  const Tensor& mean, const Tensor& invstd) {
-  const Dims d = dims(x);
+  const Dims d = dims(x, V);
   Partials partial(static_cast<size_t>(d.c * d.splits * 2));
-  stats_partial_kernel<T><<<dim3(static_cast<unsigned>(d.splits), static_cast<unsigned>(d.c)),
-                            kThreads, 0, cuda_stream()>>>(x.data<T>(), d, partial.get());
-  TDROP_LAUNCH_CHECK("batch_norm2d stats_partial_kernel");
-  stats_finalize_kernel<T><<<channel_blocks(d.c), kThreads, 0, cuda_stream()>>>(
-      x.data<T>(), d, partial.get(), rmean.data<T>(), rvar.data<T>(), momentum, eps,
-      mean.data<T>(), invstd.data<T>());
-  TDROP_LAUNCH_CHECK("batch_norm2d stats_finalize_kernel");
-  normalize_launch<T>(x, gamma, beta, mean, invstd, y);
+  stats_kernel<T, V><<<split_grid(d), kThreads, 0, cuda_stream()>>>(
+      x.data<T>(), d, partial.get(), arrival_counters(d.c), rmean.data<T>(), rvar.data<T>(),
+      momentum, eps, mean.data<T>(), invstd.data<T>());
+  TDROP_LAUNCH_CHECK("batch_norm2d stats_kernel");
+  normalize_launch<T, V>(x, gamma, beta, mean, invstd, y);
 }
 
-template <class T>
-void eval_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
-                const Tensor& rvar, double eps, const Tensor& y, const Tensor& mean,
-                const Tensor& invstd) {
-  const int64_t c = x.size(1);
-  eval_stats_kernel<T><<<channel_blocks(c), kThreads, 0, cuda_stream()>>>(
-      rmean.data<T>(), rvar.data<T>(), c, eps, mean.data<T>(), invstd.data<T>());
-  TDROP_LAUNCH_CHECK("batch_norm2d eval_stats_kernel");
-  if (x.numel() > 0) normalize_launch<T>(x, gamma, beta, mean, invstd, y);
-}
-
-template <class T>
+template <class T, int V>
 void backward_typed(const Tensor& gy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                     const Tensor& invstd, bool batch_stats, const Tensor& gx,
                     const Tensor& ggamma, const Tensor& gbeta) {
-  const Dims d = dims(x);
+  const Dims d = dims(x, V);
   Partials partial(static_cast<size_t>(d.c * d.splits * 2 + d.c * 2));
   double* sums = partial.get() + d.c * d.splits * 2;
-  if (d.m > 0) {
-    grad_partial_kernel<T><<<dim3(static_cast<unsigned>(d.splits), static_cast<unsigned>(d.c)),
-                             kThreads, 0, cuda_stream()>>>(gy.data<T>(), x.data<T>(),
-                                                           mean.data<T>(), invstd.data<T>(), d,
-                                                           partial.get());
-    TDROP_LAUNCH_CHECK("batch_norm2d grad_partial_kernel");
-  } else {
-    TDROP_CUDA_CHECK(cudaMemsetAsync(partial.get(), 0, sizeof(double) * d.c * d.splits * 2,
-                                     cuda_stream()));
-  }
-  grad_finalize_kernel<T><<<channel_blocks(d.c), kThreads, 0, cuda_stream()>>>(
-      d, partial.get(), sums, ggamma.data<T>(), gbeta.data<T>());
-  TDROP_LAUNCH_CHECK("batch_norm2d grad_finalize_kernel");
-  const int64_t total = x.numel();
-  if (total == 0) return;
-  grad_input_kernel<T><<<cuda_blocks(total, kThreads), kThreads, 0, cuda_stream()>>>(
+  // With no values (N or H*W = 0) each channel's one block sums nothing: ggamma = gbeta = 0.
+  grad_sums_kernel<T, V><<<split_grid(d), kThreads, 0, cuda_stream()>>>(
+      gy.data<T>(), x.data<T>(), mean.data<T>(), invstd.data<T>(), d, partial.get(),
+      arrival_counters(d.c), sums, ggamma.data<T>(), gbeta.data<T>());
+  TDROP_LAUNCH_CHECK("batch_norm2d grad_sums_kernel");
+  const int64_t packs = x.numel() / V;
+  if (packs == 0) return;
+  grad_input_kernel<T, V><<<cuda_blocks(packs, kThreads), kThreads, 0, cuda_stream()>>>(
       gy.data<T>(), x.data<T>(), gamma.data<T>(), mean.data<T>(), invstd.data<T>(), sums,
-      batch_stats, d, total, gx.data<T>());
+      batch_stats, d, packs, gx.data<T>());
   TDROP_LAUNCH_CHECK("batch_norm2d grad_input_kernel");
+}
+
+template <class T>
+void train_any(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
+               const Tensor& rvar, double momentum, double eps, const Tensor& y,
+               const Tensor& mean, const Tensor& invstd) {
+  if (x.size(1) == 0) return;
+  if (pack_width<T>(x, {&y}) > 1)
+    train_typed<T, 16 / sizeof(T)>(x, gamma, beta, rmean, rvar, momentum, eps, y, mean, invstd);
+  else
+    train_typed<T, 1>(x, gamma, beta, rmean, rvar, momentum, eps, y, mean, invstd);
+}
+
+template <class T>
+void eval_any(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
+              const Tensor& rvar, double eps, const Tensor& y, const Tensor& mean,
+              const Tensor& invstd) {
+  const int64_t c = x.size(1);
+  if (c == 0) return;
+  eval_stats_kernel<T><<<channel_blocks(c), kThreads, 0, cuda_stream()>>>(
+      rmean.data<T>(), rvar.data<T>(), c, eps, mean.data<T>(), invstd.data<T>());
+  TDROP_LAUNCH_CHECK("batch_norm2d eval_stats_kernel");
+  if (x.numel() == 0) return;
+  if (pack_width<T>(x, {&y}) > 1)
+    normalize_launch<T, 16 / sizeof(T)>(x, gamma, beta, mean, invstd, y);
+  else
+    normalize_launch<T, 1>(x, gamma, beta, mean, invstd, y);
+}
+
+template <class T>
+void backward_any(const Tensor& gy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                  const Tensor& invstd, bool batch_stats, const Tensor& gx, const Tensor& ggamma,
+                  const Tensor& gbeta) {
+  if (x.size(1) == 0) return;
+  if (pack_width<T>(x, {&gy, &gx}) > 1)
+    backward_typed<T, 16 / sizeof(T)>(gy, x, gamma, mean, invstd, batch_stats, gx, ggamma, gbeta);
+  else
+    backward_typed<T, 1>(gy, x, gamma, mean, invstd, batch_stats, gx, ggamma, gbeta);
 }
 
 }  // namespace
@@ -284,27 +410,27 @@ void batch_norm2d_train_cuda(const Tensor& x, const Tensor& gamma, const Tensor&
                              double momentum, double eps, const Tensor& y, const Tensor& mean,
                              const Tensor& invstd) {
   if (x.dtype() == DType::F32)
-    train_typed<float>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd);
+    train_any<float>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd);
   else
-    train_typed<double>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd);
+    train_any<double>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd);
 }
 
 void batch_norm2d_eval_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var, double eps,
                             const Tensor& y, const Tensor& mean, const Tensor& invstd) {
   if (x.dtype() == DType::F32)
-    eval_typed<float>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd);
+    eval_any<float>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd);
   else
-    eval_typed<double>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd);
+    eval_any<double>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd);
 }
 
 void batch_norm2d_backward_cuda(const Tensor& gy, const Tensor& x, const Tensor& gamma,
                                 const Tensor& mean, const Tensor& invstd, bool batch_stats,
                                 const Tensor& gx, const Tensor& ggamma, const Tensor& gbeta) {
   if (x.dtype() == DType::F32)
-    backward_typed<float>(gy, x, gamma, mean, invstd, batch_stats, gx, ggamma, gbeta);
+    backward_any<float>(gy, x, gamma, mean, invstd, batch_stats, gx, ggamma, gbeta);
   else
-    backward_typed<double>(gy, x, gamma, mean, invstd, batch_stats, gx, ggamma, gbeta);
+    backward_any<double>(gy, x, gamma, mean, invstd, batch_stats, gx, ggamma, gbeta);
 }
 
 }  // namespace tdrop

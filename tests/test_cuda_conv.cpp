@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <random>
 #include <string>
@@ -140,9 +141,13 @@ TEST(CudaBatchNorm2d, TrainingMatchesCpuIncludingRunningStatistics) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  // Shapes with one-block and many-block channels, an offset mean (cancellation) and 1x1 planes.
+  // Shapes with one-block and many-block channels (ResNet-32's first stage at batch 128: 32
+  // blocks per channel, whose last one finishes the channel), planes that split into 16-byte
+  // packs (H*W % 4 == 0) and planes that do not, one pack per plane, 1x1 planes, and an offset
+  // mean (cancellation).
   for (const Shape& s : {Shape{2, 3, 5, 7}, Shape{16, 4, 32, 32}, Shape{9, 64, 1, 1},
-                         Shape{3, 5, 40, 41}}) {
+                         Shape{3, 5, 40, 41}, Shape{128, 16, 32, 32}, Shape{64, 64, 8, 8},
+                         Shape{5, 3, 2, 2}, Shape{7, 2, 1, 2}}) {
     for (DType dt : {DType::F32, DType::F64}) {
       SCOPED_TRACE(shape_str(s) + " " + dtype_name(dt));
       const int64_t c = s[1];
@@ -168,6 +173,37 @@ TEST(CudaBatchNorm2d, TrainingMatchesCpuIncludingRunningStatistics) {
       expect_close(rm_cpu2, rm_gpu, tol, tol, "running_mean");
       expect_close(rv_cpu2, rv_gpu, tol, tol, "running_var");
     }
+  }
+}
+
+// Inputs that start off a 16-byte boundary (a view one element into its storage) take the
+// scalar path; its outputs, gradients and running statistics match the aligned copy's.
+TEST(CudaBatchNorm2d, MisalignedViewMatchesAlignedCopy) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(fresh_seed());
+  const Shape s{6, 3, 4, 4};
+  for (DType dt : {DType::F32, DType::F64}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Tensor flat = random_tensor({6 * 3 * 16 + 1}, rng, -2, 2, dt).to(Device::CUDA);
+    const Tensor gamma = random_tensor({3}, rng, 0.5, 2, dt).to(Device::CUDA);
+    const Tensor beta = random_tensor({3}, rng, -1, 1, dt).to(Device::CUDA);
+    const Tensor weighting = random_tensor(s, rng, -1, 1, dt).to(Device::CUDA);
+    Tensors outs;
+    for (bool aligned : {true, false}) {
+      Tensor x = flat.narrow(0, 1, 6 * 3 * 16).reshape(s);
+      if (aligned) x = x.clone();
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(x.raw_data()) % 16 == 0, aligned);
+      x.set_requires_grad(true);
+      const Tensor rm = Tensor::zeros({3}, dt, Device::CUDA), rv = Tensor::full({3}, 1.0, dt, Device::CUDA);
+      const Tensor y = batch_norm2d(x, gamma, beta, rm, rv, true, 0.1, 1e-5);
+      sum(mul(y, weighting)).backward();
+      outs.push_back(y.to(Device::CPU));
+      outs.push_back(x.grad().to(Device::CPU));
+      outs.push_back(rm.to(Device::CPU));
+    }
+    // Same sums in a different order of loads: equal within rounding, not necessarily bitwise.
+    const double tol = dt == DType::F32 ? 1e-5 : 1e-12;
+    for (size_t i = 0; i < 3; ++i) expect_close(outs[i], outs[i + 3], tol, tol, "aligned vs view");
   }
 }
 

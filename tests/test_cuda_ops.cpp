@@ -236,10 +236,13 @@ std::vector<OpCase> build_cases() {
     }
   add("relu_transposed_view", [](Gen& g) { return Tensors{g.levels({33, 7})}; },
       [](const Tensors& in) { return Tensors{relu(in[0].transpose(0, 1))}; }, kExact);
+  // One element into its storage: off the 16-byte boundary the float4 path needs.
+  add("relu_misaligned_view", [](Gen& g) { return Tensors{g.levels({1001})}; },
+      [](const Tensors& in) { return Tensors{relu(in[0].narrow(0, 1, 1000))}; }, kExact);
 
   // -- axpy_ --
   for (DType dt : {F32, F64})
-    for (const Shape& s : std::vector<Shape>{{257, 33}, {1}, {0, 5}})
+    for (const Shape& s : std::vector<Shape>{{257, 33}, {1}, {6}, {1000}, {0, 5}})
       add("axpy_" + dt_name(dt) + "_" + shape_name(s),
           [=](Gen& g) { return Tensors{g.uniform(s, dt), g.uniform(s, dt)}; },
           [](const Tensors& in) {
@@ -248,6 +251,21 @@ std::vector<OpCase> build_cases() {
             return Tensors{acc};
           },
           kExact);
+  // x off the 16-byte boundary (scalar path), and x = acc (a gradient added to itself).
+  add("axpy_misaligned_x", [](Gen& g) { return Tensors{g.uniform({1001}), g.uniform({1000})}; },
+      [](const Tensors& in) {
+        Tensor acc = in[1];
+        axpy_(0.37, in[0].narrow(0, 1, 1000), acc);
+        return Tensors{acc};
+      },
+      kExact);
+  add("axpy_into_itself", [](Gen& g) { return Tensors{g.uniform({1003})}; },
+      [](const Tensors& in) {
+        Tensor acc = in[0];
+        axpy_(0.37, acc, acc);
+        return Tensors{acc};
+      },
+      kExact);
 
   // -- first_nonfinite --
   for (DType dt : {F32, F64})
