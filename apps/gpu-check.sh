@@ -192,6 +192,7 @@ if want speed && t=$(stage_limit 30 150); then
   speed_run td-fused-b128 --train-limit 25600 --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl fused
   torch_run td-b128 --batch 128 --td
   speed_run td-unfused-b128 --train-limit 25600 --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl unfused
+  speed_run none-b128-nondet --train-limit 25600 --cudnn-nondeterministic
   speed_run none-b512 --train-limit 102400 --batch-size 512
   torch_run b512 --batch 512
   say '```'

@@ -3,6 +3,7 @@
 
 #include "apps/commands.h"
 #include "core/device.h"
+#include "kernels/conv2d.h"
 #include "layers/targeted.h"
 #include "models/registry.h"
 #include "models/trainer.h"
@@ -86,6 +87,10 @@ void add_train_command(CLI::App& app) {
                   "use only the first N training images (0 = all)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("!--no-progress", cfg->progress, "no live progress line");
+  auto nondeterministic = std::make_shared<bool>(false);
+  cmd->add_flag("--cudnn-nondeterministic", *nondeterministic,
+                "CUDA: let cuDNN use convolution algorithms that add with atomics, as PyTorch "
+                "does by default (may be faster; the last bits then differ run to run)");
   auto resume_dir = std::make_shared<std::string>();
   cmd->add_option("--resume", *resume_dir,
                   "continue the run in DIR from its last save (--epochs is the total)");
@@ -129,9 +134,10 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"fused", "unfused"}))
       ->capture_default_str();
   g->add_option("--l1", cfg->l1, "L1 penalty on targetable weights")->check(CLI::Range(0.0, 1e3));
-  cmd->callback([cfg, td, impl, resume_dir, cmd] {
+  cmd->callback([cfg, td, impl, nondeterministic, resume_dir, cmd] {
     cfg->td = td->resolve();
     set_td_cuda_impl(*impl == "unfused" ? TdCudaImpl::Unfused : TdCudaImpl::Fused);
+    set_conv2d_nondeterministic(*nondeterministic);
     if (!resume_dir->empty()) {
       cfg->resume = true;
       cfg->out_dir = *resume_dir;

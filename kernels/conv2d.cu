@@ -8,7 +8,10 @@
 // Heuristics rather than timed search keep the choice, and so the results, identical run to run;
 // cuDNN's timed search (cudnnFind*) was also no faster for ResNet-32 at batch 128 on an H200 and
 // took Winograd kernels outside the fp32 tolerance for wide layers (bench/results/2026-11-26-h200).
+// set_conv2d_nondeterministic(true) drops the determinism requirement (PyTorch's default): the
+// heuristics may then pick algorithms that add with atomics, e.g. for backward-filter.
 #include <array>
+#include <atomic>
 #include <climits>
 #include <map>
 #include <memory>
@@ -23,6 +26,8 @@ namespace tdrop {
 namespace {
 
 constexpr size_t kMaxWorkspace = size_t{1} << 30;
+
+std::atomic<bool> g_nondeterministic{false};
 
 cudnnHandle_t cudnn_handle() {
   static cudnnHandle_t handle = [] {
@@ -121,25 +126,27 @@ struct Plan {
   size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
 };
 
-using PlanKey = std::array<int64_t, 16>;
+using PlanKey = std::array<int64_t, 17>;
 
-// The first heuristic choice that is usable, deterministic and free of tensor-core math.
+// The first heuristic choice that is usable, free of tensor-core math and, unless
+// `nondeterministic`, deterministic.
 template <class Perf>
-const Perf& pick(const std::vector<Perf>& perfs, int count, const char* pass, const Shape& x,
-                 const Shape& w) {
+const Perf& pick(const std::vector<Perf>& perfs, int count, bool nondeterministic,
+                 const char* pass, const Shape& x, const Shape& w) {
   for (int i = 0; i < count; ++i) {
     const Perf& r = perfs[static_cast<size_t>(i)];
-    if (r.status == CUDNN_STATUS_SUCCESS && r.determinism == CUDNN_DETERMINISTIC &&
+    if (r.status == CUDNN_STATUS_SUCCESS &&
+        (nondeterministic || r.determinism == CUDNN_DETERMINISTIC) &&
         r.mathType != CUDNN_TENSOR_OP_MATH && r.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION &&
         r.memory <= kMaxWorkspace)
       return r;
   }
-  fail("conv2d: cuDNN offers no deterministic fp32 ", pass, " algorithm for input ",
+  fail("conv2d: cuDNN offers no ", nondeterministic ? "" : "deterministic ", "fp32 ", pass, " algorithm for input ",
        shape_str(x), " and weight ", shape_str(w));
 }
 
 std::unique_ptr<Plan> make_plan(DType t, const Shape& x, const Shape& w, const Shape& y,
-                                const Conv2dParams& p) {
+                                const Conv2dParams& p, bool nondeterministic) {
   auto plan = std::make_unique<Plan>(t, x, w, y, p);
   cudnnHandle_t h = cudnn_handle();
   int max = 0, got = 0;
@@ -148,7 +155,7 @@ std::unique_ptr<Plan> make_plan(DType t, const Shape& x, const Shape& w, const S
     std::vector<cudnnConvolutionFwdAlgoPerf_t> perfs(static_cast<size_t>(max));
     TDROP_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
         h, plan->xd.d, plan->wd.d, plan->cd.d, plan->yd.d, max, &got, perfs.data()));
-    const auto& r = pick(perfs, got, "forward", x, w);
+    const auto& r = pick(perfs, got, nondeterministic, "forward", x, w);
     plan->fwd = r.algo;
     plan->fwd_ws = r.memory;
   }
@@ -157,7 +164,7 @@ std::unique_ptr<Plan> make_plan(DType t, const Shape& x, const Shape& w, const S
     std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perfs(static_cast<size_t>(max));
     TDROP_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
         h, plan->wd.d, plan->yd.d, plan->cd.d, plan->xd.d, max, &got, perfs.data()));
-    const auto& r = pick(perfs, got, "backward-data", x, w);
+    const auto& r = pick(perfs, got, nondeterministic, "backward-data", x, w);
     plan->bwd_data = r.algo;
     plan->bwd_data_ws = r.memory;
   }
@@ -166,7 +173,7 @@ std::unique_ptr<Plan> make_plan(DType t, const Shape& x, const Shape& w, const S
     std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perfs(static_cast<size_t>(max));
     TDROP_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
         h, plan->xd.d, plan->yd.d, plan->cd.d, plan->wd.d, max, &got, perfs.data()));
-    const auto& r = pick(perfs, got, "backward-filter", x, w);
+    const auto& r = pick(perfs, got, nondeterministic, "backward-filter", x, w);
     plan->bwd_filter = r.algo;
     plan->bwd_filter_ws = r.memory;
   }
@@ -181,12 +188,14 @@ const Plan& plan_for(DType t, const Shape& x, const Shape& w, const Conv2dParams
   static std::mutex mu;
   static std::map<PlanKey, std::unique_ptr<Plan>> plans;
   const Shape y = conv2d_output_shape(x, w, p, "conv2d");
+  const bool nondeterministic = g_nondeterministic.load();
   const PlanKey key{x[0], x[1], x[2], x[3], w[0], w[1], w[2], w[3], p.stride_h, p.stride_w,
                     p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups,
-                    static_cast<int64_t>(t)};
+                    static_cast<int64_t>(t), static_cast<int64_t>(nondeterministic)};
   std::lock_guard<std::mutex> lock(mu);
   auto it = plans.find(key);
-  if (it == plans.end()) it = plans.emplace(key, make_plan(t, x, w, y, p)).first;
+  if (it == plans.end())
+    it = plans.emplace(key, make_plan(t, x, w, y, p, nondeterministic)).first;
   return *it->second;
 }
 
@@ -203,6 +212,8 @@ struct Scalars {
 };
 
 }  // namespace
+
+void set_conv2d_nondeterministic(bool allow) { g_nondeterministic = allow; }
 
 void conv2d_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias,
                          const Conv2dParams& p, const Tensor& y) {

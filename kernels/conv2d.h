@@ -42,6 +42,11 @@ void conv2d_backward_filter_cpu(const Tensor& gy, const Tensor& x, const Conv2dP
                                 const Tensor& gw);
 void conv2d_backward_filter_cuda(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
                                  const Tensor& gw);
+// Whether the CUDA path may use cuDNN algorithms that are not deterministic (they add partial
+// results with atomics, so the last bits can differ run to run). Off by default; PyTorch allows
+// them unless torch.use_deterministic_algorithms is set. Takes effect for shapes planned later.
+void set_conv2d_nondeterministic(bool allow);
+
 // gb[c] = sum of gy over n, h, w.
 void conv2d_backward_bias_cpu(const Tensor& gy, const Tensor& gb);
 void conv2d_backward_bias_cuda(const Tensor& gy, const Tensor& gb);

@@ -129,7 +129,7 @@ TEST_F(Cli, EverySubcommandHasHelp) {
       {"train",
        {"--model", "--dataset", "--data-dir", "--epochs", "--batch-size", "--optimizer", "--lr",
         "--momentum", "--weight-decay", "--schedule", "--warmup-epochs", "--device", "--seed",
-        "--out", "--no-progress", "sgd", "adam", "cosine", "auto"}},
+        "--out", "--no-progress", "--cudnn-nondeterministic", "sgd", "adam", "cosine", "auto"}},
       {"eval", {"--checkpoint", "--dataset", "--data-dir", "--device", "--json"}},
       {"inspect", {"--model", "--json", "--list"}},
       {"prune", {"--checkpoint", "--mode", "--fractions", "--device", "--json"}},

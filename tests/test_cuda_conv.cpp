@@ -12,9 +12,11 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/device.h"
+#include "kernels/conv2d.h"
 #include "kernels/conv_ops.h"
 #include "kernels/ops.h"
 #include "layers/optimizer.h"
@@ -88,8 +90,14 @@ TEST_P(CudaConv2d, MatchesCpu) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  for (DType dt : {DType::F32, DType::F64}) {
-    SCOPED_TRACE(dtype_name(dt));
+  struct Reset {
+    ~Reset() { set_conv2d_nondeterministic(false); }
+  } reset;
+  for (auto [dt, nondeterministic] : {std::pair{DType::F32, false}, std::pair{DType::F64, false},
+                                      std::pair{DType::F32, true}}) {
+    set_conv2d_nondeterministic(nondeterministic);
+    SCOPED_TRACE(std::string(dtype_name(dt)) +
+                 (nondeterministic ? ", non-deterministic algorithms allowed" : ""));
     Tensors in{random_tensor(c.x, rng, -1, 1, dt), random_tensor(c.w, rng, -1, 1, dt)};
     if (c.bias) in.push_back(random_tensor({c.w[0]}, rng, -1, 1, dt));
     const Conv2dParams p = c.p;
