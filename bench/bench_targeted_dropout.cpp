@@ -140,7 +140,9 @@ void BM_CpuReference(benchmark::State& state, const std::string& set) {
   set_counters(state, wl.numel);
 }
 
-enum class CudaPath { FusedGrouped, FusedPerLayer, Unfused };
+// FusedBlockRows: the grouped launch with every row on a whole block (no warp-per-row path for
+// rows of <= kTdWarpRowMax entries), to measure what that path gains.
+enum class CudaPath { FusedGrouped, FusedBlockRows, FusedPerLayer, Unfused };
 
 // W' and masks of the CPU reference for a shape set, computed once per process.
 const std::vector<std::pair<std::vector<float>, std::vector<uint8_t>>>& reference(
@@ -181,6 +183,9 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
   auto run = [&] {
     switch (path) {
       case CudaPath::FusedGrouped: targeted_dropout_fused_cuda(wl.tasks, kSeed, ws); break;
+      case CudaPath::FusedBlockRows:
+        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, /*warp_rows=*/false);
+        break;
       case CudaPath::FusedPerLayer:
         for (const TdTask& t : wl.tasks) targeted_dropout_fused_cuda({t}, kSeed, ws);
         break;
@@ -227,6 +232,13 @@ void register_all() {
                                  CudaPath::FusedGrouped)
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
+    bool short_rows = false;
+    for (const auto& [rows, n] : shapes) short_rows |= n <= kTdWarpRowMax;
+    if (short_rows)
+      benchmark::RegisterBenchmark(("cuda_fused_block_rows/" + name).c_str(), BM_Cuda, name,
+                                   CudaPath::FusedBlockRows)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
     if (shapes.size() > 1)
       benchmark::RegisterBenchmark(("cuda_fused_per_layer/" + name).c_str(), BM_Cuda, name,
                                    CudaPath::FusedPerLayer)

@@ -10,7 +10,8 @@ The copy ceiling is the fastest device-to-device copy the benchmark measured in 
 (8 bytes per weight, one large matrix), so "% of copy" compares every set with the card's
 bandwidth rather than with a copy issued layer by layer. PyTorch's "unit" variant is
 unit-level dropout, a different operation, so the weight-level comparison uses the fastest of
-its sort, kthvalue, topk and compiled variants.
+its sort, kthvalue, topk and compiled variants. "block rows" is the fused launch with every row
+on a whole block (no warp-per-row path for short rows), where the set has short rows.
 """
 import json
 import sys
@@ -35,15 +36,16 @@ def main():
         r = json.loads(line)
         torch[(r["variant"], r["shape_set"])] = r
     print(f"copy ceiling: {copy_gbps:.0f} GB/s (device-to-device, read + write)\n")
-    print("| shape set | weights | fused µs | fused GB/s | % of copy | per-layer µs | unfused µs "
-          "| fastest PyTorch (weight) µs | fused vs unfused | fused vs PyTorch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| shape set | weights | fused µs | fused GB/s | % of copy | block rows µs | per-layer µs "
+          "| unfused µs | fastest PyTorch (weight) µs | fused vs unfused | fused vs PyTorch |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in ORDER:
         f = ours.get(("cuda_fused", s))
         if f is None:
             continue
         u = ours.get(("cuda_unfused", s))
         pl = ours.get(("cuda_fused_per_layer", s))
+        br = ours.get(("cuda_fused_block_rows", s))
         peers = [torch[(v, s)] for v in WEIGHT_VARIANTS if (v, s) in torch]
         best = min(peers, key=lambda r: r["median_us"]) if peers else None
         gbps = 8.125 * f["weights"] / (f["median_us"] * 1e-6) / 1e9
@@ -53,6 +55,7 @@ def main():
             f"{f['median_us']:.1f}",
             f"{gbps:.0f}",
             f"{100 * gbps / copy_gbps:.0f}%",
+            f"{br['median_us']:.1f}" if br else "–",
             f"{pl['median_us']:.1f}" if pl else "–",
             f"{u['median_us']:.1f}" if u else "–",
             f"{best['median_us']:.1f} ({best['variant']})" if best else "–",

@@ -65,9 +65,12 @@ void td_mask_grad_cpu(const float* g, const uint32_t* mask, int64_t rows, int64_
 // CUDA. Each returns after queueing work on cuda_stream(); errors (non-finite weights) are
 // reported by td_check_nonfinite once the device has finished.
 class TdCudaWorkspace;
-// All tasks in one launch per phase (weight mode: one launch in total).
+// All tasks in one launch per phase (weight mode: one launch in total). Weight-mode rows of at
+// most kTdWarpRowMax entries are each selected by one warp; warp_rows = false gives every row a
+// whole block instead (the same results bit for bit; kept to compare the two).
+inline constexpr int64_t kTdWarpRowMax = 1024;
 void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
-                                 TdCudaWorkspace& ws);
+                                 TdCudaWorkspace& ws, bool warp_rows = true);
 // One pipeline of separate kernels per task, as a general framework would compose it.
 void targeted_dropout_unfused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
                                    TdCudaWorkspace& ws);

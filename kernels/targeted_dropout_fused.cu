@@ -14,6 +14,11 @@
 // scan, only when the threshold value is shared by more entries than remain to be targeted (rare
 // with real weights; common after pruning).
 //
+// Short rows (n <= kTdWarpRowMax, e.g. every layer of ResNet-32) would leave most of a block
+// idle and pay its barriers: each warp takes a row of its own (td_warp_row), held in registers,
+// and finds the k-th key bit by bit with warp-wide sums, so 8 rows share a block and no block
+// barrier is involved. Its final pass is block_row's, with the same layout of 4 entries per lane.
+//
 // Unit mode needs every row's norm before any row can be ranked, so it runs as three grouped
 // launches: norms (one block per row), selection (one block per layer, radix select over the
 // 64-bit norm keys), apply (one block per row).
@@ -41,16 +46,21 @@ struct DevTask {
   uint32_t drop_threshold;
   int flag;       // index of this task's non-finite flag
   int per_weight_draws;
+  int warp_groups;  // > 0: one warp per row, the row in this many groups of 128 entries
 };
 
-constexpr int kMaxTasks = 96;  // 96 * 72 B: well inside the 32 KB kernel-parameter limit
+constexpr int kMaxTasks = 96;  // 96 * 80 B: well inside the 32 KB kernel-parameter limit
+// Work items: one row of a block-row task, or kWarps rows of a warp-row task.
 struct TaskTable {
   DevTask t[kMaxTasks];
   int count;
-  int64_t total;  // rows of all tasks
+  int64_t total;  // work items of all tasks
 };
 
-// Index of the task owning row g (largest i with begin <= g; every task has >= 1 row).
+constexpr int kWarpGroupsMax = static_cast<int>(kTdWarpRowMax / (32 * 4));
+static_assert(kWarpGroupsMax == 8, "a warp row is at most 8 groups of 128 entries");
+
+// Index of the task owning work item g (largest i with begin <= g; every task has >= 1).
 __device__ __forceinline__ int find_task(const TaskTable& table, int64_t g) {
   int lo = 0, hi = table.count - 1;
   while (lo < hi) {
@@ -99,6 +109,19 @@ __device__ __forceinline__ unsigned warp_sum(unsigned v) {
 #else
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
+#endif
+}
+
+// Warp-wide OR of *any and AND of *all, in place.
+__device__ __forceinline__ void warp_or_and(unsigned* any, unsigned* all) {
+#if __CUDA_ARCH__ >= 800
+  *any = __reduce_or_sync(0xffffffffu, *any);
+  *all = __reduce_and_sync(0xffffffffu, *all);
+#else
+  for (int o = 16; o > 0; o >>= 1) {
+    *any |= __shfl_xor_sync(0xffffffffu, *any, o);
+    *all &= __shfl_xor_sync(0xffffffffu, *all, o);
+  }
 #endif
 }
 
@@ -353,8 +376,111 @@ __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t sm
   __syncthreads();  // s_row and sel are reused by the next row
 }
 
+// The k-th smallest key (0 < k < n) of a row held by one warp, G groups of 4 entries per lane
+// (entries past n were loaded as 0). Bit by bit from the top: `remaining` is the rank sought
+// among the keys that match `prefix` so far; the keys with a 0 next fix the bit. Bits that all
+// keys share are taken at once from the row's AND and OR.
+template <int G>
+__device__ __forceinline__ Threshold warp_select(const uint4 (&b)[G], int64_t n, int64_t k) {
+  const int lane = threadIdx.x & 31;
+  const unsigned padding = static_cast<unsigned>(128 * G - n);  // zero entries past the row
+  unsigned all_or = 0, all_and = 0x7fffffffu;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const uint32_t bits[4] = {b[g].x, b[g].y, b[g].z, b[g].w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const bool valid = 128 * g + 4 * lane + i < n;
+      all_or |= valid ? magnitude_key(bits[i]) : 0u;
+      all_and &= valid ? magnitude_key(bits[i]) : 0x7fffffffu;
+    }
+  }
+  warp_or_and(&all_or, &all_and);
+  const uint32_t differ = all_or ^ all_and;  // bits on which the keys disagree
+  const int top = differ == 0 ? -1 : 31 - __clz(differ);
+  uint32_t prefix = top < 0 ? all_and : all_and & ~((2u << top) - 1u);
+  unsigned remaining = static_cast<unsigned>(k);
+  for (int bit = top; bit >= 0; --bit) {
+    // Masks stay inside bits 30..0, so a key's sign bit never matters.
+    const uint32_t m = ~((1u << bit) - 1u) & 0x7fffffffu;
+    unsigned zeros = 0;  // keys matching prefix above `bit` with a 0 at `bit`
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      zeros += (b[g].x & m) == prefix;
+      zeros += (b[g].y & m) == prefix;
+      zeros += (b[g].z & m) == prefix;
+      zeros += (b[g].w & m) == prefix;
+    }
+    zeros = warp_sum(zeros) - (prefix == 0 ? padding : 0u);
+    if (remaining > zeros) {
+      remaining -= zeros;
+      prefix |= 1u << bit;
+    }
+  }
+  unsigned equal = 0;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    equal += magnitude_key(b[g].x) == prefix;
+    equal += magnitude_key(b[g].y) == prefix;
+    equal += magnitude_key(b[g].z) == prefix;
+    equal += magnitude_key(b[g].w) == prefix;
+  }
+  equal = warp_sum(equal) - (prefix == 0 ? padding : 0u);
+  return Threshold{prefix, remaining, remaining < equal};
+}
+
+// One warp on row r of t (n <= 128 * G): load, select, then block_row's final pass with the
+// warp's own tie scan. No block barrier: the other warps of the block are on other rows. The
+// final pass reads the row again (from L1, where the first read left it) rather than keeping
+// it in registers next to the Philox state: that would spill.
+template <int G>
+__device__ __noinline__ void warp_row(const DevTask& t, int64_t r, uint64_t seed, bool* bad) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = t.n, k = t.k;
+  const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
+  const bool aligned = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w) & 15) == 0;
+  Threshold th;
+  if (k > 0 && k < n) {
+    uint4 b[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) b[g] = load4(row, 128 * g + 4 * lane, n, aligned);
+    th = warp_select<G>(b, n, k);
+  }
+  const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
+  uint32_t* mask = t.mask + r * mask_words_per_row(n);
+  unsigned tie_base = 0;
+#pragma unroll 1
+  for (int g = 0; g < G; ++g) {
+    const int64_t c0 = 128 * g + 4 * lane;
+    const uint4 b = load4(row, c0, n, aligned);
+    unsigned tie_rank = 0;
+    if (th.rank_ties) {  // warp-uniform branch
+      const unsigned mine = ties4(b, c0, n, th.T);
+      const unsigned incl = warp_inclusive_scan(mine);
+      tie_rank = tie_base + incl - mine;
+      tie_base += __shfl_sync(0xffffffffu, incl, 31);
+    }
+    const unsigned kept = apply4(t, r, c0, b, th, tie_rank, seed, vec_out, bad);
+    store_mask_words(mask, 128 * g, n, kept);
+  }
+}
+
+__device__ void warp_row_any(const DevTask& t, int64_t r, uint64_t seed, bool* bad) {
+  switch (t.warp_groups) {
+    case 1: return warp_row<1>(t, r, seed, bad);
+    case 2: return warp_row<2>(t, r, seed, bad);
+    case 3: return warp_row<3>(t, r, seed, bad);
+    case 4: return warp_row<4>(t, r, seed, bad);
+    case 5: return warp_row<5>(t, r, seed, bad);
+    case 6: return warp_row<6>(t, r, seed, bad);
+    case 7: return warp_row<7>(t, r, seed, bad);
+    default: return warp_row<8>(t, r, seed, bad);
+  }
+}
+
 __global__ void __launch_bounds__(kThreads, 4)
-    td_weight_fused_kernel(TaskTable table, uint64_t seed, int64_t smem_floats, int* nonfinite) {
+    td_weight_fused_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
+                           int64_t smem_floats, int* nonfinite) {
   extern __shared__ __align__(16) uint32_t s_row[];
   __shared__ SelectState sel;
   for (int i = threadIdx.x; i < kBins; i += kThreads) sel.hist[i] = 0;
@@ -362,7 +488,12 @@ __global__ void __launch_bounds__(kThreads, 4)
   for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
     const DevTask& t = table.t[find_task(table, g)];
     bool bad = false;
-    block_row(t, g - t.begin, seed, smem_floats, s_row, sel, &bad);
+    if (t.warp_groups > 0) {  // block-uniform: every warp takes one row of the item
+      const int64_t r = (g - t.begin) * kWarps + (threadIdx.x >> 5);
+      if (r < t.rows) warp_row_any(t, r, seed, &bad);
+    } else {
+      block_row(t, g - t.begin, seed, smem_floats, s_row, sel, &bad);
+    }
     if (bad) atomicExch(&nonfinite[t.flag], 1);
   }
 }
@@ -504,15 +635,15 @@ int64_t smem_capacity_floats() {
   return cap;
 }
 
-DevTask dev_task(const TdTask& s, int64_t begin, int flag) {
+DevTask dev_task(const TdTask& s, int64_t begin, int flag, int warp_groups) {
   return DevTask{s.w,     s.w_out, s.mask, s.rows, s.n, s.k, s.stream, begin, s.drop_threshold,
-                 flag, s.per_weight_draws ? 1 : 0};
+                 flag, s.per_weight_draws ? 1 : 0, warp_groups};
 }
 
 }  // namespace
 
 void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
-                                 TdCudaWorkspace& ws) {
+                                 TdCudaWorkspace& ws, bool warp_rows) {
   int* flags = ws.nonfinite_flags(tasks.size());
   const int64_t cap = smem_capacity_floats();
   for (size_t first = 0; first < tasks.size(); first += kMaxTasks) {
@@ -528,11 +659,15 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
       if (s.rows == 0 || s.n == 0) continue;
       const int flag = static_cast<int>(first + i);
       if (s.unit) {
-        units.t[units.count++] = dev_task(s, units.total, flag);
+        units.t[units.count++] = dev_task(s, units.total, flag, 0);
         units.total += s.rows;
+      } else if (warp_rows && s.n <= kTdWarpRowMax) {
+        const int groups = static_cast<int>((s.n + 127) / 128);
+        weights.t[weights.count++] = dev_task(s, weights.total, flag, groups);
+        weights.total += (s.rows + kWarps - 1) / kWarps;  // a warp per row
       } else {
-        weights.t[weights.count++] = dev_task(s, weights.total, flag);
-        weights.total += s.rows;  // one block per row
+        weights.t[weights.count++] = dev_task(s, weights.total, flag, 0);
+        weights.total += s.rows;  // a block per row
         if (s.k > 0 && s.k < s.n && s.n <= cap) max_staged = std::max(max_staged, s.n);
       }
     }

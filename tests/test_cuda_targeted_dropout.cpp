@@ -25,8 +25,10 @@ struct Case {
 };
 
 // Runs `cases` as one group on the device (fused: one launch; unfused: a pipeline per task)
-// and compares every task with the CPU reference.
-void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed) {
+// and compares every task with the CPU reference. `warp_rows` = false makes the fused kernel
+// give short rows a whole block, as it does long ones.
+void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed,
+                     bool warp_rows = true) {
   std::mt19937_64 rng(seed);
   std::vector<std::vector<float>> weights;
   std::vector<TdOutput> ref(cases.size());
@@ -48,12 +50,13 @@ void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed) 
     tasks.push_back(t);
   }
   TdCudaWorkspace ws;
-  if (fused) targeted_dropout_fused_cuda(tasks, seed, ws);
+  if (fused) targeted_dropout_fused_cuda(tasks, seed, ws, warp_rows);
   else targeted_dropout_unfused_cuda(tasks, seed, ws);
   td_check_nonfinite(tasks, ws);
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
-    SCOPED_TRACE(std::string(fused ? "fused" : "unfused") + " case " + std::to_string(i) + ": [" +
+    SCOPED_TRACE(std::string(fused ? (warp_rows ? "fused" : "fused, block rows") : "unfused") +
+                 " case " + std::to_string(i) + ": [" +
                  std::to_string(c.rows) + ", " + std::to_string(c.n) + "] " + kind_name(c.kind) +
                  " gamma " + std::to_string(c.gamma) + " alpha " + std::to_string(c.alpha) +
                  (c.unit ? " unit" : " weight") + (c.per_weight ? " per-weight" : ""));
@@ -79,7 +82,8 @@ void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed) 
 std::vector<Case> sweep(bool unit) {
   std::vector<Case> cases;
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
-      {1, 1}, {3, 7}, {5, 33}, {17, 100}, {64, 1000}, {8, 4096}, {3, 4099}, {300, 784}};
+      {1, 1},     {3, 7},    {5, 33},   {17, 100}, {9, 128},  {7, 129},
+      {40, 576},  {64, 1000}, {6, 1024}, {8, 4096}, {3, 4099}, {300, 784}};
   const WeightKind kinds[] = {WeightKind::Normal,      WeightKind::FewValues,
                               WeightKind::AllZero,     WeightKind::SignedZeros,
                               WeightKind::Denormals,   WeightKind::Mixed,
@@ -102,6 +106,15 @@ TEST(CudaTargetedDropout, FusedWeightModeMatchesReferenceBitForBit) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   run_and_compare(sweep(false), true, seed);
+}
+
+// Rows of at most 1024 entries go to one warp each by default; the block-per-row path must
+// give the same bits for them.
+TEST(CudaTargetedDropout, FusedWeightModeBlockRowsMatchReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare(sweep(false), true, seed, /*warp_rows=*/false);
 }
 
 TEST(CudaTargetedDropout, UnfusedWeightModeMatchesReferenceBitForBit) {
