@@ -13,18 +13,19 @@ build=${1:-build-gpu}
 bundle=${2:-.gpu}
 peer=${3:-}
 data=${TDROP_DATA_DIR:-/usr/share/datasets/fashion-mnist}
-for f in tdrop tests/tdrop_tests bench/bench_targeted_dropout; do
+bins="tdrop tests/tdrop_tests bench/bench_targeted_dropout bench/bench_step_kernels"
+for f in $bins; do
   [ -x "$build/$f" ] || { echo "gpu-bundle: $build/$f not built" >&2; exit 2; }
 done
 rm -rf "$bundle" && mkdir -p "$bundle/data"
 stage=$(mktemp -d -t tdrop_bundle.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
-for f in tdrop tests/tdrop_tests bench/bench_targeted_dropout; do
+for f in $bins; do
   strip -o "$stage/bin/$(basename "$f")" "$build/$f"
 done
 # The non-system, non-CUDA libraries the binaries load (ldd names them here).
-for f in tdrop tests/tdrop_tests bench/bench_targeted_dropout; do ldd "$build/$f"; done |
+for f in $bins; do ldd "$build/$f"; done |
   awk '/=> \//{print $3}' | grep -E 'openblas|gfortran|quadmath|benchmark' | sort -u |
   while read -r lib; do cp -L "$lib" "$stage/lib/"; done
 tar -C "$stage" -cJf "$bundle/tdrop-bin.tar.xz" bin lib

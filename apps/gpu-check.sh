@@ -6,12 +6,15 @@
 #
 # STAGES (comma-separated, default tests,bench,peer,speed,sanitizer):
 #   tests      the whole gtest suite with the CUDA tests live (16 shards in parallel)
-#   bench      bench_targeted_dropout, CUDA cases, JSON
+#   bench      bench_targeted_dropout and bench_step_kernels (batch norm, ReLU, axpy, mask
+#              gradient on ResNet-32 shapes), CUDA cases, JSON
 #   peer       the PyTorch peer (torch_td.py) on the same shape sets, in the same call
-#   speed      ResNet-32 training images/s: tdrop without TD, with fused and unfused TD, and
-#              bench/resnet32_torch.py (PyTorch eager) with and without TD
+#   speed      ResNet-32 training images/s: tdrop without TD, with fused and unfused TD, with
+#              --cudnn-nondeterministic, and bench/resnet32_torch.py (PyTorch eager) with and
+#              without TD
 #   sanitizer  compute-sanitizer memcheck and racecheck over the CUDA tests
-#   ncu        Nsight Compute on the fused kernel (4096x4096), plus its register/spill report
+#   ncu        Nsight Compute on the fused kernel (4096x4096 and ResNet-32: throughput,
+#              occupancy, issue rate, stall reasons), plus its register/spill report
 #   profile    where a ResNet-32 training step (batch 128, TD fused) spends GPU time, per kernel
 #              (nsys when the machine has it, else ncu), against the step's wall time
 #   train      the ResNet-32 reproduction: no dropout, TD g=0.5 a=0.5, TD ramped to 0.99/0.99
@@ -60,7 +63,8 @@ else
       cmake --build build > "$logs/build.log" 2>&1 || { say "build failed (logs/build.log)"; }
   fi
   bin=/tmp/tdrop/bin
-  mkdir -p $bin && cp build/tdrop build/tests/tdrop_tests build/bench/bench_targeted_dropout $bin/
+  mkdir -p $bin && cp build/tdrop build/tests/tdrop_tests build/bench/bench_targeted_dropout \
+    build/bench/bench_step_kernels $bin/
   libdirs=
   data=${TDROP_DATA_DIR:-/usr/share/datasets/fashion-mnist}
   peer=${TDROP_PEER:-}
@@ -160,6 +164,13 @@ if want bench && t=$(stage_limit 30 60); then
     say ""; say "## baseline bench (BASELINE_BENCH, commit ${BASELINE_COMMIT:-unknown}), fused"
     say '```'; grep -E "^cuda_" "$logs/bench_baseline.txt" | tee -a "$summary"; say '```'
   fi
+  if [ -x $bin/bench_step_kernels ] && t=$(stage_limit 20 40); then
+    timeout "$t" $bin/bench_step_kernels --benchmark_filter=cuda --benchmark_min_time=0.02 \
+      --benchmark_out="$logs/bench_step_kernels.json" --benchmark_out_format=json \
+      > "$logs/bench_step_kernels.txt" 2>&1 || status=1
+    say ""; say "## bench_step_kernels: ResNet-32 step kernels at batch 128 (median_us, GBps, % of copy)"
+    say '```'; grep -E "^cuda/" "$logs/bench_step_kernels.txt" | tee -a "$summary"; say '```'
+  fi
 elif want bench; then say "bench: skipped, out of time"; fi
 if want peer && [ -f "$peer" ] && t=$(stage_limit 30 60); then
   PYTHONUNBUFFERED=1 timeout "$t" python3 "$peer" --repeats 15 --json "$logs/torch_td.jsonl" \
@@ -199,15 +210,22 @@ if want speed && t=$(stage_limit 30 150); then
 elif want speed; then say "speed: skipped, out of time"; fi
 
 # --- Nsight Compute on the fused kernel -------------------------------------------------
-if want ncu && t=$(stage_limit 15 30); then
-  timeout "$t" ncu --clock-control none -k regex:td_weight_fused -c 1 \
-    $bin/bench_targeted_dropout --benchmark_filter='cuda_fused/square' --benchmark_min_time=0.01 \
-    > "$logs/ncu-fused-square.txt" 2>&1
+if want ncu && t=$(stage_limit 15 60); then
+  # Where the fused kernel's time goes: speed of light, occupancy, issue rate, warp stall
+  # reasons and shared-memory pressure, for a long-row set (block per row) and ResNet-32
+  # (warp per row).
+  sections=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
+            --section ComputeWorkloadAnalysis --section InstructionStats --section MemoryWorkloadAnalysis)
+  for set in square resnet32; do
+    timeout $((t / 2)) ncu --clock-control none -k regex:td_weight_fused -c 1 "${sections[@]}" \
+      $bin/bench_targeted_dropout --benchmark_filter="cuda_fused/$set" --benchmark_min_time=0.01 \
+      > "$logs/ncu-fused-$set.txt" 2>&1
+    say ""; say "## ncu td_weight_fused_kernel, $set (logs/ncu-fused-$set.txt)"; say '```'
+    grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Size|Grid Size|L2 Hit|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Warp Cycles Per Issued|Local Memory Spilling|Shared Memory|Bank Conflicts|stalled" \
+      "$logs/ncu-fused-$set.txt" | cut -c1-220 | head -40 | tee -a "$summary"
+    say '```'
+  done
   cuobjdump --dump-resource-usage $bin/bench_targeted_dropout 2>/dev/null | grep -A1 td_ > "$logs/resource-usage.txt"
-  say ""; say "## ncu td_weight_fused_kernel, 4096x4096 (logs/ncu-fused-square.txt)"; say '```'
-  grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Size|Grid Size|L2 Hit|Compute \(SM\) Throughput" \
-    "$logs/ncu-fused-square.txt" | head -24 | tee -a "$summary"
-  say '```'
 elif want ncu; then say "ncu: skipped, out of time"; fi
 
 # --- where a ResNet-32 training step spends GPU time ----------------------------------------

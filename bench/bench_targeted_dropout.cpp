@@ -24,6 +24,7 @@
 
 #include "core/cuda_check.h"
 #include "core/tensor.h"
+#include "bench/bench_timing.h"
 #include "kernels/targeted_dropout.h"
 
 namespace tdrop {
@@ -108,29 +109,6 @@ void set_counters(benchmark::State& state, int64_t numel) {
   state.counters["bytes_per_second"] = benchmark::Counter(
       8.125 * static_cast<double>(numel) * static_cast<double>(state.iterations()),
       benchmark::Counter::kIsRate);
-}
-
-// Median milliseconds of `fn` over `reps` CUDA-event-timed runs after a warm-up.
-template <class Fn>
-float median_ms(Fn fn, int reps = 20) {
-  cudaEvent_t a, b;
-  TDROP_CUDA_CHECK(cudaEventCreate(&a));
-  TDROP_CUDA_CHECK(cudaEventCreate(&b));
-  fn();
-  std::vector<float> ms;
-  for (int i = 0; i < reps; ++i) {
-    TDROP_CUDA_CHECK(cudaEventRecord(a, cuda_stream()));
-    fn();
-    TDROP_CUDA_CHECK(cudaEventRecord(b, cuda_stream()));
-    TDROP_CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0;
-    TDROP_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
 }
 
 void BM_CpuReference(benchmark::State& state, const std::string& set) {
@@ -253,11 +231,4 @@ void register_all() {
 }  // namespace
 }  // namespace tdrop
 
-int main(int argc, char** argv) {
-  tdrop::register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return tdrop::run_benchmarks(argc, argv, tdrop::register_all); }

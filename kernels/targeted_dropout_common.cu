@@ -9,12 +9,15 @@ namespace tdrop {
 namespace {
 constexpr int kFlagSlot = 0x7fff;  // the flags live in their own buffer, not a numbered slot
 
-__global__ void mask_grad_kernel(const float* g, const uint32_t* mask, int64_t rows, int64_t n,
-                                 float* out) {
-  const int64_t total = rows * n, words = mask_words_per_row(n);
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t r = i / n, c = i % n;
+// Index type I: 32-bit where rows * n fits, since a 64-bit division per element costs more
+// than the 8 bytes the element moves (a training step runs this once per targeted layer).
+template <class I>
+__global__ void mask_grad_kernel(const float* __restrict__ g, const uint32_t* __restrict__ mask,
+                                 I total, I n, float* __restrict__ out) {
+  const I words = static_cast<I>((n + 31) / 32);
+  for (I i = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<I>(gridDim.x) * blockDim.x) {
+    const I r = i / n, c = i - r * n;
     out[i] = (mask[r * words + c / 32] >> (c % 32)) & 1u ? g[i] : 0.0f;
   }
 }
@@ -71,7 +74,13 @@ void td_check_nonfinite(const std::vector<TdTask>& tasks, TdCudaWorkspace& ws) {
 
 void td_mask_grad_cuda(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out) {
   if (rows * n == 0) return;
-  mask_grad_kernel<<<cuda_blocks(rows * n), 256, 0, cuda_stream()>>>(g, mask, rows, n, out);
+  const int64_t total = rows * n;
+  // The grid-stride index stays below total + grid size, which must fit too.
+  if (total + int64_t{65535} * 16 * 256 < (int64_t{1} << 31))
+    mask_grad_kernel<uint32_t><<<cuda_blocks(total), 256, 0, cuda_stream()>>>(
+        g, mask, static_cast<uint32_t>(total), static_cast<uint32_t>(n), out);
+  else
+    mask_grad_kernel<int64_t><<<cuda_blocks(total), 256, 0, cuda_stream()>>>(g, mask, total, n, out);
   TDROP_LAUNCH_CHECK("mask_grad_kernel");
 }
 

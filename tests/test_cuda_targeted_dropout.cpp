@@ -223,20 +223,23 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
 TEST(CudaTargetedDropout, MaskGradMatchesReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(fresh_seed());
-  const int64_t rows = 37, n = 77;
-  const std::vector<float> g = make_weights(rows * n, WeightKind::Normal, rng);
-  std::vector<uint32_t> mask(rows * mask_words_per_row(n));
-  for (auto& m : mask) m = static_cast<uint32_t>(rng());
-  std::vector<float> want(g.size());
-  td_mask_grad_cpu(g.data(), mask.data(), rows, n, want.data());
-  Tensor dg = Tensor::from_vector(g, {rows, n}, Device::CUDA);
-  std::vector<uint8_t> mb(mask.size() * 4);
-  std::memcpy(mb.data(), mask.data(), mb.size());
-  Tensor dm = Tensor::from_vector(mb, {static_cast<int64_t>(mb.size())}, Device::CUDA);
-  Tensor out = Tensor::empty({rows, n}, DType::F32, Device::CUDA);
-  td_mask_grad_cuda(dg.data<float>(), reinterpret_cast<const uint32_t*>(dm.raw_data()), rows, n,
-                    out.data<float>());
-  EXPECT_EQ(out.to_vector<float>(), want);
+  for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{
+           {37, 77}, {1, 1}, {5, 32}, {3, 33}, {1000, 576}, {2, 70001}}) {
+    SCOPED_TRACE("[" + std::to_string(rows) + ", " + std::to_string(n) + "]");
+    const std::vector<float> g = make_weights(rows * n, WeightKind::Normal, rng);
+    std::vector<uint32_t> mask(rows * mask_words_per_row(n));
+    for (auto& m : mask) m = static_cast<uint32_t>(rng());
+    std::vector<float> want(g.size());
+    td_mask_grad_cpu(g.data(), mask.data(), rows, n, want.data());
+    Tensor dg = Tensor::from_vector(g, {rows, n}, Device::CUDA);
+    std::vector<uint8_t> mb(mask.size() * 4);
+    std::memcpy(mb.data(), mask.data(), mb.size());
+    Tensor dm = Tensor::from_vector(mb, {static_cast<int64_t>(mb.size())}, Device::CUDA);
+    Tensor out = Tensor::empty({rows, n}, DType::F32, Device::CUDA);
+    td_mask_grad_cuda(dg.data<float>(), reinterpret_cast<const uint32_t*>(dm.raw_data()), rows,
+                      n, out.data<float>());
+    EXPECT_EQ(out.to_vector<float>(), want);
+  }
 }
 
 }  // namespace
