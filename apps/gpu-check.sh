@@ -233,14 +233,14 @@ if want profile && t=$(stage_limit 40 120); then
   prof=(--model resnet32 --device cuda --epochs 1 --train-limit 12800 --no-progress
         --data-dir "$data" --td weight --td-gamma 0.5 --td-alpha 0.5 --out "$logs/profile-run")
   if command -v nsys > /dev/null; then
-    timeout "$t" nsys profile -t cuda -o "$logs/r32-step" $bin/tdrop train "${prof[@]}" \
+    TDROP_LOG_CONV_PLANS=1 timeout "$t" nsys profile -t cuda -o "$logs/r32-step" $bin/tdrop train "${prof[@]}" \
       > "$logs/profile.log" 2>&1
     nsys stats -r cuda_gpu_kern_sum --format csv -o "$logs/r32-step" "$logs/r32-step.nsys-rep" \
       >> "$logs/profile.log" 2>&1
     csvfile=$(ls "$logs"/r32-step*kern_sum*.csv 2>/dev/null | head -1)
     rm -f "$logs"/r32-step.nsys-rep "$logs"/r32-step.sqlite
   else  # some 2000 kernels from step 30 or later, after cuDNN's algorithm search
-    timeout "$t" ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+    TDROP_LOG_CONV_PLANS=1 timeout "$t" ncu --clock-control none --metrics gpu__time_duration.sum --csv \
       --launch-skip 12000 --launch-count 2000 $bin/tdrop train "${prof[@]}" \
       > "$logs/r32-step-ncu.csv" 2> "$logs/profile.log"
     csvfile=$logs/r32-step-ncu.csv
@@ -249,6 +249,9 @@ if want profile && t=$(stage_limit 40 120); then
     "$logs/speed-td-fused-b128/metrics.jsonl" 2>/dev/null)
   say ""; say "## ResNet-32 step profile, batch 128, TD fused (logs/profile.log)"; say '```'
   python3 bench/step_profile.py "$csvfile" ${step_ms:+--step-ms "$step_ms"} 2>&1 | tee -a "$summary"
+  say '```'
+  say ""; say "## cuDNN algorithms per convolution shape (TDROP_LOG_CONV_PLANS)"; say '```'
+  grep -o "conv2d plan: .*" "$logs/profile.log" | sort -u | tee -a "$summary"
   say '```'
 elif want profile; then say "profile: skipped, out of time"; fi
 

@@ -13,6 +13,9 @@
 #include <array>
 #include <atomic>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -128,6 +131,52 @@ struct Plan {
 
 using PlanKey = std::array<int64_t, 17>;
 
+const char* algo_name(cudnnConvolutionFwdAlgo_t a) {
+  switch (a) {
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM: return "implicit_gemm";
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM: return "implicit_precomp_gemm";
+    case CUDNN_CONVOLUTION_FWD_ALGO_GEMM: return "gemm";
+    case CUDNN_CONVOLUTION_FWD_ALGO_DIRECT: return "direct";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT: return "fft";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING: return "fft_tiling";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD: return "winograd";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED: return "winograd_nonfused";
+    default: return "other";
+  }
+}
+const char* algo_name(cudnnConvolutionBwdDataAlgo_t a) {
+  switch (a) {
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_0: return "algo_0";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_1: return "algo_1";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT: return "fft";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING: return "fft_tiling";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD: return "winograd";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED: return "winograd_nonfused";
+    default: return "other";
+  }
+}
+const char* algo_name(cudnnConvolutionBwdFilterAlgo_t a) {
+  switch (a) {
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0: return "algo_0";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1: return "algo_1";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT: return "fft";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3: return "algo_3";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED: return "winograd_nonfused";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING: return "fft_tiling";
+    default: return "other";
+  }
+}
+
+// TDROP_LOG_CONV_PLANS=1 prints each new plan's algorithms to stderr: which convolution gets
+// which cuDNN algorithm is what a per-kernel step profile needs to be read layer by layer.
+bool log_plans() {
+  static const bool on = [] {
+    const char* v = std::getenv("TDROP_LOG_CONV_PLANS");
+    return v != nullptr && *v != '\0' && std::string(v) != "0";
+  }();
+  return on;
+}
+
 // The first heuristic choice that is usable, free of tensor-core math and, unless
 // `nondeterministic`, deterministic.
 template <class Perf>
@@ -180,6 +229,14 @@ std::unique_ptr<Plan> make_plan(DType t, const Shape& x, const Shape& w, const S
   // The math type travels with the descriptor: pin it to what the chosen algorithms assume.
   TDROP_CUDNN_CHECK(cudnnSetConvolutionMathType(
       plan->cd.d, t == DType::F32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH));
+  if (log_plans())
+    std::fprintf(stderr,
+                 "conv2d plan: x %s w %s stride %lld pad %lld %s: forward %s (%zu B), "
+                 "backward-data %s (%zu B), backward-filter %s (%zu B)\n",
+                 shape_str(x).c_str(), shape_str(w).c_str(), static_cast<long long>(p.stride_h),
+                 static_cast<long long>(p.pad_h), dtype_name(t), algo_name(plan->fwd),
+                 plan->fwd_ws, algo_name(plan->bwd_data), plan->bwd_data_ws,
+                 algo_name(plan->bwd_filter), plan->bwd_filter_ws);
   return plan;
 }
 
