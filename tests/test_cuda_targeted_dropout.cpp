@@ -193,7 +193,9 @@ TEST(CudaTargetedDropout, UnfusedSmallOddShapes) {
 
 TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
   SKIP_WITHOUT_GPU();
-  for (bool fused : {true, false}) {
+  // Fused with a warp per row, fused with a block per row, unfused.
+  for (int path : {0, 1, 2}) {
+    SCOPED_TRACE("path " + std::to_string(path));
     std::vector<float> w(64 * 10, 0.5f);
     w[333] = NAN;
     Tensor dw = Tensor::from_vector(w, {64, 10}, Device::CUDA);
@@ -209,7 +211,7 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
     t.drop_threshold = bernoulli_threshold(0.5f);
     t.name = "features.7";
     TdCudaWorkspace ws;
-    if (fused) targeted_dropout_fused_cuda({t}, 1, ws);
+    if (path < 2) targeted_dropout_fused_cuda({t}, 1, ws, /*warp_rows=*/path == 0);
     else targeted_dropout_unfused_cuda({t}, 1, ws);
     try {
       td_check_nonfinite({t}, ws);
