@@ -12,23 +12,28 @@ Dims dims(const Tensor& x) { return {x.size(0), x.size(1), x.size(2) * x.size(3)
 
 template <class T>
 void normalize(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
-               const Tensor& invstd, const Tensor& y) {
+               const Tensor& invstd, const Tensor& y, const BnEpilogue& then) {
   const Dims d = dims(x);
   const T *px = x.data<T>(), *pg = gamma.data<T>(), *pb = beta.data<T>();
   const T *pm = mean.data<T>(), *pi = invstd.data<T>();
+  const T* pr = then.residual.defined() ? then.residual.data<T>() : nullptr;
   T* py = y.data<T>();
   for (int64_t n = 0; n < d.n; ++n)
     for (int64_t c = 0; c < d.c; ++c) {
       const int64_t base = (n * d.c + c) * d.hw;
-      for (int64_t i = 0; i < d.hw; ++i)
-        py[base + i] = (px[base + i] - pm[c]) * pi[c] * pg[c] + pb[c];
+      for (int64_t i = 0; i < d.hw; ++i) {
+        T v = (px[base + i] - pm[c]) * pi[c] * pg[c] + pb[c];
+        if (pr != nullptr) v = v + pr[base + i];
+        if (then.relu) v = v > T(0) ? v : T(0);
+        py[base + i] = v;
+      }
     }
 }
 
 template <class T>
 void train_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
                  const Tensor& rvar, double momentum, double eps, const Tensor& y,
-                 const Tensor& mean, const Tensor& invstd) {
+                 const Tensor& mean, const Tensor& invstd, const BnEpilogue& then) {
   const Dims d = dims(x);
   const double m = static_cast<double>(d.n * d.hw);
   const T* px = x.data<T>();
@@ -51,13 +56,13 @@ void train_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, const
     prv[c] = static_cast<T>((1.0 - momentum) * static_cast<double>(prv[c]) +
                             momentum * var * m / (m - 1.0));
   }
-  normalize<T>(x, gamma, beta, mean, invstd, y);
+  normalize<T>(x, gamma, beta, mean, invstd, y, then);
 }
 
 template <class T>
 void eval_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
                 const Tensor& rvar, double eps, const Tensor& y, const Tensor& mean,
-                const Tensor& invstd) {
+                const Tensor& invstd, const BnEpilogue& then) {
   const int64_t c = x.size(1);
   const T *prm = rmean.data<T>(), *prv = rvar.data<T>();
   T *pm = mean.data<T>(), *pi = invstd.data<T>();
@@ -65,7 +70,7 @@ void eval_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, const 
     pm[i] = prm[i];
     pi[i] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(prv[i]) + eps));
   }
-  normalize<T>(x, gamma, beta, mean, invstd, y);
+  normalize<T>(x, gamma, beta, mean, invstd, y, then);
 }
 
 template <class T>
@@ -105,20 +110,23 @@ void backward_typed(const Tensor& gy, const Tensor& x, const Tensor& gamma, cons
 void batch_norm2d_train_cpu(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var,
                             double momentum, double eps, const Tensor& y, const Tensor& mean,
-                            const Tensor& invstd) {
+                            const Tensor& invstd, const BnEpilogue& then) {
   if (x.dtype() == DType::F32)
-    train_typed<float>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd);
+    train_typed<float>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd,
+                       then);
   else
-    train_typed<double>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd);
+    train_typed<double>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean,
+                        invstd, then);
 }
 
 void batch_norm2d_eval_cpu(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                            const Tensor& running_mean, const Tensor& running_var, double eps,
-                           const Tensor& y, const Tensor& mean, const Tensor& invstd) {
+                           const Tensor& y, const Tensor& mean, const Tensor& invstd,
+                           const BnEpilogue& then) {
   if (x.dtype() == DType::F32)
-    eval_typed<float>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd);
+    eval_typed<float>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd, then);
   else
-    eval_typed<double>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd);
+    eval_typed<double>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd, then);
 }
 
 void batch_norm2d_backward_cpu(const Tensor& gy, const Tensor& x, const Tensor& gamma,

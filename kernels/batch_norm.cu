@@ -88,13 +88,14 @@ Dims dims(const Tensor& x, int v) {
 bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
 
 // The widest pack every operand allows: 16 bytes when planes split into whole packs and every
-// pointer is 16-byte aligned (a view may start anywhere), else one element.
+// pointer is 16-byte aligned (a view may start anywhere), else one element. Undefined operands
+// (no residual) are skipped.
 template <class T>
 int pack_width(const Tensor& x, std::initializer_list<const Tensor*> others) {
   constexpr int wide = 16 / sizeof(T);
   if ((x.size(2) * x.size(3)) % wide != 0 || !aligned16(x)) return 1;
   for (const Tensor* t : others)
-    if (!aligned16(*t)) return 1;
+    if (t->defined() && !aligned16(*t)) return 1;
   return wide;
 }
 
@@ -202,11 +203,13 @@ __global__ void eval_stats_kernel(const T* __restrict__ rmean, const T* __restri
   invstd[c] = static_cast<T>(1.0 / sqrt(static_cast<double>(rvar[c]) + eps));
 }
 
+// y = bn(x), then + residual (when not null), then relu (when `relu`): the epilogue's steps
+// round like the separate add and relu kernels, so fused and composed forms agree bit for bit.
 template <class T, int V>
 __global__ void normalize_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
                                  const T* __restrict__ beta, const T* __restrict__ mean,
                                  const T* __restrict__ invstd, Dims d, int64_t packs,
-                                 T* __restrict__ y) {
+                                 const T* __restrict__ residual, bool relu, T* __restrict__ y) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < packs;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t c = mod_by(div_by(i, d.hwp, d.narrow), d.c, d.narrow);
@@ -214,6 +217,15 @@ __global__ void normalize_kernel(const T* __restrict__ x, const T* __restrict__ 
     Pack<T, V> p = load<T, V>(x, i);
 #pragma unroll
     for (int k = 0; k < V; ++k) p.v[k] = (p.v[k] - mu) * is * g + be;
+    if (residual != nullptr) {
+      const Pack<T, V> r = load<T, V>(residual, i);
+#pragma unroll
+      for (int k = 0; k < V; ++k) p.v[k] = p.v[k] + r.v[k];
+    }
+    if (relu) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) p.v[k] = p.v[k] > T(0) ? p.v[k] : T(0);
+    }
     store<T, V>(y, i, p);
   }
 }
@@ -323,26 +335,26 @@ dim3 split_grid(const Dims& d) {
 
 template <class T, int V>
 void normalize_launch(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
-                      const Tensor& invstd, const Tensor& y) {
+                      const Tensor& invstd, const Tensor& y, const BnEpilogue& then) {
   const Dims d = dims(x, V);
   const int64_t packs = x.numel() / V;
   normalize_kernel<T, V><<<cuda_blocks(packs, kThreads), kThreads, 0, cuda_stream()>>>(
       x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(), invstd.data<T>(), d, packs,
-      y.data<T>());
+      then.residual.defined() ? then.residual.data<T>() : nullptr, then.relu, y.data<T>());
   TDROP_LAUNCH_CHECK("batch_norm2d normalize_kernel");
 }
 
 template <class T, int V>
 void train_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
                  const Tensor& rvar, double momentum, double eps, const Tensor& y,
-                 const Tensor& mean, const Tensor& invstd) {
+                 const Tensor& mean, const Tensor& invstd, const BnEpilogue& then) {
   const Dims d = dims(x, V);
   Partials partial(static_cast<size_t>(d.c * d.splits * 2));
   stats_kernel<T, V><<<split_grid(d), kThreads, 0, cuda_stream()>>>(
       x.data<T>(), d, partial.get(), arrival_counters(d.c), rmean.data<T>(), rvar.data<T>(),
       momentum, eps, mean.data<T>(), invstd.data<T>());
   TDROP_LAUNCH_CHECK("batch_norm2d stats_kernel");
-  normalize_launch<T, V>(x, gamma, beta, mean, invstd, y);
+  normalize_launch<T, V>(x, gamma, beta, mean, invstd, y, then);
 }
 
 template <class T, int V>
@@ -368,28 +380,29 @@ void backward_typed(const Tensor& gy, const Tensor& x, const Tensor& gamma, cons
 template <class T>
 void train_any(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
                const Tensor& rvar, double momentum, double eps, const Tensor& y,
-               const Tensor& mean, const Tensor& invstd) {
+               const Tensor& mean, const Tensor& invstd, const BnEpilogue& then) {
   if (x.size(1) == 0) return;
-  if (pack_width<T>(x, {&y}) > 1)
-    train_typed<T, 16 / sizeof(T)>(x, gamma, beta, rmean, rvar, momentum, eps, y, mean, invstd);
+  if (pack_width<T>(x, {&y, &then.residual}) > 1)
+    train_typed<T, 16 / sizeof(T)>(x, gamma, beta, rmean, rvar, momentum, eps, y, mean, invstd,
+                                   then);
   else
-    train_typed<T, 1>(x, gamma, beta, rmean, rvar, momentum, eps, y, mean, invstd);
+    train_typed<T, 1>(x, gamma, beta, rmean, rvar, momentum, eps, y, mean, invstd, then);
 }
 
 template <class T>
 void eval_any(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
               const Tensor& rvar, double eps, const Tensor& y, const Tensor& mean,
-              const Tensor& invstd) {
+              const Tensor& invstd, const BnEpilogue& then) {
   const int64_t c = x.size(1);
   if (c == 0) return;
   eval_stats_kernel<T><<<channel_blocks(c), kThreads, 0, cuda_stream()>>>(
       rmean.data<T>(), rvar.data<T>(), c, eps, mean.data<T>(), invstd.data<T>());
   TDROP_LAUNCH_CHECK("batch_norm2d eval_stats_kernel");
   if (x.numel() == 0) return;
-  if (pack_width<T>(x, {&y}) > 1)
-    normalize_launch<T, 16 / sizeof(T)>(x, gamma, beta, mean, invstd, y);
+  if (pack_width<T>(x, {&y, &then.residual}) > 1)
+    normalize_launch<T, 16 / sizeof(T)>(x, gamma, beta, mean, invstd, y, then);
   else
-    normalize_launch<T, 1>(x, gamma, beta, mean, invstd, y);
+    normalize_launch<T, 1>(x, gamma, beta, mean, invstd, y, then);
 }
 
 template <class T>
@@ -408,20 +421,23 @@ void backward_any(const Tensor& gy, const Tensor& x, const Tensor& gamma, const 
 void batch_norm2d_train_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var,
                              double momentum, double eps, const Tensor& y, const Tensor& mean,
-                             const Tensor& invstd) {
+                             const Tensor& invstd, const BnEpilogue& then) {
   if (x.dtype() == DType::F32)
-    train_any<float>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd);
+    train_any<float>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd,
+                     then);
   else
-    train_any<double>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd);
+    train_any<double>(x, gamma, beta, running_mean, running_var, momentum, eps, y, mean, invstd,
+                      then);
 }
 
 void batch_norm2d_eval_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var, double eps,
-                            const Tensor& y, const Tensor& mean, const Tensor& invstd) {
+                            const Tensor& y, const Tensor& mean, const Tensor& invstd,
+                            const BnEpilogue& then) {
   if (x.dtype() == DType::F32)
-    eval_any<float>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd);
+    eval_any<float>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd, then);
   else
-    eval_any<double>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd);
+    eval_any<double>(x, gamma, beta, running_mean, running_var, eps, y, mean, invstd, then);
 }
 
 void batch_norm2d_backward_cuda(const Tensor& gy, const Tensor& x, const Tensor& gamma,

@@ -10,22 +10,33 @@
 
 namespace tdrop {
 
+// What follows the normalisation in the same pass over y (a residual block's "add the
+// shortcut, then ReLU"): y = relu(bn(x) + residual), each part optional (an undefined residual
+// adds nothing). Each step rounds to the dtype as the separate add and relu ops do, so the
+// fused form gives the same bits as the composed one and saves their passes over memory.
+struct BnEpilogue {
+  Tensor residual;  // undefined, or contiguous like x
+  bool relu = false;
+};
+
 // x, y [N, C, H, W]; gamma, beta, running_mean, running_var, mean, invstd [C]; all contiguous,
 // one floating dtype, on the function's device. Training needs N*H*W >= 2.
 void batch_norm2d_train_cpu(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var,
                             double momentum, double eps, const Tensor& y, const Tensor& mean,
-                            const Tensor& invstd);
+                            const Tensor& invstd, const BnEpilogue& then = {});
 void batch_norm2d_train_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var,
                              double momentum, double eps, const Tensor& y, const Tensor& mean,
-                             const Tensor& invstd);
+                             const Tensor& invstd, const BnEpilogue& then = {});
 void batch_norm2d_eval_cpu(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                            const Tensor& running_mean, const Tensor& running_var, double eps,
-                           const Tensor& y, const Tensor& mean, const Tensor& invstd);
+                           const Tensor& y, const Tensor& mean, const Tensor& invstd,
+                           const BnEpilogue& then = {});
 void batch_norm2d_eval_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var, double eps,
-                            const Tensor& y, const Tensor& mean, const Tensor& invstd);
+                            const Tensor& y, const Tensor& mean, const Tensor& invstd,
+                            const BnEpilogue& then = {});
 
 // Gradients for x, gamma and beta. With batch_stats (training) mean and invstd depend on x:
 //   gx = gamma * invstd * (gy - sum(gy)/M - xhat * sum(gy * xhat)/M),  M = N*H*W;

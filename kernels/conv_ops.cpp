@@ -1,6 +1,7 @@
 #include "kernels/conv_ops.h"
 
 #include "kernels/batch_norm.h"
+#include "kernels/elementwise.h"
 #include "kernels/shortcut.h"
 
 namespace tdrop {
@@ -68,15 +69,24 @@ struct Conv2dNode : Node {
 
 struct BatchNormNode : Node {
   Tensor x, gamma, mean, invstd;
+  Tensor relu_out;  // the output, without history, when a ReLU was fused (its mask)
   bool batch_stats = true;
   const char* name() const override { return "batch_norm2d"; }
   std::vector<Tensor> backward(const Tensor& g_in) override {
-    const Tensor g = g_in.contiguous();
+    Tensor g = g_in.contiguous();
+    if (relu_out.defined()) {  // through the fused ReLU first: g where the output is > 0
+      Tensor masked = empty_like(g);
+      if (cuda(g)) binary_cuda(BinaryOp::ReluGrad, g, relu_out, masked);
+      else binary_cpu(BinaryOp::ReluGrad, g, relu_out, masked);
+      g = masked;
+    }
     Tensor gx = empty_like(x), gg = empty_like(gamma), gb = empty_like(gamma);
     if (cuda(g)) batch_norm2d_backward_cuda(g, x, gamma, mean, invstd, batch_stats, gx, gg, gb);
     else batch_norm2d_backward_cpu(g, x, gamma, mean, invstd, batch_stats, gx, gg, gb);
-    auto need = [&](size_t i, Tensor t) { return inputs[i].requires_grad() ? t : Tensor(); };
-    return {need(0, gx), need(1, gg), need(2, gb)};
+    auto need = [&](size_t i, Tensor t) {
+      return inputs[i].defined() && inputs[i].requires_grad() ? t : Tensor();
+    };
+    return {need(0, gx), need(1, gg), need(2, gb), need(3, g)};
   }
 };
 
@@ -158,7 +168,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
 
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                     const Tensor& running_mean, const Tensor& running_var, bool training,
-                    double momentum, double eps) {
+                    double momentum, double eps, const BnEpilogue& then) {
   const char* op = "batch_norm2d";
   check_nchw(op, x);
   check_channel_vector(op, "gamma", gamma, x);
@@ -175,6 +185,11 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
               ": training needs more than one value per channel to estimate a variance, got "
               "input ",
               x.describe());
+  if (then.residual.defined()) {
+    check_like(op, "residual", then.residual, x);
+    TDROP_CHECK(then.residual.shape() == x.shape(), op, ": residual ", then.residual.describe(),
+                " does not match input ", x.describe());
+  }
   auto node = std::make_shared<BatchNormNode>();
   node->x = x.contiguous();
   node->gamma = gamma.contiguous();
@@ -182,23 +197,27 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   node->mean = empty_like(gamma);
   node->invstd = empty_like(gamma);
   const Tensor b = beta.contiguous();
+  const BnEpilogue fused{then.residual.defined() ? then.residual.contiguous() : Tensor(),
+                         then.relu};
   Tensor y = empty_like(node->x);
   if (training) {
     if (cuda(x))
       batch_norm2d_train_cuda(node->x, node->gamma, b, running_mean, running_var, momentum, eps,
-                              y, node->mean, node->invstd);
+                              y, node->mean, node->invstd, fused);
     else
       batch_norm2d_train_cpu(node->x, node->gamma, b, running_mean, running_var, momentum, eps,
-                             y, node->mean, node->invstd);
+                             y, node->mean, node->invstd, fused);
   } else {
     if (cuda(x))
       batch_norm2d_eval_cuda(node->x, node->gamma, b, running_mean, running_var, eps, y,
-                             node->mean, node->invstd);
+                             node->mean, node->invstd, fused);
     else
       batch_norm2d_eval_cpu(node->x, node->gamma, b, running_mean, running_var, eps, y,
-                            node->mean, node->invstd);
+                            node->mean, node->invstd, fused);
   }
-  return record(y, node, {x, gamma, beta});
+  // The mask must not hold y's history: y owns this node, and the node would own y.
+  if (then.relu) node->relu_out = y.detach();
+  return record(y, node, {x, gamma, beta, then.residual});
 }
 
 Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {

@@ -7,6 +7,7 @@
 
 #include "core/autograd.h"
 #include "core/tensor.h"
+#include "kernels/batch_norm.h"
 #include "kernels/conv2d.h"
 #include "kernels/pool.h"
 
@@ -19,9 +20,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
 // Batch normalisation of x [N, C, H, W] with affine gamma, beta [C] (see kernels/batch_norm.h).
 // In training the batch statistics are used and running_mean / running_var [C] are updated in
 // place (they never require a gradient); in evaluation the running statistics are used.
+// `then` fuses what follows into the output pass: relu(bn(x) + then.residual), bit-identical
+// to relu(add(batch_norm2d(...), residual)); the residual (same shape as x) gets a gradient.
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                     const Tensor& running_mean, const Tensor& running_var, bool training,
-                    double momentum = 0.1, double eps = 1e-5);
+                    double momentum = 0.1, double eps = 1e-5, const BnEpilogue& then = {});
 
 // Pooling over H and W of x [N, C, H, W] (see kernels/pool.h).
 Tensor max_pool2d(const Tensor& x, const Pool2dParams& p);

@@ -26,10 +26,13 @@ void BatchNorm2d::init_own_parameters(uint64_t, uint64_t&) {
   running_var_.copy_(ones);
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
+Tensor BatchNorm2d::forward(const Tensor& x) { return forward(x, Tensor(), false); }
+
+Tensor BatchNorm2d::forward(const Tensor& x, const Tensor& residual, bool relu) {
   TDROP_CHECK(x.dim() == 4 && x.size(1) == channels_, "BatchNorm2d(", channels_, "): input ",
               x.describe(), " is not [N, ", channels_, ", H, W]");
-  return batch_norm2d(x, gamma_, beta_, running_mean_, running_var_, training(), momentum_, eps_);
+  return batch_norm2d(x, gamma_, beta_, running_mean_, running_var_, training(), momentum_, eps_,
+                      BnEpilogue{residual, relu});
 }
 
 std::string BatchNorm2d::describe() const {

@@ -10,6 +10,9 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
   Tensor forward(const Tensor& x) override;
+  // relu(bn(x) + residual) in one pass (kernels/batch_norm.h, BnEpilogue); the same bits as
+  // relu(add(forward(x), residual)). An undefined residual adds nothing.
+  Tensor forward(const Tensor& x, const Tensor& residual, bool relu);
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string describe() const override;
 

@@ -26,11 +26,12 @@ BasicBlock::BasicBlock(int64_t in, int64_t out, int64_t stride, InitScheme init)
   bn2_ = register_module("bn2", std::make_shared<BatchNorm2d>(out));
 }
 
+// relu(bn(...)) and relu(bn(...) + shortcut) run fused into batch norm's output pass.
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor h = relu(bn1_->forward(conv1_->forward(x)));
-  h = bn2_->forward(conv2_->forward(h));
+  const Tensor h = bn1_->forward(conv1_->forward(x), Tensor(), /*relu=*/true);
   const bool identity = stride_ == 1 && in_ == out_;
-  return relu(add(h, identity ? x : pad_channels_subsample(x, out_, stride_)));
+  return bn2_->forward(conv2_->forward(h),
+                       identity ? x : pad_channels_subsample(x, out_, stride_), /*relu=*/true);
 }
 
 std::string BasicBlock::describe() const {
@@ -55,9 +56,9 @@ PreActBlock::PreActBlock(int64_t in, int64_t out, int64_t stride, bool projectio
 }
 
 Tensor PreActBlock::forward(const Tensor& x) {
-  const Tensor a = relu(bn1_->forward(x));
+  const Tensor a = bn1_->forward(x, Tensor(), /*relu=*/true);
   const Tensor skip = shortcut_ ? shortcut_->forward(a) : x;
-  Tensor h = relu(bn2_->forward(conv1_->forward(a)));
+  const Tensor h = bn2_->forward(conv1_->forward(a), Tensor(), /*relu=*/true);
   return add(conv2_->forward(h), skip);
 }
 

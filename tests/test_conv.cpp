@@ -7,6 +7,7 @@
 #include <random>
 
 #include "kernels/conv_ops.h"
+#include "tests/bn_epilogue.h"
 #include "tests/grad_check.h"
 
 namespace tdrop::testing {
@@ -229,6 +230,37 @@ TEST(BatchNorm2d, RejectsBadInputs) {
   EXPECT_NE(m.find("3 channels"), std::string::npos) << m;
   // One value per channel is fine in evaluation.
   EXPECT_NO_THROW(batch_norm2d(Tensor::zeros({1, 2, 1, 1}), g, b, rm, rv, false));
+}
+
+// The fused epilogue (relu(bn(x) + residual) in batch norm's output pass) gives the bits of the
+// composed ops: outputs, all input gradients and the running statistics.
+TEST(BatchNorm2d, FusedEpilogueEqualsComposedOpsBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (DType dt : {DType::F32, DType::F64})
+    for (bool training : {true, false})
+      for (auto [residual, relu] : {std::pair{true, true}, std::pair{false, true},
+                                    std::pair{true, false}}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + (training ? " training" : " eval") +
+                     (residual ? " +residual" : "") + (relu ? " relu" : ""));
+        const BnEpilogueRun r =
+            run_bn_epilogue({3, 4, 5, 6}, dt, Device::CPU, training, residual, relu, rng);
+        ASSERT_EQ(r.fused.size(), r.composed.size());
+        for (size_t i = 0; i < r.fused.size(); ++i)
+          EXPECT_EQ(r.fused[i].to_double_vector(), r.composed[i].to_double_vector()) << "item " << i;
+      }
+}
+
+TEST(BatchNorm2d, RejectsAResidualOfAnotherShape) {
+  Tensor rm = Tensor::zeros({2}), rv = Tensor::full({2}, 1.0);
+  const Tensor g = Tensor::full({2}, 1.0), b = Tensor::zeros({2});
+  const std::string m = error_of([&] {
+    batch_norm2d(Tensor::zeros({2, 2, 3, 3}), g, b, rm, rv, true, 0.1, 1e-5,
+                 BnEpilogue{Tensor::zeros({2, 2, 3, 4}), true});
+  });
+  EXPECT_NE(m.find("residual"), std::string::npos) << m;
+  EXPECT_NE(m.find("[2, 2, 3, 4]"), std::string::npos) << m;
 }
 
 // ---- pooling -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@
 #include "kernels/ops.h"
 #include "layers/optimizer.h"
 #include "models/registry.h"
+#include "tests/bn_epilogue.h"
 #include "tests/grad_check.h"
 
 namespace tdrop::testing {
@@ -213,6 +214,27 @@ TEST(CudaBatchNorm2d, MisalignedViewMatchesAlignedCopy) {
     const double tol = dt == DType::F32 ? 1e-5 : 1e-12;
     for (size_t i = 0; i < 3; ++i) expect_close(outs[i], outs[i + 3], tol, tol, "aligned vs view");
   }
+}
+
+// The fused epilogue on the GPU: the composed ops' bits on the GPU (both run there), and the
+// CPU's values within batch norm's tolerance.
+TEST(CudaBatchNorm2d, FusedEpilogueEqualsComposedOpsAndMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  for (const Shape& s : {Shape{3, 4, 5, 6}, Shape{16, 8, 8, 8}})
+    for (DType dt : {DType::F32, DType::F64})
+      for (bool training : {true, false}) {
+        SCOPED_TRACE(shape_str(s) + " " + dtype_name(dt) + (training ? " training" : " eval"));
+        std::mt19937_64 rng(seed), rng_cpu(seed);
+        const BnEpilogueRun g = run_bn_epilogue(s, dt, Device::CUDA, training, true, true, rng);
+        const BnEpilogueRun c = run_bn_epilogue(s, dt, Device::CPU, training, true, true, rng_cpu);
+        const double tol = dt == DType::F32 ? 1e-4 : 1e-9;
+        for (size_t i = 0; i < g.fused.size(); ++i) {
+          expect_close(g.fused[i], g.composed[i], 0, 0, "fused vs composed on the GPU");
+          expect_close(c.fused[i], g.fused[i], tol, tol, "CPU vs GPU");
+        }
+      }
 }
 
 TEST(CudaBatchNorm2d, EvaluationMatchesCpu) {

@@ -86,6 +86,13 @@ std::vector<GradCase> cases() {
          return batch_norm2d(x[0], x[1], x[2], Tensor::zeros({3}, DType::F64),
                              Tensor::full({3}, 1.0, DType::F64), true);
        }},
+      // The fused residual add (its ReLU is checked bit for bit against relu() in test_conv).
+      {"batch_norm2d_train_plus_residual", {{{3, 2, 2, 3}}, {{2}, 0.5, 2.0}, {{2}}, {{3, 2, 2, 3}}},
+       [](auto& x) {
+         return batch_norm2d(x[0], x[1], x[2], Tensor::zeros({2}, DType::F64),
+                             Tensor::full({2}, 1.0, DType::F64), true, 0.1, 1e-5,
+                             BnEpilogue{x[3], false});
+       }},
       {"batch_norm2d_eval", {{{2, 3, 2, 2}}, {{3}}, {{3}}},
        [](auto& x) {
          return batch_norm2d(x[0], x[1], x[2], Tensor::from_vector<double>({0.3, -0.2, 0.1}, {3}),
