@@ -8,10 +8,13 @@ namespace {
 thread_local bool g_grad_enabled = true;
 bool g_anomaly = false;
 
-// acc += g, allocating acc on first use. Gradients are accumulated out of place in the
-// backward pass (fresh tensors), and into a leaf's .grad by copy on first write so that the
-// leaf never aliases a tensor some op might still hold.
-void accumulate(Tensor& acc, const Tensor& g);
+// acc += g. Between nodes, the first gradient is taken as it is (no copy unless it is a
+// strided view) and later ones are summed into a fresh tensor: those gradients are never
+// written in place, so a tensor that a node hands to two inputs (an add's) may be shared. A
+// leaf's .grad is a copy on first write and then accumulated in place, so it never aliases a
+// tensor some op might still hold.
+void accumulate_between_nodes(Tensor& acc, const Tensor& g);
+void accumulate_into_leaf(Tensor& acc, const Tensor& g);
 }  // namespace
 
 Node::~Node() {
@@ -52,13 +55,26 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
 
 namespace tdrop {
 namespace {
-void accumulate(Tensor& acc, const Tensor& g) {
+void check_same_shape(const Tensor& acc, const Tensor& g) {
+  TDROP_CHECK(acc.shape() == g.shape(), "autograd: gradient of shape ", shape_str(g.shape()),
+              " cannot accumulate into ", shape_str(acc.shape()));
+}
+
+void accumulate_between_nodes(Tensor& acc, const Tensor& g) {
+  if (!acc.defined()) {
+    acc = g.contiguous();  // nodes see contiguous gradients; a copy only for a strided view
+    return;
+  }
+  check_same_shape(acc, g);
+  acc = grad_sum_hook()(acc, g);
+}
+
+void accumulate_into_leaf(Tensor& acc, const Tensor& g) {
   if (!acc.defined()) {
     acc = g.clone();
     return;
   }
-  TDROP_CHECK(acc.shape() == g.shape(), "autograd: gradient of shape ", shape_str(g.shape()),
-              " cannot accumulate into ", shape_str(acc.shape()));
+  check_same_shape(acc, g);
   grad_accumulate_hook()(acc, g);
 }
 }  // namespace
@@ -67,7 +83,7 @@ void run_backward(const Tensor& root, const Tensor& seed) {
   NoGradGuard no_grad;
   if (!root.grad_fn()) {  // a leaf: its gradient is the seed
     Tensor acc = root.grad();
-    accumulate(acc, seed);
+    accumulate_into_leaf(acc, seed);
     const_cast<Tensor&>(root).set_grad(acc);
     return;
   }
@@ -106,14 +122,14 @@ void run_backward(const Tensor& root, const Tensor& seed) {
       const Tensor& gi = in_grads[i];
       if (in.grad_fn()) {
         Node* m = in.grad_fn().get();
-        if (gi.defined()) accumulate(grads[m], gi);
+        if (gi.defined()) accumulate_between_nodes(grads[m], gi);
         if (--pending[m] == 0) {
           if (grads.count(m)) ready.push_back(in.grad_fn());
           else grads.erase(m);
         }
       } else if (gi.defined()) {
         Tensor acc = in.grad();
-        accumulate(acc, gi);
+        accumulate_into_leaf(acc, gi);
         in.set_grad(acc);
       }
     }

@@ -396,9 +396,17 @@ AnomalyCheckFn& anomaly_check_hook() {
   return fn;
 }
 
-// The autograd engine accumulates with axpy_.
+// The autograd engine accumulates a leaf's gradient with axpy_ and sums the gradients between
+// nodes with the add kernel: both round a + g once, so either gives the same bits.
 GradAccumulateFn& grad_accumulate_hook() {
   static GradAccumulateFn fn = [](Tensor& acc, const Tensor& g) { axpy_(1.0, g, acc); };
+  return fn;
+}
+
+GradSumFn& grad_sum_hook() {
+  static GradSumFn fn = [](const Tensor& a, const Tensor& g) {
+    return binary_raw(BinaryOp::Add, a, g);
+  };
   return fn;
 }
 

@@ -66,6 +66,30 @@ TEST(Autograd, IntermediateUsedTwiceWaitsForAllConsumers) {
   EXPECT_FALSE(h.grad().defined()) << "non-leaf tensors do not keep a .grad";
 }
 
+// add() hands one gradient tensor to both of its inputs, and the engine passes gradients on
+// without copying them; a second contribution to one input must not write through to the other.
+TEST(Autograd, GradientSharedByTwoInputsIsNotWrittenThrough) {
+  // a = 2x and b = 3x meet in add(a, b), and each also feeds a product:
+  // d/dx sum(a*c + b*d + (a + b)) = 2 (1 + c) + 3 (1 + d). In both operand orders of the
+  // outer add, so that whatever order the engine visits nodes in, one input gets its second
+  // contribution while the other still waits on the tensor they share.
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (bool shared_last : {true, false}) {
+    SCOPED_TRACE(shared_last ? "products first" : "sum first");
+    Tensor x = leaf({7}, rng);
+    const Tensor c = random_tensor({7}, rng), d = random_tensor({7}, rng);
+    const Tensor a = mul_scalar(x, 2.0), b = mul_scalar(x, 3.0);
+    const Tensor shared = add(a, b), products = add(mul(a, c), mul(b, d));
+    sum(shared_last ? add(products, shared) : add(shared, products)).backward();
+    std::vector<double> want;
+    const std::vector<double> cv = c.to_double_vector(), dv = d.to_double_vector();
+    for (size_t i = 0; i < cv.size(); ++i) want.push_back(2 * (1 + cv[i]) + 3 * (1 + dv[i]));
+    expect_all_near(x.grad().to_double_vector(), want);
+  }
+}
+
 TEST(Autograd, TwoBackwardCallsAccumulateIntoGrad) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
