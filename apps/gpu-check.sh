@@ -100,7 +100,8 @@ status=0
 san_tools=()
 if want sanitizer && tsan=$(stage_limit 40 60); then
   # memcheck: every targeted-dropout kernel, batch norm and the multi-tensor SGD update; racecheck: the
-  # targeted-dropout kernels (their shared-memory stage, histograms and scans) on small shapes.
+  # targeted-dropout kernels (their shared-memory stage, histograms and scans) and batch norm
+  # (block sums, the last block of a channel reading the others' partials) on small shapes.
   declare -A san_filter=(
     [memcheck-0]='CudaTargetedDropout.Fused*:CudaTargetedDropout.Grouped*:Cuda/CudaOps.CpuAndCudaAgree/sgd*'
     [memcheck-1]='CudaBatchNorm2d.*:CudaTargetedDropout.Unfused*:CudaTargetedDropout.NonFinite*:CudaTargetedDropout.MaskGrad*:CudaTargetedDropout.LongRows*'
@@ -108,6 +109,7 @@ if want sanitizer && tsan=$(stage_limit 40 60); then
     [racecheck-1]='CudaTargetedDropout.FusedWeight*'
     [racecheck-2]='CudaTargetedDropout.FusedUnit*'
     [racecheck-3]='CudaTargetedDropout.UnfusedSmallOddShapes'
+    [racecheck-4]='CudaBatchNorm2d.MisalignedView*:CudaBatchNorm2d.FusedEpilogue*:CudaBatchNorm2d.Evaluation*'
   )
   for key in "${!san_filter[@]}"; do
     san_tools+=("$key")
