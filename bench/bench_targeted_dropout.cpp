@@ -1,4 +1,4 @@
-// Targeted dropout throughput: CPU reference, unfused CUDA pipeline, fused CUDA kernel (one
+// Targeted dropout throughput: CPU reference, CPU training path, unfused CUDA pipeline, fused CUDA kernel (one
 // grouped launch for all layers of a shape set, and one launch per layer), for the targeted
 // layers of each zoo model and three large matrices.
 //
@@ -111,13 +111,6 @@ void set_counters(benchmark::State& state, int64_t numel) {
       benchmark::Counter::kIsRate);
 }
 
-void BM_CpuReference(benchmark::State& state, const std::string& set) {
-  Workload wl = make_workload(shape_sets().at(set), Device::CPU);
-  for (auto _ : state)
-    for (const TdTask& t : wl.tasks) targeted_dropout_reference(t, kSeed);
-  set_counters(state, wl.numel);
-}
-
 // FusedBlockRows: the grouped launch with every row on a whole block (no warp-per-row path for
 // rows of <= kTdWarpRowMax entries), to measure what that path gains.
 enum class CudaPath { FusedGrouped, FusedBlockRows, FusedPerLayer, Unfused };
@@ -149,6 +142,22 @@ std::string check_against_reference(const Workload& wl, const std::string& set) 
       return "mask of " + wl.tasks[i].name + " differs from the CPU reference";
   }
   return {};
+}
+
+// The CPU reference, or the CPU training path (checked against the reference first).
+void BM_Cpu(benchmark::State& state, const std::string& set, bool use_reference) {
+  Workload wl = make_workload(shape_sets().at(set), Device::CPU);
+  if (!use_reference) {
+    for (const TdTask& t : wl.tasks) targeted_dropout_cpu(t, kSeed);
+    if (const std::string bad = check_against_reference(wl, set); !bad.empty()) {
+      state.SkipWithError(bad.c_str());
+      return;
+    }
+  }
+  for (auto _ : state)
+    for (const TdTask& t : wl.tasks)
+      use_reference ? targeted_dropout_reference(t, kSeed) : targeted_dropout_cpu(t, kSeed);
+  set_counters(state, wl.numel);
 }
 
 void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
@@ -204,7 +213,9 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
 
 void register_all() {
   for (const auto& [name, shapes] : shape_sets()) {
-    benchmark::RegisterBenchmark(("cpu_reference/" + name).c_str(), BM_CpuReference, name)
+    benchmark::RegisterBenchmark(("cpu_reference/" + name).c_str(), BM_Cpu, name, true)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("cpu/" + name).c_str(), BM_Cpu, name, false)
         ->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("cuda_fused/" + name).c_str(), BM_Cuda, name,
                                  CudaPath::FusedGrouped)

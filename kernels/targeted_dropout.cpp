@@ -1,7 +1,7 @@
 // CPU reference for targeted dropout, written for clarity: order entries by (key, index) packed
-// into one 64-bit number, select the k smallest, draw. The CUDA kernels must reproduce its
-// output bit for bit. It is also the CPU training path, so selection is nth_element (linear
-// time) and Philox blocks are reused across the four entries they cover.
+// into one 64-bit number, select the k smallest (nth_element), draw. The CUDA kernels and the
+// CPU training path below (targeted_dropout_cpu: radix select, branch-free per-entry loop) must
+// reproduce its output bit for bit.
 #include "kernels/targeted_dropout.h"
 
 #include <algorithm>
@@ -127,11 +127,113 @@ void targeted_dropout_reference(const TdTask& t, uint64_t seed) {
   });
 }
 
+// ---- the CPU training path ---------------------------------------------------------------
+
+namespace {
+
+// The k-th smallest (1 <= k <= n) of a row's keys by 4 rounds of 8-bit radix counting, and how
+// many keys equal to it are targeted (the first ones by column). After each round only the keys
+// in the chosen bin go on (copied aside without a branch). Counting goes to 4 interleaved
+// histograms: weights share few exponents, and increments of one counter in a row would wait
+// on each other.
+struct RowThreshold {
+  uint32_t T;
+  int64_t ties;  // targeted entries with key == T
+};
+
+RowThreshold radix_select(std::vector<uint32_t>& keys, std::vector<uint32_t>& spare, int64_t n,
+                          int64_t k) {
+  uint32_t prefix = 0;
+  int64_t remaining = k;
+  uint32_t* cur = keys.data();
+  uint32_t* next = spare.data();
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    uint32_t hist[4][256] = {};
+    for (int64_t c = 0; c < n; ++c) ++hist[c & 3][(cur[c] >> shift) & 255u];
+    uint32_t d = 0;
+    for (;; ++d) {
+      const int64_t count = int64_t{hist[0][d]} + hist[1][d] + hist[2][d] + hist[3][d];
+      if (remaining <= count) break;
+      remaining -= count;
+    }
+    prefix |= d << shift;
+    if (shift == 0) break;
+    int64_t kept = 0;
+    for (int64_t c = 0; c < n; ++c) {
+      next[kept] = cur[c];
+      kept += ((cur[c] >> shift) & 255u) == d;
+    }
+    std::swap(cur, next);
+    n = kept;
+  }
+  return {prefix, remaining};
+}
+
+// One row of a weight-mode task: select, draw, write W' and the mask, without data-dependent
+// branches in the per-entry loop (a random targeted set would mispredict every other one). The
+// row's Philox blocks are drawn first, in a loop of independent calls the CPU can overlap.
+void weight_row(const TdTask& t, int64_t r, uint64_t seed, std::vector<uint32_t>& keys,
+                std::vector<uint32_t>& spare, std::vector<Philox4>& blocks) {
+  const int64_t n = t.n, base = r * n;
+  const float* w = t.w + base;
+  // key < T is targeted, and of key == T the first `ties`: k = 0 gives T = 0 and no ties;
+  // k = n gives a T above every key.
+  RowThreshold th{0, 0};
+  if (t.k == n) {
+    th = {0xffffffffu, 0};
+  } else if (t.k > 0) {
+    for (int64_t c = 0; c < n; ++c) keys[c] = magnitude_key(bits_of(w[c]));
+    th = radix_select(keys, spare, n, t.k);
+  }
+  const bool draws = t.k > 0 && t.drop_threshold > 0;
+  const uint64_t first_block = static_cast<uint64_t>(base) >> 2;
+  if (draws)
+    for (uint64_t b = first_block; b <= static_cast<uint64_t>(base + n - 1) >> 2; ++b)
+      blocks[b - first_block] = philox_block(seed, t.stream, b);
+  uint32_t* mask = t.mask + r * mask_words_per_row(n);
+  float* out = t.w_out + base;
+  int64_t ties_seen = 0;
+  uint32_t word = 0;
+  for (int64_t c = 0; c < n; ++c) {
+    const uint64_t i = static_cast<uint64_t>(base + c);
+    const uint32_t bits = bits_of(w[c]), key = magnitude_key(bits);
+    const bool tie = key == th.T;
+    const bool targeted = (key < th.T) | (tie & (ties_seen < th.ties));  // bitwise: no branch
+    ties_seen += tie;
+    const uint32_t draw = draws ? blocks[(i >> 2) - first_block].v[i & 3] : 0xffffffffu;
+    const bool dropped = targeted & bernoulli_from_u32(draw, t.drop_threshold);
+    const uint32_t keep = static_cast<uint32_t>(dropped) - 1u;  // all ones when kept
+    const uint32_t b = bits & keep;                              // dropped: +0.0
+    std::memcpy(out + c, &b, 4);
+    word |= (keep & 1u) << (c % 32);
+    if (c % 32 == 31 || c == n - 1) {
+      mask[c / 32] = word;
+      word = 0;
+    }
+  }
+}
+
+}  // namespace
+
+void targeted_dropout_cpu(const TdTask& t, uint64_t seed) {
+  if (t.unit) return targeted_dropout_reference(t, seed);  // ranking rows is cheap
+  TDROP_CHECK(t.k >= 0 && t.k <= t.n, "targeted dropout: layer '", t.name, "': k = ", t.k,
+              " out of range for [", t.rows, ", ", t.n, "]");
+  check_finite(t);
+  std::vector<uint32_t> keys(static_cast<size_t>(t.n)), spare(static_cast<size_t>(t.n));
+  std::vector<Philox4> blocks(static_cast<size_t>(t.n / 4 + 2));
+  for (int64_t r = 0; r < t.rows; ++r) weight_row(t, r, seed, keys, spare, blocks);
+}
+
 void td_mask_grad_cpu(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out) {
   const int64_t words = mask_words_per_row(n);
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < n; ++c)
-      out[r * n + c] = (mask[r * words + c / 32] >> (c % 32)) & 1u ? g[r * n + c] : 0.0f;
+    for (int64_t c = 0; c < n; ++c) {
+      // The kept bit widened to a bit mask: dropped entries become +0.0, with no branch.
+      const uint32_t keep = 0u - ((mask[r * words + c / 32] >> (c % 32)) & 1u);
+      const uint32_t b = bits_of(g[r * n + c]) & keep;
+      std::memcpy(out + r * n + c, &b, 4);
+    }
 }
 
 }  // namespace tdrop

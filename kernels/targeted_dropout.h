@@ -13,9 +13,9 @@
 // mask, one bit per entry, 1 = kept, each row starting on a fresh 32-bit word
 // (mask_words_per_row(n) words per row, padding bits 0). The gradient reaching W is dW' * mask.
 //
-// Three implementations compute the same bits: the CPU reference (targeted_dropout.cpp), an
-// unfused CUDA pipeline built from separate kernels and CUB (targeted_dropout_unfused.cu), and
-// the fused grouped CUDA kernel (targeted_dropout_fused.cu).
+// Four implementations compute the same bits: the CPU reference and the CPU training path
+// (targeted_dropout.cpp), an unfused CUDA pipeline built from separate kernels and CUB
+// (targeted_dropout_unfused.cu), and the fused grouped CUDA kernel (targeted_dropout_fused.cu).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -59,6 +59,9 @@ double unit_norm_sq_reference(const float* row, int64_t n);
 
 // CPU reference. Throws tdrop::Error naming task.name on a NaN/Inf weight.
 void targeted_dropout_reference(const TdTask& task, uint64_t seed);
+// The CPU training path: the reference's bits, several times faster (radix select per row, no
+// data-dependent branch per entry). Same errors.
+void targeted_dropout_cpu(const TdTask& task, uint64_t seed);
 // Gradient through the mask: out[r, c] = mask bit ? g[r, c] : 0.
 void td_mask_grad_cpu(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out);
 

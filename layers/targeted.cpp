@@ -147,7 +147,7 @@ void launch_cuda(const std::vector<TdTask>& tasks, uint64_t seed) {
 
 void run_tasks(const std::vector<TdTask>& tasks, uint64_t seed, Device d) {
   if (d == Device::CPU) {
-    for (const TdTask& t : tasks) targeted_dropout_reference(t, seed);
+    for (const TdTask& t : tasks) targeted_dropout_cpu(t, seed);
     return;
   }
   launch_cuda(tasks, seed);

@@ -34,7 +34,7 @@ void prune_model(Module& model, TargetedDropoutConfig::Mode mode, double fractio
     t.k = td_count(fraction, t.unit ? rows : n);
     t.drop_threshold = bernoulli_threshold(1.0f);
     t.name = name;
-    targeted_dropout_reference(t, 0);
+    targeted_dropout_cpu(t, 0);
     Tensor dst = w;
     dst.copy_(pruned);
   }

@@ -237,6 +237,52 @@ TEST(TdReferenceUnit, CanonicalNormMatchesAPlainSumClosely) {
   EXPECT_NEAR(unit_norm_sq_reference(w.data(), 10007), plain, 1e-9 * plain);
 }
 
+// The CPU training path against the reference, bit for bit, over the shapes, weight kinds,
+// gamma and alpha of the CUDA sweep (rows whose start is not a multiple of 4, so Philox blocks
+// straddle rows; ties; all zeros; -0.0; denormals), both modes.
+TEST(TdCpuPath, MatchesReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const WeightKind kinds[] = {WeightKind::Normal,    WeightKind::FewValues, WeightKind::AllZero,
+                              WeightKind::SignedZeros, WeightKind::Denormals, WeightKind::Mixed,
+                              WeightKind::OneBinade};
+  int i = 0;
+  for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 1}, {3, 7}, {5, 33}, {17, 100}, {7, 129}, {40, 576}, {6, 1024}, {3, 4099}, {2, 70001}})
+    for (double gamma : {0.0, 0.01, 0.5, 0.99, 1.0})
+      for (float alpha : {0.0f, 0.5f, 1.0f})
+        for (bool unit : {false, true}) {
+          const WeightKind kind = kinds[i++ % 7];
+          SCOPED_TRACE("[" + std::to_string(rows) + ", " + std::to_string(n) + "] " +
+                       kind_name(kind) + " gamma " + std::to_string(gamma) + " alpha " +
+                       std::to_string(alpha) + (unit ? " unit" : " weight"));
+          const std::vector<float> w = make_weights(rows * n, kind, rng);
+          TdOutput want, got;
+          const uint64_t stream = td_stream(static_cast<uint64_t>(i), 3);
+          targeted_dropout_reference(make_task(w, rows, n, gamma, alpha, unit, stream, want), seed);
+          targeted_dropout_cpu(make_task(w, rows, n, gamma, alpha, unit, stream, got), seed);
+          ASSERT_EQ(got.mask, want.mask);
+          for (size_t j = 0; j < w.size(); ++j)
+            ASSERT_EQ(to_bits(got.w_out[j]), to_bits(want.w_out[j])) << "entry " << j;
+        }
+}
+
+TEST(TdCpuPath, NonFiniteWeightNamesTheLayer) {
+  std::vector<float> w(30, 0.5f);
+  w[17] = -INFINITY;
+  TdOutput o;
+  TdTask t = make_task(w, 3, 10, 0.5, 0.5f, false, 1, o);
+  t.name = "blocks.2.conv1";
+  try {
+    targeted_dropout_cpu(t, 1);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blocks.2.conv1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("row 1, column 7"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TdMaskGrad, ZeroesExactlyTheDroppedEntries) {
   const int64_t rows = 3, n = 45;
   std::mt19937_64 rng(fresh_seed());
