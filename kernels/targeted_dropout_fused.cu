@@ -15,7 +15,7 @@
 // with real weights; common after pruning).
 //
 // Short rows (n <= kTdWarpRowMax, e.g. every layer of ResNet-32) would leave most of a block
-// idle and pay its barriers: each warp takes a row of its own (td_warp_row), held in registers,
+// idle and pay its barriers: each warp takes a row of its own (warp_row), held in registers,
 // and finds the k-th key bit by bit with warp-wide sums, so 8 rows share a block and no block
 // barrier is involved. Its final pass is block_row's, with the same layout of 4 entries per lane.
 //
