@@ -1,5 +1,9 @@
-// Sequential: children named "0", "1", ... applied in order.
+// Sequential: children named "0", "1", ... applied in order. A BatchNorm2d directly followed by
+// a ReLU runs as one pass (batch norm's fused ReLU epilogue, the same bits as the two modules
+// one after the other), saving a read and a write of the activations.
 #pragma once
+#include "layers/activation.h"
+#include "layers/batch_norm.h"
 #include "layers/module.h"
 
 namespace tdrop {
@@ -12,7 +16,16 @@ class Sequential : public Module {
   }
   Tensor forward(const Tensor& x) override {
     Tensor h = x;
-    for (auto& [name, child] : children()) h = child->forward(h);
+    const auto& kids = children();
+    for (size_t i = 0; i < kids.size(); ++i) {
+      auto* bn = dynamic_cast<BatchNorm2d*>(kids[i].second.get());
+      if (bn != nullptr && i + 1 < kids.size() && dynamic_cast<ReLU*>(kids[i + 1].second.get())) {
+        h = bn->forward(h, Tensor(), /*relu=*/true);
+        ++i;  // the ReLU is done
+        continue;
+      }
+      h = kids[i].second->forward(h);
+    }
     return h;
   }
   std::string type_name() const override { return "Sequential"; }

@@ -19,6 +19,7 @@
 #include "layers/optimizer.h"
 #include "layers/pool.h"
 #include "layers/residual.h"
+#include "layers/sequential.h"
 #include "models/registry.h"
 #include "tests/grad_check.h"
 
@@ -109,6 +110,36 @@ TEST(BatchNorm2dLayer, LoadStateRestoresBuffersAndRequiresThem) {
     FAIL() << "a missing buffer was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("buffer '1.running_var'"), std::string::npos) << e.what();
+  }
+}
+
+// Sequential runs BatchNorm2d + ReLU as one fused pass; outputs and gradients are the bits of
+// the modules applied one after the other.
+TEST(SequentialLayer, FusedBatchNormReluEqualsTheModulesInTurn) {
+  std::mt19937_64 rng(fresh_seed());
+  auto net = std::make_shared<Sequential>();
+  auto conv = net->add(std::make_shared<Conv2d>(2, 3, 3, Conv2dOptions{.padding = 1}));
+  auto bn = net->add(std::make_shared<BatchNorm2d>(3));
+  auto act = net->add(std::make_shared<ReLU>());
+  net->reset_parameters(7);
+  const Tensor x = random_tensor({4, 2, 5, 5}, rng, -1, 1, DType::F32);
+  for (bool training : {true, false}) {
+    SCOPED_TRACE(training ? "training" : "eval");
+    net->train(training);
+    std::vector<std::vector<double>> runs;
+    for (bool fused : {true, false}) {
+      const Tensor rm = bn->running_mean().clone(), rv = bn->running_var().clone();
+      net->zero_grad();
+      const Tensor y = fused ? net->forward(x) : act->forward(bn->forward(conv->forward(x)));
+      sum(y).backward();
+      runs.push_back(y.to_double_vector());
+      runs.push_back(conv->weight().grad().to_double_vector());
+      runs.push_back(bn->weight().grad().to_double_vector());
+      runs.push_back(bn->running_mean().to_double_vector());
+      bn->running_mean().copy_(rm);  // the second form starts from the same statistics
+      bn->running_var().copy_(rv);
+    }
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(runs[i], runs[i + 4]) << "item " << i;
   }
 }
 
