@@ -7,6 +7,10 @@
 #   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
 #         -DCMAKE_CUDA_FLAGS=-lineinfo && cmake --build build-gpu
 #   apps/gpu-bundle.sh [BUILD_DIR=build-gpu] [BUNDLE_DIR=.gpu] [PEER=torch_td.py]
+#
+# BASELINE_COMMIT=REV also builds bench_targeted_dropout at that commit (in a temporary git
+# worktree, same flags) and packs it as bench_baseline, which gpu-check.sh's bench stage times
+# beside the current kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
@@ -28,6 +32,16 @@ done
 for f in $bins; do ldd "$build/$f"; done |
   awk '/=> \//{print $3}' | grep -E 'openblas|gfortran|quadmath|benchmark' | sort -u |
   while read -r lib; do cp -L "$lib" "$stage/lib/"; done
+if [ -n "${BASELINE_COMMIT:-}" ]; then
+  tree=$(mktemp -d -t tdrop_baseline.XXXXXX)
+  git worktree add --detach "$tree" "$BASELINE_COMMIT" > /dev/null
+  cmake -S "$tree" -B "$tree/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90 > /dev/null
+  cmake --build "$tree/build" --target bench_targeted_dropout > /dev/null
+  strip -o "$stage/bin/bench_baseline" "$tree/build/bench/bench_targeted_dropout"
+  git rev-parse "$BASELINE_COMMIT" > "$bundle/baseline_commit.txt"
+  git worktree remove --force "$tree"
+fi
 tar -C "$stage" -cJf "$bundle/tdrop-bin.tar.xz" bin lib
 cp "$data"/*-ubyte.gz "$bundle/data/"
 [ -n "$peer" ] && cp "$peer" "$bundle/torch_td.py"

@@ -19,9 +19,9 @@
 #              (nsys when the machine has it, else ncu), against the step's wall time
 #   train      the ResNet-32 reproduction: no dropout, TD g=0.5 a=0.5, TD ramped to 0.99/0.99
 #              (TRAIN_EPOCHS, default 15), each followed by a prune sweep to 99% and one plot
-# With BASELINE_BENCH=FILE (a bench_targeted_dropout built from an earlier commit), the bench
-# stage also times that binary's fused kernel right after ours: an A/B of a kernel change on
-# one machine in one call.
+# With BASELINE_BENCH=FILE (a bench_targeted_dropout built from an earlier commit; by default
+# the one apps/gpu-bundle.sh packed with BASELINE_COMMIT), the bench stage also times that
+# binary's fused kernel right after ours: an A/B of a kernel change on one machine in one call.
 # SECONDS is the whole script's budget (default 540): a stage gets what is left, and one that
 # cannot start in time is skipped and says so.
 #
@@ -57,6 +57,11 @@ if [ -f .gpu/tdrop-bin.tar.xz ]; then
   libdirs=/tmp/tdrop/lib
   data=$root/.gpu/data
   peer=$root/.gpu/torch_td.py
+  # A baseline bench packed by gpu-bundle.sh (BASELINE_COMMIT there) is the default A/B.
+  if [ -z "${BASELINE_BENCH:-}" ] && [ -x $bin/bench_baseline ]; then
+    BASELINE_BENCH=$bin/bench_baseline
+    BASELINE_COMMIT=$(cat .gpu/baseline_commit.txt 2>/dev/null || echo unknown)
+  fi
 else
   if [ ! -x build/tests/tdrop_tests ]; then
     cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$logs/configure.log" 2>&1 &&
