@@ -44,9 +44,7 @@ const std::vector<std::pair<std::string, Shape>>& weights() {
 
 Tensor uniform(const Shape& shape, std::mt19937& rng, float lo, float hi) {
   std::uniform_real_distribution<float> u(lo, hi);
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  std::vector<float> v(static_cast<size_t>(n));
+  std::vector<float> v(static_cast<size_t>(shape_numel(shape)));
   for (float& x : v) x = u(rng);
   return Tensor::from_vector(v, shape);
 }
@@ -65,12 +63,6 @@ struct Op {
   Kernel cpu, cuda;
   size_t output;  // the index of the tensor compared between devices
 };
-
-int64_t values(const Shape& s) {
-  int64_t n = 1;
-  for (int64_t d : s) n *= d;
-  return n;
-}
 
 const std::vector<Op>& ops() {
   static const std::vector<Op> all = [] {
@@ -160,7 +152,7 @@ void BM_Cpu(benchmark::State& state, const Op& op, Shape shape) {
   std::mt19937 rng(42);
   const Tensors t = op.make(shape, rng);
   for (auto _ : state) op.cpu(t);
-  set_counters(state, op, values(shape));
+  set_counters(state, op, shape_numel(shape));
 }
 
 // Largest |a - b| / (1 + |a|) over two equally long float tensors.
@@ -185,11 +177,12 @@ void BM_Cuda(benchmark::State& state, const Op& op, Shape shape) {
   op.cuda(dev);
   const double diff = max_rel_diff(want[op.output], dev[op.output].to(Device::CPU));
   if (!(diff <= 1e-4)) {
-    const std::string msg = std::string(op.name) + ": CUDA differs from CPU by " + std::to_string(diff);
+    const std::string msg =
+        std::string(op.name) + ": CUDA differs from CPU by " + std::to_string(diff);
     state.SkipWithError(msg.c_str());
     return;
   }
-  const int64_t n = values(shape);
+  const int64_t n = shape_numel(shape);
   const Tensor src = Tensor::empty({n}, DType::F32, Device::CUDA);
   const Tensor dst = Tensor::empty({n}, DType::F32, Device::CUDA);
   const float copy_ms = median_ms([&] {

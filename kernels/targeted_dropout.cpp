@@ -38,7 +38,10 @@ uint32_t bits_of(float x) {
   return b;
 }
 
-void check_finite(const TdTask& t) {
+// What both CPU paths require of a task: k in range, and every weight finite.
+void check_task(const TdTask& t) {
+  TDROP_CHECK(t.k >= 0 && t.k <= (t.unit ? t.rows : t.n), "targeted dropout: layer '", t.name,
+              "': k = ", t.k, " out of range for [", t.rows, ", ", t.n, "]");
   for (int64_t i = 0; i < t.rows * t.n; ++i) {
     if (magnitude_key(bits_of(t.w[i])) >= kNonFiniteKey)
       fail("targeted dropout: layer '", t.name, "' has a non-finite weight (", t.w[i], ") at row ",
@@ -88,9 +91,7 @@ void write_outputs(const TdTask& t, Dropped dropped) {
 }  // namespace
 
 void targeted_dropout_reference(const TdTask& t, uint64_t seed) {
-  TDROP_CHECK(t.k >= 0 && t.k <= (t.unit ? t.rows : t.n), "targeted dropout: layer '", t.name,
-              "': k = ", t.k, " out of range for [", t.rows, ", ", t.n, "]");
-  check_finite(t);
+  check_task(t);
   if (!t.unit) {
     // targeted[r * n + c]: the first k of row r in (magnitude key, column) order.
     std::vector<uint8_t> targeted(static_cast<size_t>(t.rows * t.n), 0);
@@ -131,16 +132,17 @@ void targeted_dropout_reference(const TdTask& t, uint64_t seed) {
 
 namespace {
 
-// The k-th smallest (1 <= k <= n) of a row's keys by 4 rounds of 8-bit radix counting, and how
-// many keys equal to it are targeted (the first ones by column). After each round only the keys
-// in the chosen bin go on (copied aside without a branch). Counting goes to 4 interleaved
-// histograms: weights share few exponents, and increments of one counter in a row would wait
-// on each other.
+// A row's targeted set: keys below T, and the first `ties` keys equal to T by column.
 struct RowThreshold {
   uint32_t T;
-  int64_t ties;  // targeted entries with key == T
+  int64_t ties;
 };
 
+// The k-th smallest (1 <= k <= n) of a row's keys by 4 rounds of 8-bit radix counting, and how
+// many keys equal to it are targeted. After each round only the keys in the chosen bin go on
+// (copied aside without a branch). Counting goes to 4 interleaved histograms: weights share few
+// exponents, and increments of one counter in a row would wait on each other. `keys` and
+// `spare` are overwritten.
 RowThreshold radix_select(std::vector<uint32_t>& keys, std::vector<uint32_t>& spare, int64_t n,
                           int64_t k) {
   uint32_t prefix = 0;
@@ -217,9 +219,7 @@ void weight_row(const TdTask& t, int64_t r, uint64_t seed, std::vector<uint32_t>
 
 void targeted_dropout_cpu(const TdTask& t, uint64_t seed) {
   if (t.unit) return targeted_dropout_reference(t, seed);  // ranking rows is cheap
-  TDROP_CHECK(t.k >= 0 && t.k <= t.n, "targeted dropout: layer '", t.name, "': k = ", t.k,
-              " out of range for [", t.rows, ", ", t.n, "]");
-  check_finite(t);
+  check_task(t);
   std::vector<uint32_t> keys(static_cast<size_t>(t.n)), spare(static_cast<size_t>(t.n));
   std::vector<Philox4> blocks(static_cast<size_t>(t.n / 4 + 2));
   for (int64_t r = 0; r < t.rows; ++r) weight_row(t, r, seed, keys, spare, blocks);

@@ -14,7 +14,7 @@ constexpr int kFlagSlot = 0x7fff;  // the flags live in their own buffer, not a 
 template <class I>
 __global__ void mask_grad_kernel(const float* __restrict__ g, const uint32_t* __restrict__ mask,
                                  I total, I n, float* __restrict__ out) {
-  const I words = static_cast<I>((n + 31) / 32);
+  const I words = static_cast<I>(mask_words_per_row(n));
   for (I i = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<I>(gridDim.x) * blockDim.x) {
     const I r = i / n, c = i - r * n;
