@@ -191,7 +191,8 @@ speed_run() {  # name, extra tdrop args...
   t=$(stage_limit 15 40) || { say "tdrop $name: skipped, out of time"; return; }
   timeout "$t" $bin/tdrop train --model resnet32 --device cuda --epochs 2 --no-progress \
     --data-dir "$data" --out "$logs/speed-$name" "$@" > "$logs/speed-$name.log" 2>&1
-  python3 -c "import json,sys; m=[json.loads(l) for l in open(sys.argv[1])]; print('%-26s %8.0f images/s (epoch 2)' % (sys.argv[2], m[-1]['samples_per_second']))" \
+  # The share of the epoch the host spent waiting for the GPU: near 0 means host-bound.
+  python3 -c "import json,sys; m=[json.loads(l) for l in open(sys.argv[1])][-1]; print('%-26s %8.0f images/s (epoch 2; host waited for the GPU %2.0f%% of it)' % (sys.argv[2], m['samples_per_second'], 100 * m.get('gpu_wait_seconds', 0) / m['seconds']))" \
     "$logs/speed-$name/metrics.jsonl" "tdrop $name" 2>/dev/null | tee -a "$summary" ||
     say "tdrop $name: failed (logs/speed-$name.log)"
 }
@@ -207,6 +208,7 @@ if want speed && t=$(stage_limit 30 150); then
   say ""; say "## ResNet-32 training on 1x32x32 (200 steps per epoch; TD weight g=0.5 a=0.5)"; say '```'
   speed_run none-b128 --train-limit 25600
   torch_run b128 --batch 128
+  torch_run b128-heuristic --batch 128 --no-benchmark
   speed_run td-fused-b128 --train-limit 25600 --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl fused
   torch_run td-b128 --batch 128 --td
   speed_run td-unfused-b128 --train-limit 25600 --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl unfused

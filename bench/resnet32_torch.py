@@ -5,14 +5,14 @@ The same network as `tdrop train --model resnet32` (He et al. 2016 CIFAR ResNet-
 16 channels, 3 stages x 5 basic blocks of widths 16/32/64, option-A shortcuts, global average
 pool, FC), 1x32x32 inputs (Fashion-MNIST padded), SGD momentum 0.9, weight decay 5e-4, batch 128,
 fp32 with TF32 off (tdrop's convolutions are fp32 FMA), cuDNN autotuning on (PyTorch's fastest
-eager setting). With --td, every conv except the stem gets weight-level targeted dropout written
+eager setting; --no-benchmark: its default, cuDNN's heuristics). With --td, every conv except the stem gets weight-level targeted dropout written
 the idiomatic eager way (kthvalue per row, rand_like, masked multiply), as in the peer script.
 
 Batches come from a pool of random tensors already on the GPU, so no data loading is timed: an
 upper bound for PyTorch. Prints one JSON line: images/s over --steps steps after --warmup steps.
 
 Usage: python3 bench/resnet32_torch.py [--steps 200] [--warmup 30] [--batch 128] [--td]
-                                       [--gamma 0.5] [--alpha 0.5] [--tf32]
+                                       [--gamma 0.5] [--alpha 0.5] [--tf32] [--no-benchmark]
 """
 import argparse
 import json
@@ -88,9 +88,11 @@ def main():
     ap.add_argument("--gamma", type=float, default=0.5)
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--tf32", action="store_true", help="allow TF32 convolutions and matmuls")
+    ap.add_argument("--no-benchmark", action="store_true",
+                    help="cuDNN heuristics (PyTorch's default) instead of autotuning")
     a = ap.parse_args()
     assert torch.cuda.is_available(), "resnet32_torch.py needs a CUDA GPU"
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = not a.no_benchmark
     torch.backends.cudnn.allow_tf32 = a.tf32
     torch.backends.cuda.matmul.allow_tf32 = a.tf32
     torch.manual_seed(1)
@@ -119,6 +121,7 @@ def main():
     dt = time.perf_counter() - t0
     print(json.dumps({"framework": "pytorch " + torch.__version__, "model": "resnet32",
                       "batch": a.batch, "td": a.td, "tf32": a.tf32, "steps": a.steps,
+                      "cudnn_benchmark": not a.no_benchmark,
                       "ms_per_step": 1e3 * dt / a.steps, "images_per_s": a.steps * a.batch / dt,
                       "gpu": torch.cuda.get_device_name()}))
 

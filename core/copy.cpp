@@ -1,5 +1,7 @@
 #include "core/copy.h"
 
+#include <algorithm>
+
 namespace tdrop {
 
 StridedIndex make_strided_index(const Tensor& t) {
@@ -57,6 +59,16 @@ void copy_cast_cpu(const Tensor& src, const Tensor& dst) {
     case DType::F64: return copy_from<double>(src, dst);
     case DType::I64: return copy_from<int64_t>(src, dst);
     case DType::U8: return copy_from<uint8_t>(src, dst);
+  }
+}
+
+void fill_cpu(const Tensor& t, double value) {
+  const int64_t n = t.numel();
+  switch (t.dtype()) {
+    case DType::F32: std::fill_n(t.data<float>(), n, static_cast<float>(value)); break;
+    case DType::F64: std::fill_n(t.data<double>(), n, value); break;
+    case DType::I64: std::fill_n(t.data<int64_t>(), n, static_cast<int64_t>(value)); break;
+    case DType::U8: std::fill_n(t.data<uint8_t>(), n, static_cast<uint8_t>(value)); break;
   }
 }
 

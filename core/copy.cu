@@ -37,7 +37,34 @@ void dispatch_dst(const Tensor& src, const Tensor& dst) {
   }
 }
 
+template <class T>
+__global__ void fill_kernel(T* __restrict__ p, int64_t n, T value) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    p[i] = value;
+}
+
+template <class T>
+void fill_typed(const Tensor& t, double value) {
+  const int64_t n = t.numel();
+  fill_kernel<T><<<cuda_blocks(n), 256, 0, cuda_stream()>>>(static_cast<T*>(t.raw_data()), n,
+                                                            static_cast<T>(value));
+  TDROP_LAUNCH_CHECK("fill_kernel");
+}
+
 }  // namespace
+
+// On the device, not filled on the host and copied: a copy from host memory would make the
+// host wait for the GPU (a backward pass seeds its gradient with Tensor::full every step).
+void fill_cuda(const Tensor& t, double value) {
+  if (t.numel() == 0) return;
+  switch (t.dtype()) {
+    case DType::F32: return fill_typed<float>(t, value);
+    case DType::F64: return fill_typed<double>(t, value);
+    case DType::I64: return fill_typed<int64_t>(t, value);
+    case DType::U8: return fill_typed<uint8_t>(t, value);
+  }
+}
 
 void copy_cast_cuda(const Tensor& src, const Tensor& dst) {
   if (src.numel() == 0) return;

@@ -1,4 +1,5 @@
-// Strided copy with dtype conversion: the one primitive behind contiguous(), to(dtype) and copy_.
+// Strided copy with dtype conversion: the one primitive behind contiguous(), to(dtype) and copy_;
+// and fill, behind Tensor::full.
 // dst must be contiguous and on the same device as src, with the same number of elements.
 #pragma once
 #include "core/tensor.h"
@@ -10,6 +11,9 @@ inline constexpr int kMaxDims = 8;
 
 void copy_cast_cpu(const Tensor& src, const Tensor& dst);
 void copy_cast_cuda(const Tensor& src, const Tensor& dst);
+// Sets every element of the contiguous tensor t to value (cast to its dtype), on its device.
+void fill_cpu(const Tensor& t, double value);
+void fill_cuda(const Tensor& t, double value);
 
 // Shape and strides packed for a kernel argument.
 struct StridedIndex {

@@ -1,6 +1,8 @@
 #include "core/device.h"
 
 #include <unistd.h>
+
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -66,6 +68,13 @@ cublasHandle_t cublas_handle() {
 
 namespace {
 
+std::atomic<int64_t> g_stream_syncs{0};
+
+void stream_sync() {
+  ++g_stream_syncs;
+  TDROP_CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+}
+
 // A caching allocator for one stream: freed blocks are kept by size and handed out again.
 // Because every kernel runs on cuda_stream(), a block freed by the host can be reused at once:
 // any later use is queued after the earlier one.
@@ -124,6 +133,7 @@ class CudaCache {
  private:
   static size_t round(size_t b) { return b < 512 ? 512 : (b + 511) / 512 * 512; }
   void trim_locked() {
+    ++g_stream_syncs;
     cudaStreamSynchronize(cuda_stream());
     for (auto& [size, p] : free_) {
       cudaFree(p);
@@ -175,7 +185,9 @@ void device_copy(void* dst, Device dd, const void* src, Device sd, size_t bytes)
                             ? (sd == Device::CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
                             : cudaMemcpyDeviceToHost;
   TDROP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, cuda_stream()));
-  if (dd == Device::CPU || sd == Device::CPU) TDROP_CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+  // The host buffer may be pageable and is the caller's to reuse on return (training uploads
+  // through Uploader instead, which does not wait).
+  if (dd == Device::CPU || sd == Device::CPU) stream_sync();
 }
 
 void device_memset_zero(Device d, void* p, size_t bytes) {
@@ -185,8 +197,10 @@ void device_memset_zero(Device d, void* p, size_t bytes) {
 }
 
 void device_synchronize() {
-  if (cuda_available()) TDROP_CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+  if (cuda_available()) stream_sync();
 }
+
+int64_t host_stream_syncs() { return g_stream_syncs.load(); }
 
 CudaAllocatorStats cuda_allocator_stats() { return cache().stats(); }
 void cuda_empty_cache() {

@@ -27,6 +27,10 @@ void device_copy(void* dst, Device dd, const void* src, Device sd, size_t bytes)
 void device_memset_zero(Device d, void* p, size_t bytes);
 // Waits for all queued GPU work (no-op without a GPU).
 void device_synchronize();
+// How many times the host has waited for all queued GPU work so far: device_synchronize, a
+// copy to or from host memory through device_copy, a cache trim. Each one drains the queue the
+// host keeps ahead of the GPU, so steady-state training makes none (a CUDA test checks it).
+int64_t host_stream_syncs();
 
 struct CudaAllocatorStats {
   int64_t malloc_calls = 0;   // cudaMalloc calls so far

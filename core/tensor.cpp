@@ -57,15 +57,10 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
-  Tensor t = empty(shape, dtype, Device::CPU);
-  const int64_t n = t.numel();
-  switch (dtype) {
-    case DType::F32: std::fill_n(t.data<float>(), n, static_cast<float>(value)); break;
-    case DType::F64: std::fill_n(t.data<double>(), n, value); break;
-    case DType::I64: std::fill_n(t.data<int64_t>(), n, static_cast<int64_t>(value)); break;
-    case DType::U8: std::fill_n(t.data<uint8_t>(), n, static_cast<uint8_t>(value)); break;
-  }
-  return t.to(device);
+  Tensor t = empty(shape, dtype, device);
+  if (device == Device::CPU) fill_cpu(t, value);
+  else fill_cuda(t, value);
+  return t;
 }
 
 const Shape& Tensor::shape() const { return impl("shape").shape; }

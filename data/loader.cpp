@@ -29,6 +29,7 @@ BatchLoader::BatchLoader(const ImageDataset& data, int64_t batch_size, bool shuf
   }
   order_.resize(static_cast<size_t>(count_));
   std::iota(order_.begin(), order_.end(), 0);
+  if (device_ == Device::CUDA) uploader_ = std::make_unique<Uploader>();
 }
 
 int64_t BatchLoader::num_batches() const { return (count_ + batch_size_ - 1) / batch_size_; }
@@ -62,6 +63,7 @@ Batch BatchLoader::batch(int64_t i) const {
                   sizeof(float) * sample_size_);
     py[j] = labels_[s];
   }
+  if (uploader_) return {uploader_->upload(x), uploader_->upload(y)};
   return {x.to(device_), y.to(device_)};
 }
 

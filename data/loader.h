@@ -1,11 +1,13 @@
 // Batches from an in-memory image dataset: pixels normalised once to float, a Philox shuffle per
 // epoch (so the order depends only on (seed, epoch)), and each batch gathered into a tensor on
-// the training device.
+// the training device. batch() may run on another thread than the training loop.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/tensor.h"
+#include "core/upload.h"
 #include "data/augment.h"
 #include "data/fashion_mnist.h"
 
@@ -39,6 +41,9 @@ class BatchLoader {
   Device device_;
   std::vector<float> pixels_;
   std::vector<int64_t> labels_, order_;
+  // CUDA batches go up through pinned buffers, so gathering the next batch (on another thread,
+  // while the current one trains) never makes the host wait for the GPU.
+  std::unique_ptr<Uploader> uploader_;
 };
 
 

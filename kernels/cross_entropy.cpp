@@ -15,8 +15,7 @@ void forward_typed(const Tensor& logits, const Tensor& labels, const Tensor& los
   T* loss = static_cast<T*>(losses.raw_data());
   T* p = static_cast<T*>(probs.raw_data());
   for (int64_t r = 0; r < n; ++r) {
-    TDROP_CHECK(y[r] >= 0 && y[r] < c, "cross_entropy: label ", y[r], " at row ", r,
-                " is outside [0, ", c, ") for logits ", shape_str(logits.shape()));
+    if (y[r] < 0 || y[r] >= c) fail(cross_entropy_label_error(y[r], r, logits.shape()));
     const T* row = x + r * c;
     T mx = row[0];
     for (int64_t j = 1; j < c; ++j) mx = row[j] > mx ? row[j] : mx;
@@ -44,6 +43,12 @@ void backward_typed(const Tensor& probs, const Tensor& labels, double scale, con
 }
 
 }  // namespace
+
+std::string cross_entropy_label_error(int64_t label, int64_t row, const Shape& logits) {
+  return "cross_entropy: label " + std::to_string(label) + " at row " + std::to_string(row) +
+         " is outside [0, " + std::to_string(logits.size() > 1 ? logits[1] : 0) +
+         ") for logits " + shape_str(logits);
+}
 
 void cross_entropy_forward_cpu(const Tensor& logits, const Tensor& labels, const Tensor& losses,
                                const Tensor& probs) {

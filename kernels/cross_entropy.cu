@@ -70,11 +70,13 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ x, const int6
   }
 }
 
-// grad[r, j] = (probs[r, j] - (j == label[r])) * scale, one element per thread.
+// grad[r, j] = (probs[r, j] - (j == label[r])) * scale, one element per thread, with
+// scale = g_loss / n rounded to T as the CPU does (the division in double, then the cast).
 template <class T>
 __global__ void cross_entropy_backward_kernel(const T* __restrict__ p, const int64_t* __restrict__ y,
-                                              int64_t c, int64_t total, T scale,
-                                              T* __restrict__ g) {
+                                              int64_t n, int64_t c, int64_t total,
+                                              const T* __restrict__ g_loss, T* __restrict__ g) {
+  const T scale = static_cast<T>(static_cast<double>(*g_loss) / static_cast<double>(n));
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / c, j = i - r * c;
@@ -84,12 +86,15 @@ __global__ void cross_entropy_backward_kernel(const T* __restrict__ p, const int
 
 template <class T>
 void forward_typed(const Tensor& logits, const Tensor& labels, const Tensor& losses,
-                   const Tensor& probs) {
+                   const Tensor& probs, Tensor* bad_row) {
   const int64_t n = logits.size(0), c = logits.size(1);
-  if (n == 0) return;
-  // Smallest bad row; all ones (-1 as int64) while every label is valid. Read back below.
+  // Smallest bad row; all ones (-1 as int64) while every label is valid.
   Tensor bad = Tensor::empty({1}, DType::I64, Device::CUDA);
   TDROP_CUDA_CHECK(cudaMemsetAsync(bad.raw_data(), 0xFF, sizeof(int64_t), cuda_stream()));
+  if (n == 0) {
+    if (bad_row != nullptr) *bad_row = bad;
+    return;
+  }
   const int64_t warps_per_block = kThreads / kWarp;
   cross_entropy_forward_kernel<T>
       <<<cuda_blocks(n, static_cast<int>(warps_per_block)), kThreads, 0, cuda_stream()>>>(
@@ -97,39 +102,43 @@ void forward_typed(const Tensor& logits, const Tensor& labels, const Tensor& los
           static_cast<T*>(losses.raw_data()), static_cast<T*>(probs.raw_data()),
           reinterpret_cast<unsigned long long*>(bad.raw_data()));
   TDROP_LAUNCH_CHECK("cross_entropy_forward_kernel");
+  if (bad_row != nullptr) {
+    *bad_row = bad;
+    return;
+  }
   const int64_t row = bad.to_vector<int64_t>()[0];
   if (row >= 0) {
-    int64_t label = 0;
-    TDROP_CUDA_CHECK(cudaMemcpyAsync(&label, labels.data<int64_t>() + row, sizeof(label),
-                                     cudaMemcpyDeviceToHost, cuda_stream()));
-    TDROP_CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
-    fail("cross_entropy: label ", label, " at row ", row, " is outside [0, ", c, ") for logits ",
-         shape_str(logits.shape()));
+    const int64_t label = labels.narrow(0, row, 1).to_vector<int64_t>()[0];
+    fail(cross_entropy_label_error(label, row, logits.shape()));
   }
 }
 
 template <class T>
-void backward_typed(const Tensor& probs, const Tensor& labels, double scale, const Tensor& g) {
-  const int64_t c = probs.size(1), total = probs.numel();
+void backward_typed(const Tensor& probs, const Tensor& labels, const Tensor& g_loss,
+                    const Tensor& g) {
+  const int64_t n = probs.size(0), c = probs.size(1), total = probs.numel();
   if (total == 0) return;
   cross_entropy_backward_kernel<T><<<cuda_blocks(total), kThreads, 0, cuda_stream()>>>(
-      static_cast<const T*>(probs.raw_data()), labels.data<int64_t>(), c, total,
-      static_cast<T>(scale), static_cast<T*>(g.raw_data()));
+      static_cast<const T*>(probs.raw_data()), labels.data<int64_t>(), n, c, total,
+      static_cast<const T*>(g_loss.raw_data()), static_cast<T*>(g.raw_data()));
   TDROP_LAUNCH_CHECK("cross_entropy_backward_kernel");
 }
 
 }  // namespace
 
 void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& labels, const Tensor& losses,
-                                const Tensor& probs) {
-  if (logits.dtype() == DType::F32) forward_typed<float>(logits, labels, losses, probs);
-  else forward_typed<double>(logits, labels, losses, probs);
+                                const Tensor& probs, Tensor* bad_row) {
+  if (logits.dtype() == DType::F32) forward_typed<float>(logits, labels, losses, probs, bad_row);
+  else forward_typed<double>(logits, labels, losses, probs, bad_row);
 }
 
-void cross_entropy_backward_cuda(const Tensor& probs, const Tensor& labels, double scale,
+void cross_entropy_backward_cuda(const Tensor& probs, const Tensor& labels, const Tensor& g_loss,
                                  const Tensor& grad_logits) {
-  if (probs.dtype() == DType::F32) backward_typed<float>(probs, labels, scale, grad_logits);
-  else backward_typed<double>(probs, labels, scale, grad_logits);
+  TDROP_CHECK(g_loss.numel() == 1 && g_loss.dtype() == probs.dtype() && g_loss.is_contiguous(),
+              "cross_entropy backward: the loss gradient must be one contiguous ",
+              dtype_name(probs.dtype()), " element, got ", g_loss.describe());
+  if (probs.dtype() == DType::F32) backward_typed<float>(probs, labels, g_loss, grad_logits);
+  else backward_typed<double>(probs, labels, g_loss, grad_logits);
 }
 
 }  // namespace tdrop

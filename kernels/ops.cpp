@@ -213,10 +213,13 @@ struct CrossEntropyNode : Node {
   Tensor probs, labels;
   const char* name() const override { return "cross_entropy"; }
   std::vector<Tensor> backward(const Tensor& g) override {
-    const double scale = g.item() / static_cast<double>(probs.size(0));
     Tensor gl = Tensor::empty(probs.shape(), probs.dtype(), probs.device());
-    if (cuda(probs)) cross_entropy_backward_cuda(probs, labels, scale, gl);
-    else cross_entropy_backward_cpu(probs, labels, scale, gl);
+    // On CUDA the gradient of the loss stays on the device: reading it here would make the host
+    // wait for the whole forward pass in every training step.
+    if (cuda(probs))
+      cross_entropy_backward_cuda(probs, labels, g.to(probs.dtype()).contiguous(), gl);
+    else
+      cross_entropy_backward_cpu(probs, labels, g.item() / static_cast<double>(probs.size(0)), gl);
     return {gl};
   }
 };
@@ -307,7 +310,7 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
   return record(x.reshape(shape), std::make_shared<ReshapeNode>(x.shape()), {x});
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Tensor* bad_label_row) {
   check_float("cross_entropy", logits);
   TDROP_CHECK(logits.dim() == 2 && logits.size(1) > 0, "cross_entropy: logits must be [N, C], got ",
               logits.describe());
@@ -320,8 +323,12 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   const Tensor x = logits.contiguous(), y = labels.contiguous();
   Tensor losses = Tensor::empty({x.size(0)}, x.dtype(), x.device());
   Tensor probs = Tensor::empty(x.shape(), x.dtype(), x.device());
-  if (cuda(x)) cross_entropy_forward_cuda(x, y, losses, probs);
-  else cross_entropy_forward_cpu(x, y, losses, probs);
+  if (cuda(x)) {
+    cross_entropy_forward_cuda(x, y, losses, probs, bad_label_row);
+  } else {
+    cross_entropy_forward_cpu(x, y, losses, probs);
+    if (bad_label_row != nullptr) *bad_label_row = Tensor::full({1}, -1, DType::I64);
+  }
   Tensor out;
   {
     NoGradGuard ng;

@@ -32,8 +32,13 @@ Tensor sum_to(const Tensor& g, const Shape& shape);
 // Differentiable reshape (a view when x is contiguous).
 Tensor reshape(const Tensor& x, const Shape& shape);
 
-// Mean over rows of -log softmax(logits)[label]; logits [N, C], labels I64 [N].
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
+// Mean over rows of -log softmax(logits)[label]; logits [N, C], labels I64 [N]. A label
+// outside [0, C) is an error naming its row. On CUDA, learning that means waiting for the GPU;
+// a caller that reads its results back later anyway (the training loop) passes `bad_label_row`
+// and gets the verdict as a one-element I64 tensor instead (the first bad row, or -1), which it
+// must look at before trusting the loss (see cross_entropy_label_error). On the CPU a bad label
+// always throws at once.
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Tensor* bad_label_row = nullptr);
 // Index of the max along the last axis of a 2-D tensor: I64 [rows]. Not differentiable.
 Tensor argmax(const Tensor& x);
 

@@ -12,6 +12,7 @@
 #include "core/atomic_file.h"
 #include "core/readback.h"
 #include "data/datasets.h"
+#include "kernels/cross_entropy.h"
 #include "kernels/ops.h"
 #include "layers/lr_schedule.h"
 #include "layers/optimizer.h"
@@ -77,6 +78,8 @@ nlohmann::json EpochMetrics::to_json() const {
           {"test_accuracy", test_accuracy},
           {"seconds", seconds},
           {"samples_per_second", samples_per_second},
+          {"gpu_wait_seconds", gpu_wait_seconds},
+          {"data_wait_seconds", data_wait_seconds},
           {"sparsity_targeted", sparsity_targeted},
           {"sparsity_all", sparsity_all}};
 }
@@ -298,15 +301,28 @@ TrainResult train(const TrainConfig& cfg_in) {
   struct PendingStep {
     long step;
     int epoch;
-    Readback values;  // loss [1], predictions [B], labels [B]
+    Shape logits;
+    Readback values;  // loss [1], predictions [B], labels [B], first bad label row [1]
   };
   std::deque<PendingStep> pending;
   std::vector<Readback> spare;  // reused: pinned memory and events are costly to create
+  double gpu_wait = 0, data_wait = 0;  // of the current epoch
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
   auto settle = [&](size_t keep) {
     if (keep == 0) finish_targeted_dropout_checks();
     while (pending.size() > keep) {
       PendingStep& p = pending.front();
+      const auto waited = std::chrono::steady_clock::now();
       p.values.wait();
+      gpu_wait += seconds_since(waited);
+      const std::vector<int64_t> y = p.values.part<int64_t>(2);
+      // A bad label leaves its row's loss uncomputed: looked at before the loss.
+      const int64_t bad_row = p.values.part<int64_t>(3)[0];
+      if (bad_row >= 0)
+        fail(cross_entropy_label_error(y[static_cast<size_t>(bad_row)], bad_row, p.logits),
+             " (training step ", p.step, ", epoch ", p.epoch, ")");
       const double l = p.values.part<float>(0)[0];
       if (!std::isfinite(l)) {
         const std::string bad = first_nonfinite_tensor(model);
@@ -315,7 +331,6 @@ TrainResult train(const TrainConfig& cfg_in) {
              "; lower --lr or check the data. The last good checkpoint in ",
              writing ? cfg.out_dir : std::string("(none)"), " is kept");
       }
-      const std::vector<int64_t> y = p.values.part<int64_t>(2);
       at.correct += count_correct(p.values.part<int64_t>(1), y);
       at.loss_sum += l * static_cast<double>(y.size());
       at.seen += static_cast<int64_t>(y.size());
@@ -326,6 +341,7 @@ TrainResult train(const TrainConfig& cfg_in) {
   for (int epoch = at.epoch; epoch <= cfg.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     const double seconds_before = at.seconds;
+    gpu_wait = data_wait = 0;
     train_loader.start_epoch(static_cast<uint64_t>(epoch - 1));
     ProgressLine progress(cfg.progress);
     // The next batch is gathered (and copied to the device) while this one trains.
@@ -334,20 +350,23 @@ TrainResult train(const TrainConfig& cfg_in) {
       next = std::async(std::launch::async, [&, i = at.batch] { return train_loader.batch(i); });
     for (long i = at.batch; i < steps_per_epoch; ++i) {
       const long step = at.step;
+      const auto waited = std::chrono::steady_clock::now();
       Batch b = next.get();
+      data_wait += seconds_since(waited);
       if (i + 1 < steps_per_epoch)
         next = std::async(std::launch::async, [&, i] { return train_loader.batch(i + 1); });
       model.set_rng(cfg.seed, static_cast<uint64_t>(step));
       precompute_targeted_dropout(model, cfg.seed, static_cast<uint64_t>(step));
       opt->set_lr(sched.at(step));
       Tensor logits = model.forward(b.images);
-      Tensor loss = cross_entropy(logits, b.labels);
-      pending.push_back({step, epoch, Readback()});
+      Tensor bad_label_row;  // checked when the step is settled: no wait for the GPU here
+      Tensor loss = cross_entropy(logits, b.labels, &bad_label_row);
+      pending.push_back({step, epoch, logits.shape(), Readback()});
       if (!spare.empty()) {
         pending.back().values = std::move(spare.back());
         spare.pop_back();
       }
-      pending.back().values.start({loss, argmax(logits.detach()), b.labels});
+      pending.back().values.start({loss, argmax(logits.detach()), b.labels, bad_label_row});
       settle(lag);  // with lag 0 a non-finite loss stops here, before any update
       opt->zero_grad();
       loss.backward();
@@ -399,6 +418,8 @@ TrainResult train(const TrainConfig& cfg_in) {
     m.train_loss = at.loss_sum / std::max<int64_t>(at.seen, 1);
     m.train_accuracy = static_cast<double>(at.correct) / std::max<int64_t>(at.seen, 1);
     m.samples_per_second = at.seen / std::max(m.seconds, 1e-9);
+    m.gpu_wait_seconds = gpu_wait;
+    m.data_wait_seconds = data_wait;
     const EvalResult ev = evaluate(model, test_loader);
     m.test_loss = ev.loss;
     m.test_accuracy = ev.accuracy;

@@ -55,6 +55,10 @@ struct EpochMetrics {
   long step = 0;
   double lr = 0, train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0;
   double seconds = 0, samples_per_second = 0;
+  // Of the epoch's seconds, the time the training loop spent blocked on the GPU (reading a
+  // step's loss back) and on the next batch. Near zero on a GPU: the host issues the steps no
+  // faster than the GPU runs them, so the step is host-bound and launch overhead is what to cut.
+  double gpu_wait_seconds = 0, data_wait_seconds = 0;
   double sparsity_targeted = 0, sparsity_all = 0;  // of the eval-mode model
   nlohmann::json to_json() const;
 };

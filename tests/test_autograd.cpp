@@ -292,5 +292,18 @@ TEST(Autograd, FloatGradientsMatchDoubleOnes) {
   for (size_t i = 0; i < g64.size(); ++i) EXPECT_NEAR(g32[i], g64[i], 1e-6) << i;
 }
 
+// The training loop asks cross_entropy for its label verdict as a tensor (on CUDA it is read
+// back later); on the CPU a bad label still throws at once, and a good batch reports row -1.
+TEST(CrossEntropy, DeferredLabelVerdictOnTheCpu) {
+  const Tensor logits = Tensor::from_vector<float>({0.5f, -1, 2, 0, 0, 1}, {2, 3});
+  Tensor bad;
+  const Tensor loss = cross_entropy(logits, Tensor::from_vector<int64_t>({2, 0}, {2}), &bad);
+  EXPECT_EQ(bad.device(), Device::CPU);
+  EXPECT_EQ(bad.to_vector<int64_t>(), std::vector<int64_t>{-1});
+  EXPECT_GT(loss.item(), 0.0);
+  expect_error([&] { cross_entropy(logits, Tensor::from_vector<int64_t>({2, 3}, {2}), &bad); },
+               {"cross_entropy", "label 3 at row 1", "outside [0, 3)", "[2, 3]"});
+}
+
 }  // namespace
 }  // namespace tdrop

@@ -474,6 +474,14 @@ std::vector<OpCase> build_cases() {
             return Tensors{loss, in[0].grad()};
           },
           kClose);
+      add("cross_entropy_seeded_" + shape,  // a loss gradient other than 1 reaches the logits
+          [=](Gen& g) { return Tensors{rg(g.uniform({n, c}, dt, -range, range)), g.labels(n, c)}; },
+          [](const Tensors& in) {
+            Tensor loss = cross_entropy(in[0], in[1]);
+            loss.backward(Tensor::full(loss.shape(), -0.75, loss.dtype(), loss.device()));
+            return Tensors{loss, in[0].grad()};
+          },
+          kClose);
       add("cross_entropy_raw_" + shape,
           [=](Gen& g) { return Tensors{g.uniform({n, c}, dt, -range, range), g.labels(n, c)}; },
           [](const Tensors& in) {
@@ -481,10 +489,17 @@ std::vector<OpCase> build_cases() {
             Tensor losses = empty_like(x, {x.size(0)}, x.dtype());
             Tensor probs = empty_like(x, x.shape(), x.dtype());
             Tensor grad = empty_like(x, x.shape(), x.dtype());
-            by_device(x, cross_entropy_forward_cpu, cross_entropy_forward_cuda, x, in[1], losses,
-                      probs);
-            by_device(x, cross_entropy_backward_cpu, cross_entropy_backward_cuda, probs, in[1],
-                      0.37, grad);
+            // The CPU takes the scale g_loss / N; CUDA reads g_loss on the device.
+            const double g_loss = 2.5;
+            if (on_cuda(x)) {
+              cross_entropy_forward_cuda(x, in[1], losses, probs);
+              cross_entropy_backward_cuda(probs, in[1],
+                                          Tensor::full({1}, g_loss, x.dtype(), Device::CUDA), grad);
+            } else {
+              cross_entropy_forward_cpu(x, in[1], losses, probs);
+              cross_entropy_backward_cpu(probs, in[1], g_loss / static_cast<double>(x.size(0)),
+                                         grad);
+            }
             return Tensors{losses, probs, grad};
           },
           kClose);
@@ -755,6 +770,55 @@ TEST(CudaOpsAllocator, TrainingLoopStopsCallingCudaMalloc) {
   device_synchronize();
   EXPECT_EQ(cuda_allocator_stats().malloc_calls, before)
       << "steady-state training steps still call cudaMalloc";
+}
+
+// With the verdict deferred, nothing waits for the GPU: the first bad row (or -1) comes back as
+// a device tensor, and the message the trainer builds from it is the CPU's.
+TEST(CudaOpsCrossEntropy, DeferredLabelCheckReturnsTheFirstBadRowWithoutWaiting) {
+  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: CPU<->CUDA comparison skipped";
+  const uint64_t seed = draw_seed();
+  SCOPED_TRACE(seed_note(seed));
+  Gen gen(seed);
+  std::vector<int64_t> labels(777, 3);
+  const Tensor logits = gen.uniform({777, 10}).to(Device::CUDA);
+  const Tensor good = Tensor::from_vector(labels, {777}).to(Device::CUDA);
+  Tensor bad;
+  const int64_t syncs = host_stream_syncs();
+  cross_entropy(logits, good, &bad);
+  EXPECT_EQ(host_stream_syncs(), syncs) << "the deferred label check waited for the GPU";
+  EXPECT_EQ(bad.to_vector<int64_t>(), std::vector<int64_t>{-1});
+  labels[400] = 10;
+  labels[776] = -2;
+  const Tensor y = Tensor::from_vector(labels, {777}).to(Device::CUDA);
+  const int64_t before = host_stream_syncs();
+  Tensor loss = cross_entropy(logits, y, &bad);  // no throw: the verdict is the caller's
+  EXPECT_EQ(host_stream_syncs(), before) << "the deferred label check waited for the GPU";
+  const int64_t row = bad.to_vector<int64_t>()[0];
+  EXPECT_EQ(row, 400);
+  std::string cpu_msg;
+  try {
+    cross_entropy(logits.to(Device::CPU), y.to(Device::CPU));
+  } catch (const Error& e) {
+    cpu_msg = e.what();
+  }
+  EXPECT_EQ(cross_entropy_label_error(labels[400], row, logits.shape()), cpu_msg);
+}
+
+// Tensor::full fills on the device: the backward pass seeds its gradient with it every step.
+TEST(CudaOpsFill, FullFillsEveryDtypeWithoutWaiting) {
+  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: CPU<->CUDA comparison skipped";
+  const int64_t before = host_stream_syncs();
+  const Tensor f = Tensor::full({3, 1001}, -2.75, DType::F32, Device::CUDA);
+  const Tensor d = Tensor::full({5}, 1.0 / 3.0, DType::F64, Device::CUDA);
+  const Tensor i = Tensor::full({7}, -1, DType::I64, Device::CUDA);
+  const Tensor u = Tensor::full({130}, 200, DType::U8, Device::CUDA);
+  const Tensor e = Tensor::full({0, 4}, 9, DType::F32, Device::CUDA);
+  EXPECT_EQ(host_stream_syncs(), before) << "Tensor::full on CUDA waited for the GPU";
+  EXPECT_EQ(f.to_vector<float>(), std::vector<float>(3003, -2.75f));
+  EXPECT_EQ(d.to_vector<double>(), std::vector<double>(5, 1.0 / 3.0));
+  EXPECT_EQ(i.to_vector<int64_t>(), std::vector<int64_t>(7, -1));
+  EXPECT_EQ(u.to_vector<uint8_t>(), std::vector<uint8_t>(130, 200));
+  EXPECT_EQ(e.numel(), 0);
 }
 
 // A label outside [0, C) is reported as a tdrop::Error with the CPU's message (the first bad

@@ -21,6 +21,7 @@
 
 #include "tests/temp_dir.h"
 #include "core/atomic_file.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "data/datasets.h"
@@ -750,6 +751,9 @@ TEST(EndToEnd, MlpLearnsFashionMnistAndWritesItsRunDirectory) {
   EXPECT_LT(m.train_loss, 1.2);
   EXPECT_GT(m.train_accuracy, 0.6);
   EXPECT_GT(m.samples_per_second, 0);
+  EXPECT_GE(m.gpu_wait_seconds, 0);
+  EXPECT_GE(m.data_wait_seconds, 0);
+  EXPECT_LE(m.gpu_wait_seconds + m.data_wait_seconds, m.seconds);
   EXPECT_FALSE(r.model->training());
 
   // config.json: the whole configuration, with the model config completed.
@@ -777,7 +781,8 @@ TEST(EndToEnd, MlpLearnsFashionMnistAndWritesItsRunDirectory) {
   const json& j = lines[0];
   ASSERT_TRUE(j.is_object());
   for (const char* key : {"epoch", "step", "lr", "train_loss", "train_accuracy", "test_loss",
-                          "test_accuracy", "seconds", "samples_per_second"})
+                          "test_accuracy", "seconds", "samples_per_second",
+                          "gpu_wait_seconds", "data_wait_seconds"})
     EXPECT_TRUE(j.contains(key)) << "metrics.jsonl lacks \"" << key << "\"";
   EXPECT_EQ(j.at("epoch"), 1);
   EXPECT_EQ(j.at("step"), 94);
@@ -871,6 +876,33 @@ TEST(EndToEnd, LookingAtLossesLateGivesTheSameRun) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i)
     EXPECT_EQ(a[i].second.to_vector<float>(), b[i].second.to_vector<float>()) << a[i].first;
+}
+
+// On the GPU the host queues steps ahead of the GPU and looks at their results later; a step
+// that waited for the whole stream (a copy from pageable memory, reading a value back at once)
+// would drain that queue every step. A run 3x as long must make exactly as many such waits.
+TEST(EndToEnd, CudaTrainingStepsNeverWaitForTheWholeStream) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU: the CUDA training loop is not run";
+  auto syncs_of = [](int64_t images) {
+    TrainConfig cfg = small_run(fresh_seed());
+    cfg.device = "cuda";
+    cfg.epochs = 1;
+    cfg.train_limit = images;
+    cfg.td.mode = TargetedDropoutConfig::Mode::Weight;
+    cfg.td.gamma = 0.5f;
+    cfg.td.alpha = 0.5f;
+    const int64_t before = host_stream_syncs();
+    const TrainResult r = train(cfg);
+    EXPECT_EQ(r.epochs.size(), 1u);
+    EXPECT_GE(r.epochs[0].gpu_wait_seconds, 0.0);
+    EXPECT_LE(r.epochs[0].gpu_wait_seconds, r.epochs[0].seconds);
+    return host_stream_syncs() - before;
+  };
+  syncs_of(128 * 2);  // warm-up: cuDNN and cuBLAS handles, plans, allocator
+  const int64_t short_run = syncs_of(128 * 4), long_run = syncs_of(128 * 12);
+  EXPECT_EQ(long_run, short_run) << "the 8 extra training steps waited for the GPU "
+                                 << long_run - short_run << " times";
 }
 
 // A learning rate of 1000 blows the MLP up within a few steps: the error names the step whose
