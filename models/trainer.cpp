@@ -134,21 +134,6 @@ std::string first_nonfinite_tensor(Module& model) {
   return "";
 }
 
-// Scales all gradients so that their global L2 norm is at most max_norm.
-void clip_grad_norm(Module& model, double max_norm) {
-  NoGradGuard no_grad;
-  double sq = 0;
-  for (Tensor& p : model.parameters())
-    if (p.grad().defined()) sq += sum(mul(p.grad(), p.grad())).item();
-  const double norm = std::sqrt(sq);
-  if (!(norm > max_norm)) return;
-  const double scale = max_norm / norm;
-  for (Tensor& p : model.parameters()) {
-    Tensor g = p.grad();
-    if (g.defined()) axpy_(scale - 1.0, g, g);  // g *= scale
-  }
-}
-
 // Number of predictions equal to their labels.
 int64_t count_correct(const std::vector<int64_t>& pred, const std::vector<int64_t>& labels) {
   int64_t c = 0;
@@ -157,6 +142,27 @@ int64_t count_correct(const std::vector<int64_t>& pred, const std::vector<int64_
 }
 
 }  // namespace
+
+// The squares are summed on the gradients' device and read back once: one wait for the GPU per
+// step, not one per parameter.
+double clip_grad_norm(Module& model, double max_norm) {
+  NoGradGuard no_grad;
+  Tensor sq;
+  for (Tensor& p : model.parameters()) {
+    if (!p.grad().defined()) continue;
+    const Tensor s = sum(mul(p.grad(), p.grad())).to(DType::F64);
+    sq = sq.defined() ? add(sq, s) : s;
+  }
+  if (!sq.defined()) return 0.0;
+  const double norm = std::sqrt(sq.item());
+  if (!(norm > max_norm)) return norm;
+  const double scale = max_norm / norm;
+  for (Tensor& p : model.parameters()) {
+    Tensor g = p.grad();
+    if (g.defined()) axpy_(scale - 1.0, g, g);  // g *= scale
+  }
+  return norm;
+}
 
 EvalResult evaluate(Module& model, BatchLoader& loader) {
   NoGradGuard no_grad;

@@ -79,5 +79,8 @@ struct TrainResult {
 TrainResult train(const TrainConfig& cfg);
 // Accuracy and mean loss of `model` (put in eval mode) over every batch of `loader`.
 EvalResult evaluate(Module& model, BatchLoader& loader);
+// Scales all gradients of the model so that their global L2 norm is at most max_norm (left
+// untouched when it already is); returns the norm before scaling (0 when there are none).
+double clip_grad_norm(Module& model, double max_norm);
 
 }  // namespace tdrop

@@ -266,6 +266,45 @@ LrSchedule schedule(LrSchedule::Kind kind, long total, long warmup = 0) {
   return s;
 }
 
+// Gradients above the limit are scaled to it along the same direction, gradients within it are
+// left bit for bit, and the norm before clipping is returned.
+TEST(ClipGradNorm, ScalesOnlyAboveTheLimitAlongTheSameDirection) {
+  Linear lin(3, 2);
+  auto params = lin.parameters();  // weight [2, 3], bias [2]
+  ASSERT_EQ(params.size(), 2u);
+  EXPECT_EQ(clip_grad_norm(lin, 1.0), 0.0) << "no gradients: nothing to clip";
+  std::mt19937_64 rng(fresh_seed());
+  std::normal_distribution<float> n(0.0f, 3.0f);
+  std::vector<float> w(6), b(2);
+  for (float& v : w) v = n(rng);
+  for (float& v : b) v = n(rng);
+  double sq = 0;
+  for (float v : w) sq += static_cast<double>(v) * v;
+  for (float v : b) sq += static_cast<double>(v) * v;
+  const double norm = std::sqrt(sq);
+  params[0].set_grad(Tensor::from_vector(w, {2, 3}));
+  params[1].set_grad(Tensor::from_vector(b, {2}));
+
+  EXPECT_NEAR(clip_grad_norm(lin, norm * 1.01), norm, 1e-5 * norm);
+  EXPECT_EQ(params[0].grad().to_vector<float>(), w) << "within the limit: untouched";
+  EXPECT_EQ(params[1].grad().to_vector<float>(), b);
+
+  const double limit = norm / 4;
+  EXPECT_NEAR(clip_grad_norm(lin, limit), norm, 1e-5 * norm);
+  const std::vector<float> w2 = params[0].grad().to_vector<float>();
+  const std::vector<float> b2 = params[1].grad().to_vector<float>();
+  double sq2 = 0;
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_NEAR(w2[i], w[i] * 0.25, 1e-6 * std::abs(w[i]) + 1e-7) << i;
+    sq2 += static_cast<double>(w2[i]) * w2[i];
+  }
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_NEAR(b2[i], b[i] * 0.25, 1e-6 * std::abs(b[i]) + 1e-7) << i;
+    sq2 += static_cast<double>(b2[i]) * b2[i];
+  }
+  EXPECT_NEAR(std::sqrt(sq2), limit, 1e-5 * limit);
+}
+
 TEST(LrSchedule, Constant) {
   const LrSchedule s = schedule(LrSchedule::Kind::Constant, 100);
   for (long t : {0L, 1L, 50L, 99L, 100L, 1000L}) EXPECT_FLOAT_EQ(s.at(t), 0.4f) << t;
