@@ -172,13 +172,41 @@ EvalResult evaluate(Module& model, BatchLoader& loader) {
   EvalResult r;
   double loss_sum = 0;
   int64_t correct = 0;
+  // As in training, a batch's loss and predictions are read back behind the queued work and
+  // looked at two batches later, so the host never drains the GPU between batches.
+  std::deque<std::pair<Shape, Readback>> pending;
+  std::vector<Readback> spare;
+  auto settle = [&](size_t keep) {
+    while (pending.size() > keep) {
+      auto& [logits_shape, rb] = pending.front();
+      rb.wait();
+      const std::vector<int64_t> y = rb.part<int64_t>(2);
+      const int64_t bad_row = rb.part<int64_t>(3)[0];
+      if (bad_row >= 0)
+        fail(cross_entropy_label_error(y[static_cast<size_t>(bad_row)], bad_row, logits_shape),
+             " (evaluation)");
+      loss_sum += rb.part<float>(0)[0] * static_cast<double>(y.size());
+      correct += count_correct(rb.part<int64_t>(1), y);
+      r.count += static_cast<int64_t>(y.size());
+      spare.push_back(std::move(rb));
+      pending.pop_front();
+    }
+  };
   for (int64_t i = 0; i < loader.num_batches(); ++i) {
     Batch b = loader.batch(i);
     Tensor logits = model.forward(b.images);
-    loss_sum += cross_entropy(logits, b.labels).item() * static_cast<double>(b.labels.numel());
-    correct += count_correct(argmax(logits).to_vector<int64_t>(), b.labels.to_vector<int64_t>());
-    r.count += b.labels.numel();
+    Tensor bad_label_row;
+    const Tensor loss = cross_entropy(logits, b.labels, &bad_label_row);
+    Readback rb;
+    if (!spare.empty()) {
+      rb = std::move(spare.back());
+      spare.pop_back();
+    }
+    rb.start({loss.to(DType::F32), argmax(logits), b.labels, bad_label_row});
+    pending.emplace_back(logits.shape(), std::move(rb));
+    settle(2);
   }
+  settle(0);
   model.train(was_training);
   r.loss = loss_sum / std::max<int64_t>(r.count, 1);
   r.accuracy = static_cast<double>(correct) / std::max<int64_t>(r.count, 1);
