@@ -5,33 +5,13 @@
 
 #include "core/cuda_check.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/warp_row_math.cuh"
 
 namespace tdrop {
 namespace {
 
-constexpr int kWarp = 32, kThreads = 256;
-
-__device__ __forceinline__ float exp_of(float x) { return expf(x); }
-__device__ __forceinline__ double exp_of(double x) { return exp(x); }
-__device__ __forceinline__ float log_of(float x) { return logf(x); }
-__device__ __forceinline__ double log_of(double x) { return log(x); }
-
-// Max over the warp, with the CPU's rule `m = v > m ? v : m` (a NaN never replaces a number,
-// and every lane starts from row[0], so a NaN in column 0 stays NaN exactly as on the CPU).
-template <class T>
-__device__ __forceinline__ T warp_max_all(T m) {
-  for (int off = kWarp / 2; off > 0; off >>= 1) {
-    const T o = __shfl_xor_sync(0xffffffffu, m, off);
-    m = o > m ? o : m;
-  }
-  return m;  // every lane holds the result
-}
-
-template <class T>
-__device__ __forceinline__ T warp_sum_all(T s) {
-  for (int off = kWarp / 2; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-  return s;
-}
+using namespace warp_row;
+constexpr int kThreads = 256;
 
 // One warp per row of logits [n, c]: lanes stride over the columns for the max, then write
 // exp(x - max) into probs while summing, then rescale their own entries by 1/sum (no barrier
@@ -53,20 +33,8 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ x, const int6
       continue;
     }
     const T* row = x + r * c;
-    T* p = probs + r * c;
-    T mx = row[0];
-    for (int64_t j = lane; j < c; j += kWarp) mx = row[j] > mx ? row[j] : mx;
-    mx = warp_max_all(mx);
-    T sum = 0;
-    for (int64_t j = lane; j < c; j += kWarp) {
-      const T e = exp_of(row[j] - mx);
-      p[j] = e;
-      sum += e;
-    }
-    sum = warp_sum_all(sum);
-    const T inv = T(1) / sum;
-    for (int64_t j = lane; j < c; j += kWarp) p[j] *= inv;
-    if (lane == 0) loss[r] = log_of(sum) + mx - row[label];
+    const SoftmaxRow<T> s = softmax_row(row, probs + r * c, c, lane);
+    if (lane == 0) loss[r] = log_of(s.sum) + s.max - row[label];
   }
 }
 

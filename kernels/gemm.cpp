@@ -22,6 +22,15 @@ void gemm_cpu(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b, 
                 b.data<double>(), std::max(ldb, 1), beta, c.data<double>(), std::max(n, 1));
 }
 
+void gemm_batched_cpu(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b,
+                      double beta, const Tensor& c) {
+  const int64_t batch = c.size(0);
+  for (int64_t i = 0; i < batch; ++i)
+    gemm_cpu(ta, tb, alpha, a.narrow(0, i, 1).reshape({a.size(1), a.size(2)}),
+             b.narrow(0, i, 1).reshape({b.size(1), b.size(2)}), beta,
+             c.narrow(0, i, 1).reshape({c.size(1), c.size(2)}));
+}
+
 void fill_rows_cpu(const Tensor& bias, const Tensor& out) {
   const int64_t rows = out.size(0), n = out.size(1);
   const size_t bytes = static_cast<size_t>(n) * dtype_size(out.dtype());

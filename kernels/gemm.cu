@@ -72,6 +72,46 @@ void gemm_cuda(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b,
   }
 }
 
+void gemm_batched_cuda(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b,
+                       double beta, const Tensor& c) {
+  const int64_t batch = c.size(0), m = c.size(1), n = c.size(2);
+  const int64_t k = ta ? a.size(1) : a.size(2);
+  TDROP_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == batch && b.size(0) == batch &&
+                  (ta ? a.size(2) : a.size(1)) == m && (tb ? b.size(2) : b.size(1)) == k &&
+                  (tb ? b.size(1) : b.size(2)) == n,
+              "gemm_batched: op(A) of ", shape_str(a.shape()), (ta ? "^T" : ""),
+              " times op(B) of ", shape_str(b.shape()), (tb ? "^T" : ""), " does not give C ",
+              shape_str(c.shape()));
+  TDROP_CHECK(batch <= INT_MAX && m <= INT_MAX && n <= INT_MAX && k <= INT_MAX &&
+                  a.size(2) <= INT_MAX && b.size(2) <= INT_MAX,
+              "gemm_batched: dimensions of ", shape_str(a.shape()), " x ", shape_str(b.shape()),
+              " exceed cuBLAS's int range");
+  if (batch == 0 || m == 0 || n == 0) return;
+  if (k == 0) {
+    scale_cuda(c, beta);
+    return;
+  }
+  const int ib = static_cast<int>(batch), im = static_cast<int>(m), in = static_cast<int>(n),
+            ik = static_cast<int>(k);
+  const int lda = std::max(static_cast<int>(a.size(2)), 1);
+  const int ldb = std::max(static_cast<int>(b.size(2)), 1);
+  const long long sa = a.size(1) * a.size(2), sb = b.size(1) * b.size(2), sc = m * n;
+  const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasHandle_t h = cublas_handle();
+  // Row-major to column-major as in gemm_cuda: B first, m and n swapped.
+  if (c.dtype() == DType::F32) {
+    const float al = static_cast<float>(alpha), be = static_cast<float>(beta);
+    TDROP_CUBLAS_CHECK(cublasSgemmStridedBatched(h, op_b, op_a, in, im, ik, &al, b.data<float>(),
+                                                 ldb, sb, a.data<float>(), lda, sa, &be,
+                                                 c.data<float>(), in, sc, ib));
+  } else {
+    TDROP_CUBLAS_CHECK(cublasDgemmStridedBatched(h, op_b, op_a, in, im, ik, &alpha,
+                                                 b.data<double>(), ldb, sb, a.data<double>(),
+                                                 lda, sa, &beta, c.data<double>(), in, sc, ib));
+  }
+}
+
 namespace {
 
 // out[r, j] = bias[j], copied as raw words of the element size so every dtype is covered, as

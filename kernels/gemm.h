@@ -11,6 +11,13 @@ void gemm_cpu(bool trans_a, bool trans_b, double alpha, const Tensor& a, const T
 void gemm_cuda(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b,
                double beta, const Tensor& c);
 
+// The same for a batch of products: a, b and c are contiguous 3-D tensors and c[i] =
+// alpha * op(a[i]) @ op(b[i]) + beta * c[i] (cuBLAS's strided-batched GEMM on CUDA).
+void gemm_batched_cpu(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b,
+                      double beta, const Tensor& c);
+void gemm_batched_cuda(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b,
+                       double beta, const Tensor& c);
+
 // out[r, :] = bias for every row r (the starting C of a linear layer). out is [rows, n].
 void fill_rows_cpu(const Tensor& bias, const Tensor& out);
 void fill_rows_cuda(const Tensor& bias, const Tensor& out);

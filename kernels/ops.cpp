@@ -1,13 +1,16 @@
 #include "kernels/ops.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/grad_accumulate.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/layer_norm.h"
 #include "kernels/reduce.h"
+#include "kernels/softmax.h"
 
 namespace tdrop {
 
@@ -107,6 +110,71 @@ void gemm(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b, doub
   if (cuda(c)) gemm_cuda(ta, tb, alpha, a, b, beta, c);
   else gemm_cpu(ta, tb, alpha, a, b, beta, c);
 }
+
+void gemm_batched(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b, double beta,
+                  const Tensor& c) {
+  if (cuda(c)) gemm_batched_cuda(ta, tb, alpha, a, b, beta, c);
+  else gemm_batched_cpu(ta, tb, alpha, a, b, beta, c);
+}
+
+struct BmmNode : Node {
+  bool trans_b = false;
+  const char* name() const override { return "bmm"; }
+  std::vector<Tensor> backward(const Tensor& g_in) override {
+    const Tensor g = g_in.contiguous();
+    const Tensor a = inputs[0].contiguous(), b = inputs[1].contiguous();
+    Tensor ga, gb;
+    if (inputs[0].requires_grad()) {  // dA = G B^T, or G B when C = A B^T
+      ga = Tensor::empty(a.shape(), a.dtype(), a.device());
+      gemm_batched(false, !trans_b, 1.0, g, b, 0.0, ga);
+    }
+    if (inputs[1].requires_grad()) {  // dB = A^T G, or G^T A when C = A B^T
+      gb = Tensor::empty(b.shape(), b.dtype(), b.device());
+      if (trans_b) gemm_batched(true, false, 1.0, g, a, 0.0, gb);
+      else gemm_batched(true, false, 1.0, a, g, 0.0, gb);
+    }
+    return {ga, gb};
+  }
+};
+
+struct SoftmaxNode : Node {
+  Tensor y;
+  const char* name() const override { return "softmax"; }
+  std::vector<Tensor> backward(const Tensor& g_in) override {
+    const Tensor g = g_in.contiguous();
+    Tensor gx = Tensor::empty(y.shape(), y.dtype(), y.device());
+    if (cuda(y)) softmax_backward_cuda(y, g, gx);
+    else softmax_backward_cpu(y, g, gx);
+    return {gx};
+  }
+};
+
+struct LayerNormNode : Node {
+  Tensor xhat, rstd;
+  const char* name() const override { return "layer_norm"; }
+  std::vector<Tensor> backward(const Tensor& g_in) override {
+    const Tensor g = g_in.contiguous();
+    const Tensor &gamma = inputs[1], &beta = inputs[2];
+    Tensor gx, ggamma, gbeta;
+    if (inputs[0].requires_grad()) {
+      const Tensor g_xhat = binary_raw(BinaryOp::Mul, g, gamma);
+      gx = Tensor::empty(xhat.shape(), xhat.dtype(), xhat.device());
+      if (cuda(g)) layer_norm_backward_cuda(g_xhat, xhat, rstd, gx);
+      else layer_norm_backward_cpu(g_xhat, xhat, rstd, gx);
+    }
+    if (gamma.requires_grad()) ggamma = sum_to(binary_raw(BinaryOp::Mul, g, xhat), gamma.shape());
+    if (beta.requires_grad()) gbeta = sum_to(g, beta.shape());
+    return {gx, ggamma, gbeta};
+  }
+};
+
+struct TransposeNode : Node {
+  int64_t d0 = 0, d1 = 0;
+  const char* name() const override { return "transpose"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    return {g.transpose(d0, d1).contiguous()};
+  }
+};
 
 struct MatmulNode : Node {
   const char* name() const override { return "matmul"; }
@@ -304,6 +372,67 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
   for (size_t d = 0; d < g.shape().size(); ++d)
     mask[d] = d < lead || (shape[d - lead] == 1 && g.shape()[d] != 1);
   return sum_raw(g, mask).reshape(shape);
+}
+
+Tensor bmm(const Tensor& a, const Tensor& b, bool trans_b) {
+  check_same("bmm", a, b);
+  check_float("bmm", a);
+  const int64_t k = a.dim() == 3 ? a.size(2) : -1;
+  TDROP_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) &&
+                  (trans_b ? b.size(2) : b.size(1)) == k,
+              "bmm: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()), " are not [B, M, K] and ",
+              trans_b ? "[B, N, K]" : "[B, K, N]");
+  const int64_t n = trans_b ? b.size(1) : b.size(2);
+  Tensor out = Tensor::empty({a.size(0), a.size(1), n}, a.dtype(), a.device());
+  gemm_batched(false, trans_b, 1.0, a.contiguous(), b.contiguous(), 0.0, out);
+  auto node = std::make_shared<BmmNode>();
+  node->trans_b = trans_b;
+  return record(out, node, {a, b});
+}
+
+Tensor softmax(const Tensor& x) {
+  check_float("softmax", x);
+  TDROP_CHECK(x.dim() >= 1 && x.shape().back() > 0, "softmax: needs a non-empty last axis, got ",
+              x.describe());
+  const Tensor xc = x.contiguous();
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (cuda(x)) softmax_forward_cuda(xc, y);
+  else softmax_forward_cpu(xc, y);
+  auto node = std::make_shared<SoftmaxNode>();
+  node->y = y;
+  return record(y, node, {x});
+}
+
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
+  check_float("layer_norm", x);
+  check_same("layer_norm", x, gamma);
+  check_same("layer_norm", x, beta);
+  TDROP_CHECK(x.dim() >= 1 && x.shape().back() > 0 && gamma.shape() == Shape{x.shape().back()} &&
+                  beta.shape() == gamma.shape(),
+              "layer_norm: x ", x.describe(), " needs gamma and beta of shape [",
+              x.dim() ? x.shape().back() : 0, "], got ", gamma.describe(), " and ",
+              beta.describe());
+  TDROP_CHECK(eps > 0 && std::isfinite(eps), "layer_norm: eps must be positive, got ", eps);
+  const Tensor xc = x.contiguous();
+  const int64_t d = x.shape().back();
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor xhat = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({x.numel() / d}, x.dtype(), x.device());
+  const Tensor g = gamma.contiguous(), b = beta.contiguous();
+  if (cuda(x)) layer_norm_forward_cuda(xc, g, b, eps, y, xhat, rstd);
+  else layer_norm_forward_cpu(xc, g, b, eps, y, xhat, rstd);
+  auto node = std::make_shared<LayerNormNode>();
+  node->xhat = xhat;
+  node->rstd = rstd;
+  return record(y, node, {x, gamma, beta});
+}
+
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
+  TDROP_CHECK(x.defined(), "transpose: undefined input");
+  auto node = std::make_shared<TransposeNode>();
+  node->d0 = d0;
+  node->d1 = d1;
+  return record(x.transpose(d0, d1).contiguous(), node, {x});
 }
 
 Tensor reshape(const Tensor& x, const Shape& shape) {

@@ -31,6 +31,17 @@ Tensor sum_to(const Tensor& g, const Shape& shape);
 
 // Differentiable reshape (a view when x is contiguous).
 Tensor reshape(const Tensor& x, const Shape& shape);
+// Differentiable swap of axes d0 and d1 (negative counts from the end); the result is
+// contiguous.
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
+
+// Batched matrix product: a [B, M, K] times b [B, K, N] gives [B, M, N]; with trans_b, b is
+// [B, N, K] and its transpose is used (attention's Q K^T, without copying K).
+Tensor bmm(const Tensor& a, const Tensor& b, bool trans_b = false);
+// Softmax over the last axis.
+Tensor softmax(const Tensor& x);
+// Layer normalisation over the last axis, scaled by gamma and shifted by beta (both [d]).
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
 
 // Mean over rows of -log softmax(logits)[label]; logits [N, C], labels I64 [N]. A label
 // outside [0, C) is an error naming its row. On CUDA, learning that means waiting for the GPU;

@@ -2,11 +2,14 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
+#include <string>
 #include <random>
 #include <vector>
 
 #include "kernels/ops.h"
+#include "layers/module.h"
 
 namespace tdrop::testing {
 
@@ -58,6 +61,34 @@ inline void check_gradients(const std::function<Tensor(const std::vector<Tensor>
           << "input " << k << " element " << i;
     }
   }
+}
+
+// One training-mode forward and backward of `model`, moved to d, on (x, y): the loss, every
+// parameter's gradient and every buffer, to compare a whole model's step across devices.
+struct ModelStep {
+  Tensor loss;
+  std::vector<Tensor> grads, buffers;
+};
+inline ModelStep model_step_on(Device d, Module& model, const Tensor& x, const Tensor& y) {
+  model.to(d);
+  model.train();
+  ModelStep s;
+  s.loss = cross_entropy(model.forward(x.to(d)), y.to(d));
+  s.loss.backward();
+  for (const Tensor& p : model.parameters()) s.grads.push_back(p.grad());
+  for (auto& [name, b] : model.named_buffers()) s.buffers.push_back(b);
+  return s;
+}
+
+// A whole tensor computed two ways (CPU and CUDA: sums in different orders, ReLUs of values near
+// 0 that may fall either way) compared as one vector: ||got - want|| <= rtol ||want|| + 1e-7.
+inline void expect_close_l2(const Tensor& want, const Tensor& got, double rtol,
+                            const std::string& what) {
+  const std::vector<double> a = want.to_double_vector(), b = got.to_double_vector();
+  ASSERT_EQ(a.size(), b.size()) << what;
+  double diff = 0, norm = 0;
+  for (size_t k = 0; k < a.size(); ++k) diff += (a[k] - b[k]) * (a[k] - b[k]), norm += a[k] * a[k];
+  EXPECT_LE(std::sqrt(diff), rtol * std::sqrt(norm) + 1e-7) << what;
 }
 
 }  // namespace tdrop::testing

@@ -504,6 +504,58 @@ std::vector<OpCase> build_cases() {
           },
           kClose);
     }
+  // -- a Transformer's ops: batched matmul, softmax, layer norm, transpose (forward and all
+  // gradients, through a random projection so softmax's gradient is not trivially zero) --
+  for (DType dt : {F32, F64}) {
+    const std::string t = dt_name(dt);
+    for (const auto& [name, a, b, trans_b] : std::vector<std::tuple<std::string, Shape, Shape, bool>>{
+             {"bmm_attention", {8, 49, 16}, {8, 16, 49}, false},
+             {"bmm_qk_trans_b", {8, 49, 16}, {8, 49, 16}, true},
+             {"bmm_odd", {3, 1, 7}, {3, 7, 1}, false},
+             {"bmm_empty_k", {2, 3, 0}, {2, 0, 4}, false}}) {
+      const Shape out{a[0], a[1], trans_b ? b[1] : b[2]};
+      add(name + "_" + t,
+          [=](Gen& g) { return Tensors{rg(g.uniform(a, dt)), rg(g.uniform(b, dt)), g.uniform(out, dt)}; },
+          [tb = trans_b](const Tensors& in) {
+            Tensor y = bmm(in[0], in[1], tb);
+            weighted_sum(y, in[2]).backward();
+            return Tensors{y, in[0].grad(), in[1].grad()};
+          },
+          kClose);
+    }
+    for (const Shape& shape : std::vector<Shape>{{6, 49, 49}, {3, 1}, {2, 1000}, {4, 0, 5}}) {
+      add("softmax_" + shape_name(shape) + "_" + t,
+          [=](Gen& g) { return Tensors{rg(g.uniform(shape, dt, -6.0, 6.0)), g.uniform(shape, dt)}; },
+          [](const Tensors& in) {
+            Tensor y = softmax(in[0]);
+            weighted_sum(y, in[1]).backward();
+            return Tensors{y, in[0].grad()};
+          },
+          kClose);
+    }
+    for (const Shape& shape : std::vector<Shape>{{37, 64}, {5, 3, 1000}, {2, 1}}) {
+      const Shape d{shape.back()};
+      add("layer_norm_" + shape_name(shape) + "_" + t,
+          [=](Gen& g) {
+            return Tensors{rg(g.uniform(shape, dt, -3.0, 3.0)), rg(g.uniform(d, dt, 0.5, 1.5)),
+                           rg(g.uniform(d, dt)), g.uniform(shape, dt)};
+          },
+          [](const Tensors& in) {
+            Tensor y = layer_norm(in[0], in[1], in[2]);
+            weighted_sum(y, in[3]).backward();
+            return Tensors{y, in[0].grad(), in[1].grad(), in[2].grad()};
+          },
+          kClose);
+    }
+    add("transpose_" + t,
+        [=](Gen& g) { return Tensors{rg(g.uniform({3, 4, 5}, dt)), g.uniform({5, 4, 3}, dt)}; },
+        [](const Tensors& in) {
+          Tensor y = transpose(in[0], 0, -1);
+          weighted_sum(y, in[1]).backward();
+          return Tensors{y, in[0].grad()};
+        },
+        kExact);
+  }
   // An F32 chain linear -> cross_entropy, and a float64 two-layer MLP through relu and dropout.
   // (In F32, GEMM rounding could flip a relu for a pre-activation within ~1e-7 of 0; in F64 the
   // chance is negligible, so the deep chain runs in F64.)

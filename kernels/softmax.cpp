@@ -1,0 +1,53 @@
+#include "kernels/softmax.h"
+
+#include <cmath>
+
+namespace tdrop {
+namespace {
+
+template <class T>
+void forward_typed(const Tensor& x, const Tensor& y) {
+  const int64_t n = x.shape().back(), rows = n ? x.numel() / n : 0;
+  const T* px = static_cast<const T*>(x.raw_data());
+  T* py = static_cast<T*>(y.raw_data());
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = px + r * n;
+    T* out = py + r * n;
+    T mx = row[0];
+    for (int64_t j = 1; j < n; ++j) mx = row[j] > mx ? row[j] : mx;
+    T sum = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      out[j] = std::exp(row[j] - mx);
+      sum += out[j];
+    }
+    const T inv = T(1) / sum;
+    for (int64_t j = 0; j < n; ++j) out[j] *= inv;
+  }
+}
+
+template <class T>
+void backward_typed(const Tensor& y, const Tensor& gy, const Tensor& gx) {
+  const int64_t n = y.shape().back(), rows = n ? y.numel() / n : 0;
+  const T* py = static_cast<const T*>(y.raw_data());
+  const T* pg = static_cast<const T*>(gy.raw_data());
+  T* po = static_cast<T*>(gx.raw_data());
+  for (int64_t r = 0; r < rows; ++r) {
+    T dot = 0;
+    for (int64_t j = 0; j < n; ++j) dot += pg[r * n + j] * py[r * n + j];
+    for (int64_t j = 0; j < n; ++j) po[r * n + j] = py[r * n + j] * (pg[r * n + j] - dot);
+  }
+}
+
+}  // namespace
+
+void softmax_forward_cpu(const Tensor& x, const Tensor& y) {
+  if (x.dtype() == DType::F32) forward_typed<float>(x, y);
+  else forward_typed<double>(x, y);
+}
+
+void softmax_backward_cpu(const Tensor& y, const Tensor& gy, const Tensor& gx) {
+  if (y.dtype() == DType::F32) backward_typed<float>(y, gy, gx);
+  else backward_typed<double>(y, gy, gx);
+}
+
+}  // namespace tdrop

@@ -1,0 +1,96 @@
+#include "layers/transformer.h"
+
+#include <cmath>
+#include <string>
+
+#include "kernels/ops.h"
+
+namespace tdrop {
+namespace {
+
+void check_sequence(const char* who, const Tensor& x, int64_t width) {
+  TDROP_CHECK(x.dim() == 3 && x.size(2) == width, who, "(", width, "): input ", x.describe(),
+              " is not [batch, tokens, ", width, "]");
+}
+
+}  // namespace
+
+LayerNorm::LayerNorm(int64_t width, double eps) : width_(width), eps_(eps) {
+  TDROP_CHECK(width > 0, "LayerNorm: width must be positive, got ", width);
+  TDROP_CHECK(eps > 0, "LayerNorm(", width, "): eps must be positive, got ", eps);
+  gamma_ = register_parameter("weight", Tensor::full({width}, 1.0));
+  beta_ = register_parameter("bias", Tensor::zeros({width}));
+}
+
+void LayerNorm::init_own_parameters(uint64_t, uint64_t&) {
+  gamma_.copy_(Tensor::full({width_}, 1.0));
+  beta_.copy_(Tensor::zeros({width_}));
+}
+
+Tensor LayerNorm::forward(const Tensor& x) {
+  TDROP_CHECK(x.dim() >= 1 && x.shape().back() == width_, "LayerNorm(", width_, "): input ",
+              x.describe(), " does not end in ", width_);
+  return layer_norm(x, gamma_, beta_, eps_);
+}
+
+std::string LayerNorm::describe() const { return "LayerNorm(" + std::to_string(width_) + ")"; }
+
+MultiHeadSelfAttention::MultiHeadSelfAttention(int64_t width, int64_t heads)
+    : width_(width), heads_(heads) {
+  TDROP_CHECK(width > 0 && heads > 0 && width % heads == 0, "MultiHeadSelfAttention: width ",
+              width, " must be a positive multiple of heads ", heads);
+  q_ = register_module("q", std::make_shared<Linear>(width, width));
+  k_ = register_module("k", std::make_shared<Linear>(width, width));
+  v_ = register_module("v", std::make_shared<Linear>(width, width));
+  out_ = register_module("out", std::make_shared<Linear>(width, width));
+}
+
+Tensor MultiHeadSelfAttention::forward(const Tensor& x) {
+  check_sequence("MultiHeadSelfAttention", x, width_);
+  const int64_t b = x.size(0), t = x.size(1), dh = width_ / heads_;
+  const Tensor flat = reshape(x, {b * t, width_});
+  // [b * t, width] -> [b * heads, t, dh]: each head's tokens contiguous for the batched GEMMs.
+  auto split = [&](const Tensor& y) {
+    return reshape(transpose(reshape(y, {b, t, heads_, dh}), 1, 2), {b * heads_, t, dh});
+  };
+  const Tensor q = split(q_->forward(flat)), k = split(k_->forward(flat));
+  const Tensor v = split(v_->forward(flat));
+  const Tensor weights =
+      softmax(mul_scalar(bmm(q, k, /*trans_b=*/true), 1.0 / std::sqrt(static_cast<double>(dh))));
+  const Tensor mixed = bmm(weights, v);  // [b * heads, t, dh]
+  const Tensor merged =
+      reshape(transpose(reshape(mixed, {b, heads_, t, dh}), 1, 2), {b * t, width_});
+  return reshape(out_->forward(merged), {b, t, width_});
+}
+
+std::string MultiHeadSelfAttention::describe() const {
+  return "MultiHeadSelfAttention(" + std::to_string(width_) + ", " + std::to_string(heads_) +
+         " heads)";
+}
+
+TransformerBlock::TransformerBlock(int64_t width, int64_t heads, int64_t mlp_width)
+    : width_(width), heads_(heads), mlp_width_(mlp_width) {
+  TDROP_CHECK(mlp_width > 0, "TransformerBlock: mlp width must be positive, got ", mlp_width);
+  norm1_ = register_module("norm1", std::make_shared<LayerNorm>(width));
+  attention_ = register_module("attention", std::make_shared<MultiHeadSelfAttention>(width, heads));
+  norm2_ = register_module("norm2", std::make_shared<LayerNorm>(width));
+  fc1_ = register_module("fc1", std::make_shared<Linear>(width, mlp_width, true,
+                                                         InitScheme::KaimingUniform));
+  fc2_ = register_module("fc2", std::make_shared<Linear>(mlp_width, width));
+}
+
+Tensor TransformerBlock::forward(const Tensor& x) {
+  check_sequence("TransformerBlock", x, width_);
+  const int64_t b = x.size(0), t = x.size(1);
+  const Tensor h = add(x, attention_->forward(norm1_->forward(x)));
+  const Tensor flat = reshape(norm2_->forward(h), {b * t, width_});
+  const Tensor mlp = fc2_->forward(relu(fc1_->forward(flat)));
+  return add(h, reshape(mlp, {b, t, width_}));
+}
+
+std::string TransformerBlock::describe() const {
+  return "TransformerBlock(" + std::to_string(width_) + ", " + std::to_string(heads_) +
+         " heads, mlp " + std::to_string(mlp_width_) + ")";
+}
+
+}  // namespace tdrop

@@ -1,0 +1,158 @@
+// The Transformer zoo model and its layers: attention treats tokens as a set (permuting them
+// permutes its output), the zoo model's targetable layers are the blocks' six projections, a
+// few SGD steps memorise a batch, bad settings are errors, targeted dropout trains and prunes
+// it, and (on a GPU) a training step matches the CPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "kernels/ops.h"
+#include "layers/optimizer.h"
+#include "layers/targeted.h"
+#include "layers/transformer.h"
+#include "models/registry.h"
+#include "tests/expect_error.h"
+#include "tests/grad_check.h"
+
+namespace tdrop::testing {
+namespace {
+
+std::shared_ptr<Module> small_transformer(int64_t depth = 2) {
+  nlohmann::json cfg = {{"input_shape", {1, 12, 12}}, {"patch", 3}, {"width", 16},
+                        {"heads", 4},                 {"depth", depth}};
+  auto m = build_model("transformer", cfg);
+  m->reset_parameters(11);
+  return m;
+}
+
+// Self-attention without position information is equivariant: permuting the tokens of the
+// input permutes the tokens of the output the same way.
+TEST(MultiHeadSelfAttention, PermutingTokensPermutesTheOutput) {
+  std::mt19937_64 rng(fresh_seed());
+  MultiHeadSelfAttention attention(8, 2);
+  attention.reset_parameters(rng());
+  const Tensor x = random_tensor({2, 5, 8}, rng, -1, 1, DType::F64);
+  const std::vector<int64_t> perm = {3, 0, 4, 1, 2};
+  Tensor xp = Tensor::empty({2, 5, 8}, DType::F64);
+  const std::vector<double> xv = x.to_vector<double>();
+  std::vector<double> xpv(xv.size());
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t t = 0; t < 5; ++t)
+      for (int64_t c = 0; c < 8; ++c) xpv[(b * 5 + t) * 8 + c] = xv[(b * 5 + perm[t]) * 8 + c];
+  for (auto& [name, p] : attention.named_parameters()) p.set_data(p.to(DType::F64));
+  const std::vector<double> y = attention.forward(x).to_vector<double>();
+  const std::vector<double> yp =
+      attention.forward(Tensor::from_vector(xpv, {2, 5, 8})).to_vector<double>();
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t t = 0; t < 5; ++t)
+      for (int64_t c = 0; c < 8; ++c)
+        EXPECT_NEAR(yp[(b * 5 + t) * 8 + c], y[(b * 5 + perm[t]) * 8 + c], 1e-12);
+  // And it mixes tokens: the output of token 0 depends on token 1.
+  std::vector<double> xv2 = xv;
+  xv2[8] += 0.5;  // token 1 of batch 0
+  const std::vector<double> y2 =
+      attention.forward(Tensor::from_vector(xv2, {2, 5, 8})).to_vector<double>();
+  double moved = 0;
+  for (int c = 0; c < 8; ++c) moved += std::abs(y2[c] - y[c]);
+  EXPECT_GT(moved, 1e-6);
+}
+
+TEST(TransformerZoo, TargetableLayersAreTheSixProjectionsOfEachBlock) {
+  auto model = small_transformer(3);
+  std::vector<std::string> names;
+  for (auto& [name, layer] : targetable_layers(*model)) names.push_back(name);
+  std::vector<std::string> want;
+  for (int b = 0; b < 3; ++b)
+    for (const char* l : {"attention.q", "attention.k", "attention.v", "attention.out", "fc1", "fc2"})
+      want.push_back("block" + std::to_string(b) + "." + l);
+  EXPECT_EQ(names, want) << "the patch stem and the classifier are not targeted";
+}
+
+TEST(TransformerZoo, ConfigIsCompletedAndBadSettingsAreErrors) {
+  nlohmann::json cfg = nlohmann::json::object();
+  build_model("transformer", cfg);
+  EXPECT_EQ(cfg["input_shape"], nlohmann::json({1, 28, 28}));
+  EXPECT_EQ(cfg["patch"], 4);
+  EXPECT_EQ(cfg["width"], 64);
+  EXPECT_EQ(cfg["mlp_width"], 128);
+  auto build = [](nlohmann::json c) { return [c]() mutable { build_model("transformer", c); }; };
+  expect_error(build({{"patch", 5}}), {"transformer", "patch 5", "does not tile", "[1, 28, 28]"});
+  expect_error(build({{"width", 30}, {"heads", 4}}),
+               {"transformer", "width 30", "multiple of heads 4"});
+  expect_error(build({{"depth", 0}}), {"transformer", "depth 0"});
+  expect_error(build({{"input_shape", {28, 28}}}), {"transformer", "input_shape"});
+  auto model = small_transformer();
+  expect_error([&] { model->forward(Tensor::zeros({2, 1, 15, 15})); },
+               {"transformer", "25 patches", "built for 16"});
+  expect_error([] { LayerNorm(0); }, {"LayerNorm", "width must be positive"});
+  expect_error([] { MultiHeadSelfAttention(10, 3); }, {"MultiHeadSelfAttention", "width 10"});
+}
+
+// A few SGD steps on one small random batch: the loss must fall (the net memorises it).
+TEST(TransformerZoo, LossFalls) {
+  auto model = small_transformer();
+  model->train();
+  std::mt19937_64 rng(fresh_seed());
+  const Tensor x = random_tensor({8, 1, 12, 12}, rng, -1, 1, DType::F32);
+  const Tensor y = Tensor::from_vector<int64_t>({0, 1, 2, 3, 4, 5, 6, 7}, {8});
+  SGD opt(model->parameters(), 0.05f, 0.9f);
+  std::vector<double> losses;
+  for (int s = 0; s < 12; ++s) {
+    opt.zero_grad();
+    Tensor loss = cross_entropy(model->forward(x), y);
+    losses.push_back(loss.item());
+    ASSERT_TRUE(std::isfinite(losses.back())) << "step " << s;
+    loss.backward();
+    for (auto& [name, p] : model->named_parameters())
+      ASSERT_TRUE(p.grad().defined()) << name << " got no gradient";
+    opt.step();
+  }
+  EXPECT_LT(losses.back(), 0.7 * losses.front()) << ::testing::PrintToString(losses);
+}
+
+// With targeted dropout, training forwards use W' and evaluation removes the targeted set:
+// half of every projection's weights are zero in eval mode.
+TEST(TransformerZoo, TargetedDropoutTrainsAndRemovesTheTargetedSetInEval) {
+  auto model = small_transformer();
+  TargetedDropoutConfig td;
+  td.mode = TargetedDropoutConfig::Mode::Weight;
+  td.gamma = 0.5f;
+  td.alpha = 0.5f;
+  configure_targeted_dropout(*model, td);
+  model->train();
+  model->set_rng(3, 0);
+  std::mt19937_64 rng(fresh_seed());
+  const Tensor x = random_tensor({4, 1, 12, 12}, rng, -1, 1, DType::F32);
+  Tensor loss = cross_entropy(model->forward(x), Tensor::from_vector<int64_t>({1, 2, 3, 4}, {4}));
+  loss.backward();
+  EXPECT_TRUE(std::isfinite(loss.item()));
+  model->eval();
+  const SparsityReport sp = measure_sparsity(*model);
+  EXPECT_EQ(sp.targeted_zero * 2, sp.targeted_total);  // rows of 16 and 32: k = n / 2 exactly
+  EXPECT_GT(sp.all_total, sp.targeted_total);
+}
+
+TEST(CudaTransformer, TrainingStepMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU: CPU<->CUDA comparison skipped";
+  std::mt19937_64 rng(fresh_seed());
+  const Tensor x = random_tensor({6, 1, 12, 12}, rng, -1, 1, DType::F32);
+  const Tensor y = Tensor::from_vector<int64_t>({0, 1, 2, 3, 4, 5}, {6});
+  std::vector<ModelStep> steps;
+  for (Device d : {Device::CPU, Device::CUDA}) {
+    auto model = small_transformer();
+    steps.push_back(model_step_on(d, *model, x, y));
+  }
+  const double loss = steps[0].loss.item();
+  EXPECT_NEAR(steps[1].loss.item(), loss, 1e-4 * std::abs(loss) + 1e-6);
+  for (size_t i = 0; i < steps[0].grads.size(); ++i)
+    expect_close_l2(steps[0].grads[i], steps[1].grads[i], 1e-3,
+                    "gradient of parameter " + std::to_string(i));
+}
+
+}  // namespace
+}  // namespace tdrop::testing
