@@ -11,7 +11,7 @@
 #   peer       the PyTorch peer (torch_td.py) on the same shape sets, in the same call
 #   speed      ResNet-32 training images/s: tdrop without TD, with fused and unfused TD, with
 #              --cudnn-nondeterministic, and bench/resnet32_torch.py (PyTorch eager) with and
-#              without TD
+#              without TD; the zoo's Transformer with and without TD
 #   sanitizer  compute-sanitizer memcheck and racecheck over the CUDA tests
 #   ncu        Nsight Compute on the fused kernel (4096x4096 and ResNet-32: throughput,
 #              occupancy, issue rate, stall reasons), plus its register/spill report
@@ -186,10 +186,10 @@ if want peer && [ -f "$peer" ] && t=$(stage_limit 30 60); then
 elif want peer; then say "peer: skipped (no script or out of time)"; fi
 
 # --- ResNet-32 training speed ------------------------------------------------------------
-speed_run() {  # name, extra tdrop args...
+speed_run() {  # name, extra tdrop args... (MODEL, default resnet32, picks the model)
   local name=$1 t; shift
   t=$(stage_limit 15 40) || { say "tdrop $name: skipped, out of time"; return; }
-  timeout "$t" $bin/tdrop train --model resnet32 --device cuda --epochs 2 --no-progress \
+  timeout "$t" $bin/tdrop train --model "${MODEL:-resnet32}" --device cuda --epochs 2 --no-progress \
     --data-dir "$data" --out "$logs/speed-$name" "$@" > "$logs/speed-$name.log" 2>&1
   # The share of the epoch the host spent waiting for the GPU: near 0 means host-bound.
   python3 -c "import json,sys; m=[json.loads(l) for l in open(sys.argv[1])][-1]; print('%-26s %8.0f images/s (epoch 2; host waited for the GPU %2.0f%% of it)' % (sys.argv[2], m['samples_per_second'], 100 * m.get('gpu_wait_seconds', 0) / m['seconds']))" \
@@ -215,6 +215,10 @@ if want speed && t=$(stage_limit 30 150); then
   speed_run none-b128-nondet --train-limit 25600 --cudnn-nondeterministic
   speed_run none-b512 --train-limit 102400 --batch-size 512
   torch_run b512 --batch 512
+  # The Transformer of the zoo (Fashion-MNIST 28x28, 49 tokens), without and with TD.
+  MODEL=transformer speed_run transformer-b128 --train-limit 25600 --optimizer adam --lr 0.001
+  MODEL=transformer speed_run transformer-td-b128 --train-limit 25600 --optimizer adam --lr 0.001 \
+    --td weight --td-gamma 0.5 --td-alpha 0.5
   say '```'
 elif want speed; then say "speed: skipped, out of time"; fi
 
