@@ -1,5 +1,6 @@
 #include "core/autograd.h"
 
+#include <atomic>
 #include <unordered_map>
 
 namespace tdrop {
@@ -17,7 +18,16 @@ void accumulate_between_nodes(Tensor& acc, const Tensor& g);
 void accumulate_into_leaf(Tensor& acc, const Tensor& g);
 }  // namespace
 
+namespace {
+std::atomic<int64_t> g_live_nodes{0};
+}  // namespace
+
+int64_t live_autograd_nodes() { return g_live_nodes.load(); }
+
+Node::Node() { ++g_live_nodes; }
+
 Node::~Node() {
+  --g_live_nodes;
   std::vector<std::shared_ptr<Node>> pending;
   auto release_inputs = [&pending](std::vector<Tensor>& inputs) {
     for (Tensor& t : inputs)

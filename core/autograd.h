@@ -10,15 +10,22 @@
 namespace tdrop {
 
 struct Node {
+  Node();
   // Releases the graph behind this node iteratively: a chain of a million ops would otherwise
   // be destroyed by a million nested destructor calls and overflow the stack.
   virtual ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
   virtual const char* name() const = 0;
   // Given dLoss/dOutput, returns dLoss/dInput for each entry of `inputs` (undefined where an
   // input needs no gradient). Runs with gradient recording off.
   virtual std::vector<Tensor> backward(const Tensor& grad_out) = 0;
   std::vector<Tensor> inputs;
 };
+
+// Nodes alive now. A node must not hold its own output (the output holds the node: a cycle
+// that leaks the whole graph of every step); tests check each op's graph is freed with it.
+int64_t live_autograd_nodes();
 
 // Gradient recording is on by default; NoGradGuard turns it off for its scope (evaluation,
 // optimizer updates, backward itself).

@@ -399,7 +399,7 @@ Tensor softmax(const Tensor& x) {
   if (cuda(x)) softmax_forward_cuda(xc, y);
   else softmax_forward_cpu(xc, y);
   auto node = std::make_shared<SoftmaxNode>();
-  node->y = y;
+  node->y = y.detach();  // the output's data without its node: holding y itself is a cycle
   return record(y, node, {x});
 }
 

@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 
+#include "core/autograd.h"
 #include "kernels/conv_ops.h"
 #include "kernels/ops.h"
 #include "layers/batch_norm.h"
@@ -260,6 +261,7 @@ void expect_loss_falls(const std::string& name, int64_t batch, int steps, float 
   const Tensor y = Tensor::from_vector(labels, {batch});
   SGD opt(model->parameters(), lr, 0.9f);
   std::vector<double> losses;
+  const int64_t nodes = live_autograd_nodes();
   for (int s = 0; s < steps; ++s) {
     opt.zero_grad();
     Tensor loss = cross_entropy(model->forward(x), y);
@@ -270,6 +272,7 @@ void expect_loss_falls(const std::string& name, int64_t batch, int steps, float 
     opt.step();
   }
   EXPECT_LT(losses.back(), 0.7 * losses.front()) << "losses " << ::testing::PrintToString(losses);
+  EXPECT_EQ(live_autograd_nodes(), nodes) << "training steps leak their graphs";
 }
 
 TEST(ZooTraining, Resnet20LossFalls) { expect_loss_falls("resnet20", 8, 6, 0.05f); }

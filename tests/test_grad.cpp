@@ -139,6 +139,25 @@ void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
 
 class OpGradient : public ::testing::TestWithParam<GradCase> {};
 
+// The graph an op records is freed with its output: no node holds a handle that leads back to
+// itself (a node holding its own output would leak every training step's graph).
+TEST_P(OpGradient, GraphIsFreedWithItsOutput) {
+  const GradCase& c = GetParam();
+  std::mt19937_64 rng(fresh_seed());
+  const int64_t before = live_autograd_nodes();
+  {
+    std::vector<Tensor> inputs;
+    for (const InputSpec& s : c.inputs) {
+      inputs.push_back(random_tensor(s.shape, rng, s.lo, s.hi));
+      inputs.back().set_requires_grad(true);
+    }
+    const Tensor y = c.f(inputs);
+    EXPECT_GT(live_autograd_nodes(), before) << c.name << " recorded no node";
+    sum(mul(y, random_tensor(y.shape(), rng))).backward();
+  }
+  EXPECT_EQ(live_autograd_nodes(), before) << c.name << " leaks its graph";
+}
+
 TEST_P(OpGradient, MatchesFiniteDifferences) {
   const GradCase& c = GetParam();
   const uint64_t seed = fresh_seed();

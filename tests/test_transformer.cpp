@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/autograd.h"
 #include "core/device.h"
 #include "kernels/ops.h"
 #include "layers/optimizer.h"
@@ -102,6 +103,7 @@ TEST(TransformerZoo, LossFalls) {
   const Tensor y = Tensor::from_vector<int64_t>({0, 1, 2, 3, 4, 5, 6, 7}, {8});
   SGD opt(model->parameters(), 0.05f, 0.9f);
   std::vector<double> losses;
+  const int64_t nodes = live_autograd_nodes();
   for (int s = 0; s < 12; ++s) {
     opt.zero_grad();
     Tensor loss = cross_entropy(model->forward(x), y);
@@ -113,6 +115,7 @@ TEST(TransformerZoo, LossFalls) {
     opt.step();
   }
   EXPECT_LT(losses.back(), 0.7 * losses.front()) << ::testing::PrintToString(losses);
+  EXPECT_EQ(live_autograd_nodes(), nodes) << "training steps leak their graphs";
 }
 
 // With targeted dropout, training forwards use W' and evaluation removes the targeted set:
