@@ -1,11 +1,14 @@
-// The memory-bound kernels of a ResNet-32 training step (batch 128), CPU and CUDA: batch norm
-// forward (training) and backward, ReLU, gradient accumulation (axpy) and the targeted-dropout
-// mask gradient, each on the activation or weight shapes of ResNet-32's three stages.
+// The memory-bound kernels of a training step (batch 128), CPU and CUDA: batch norm forward
+// (training) and backward, ReLU, gradient accumulation (axpy) and the targeted-dropout mask
+// gradient, each on the activation or weight shapes of ResNet-32's three stages; softmax and
+// layer norm forward and backward on the zoo Transformer's attention weights and tokens.
 //
 // Bytes/s count what the kernels must move at least as designed: batch norm forward reads x
 // twice (statistics, then normalisation) and writes y, 12 bytes per fp32 value; backward reads
 // gy and x twice and writes gx, 20; ReLU 8; axpy 12 (read x and acc, write acc); mask gradient
-// 8.125 (read g, write g', a mask bit). CUDA cases also time a device-to-device copy of as many
+// 8.125 (read g, write g', a mask bit); softmax forward 8 (read x, write y), backward 12 (read
+// y and gy, write gx); layer norm forward 16 (read x twice, write y and xhat), backward 20
+// (read g and xhat twice, write gx). CUDA cases also time a device-to-device copy of as many
 // values in the same process (8 bytes each) and report `pct_of_copy`. Each CUDA kernel is
 // compared with the CPU one before it is timed; a mismatch ends the case with an error.
 //
@@ -24,6 +27,8 @@
 #include "core/tensor.h"
 #include "kernels/batch_norm.h"
 #include "kernels/elementwise.h"
+#include "kernels/layer_norm.h"
+#include "kernels/softmax.h"
 #include "kernels/targeted_dropout.h"
 
 namespace tdrop {
@@ -42,6 +47,17 @@ const std::vector<std::pair<std::string, Shape>>& weights() {
   return s;
 }
 
+// The zoo Transformer at batch 128 on Fashion-MNIST: attention weights [batch * heads,
+// tokens, tokens] and the token rows [batch * tokens, width] that layer norm normalises.
+const std::vector<std::pair<std::string, Shape>>& attention() {
+  static const std::vector<std::pair<std::string, Shape>> s = {{"transformer", {512, 49, 49}}};
+  return s;
+}
+const std::vector<std::pair<std::string, Shape>>& tokens() {
+  static const std::vector<std::pair<std::string, Shape>> s = {{"transformer", {6272, 64}}};
+  return s;
+}
+
 Tensor uniform(const Shape& shape, std::mt19937& rng, float lo, float hi) {
   std::uniform_real_distribution<float> u(lo, hi);
   std::vector<float> v(static_cast<size_t>(shape_numel(shape)));
@@ -57,7 +73,7 @@ using Kernel = std::function<void(const Tensors&)>;
 struct Op {
   const char* name;
   double bytes_per_value;
-  bool on_weights;  // shapes from weights() instead of activations()
+  const std::vector<std::pair<std::string, Shape>>& (*shapes)();
   // Builds the CPU inputs and outputs for a shape.
   std::function<Tensors(const Shape&, std::mt19937&)> make;
   Kernel cpu, cuda;
@@ -75,7 +91,7 @@ const std::vector<Op>& ops() {
                      Tensor::full(c, 1.0),          Tensor::empty(s),
                      Tensor::empty(c),              Tensor::empty(c)};
     };
-    v.push_back({"batch_norm_forward", 12, false, bn_make,
+    v.push_back({"batch_norm_forward", 12, activations, bn_make,
                  [](const Tensors& t) {
                    batch_norm2d_train_cpu(t[0], t[1], t[2], t[3], t[4], 0.1, 1e-5, t[5], t[6], t[7]);
                  },
@@ -84,7 +100,7 @@ const std::vector<Op>& ops() {
                  },
                  5});
     // gy, x, gamma, mean, invstd, gx, ggamma, gbeta
-    v.push_back({"batch_norm_backward", 20, false,
+    v.push_back({"batch_norm_backward", 20, activations,
                  [](const Shape& s, std::mt19937& rng) {
                    const Shape c{s[1]};
                    return Tensors{uniform(s, rng, -1, 1), uniform(s, rng, -2, 2),
@@ -102,14 +118,14 @@ const std::vector<Op>& ops() {
     auto pair_make = [](const Shape& s, std::mt19937& rng) {
       return Tensors{uniform(s, rng, -1, 1), uniform(s, rng, -1, 1)};
     };
-    v.push_back({"relu", 8, false, pair_make,
+    v.push_back({"relu", 8, activations, pair_make,
                  [](const Tensors& t) { unary_cpu(UnaryOp::Relu, t[0], 1, 0, t[1]); },
                  [](const Tensors& t) { unary_cuda(UnaryOp::Relu, t[0], 1, 0, t[1]); }, 1});
-    v.push_back({"axpy", 12, false, pair_make,
+    v.push_back({"axpy", 12, activations, pair_make,
                  [](const Tensors& t) { axpy_cpu(1.0, t[0], t[1]); },
                  [](const Tensors& t) { axpy_cuda(1.0, t[0], t[1]); }, 1});
     // g, mask bytes, out
-    v.push_back({"td_mask_grad", 8.125, true,
+    v.push_back({"td_mask_grad", 8.125, weights,
                  [](const Shape& s, std::mt19937& rng) {
                    Tensors t{uniform(s, rng, -1, 1),
                              Tensor::empty({s[0], mask_words_per_row(s[1]) * 4}, DType::U8),
@@ -130,6 +146,44 @@ const std::vector<Op>& ops() {
                                      t[0].size(0), t[0].size(1), t[2].data<float>());
                  },
                  2});
+    v.push_back({"softmax_forward", 8, attention,
+                 [](const Shape& s, std::mt19937& rng) {
+                   return Tensors{uniform(s, rng, -4, 4), Tensor::empty(s)};
+                 },
+                 [](const Tensors& t) { softmax_forward_cpu(t[0], t[1]); },
+                 [](const Tensors& t) { softmax_forward_cuda(t[0], t[1]); }, 1});
+    // y (a softmax output), gy, gx
+    v.push_back({"softmax_backward", 12, attention,
+                 [](const Shape& s, std::mt19937& rng) {
+                   Tensors t{Tensor::empty(s), uniform(s, rng, -1, 1), Tensor::empty(s)};
+                   softmax_forward_cpu(uniform(s, rng, -4, 4), t[0]);
+                   return t;
+                 },
+                 [](const Tensors& t) { softmax_backward_cpu(t[0], t[1], t[2]); },
+                 [](const Tensors& t) { softmax_backward_cuda(t[0], t[1], t[2]); }, 2});
+    // x, gamma, beta, y, xhat, rstd
+    v.push_back({"layer_norm_forward", 16, tokens,
+                 [](const Shape& s, std::mt19937& rng) {
+                   const Shape d{s[1]};
+                   return Tensors{uniform(s, rng, -2, 2), uniform(d, rng, 0.5, 2),
+                                  uniform(d, rng, -1, 1), Tensor::empty(s),
+                                  Tensor::empty(s),       Tensor::empty({s[0]})};
+                 },
+                 [](const Tensors& t) {
+                   layer_norm_forward_cpu(t[0], t[1], t[2], 1e-5, t[3], t[4], t[5]);
+                 },
+                 [](const Tensors& t) {
+                   layer_norm_forward_cuda(t[0], t[1], t[2], 1e-5, t[3], t[4], t[5]);
+                 },
+                 3});
+    // g_xhat, xhat, rstd, gx
+    v.push_back({"layer_norm_backward", 20, tokens,
+                 [](const Shape& s, std::mt19937& rng) {
+                   return Tensors{uniform(s, rng, -1, 1), uniform(s, rng, -2, 2),
+                                  uniform({s[0]}, rng, 0.5, 2), Tensor::empty(s)};
+                 },
+                 [](const Tensors& t) { layer_norm_backward_cpu(t[0], t[1], t[2], t[3]); },
+                 [](const Tensors& t) { layer_norm_backward_cuda(t[0], t[1], t[2], t[3]); }, 3});
     return v;
   }();
   return all;
@@ -201,7 +255,7 @@ void BM_Cuda(benchmark::State& state, const Op& op, Shape shape) {
 
 void register_all() {
   for (const Op& op : ops()) {
-    for (const auto& [stage, shape] : op.on_weights ? weights() : activations()) {
+    for (const auto& [stage, shape] : op.shapes()) {
       const std::string name = std::string(op.name) + "/" + stage;
       benchmark::RegisterBenchmark(("cpu/" + name).c_str(), BM_Cpu, op, shape)
           ->Unit(benchmark::kMicrosecond);

@@ -380,8 +380,8 @@ Tensor bmm(const Tensor& a, const Tensor& b, bool trans_b) {
   const int64_t k = a.dim() == 3 ? a.size(2) : -1;
   TDROP_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) &&
                   (trans_b ? b.size(2) : b.size(1)) == k,
-              "bmm: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()), " are not [B, M, K] and ",
-              trans_b ? "[B, N, K]" : "[B, K, N]");
+              "bmm: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()),
+              " are not [B, M, K] and ", trans_b ? "[B, N, K]" : "[B, K, N]");
   const int64_t n = trans_b ? b.size(1) : b.size(2);
   Tensor out = Tensor::empty({a.size(0), a.size(1), n}, a.dtype(), a.device());
   gemm_batched(false, trans_b, 1.0, a.contiguous(), b.contiguous(), 0.0, out);

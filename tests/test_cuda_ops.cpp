@@ -508,14 +508,17 @@ std::vector<OpCase> build_cases() {
   // gradients, through a random projection so softmax's gradient is not trivially zero) --
   for (DType dt : {F32, F64}) {
     const std::string t = dt_name(dt);
-    for (const auto& [name, a, b, trans_b] : std::vector<std::tuple<std::string, Shape, Shape, bool>>{
+    using BmmCase = std::tuple<std::string, Shape, Shape, bool>;
+    for (const auto& [name, a, b, trans_b] : std::vector<BmmCase>{
              {"bmm_attention", {8, 49, 16}, {8, 16, 49}, false},
              {"bmm_qk_trans_b", {8, 49, 16}, {8, 49, 16}, true},
              {"bmm_odd", {3, 1, 7}, {3, 7, 1}, false},
              {"bmm_empty_k", {2, 3, 0}, {2, 0, 4}, false}}) {
       const Shape out{a[0], a[1], trans_b ? b[1] : b[2]};
       add(name + "_" + t,
-          [=](Gen& g) { return Tensors{rg(g.uniform(a, dt)), rg(g.uniform(b, dt)), g.uniform(out, dt)}; },
+          [=](Gen& g) {
+            return Tensors{rg(g.uniform(a, dt)), rg(g.uniform(b, dt)), g.uniform(out, dt)};
+          },
           [tb = trans_b](const Tensors& in) {
             Tensor y = bmm(in[0], in[1], tb);
             weighted_sum(y, in[2]).backward();
