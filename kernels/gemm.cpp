@@ -11,6 +11,17 @@ void gemm_cpu(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b, 
   const int m = static_cast<int>(c.size(0)), n = static_cast<int>(c.size(1));
   const int k = static_cast<int>(ta ? a.size(0) : a.size(1));
   if (m == 0 || n == 0) return;
+  if (k == 0) {  // an empty sum: C = beta * C, and exactly 0 for beta 0 (C is not read), as on CUDA
+    if (c.dtype() == DType::F32) {
+      float* p = c.data<float>();
+      const float b = static_cast<float>(beta);
+      for (int64_t i = 0; i < c.numel(); ++i) p[i] = beta == 0 ? 0.0f : p[i] * b;
+    } else {
+      double* p = c.data<double>();
+      for (int64_t i = 0; i < c.numel(); ++i) p[i] = beta == 0 ? 0.0 : p[i] * beta;
+    }
+    return;
+  }
   const int lda = static_cast<int>(a.size(1)), ldb = static_cast<int>(b.size(1));
   const auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
   if (c.dtype() == DType::F32)

@@ -63,6 +63,23 @@ TEST(MultiHeadSelfAttention, PermutingTokensPermutesTheOutput) {
   EXPECT_GT(moved, 1e-6);
 }
 
+// A product over an empty inner dimension is a sum of nothing: zeros, not uninitialised memory;
+// shapes that do not fit are errors naming both.
+TEST(Bmm, EmptyInnerDimensionGivesZerosAndBadShapesAreErrors) {
+  for (int rep = 0; rep < 3; ++rep) {  // fresh allocations, whatever they held before
+    const Tensor y = bmm(Tensor::empty({2, 3, 0}), Tensor::empty({2, 0, 4}));
+    EXPECT_EQ(y.shape(), (Shape{2, 3, 4}));
+    EXPECT_EQ(y.to_vector<float>(), std::vector<float>(24, 0.0f));
+  }
+  expect_error([] { bmm(Tensor::zeros({2, 3, 4}), Tensor::zeros({2, 5, 6})); },
+               {"bmm", "[2, 3, 4]", "[2, 5, 6]", "[B, K, N]"});
+  expect_error([] { bmm(Tensor::zeros({2, 3, 4}), Tensor::zeros({3, 5, 4}), true); },
+               {"bmm", "[B, N, K]"});
+  expect_error([] { softmax(Tensor::zeros({3, 0})); }, {"softmax", "non-empty last axis"});
+  expect_error([] { layer_norm(Tensor::zeros({3, 4}), Tensor::zeros({3}), Tensor::zeros({3})); },
+               {"layer_norm", "gamma and beta of shape [4]"});
+}
+
 TEST(TransformerZoo, TargetableLayersAreTheSixProjectionsOfEachBlock) {
   auto model = small_transformer(3);
   std::vector<std::string> names;
