@@ -3,7 +3,9 @@
 #include <cmath>
 #include <string>
 
+#include "core/philox.h"
 #include "kernels/ops.h"
+#include "layers/init.h"
 
 namespace tdrop {
 namespace {
@@ -91,6 +93,42 @@ Tensor TransformerBlock::forward(const Tensor& x) {
 std::string TransformerBlock::describe() const {
   return "TransformerBlock(" + std::to_string(width_) + ", " + std::to_string(heads_) +
          " heads, mlp " + std::to_string(mlp_width_) + ")";
+}
+
+PatchEmbedding::PatchEmbedding(int64_t channels, int64_t width, int64_t patch, int64_t tokens)
+    : channels_(channels), width_(width), patch_(patch), tokens_(tokens) {
+  TDROP_CHECK(channels > 0 && width > 0 && patch > 0 && tokens > 0, "PatchEmbedding: channels ",
+              channels, ", width ", width, ", patch ", patch, " and tokens ", tokens,
+              " must be positive");
+  position_ = register_parameter("position", Tensor::zeros({1, tokens, width}));
+  conv_ = register_module("patch", std::make_shared<Conv2d>(
+                                       channels, width, patch,
+                                       Conv2dOptions{.stride = patch, .targetable = false}));
+}
+
+void PatchEmbedding::init_own_parameters(uint64_t seed, uint64_t& next_stream) {
+  fill_uniform(position_, 0.02f, seed, kStreamInit + next_stream++);
+}
+
+Tensor PatchEmbedding::forward(const Tensor& x) {
+  TDROP_CHECK(x.dim() == 4 && x.size(1) == channels_, "PatchEmbedding: input ", x.describe(),
+              " is not [batch, ", channels_, ", H, W]");
+  const Tensor p = conv_->forward(x);  // [batch, width, rows, cols] of patches
+  TDROP_CHECK(p.size(2) * p.size(3) == tokens_, "PatchEmbedding: input ", x.describe(),
+              " gives ", p.size(2) * p.size(3), " patches, the model was built for ", tokens_);
+  return add(transpose(reshape(p, {x.size(0), width_, tokens_}), 1, 2), position_);
+}
+
+std::string PatchEmbedding::describe() const {
+  return "PatchEmbedding(" + std::to_string(channels_) + " -> " + std::to_string(width_) + ", " +
+         std::to_string(patch_) + "x" + std::to_string(patch_) + " patches, " +
+         std::to_string(tokens_) + " tokens)";
+}
+
+Tensor MeanOverTokens::forward(const Tensor& x) {
+  TDROP_CHECK(x.dim() == 3, "MeanOverTokens: input ", x.describe(),
+              " is not [batch, tokens, width]");
+  return mean(x, {1});
 }
 
 }  // namespace tdrop

@@ -5,6 +5,7 @@
 #pragma once
 #include <memory>
 
+#include "layers/conv2d.h"
 #include "layers/linear.h"
 #include "layers/module.h"
 
@@ -54,6 +55,33 @@ class TransformerBlock : public Module {
   std::shared_ptr<LayerNorm> norm1_, norm2_;
   std::shared_ptr<MultiHeadSelfAttention> attention_;
   std::shared_ptr<Linear> fc1_, fc2_;
+};
+
+// A Vision Transformer's input (Dosovitskiy et al. 2021): the image [batch, C, H, W] cut into
+// patch x patch squares, each embedded by one strided convolution, plus a learned position
+// embedding: [batch, tokens, width]. The convolution is the model's stem (not targetable).
+class PatchEmbedding : public Module {
+ public:
+  PatchEmbedding(int64_t channels, int64_t width, int64_t patch, int64_t tokens);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "PatchEmbedding"; }
+  std::string describe() const override;
+
+ protected:
+  // Position embeddings start small (ViT draws them from a normal of std 0.02).
+  void init_own_parameters(uint64_t seed, uint64_t& next_stream) override;
+
+ private:
+  int64_t channels_, width_, patch_, tokens_;
+  Tensor position_;
+  std::shared_ptr<Conv2d> conv_;
+};
+
+// [batch, tokens, width] -> [batch, width]: the mean token, a classifier's input.
+class MeanOverTokens : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "MeanOverTokens"; }
 };
 
 }  // namespace tdrop

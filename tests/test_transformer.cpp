@@ -87,7 +87,7 @@ TEST(TransformerZoo, TargetableLayersAreTheSixProjectionsOfEachBlock) {
   std::vector<std::string> want;
   for (int b = 0; b < 3; ++b)
     for (const char* l : {"attention.q", "attention.k", "attention.v", "attention.out", "fc1", "fc2"})
-      want.push_back("block" + std::to_string(b) + "." + l);
+      want.push_back(std::to_string(b + 1) + "." + l);  // 0 is the patch embedding
   EXPECT_EQ(names, want) << "the patch stem and the classifier are not targeted";
 }
 
@@ -106,7 +106,7 @@ TEST(TransformerZoo, ConfigIsCompletedAndBadSettingsAreErrors) {
   expect_error(build({{"input_shape", {28, 28}}}), {"transformer", "input_shape"});
   auto model = small_transformer();
   expect_error([&] { model->forward(Tensor::zeros({2, 1, 15, 15})); },
-               {"transformer", "25 patches", "built for 16"});
+               {"PatchEmbedding", "25 patches", "built for 16"});
   expect_error([] { LayerNorm(0); }, {"LayerNorm", "width must be positive"});
   expect_error([] { MultiHeadSelfAttention(10, 3); }, {"MultiHeadSelfAttention", "width 10"});
 }
