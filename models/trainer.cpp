@@ -141,6 +141,41 @@ int64_t count_correct(const std::vector<int64_t>& pred, const std::vector<int64_
   return c;
 }
 
+// A batch's loss, predictions, labels and label verdict (cross_entropy's first bad row), read
+// back behind the queued work so the host can look at them a few batches later without
+// draining the GPU. Reuses the pinned buffers of `spare` (costly to create).
+Readback start_batch_readback(std::vector<Readback>& spare, const Tensor& loss,
+                              const Tensor& logits, const Tensor& labels,
+                              const Tensor& bad_label_row) {
+  Readback rb;
+  if (!spare.empty()) {
+    rb = std::move(spare.back());
+    spare.pop_back();
+  }
+  rb.start({loss.to(DType::F32), argmax(logits.detach()), labels, bad_label_row});
+  return rb;
+}
+
+struct BatchTally {
+  double loss = 0;
+  int64_t correct = 0, count = 0;
+};
+
+// Waits for a batch started by start_batch_readback and tallies it. A bad label leaves its
+// row's loss uncomputed, so it is looked at first: the CPU's error, followed by where() (a
+// callable, so the context is only built for an error).
+template <class Where>
+BatchTally finish_batch_readback(Readback& rb, const Shape& logits, const Where& where) {
+  rb.wait();
+  const std::vector<int64_t> y = rb.part<int64_t>(2);
+  const int64_t bad_row = rb.part<int64_t>(3)[0];
+  if (bad_row >= 0)
+    fail(cross_entropy_label_error(y[static_cast<size_t>(bad_row)], bad_row, logits), " (",
+         where(), ")");
+  return {rb.part<float>(0)[0], count_correct(rb.part<int64_t>(1), y),
+          static_cast<int64_t>(y.size())};
+}
+
 }  // namespace
 
 // The squares are summed on the gradients' device and read back once: one wait for the GPU per
@@ -179,15 +214,10 @@ EvalResult evaluate(Module& model, BatchLoader& loader) {
   auto settle = [&](size_t keep) {
     while (pending.size() > keep) {
       auto& [logits_shape, rb] = pending.front();
-      rb.wait();
-      const std::vector<int64_t> y = rb.part<int64_t>(2);
-      const int64_t bad_row = rb.part<int64_t>(3)[0];
-      if (bad_row >= 0)
-        fail(cross_entropy_label_error(y[static_cast<size_t>(bad_row)], bad_row, logits_shape),
-             " (evaluation)");
-      loss_sum += rb.part<float>(0)[0] * static_cast<double>(y.size());
-      correct += count_correct(rb.part<int64_t>(1), y);
-      r.count += static_cast<int64_t>(y.size());
+      const BatchTally t = finish_batch_readback(rb, logits_shape, [] { return "evaluation"; });
+      loss_sum += t.loss * static_cast<double>(t.count);
+      correct += t.correct;
+      r.count += t.count;
       spare.push_back(std::move(rb));
       pending.pop_front();
     }
@@ -197,13 +227,8 @@ EvalResult evaluate(Module& model, BatchLoader& loader) {
     Tensor logits = model.forward(b.images);
     Tensor bad_label_row;
     const Tensor loss = cross_entropy(logits, b.labels, &bad_label_row);
-    Readback rb;
-    if (!spare.empty()) {
-      rb = std::move(spare.back());
-      spare.pop_back();
-    }
-    rb.start({loss.to(DType::F32), argmax(logits), b.labels, bad_label_row});
-    pending.emplace_back(logits.shape(), std::move(rb));
+    pending.emplace_back(logits.shape(),
+                         start_batch_readback(spare, loss, logits, b.labels, bad_label_row));
     settle(2);
   }
   settle(0);
@@ -349,25 +374,20 @@ TrainResult train(const TrainConfig& cfg_in) {
     while (pending.size() > keep) {
       PendingStep& p = pending.front();
       const auto waited = std::chrono::steady_clock::now();
-      p.values.wait();
+      const BatchTally t = finish_batch_readback(p.values, p.logits, [&] {
+        return "training step " + std::to_string(p.step) + ", epoch " + std::to_string(p.epoch);
+      });
       gpu_wait += seconds_since(waited);
-      const std::vector<int64_t> y = p.values.part<int64_t>(2);
-      // A bad label leaves its row's loss uncomputed: looked at before the loss.
-      const int64_t bad_row = p.values.part<int64_t>(3)[0];
-      if (bad_row >= 0)
-        fail(cross_entropy_label_error(y[static_cast<size_t>(bad_row)], bad_row, p.logits),
-             " (training step ", p.step, ", epoch ", p.epoch, ")");
-      const double l = p.values.part<float>(0)[0];
-      if (!std::isfinite(l)) {
+      if (!std::isfinite(t.loss)) {
         const std::string bad = first_nonfinite_tensor(model);
-        fail("training diverged: loss is ", l, " at step ", p.step, " (epoch ", p.epoch, ")",
+        fail("training diverged: loss is ", t.loss, " at step ", p.step, " (epoch ", p.epoch, ")",
              bad.empty() ? std::string() : "; first non-finite: " + bad,
              "; lower --lr or check the data. The last good checkpoint in ",
              writing ? cfg.out_dir : std::string("(none)"), " is kept");
       }
-      at.correct += count_correct(p.values.part<int64_t>(1), y);
-      at.loss_sum += l * static_cast<double>(y.size());
-      at.seen += static_cast<int64_t>(y.size());
+      at.correct += t.correct;
+      at.loss_sum += t.loss * static_cast<double>(t.count);
+      at.seen += t.count;
       spare.push_back(std::move(p.values));
       pending.pop_front();
     }
@@ -395,12 +415,8 @@ TrainResult train(const TrainConfig& cfg_in) {
       Tensor logits = model.forward(b.images);
       Tensor bad_label_row;  // checked when the step is settled: no wait for the GPU here
       Tensor loss = cross_entropy(logits, b.labels, &bad_label_row);
-      pending.push_back({step, epoch, logits.shape(), Readback()});
-      if (!spare.empty()) {
-        pending.back().values = std::move(spare.back());
-        spare.pop_back();
-      }
-      pending.back().values.start({loss, argmax(logits.detach()), b.labels, bad_label_row});
+      pending.push_back({step, epoch, logits.shape(),
+                         start_batch_readback(spare, loss, logits, b.labels, bad_label_row)});
       settle(lag);  // with lag 0 a non-finite loss stops here, before any update
       opt->zero_grad();
       loss.backward();
