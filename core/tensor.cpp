@@ -22,6 +22,10 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
+int64_t last_axis_rows(const Shape& shape) {
+  return shape.empty() || shape.back() == 0 ? 0 : shape_numel(shape) / shape.back();
+}
+
 Shape contiguous_strides(const Shape& shape) {
   Shape st(shape.size());
   int64_t s = 1;

@@ -28,6 +28,9 @@ struct Storage {
 };
 
 int64_t shape_numel(const Shape& shape);
+// Rows of a shape seen as [rows, its last axis], as row-wise ops (softmax, layer norm) see it;
+// 0 when the last axis is empty.
+int64_t last_axis_rows(const Shape& shape);
 Shape contiguous_strides(const Shape& shape);
 
 class Tensor {

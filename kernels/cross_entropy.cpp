@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/softmax.h"
+
 namespace tdrop {
 
 namespace {
@@ -17,16 +19,8 @@ void forward_typed(const Tensor& logits, const Tensor& labels, const Tensor& los
   for (int64_t r = 0; r < n; ++r) {
     if (y[r] < 0 || y[r] >= c) fail(cross_entropy_label_error(y[r], r, logits.shape()));
     const T* row = x + r * c;
-    T mx = row[0];
-    for (int64_t j = 1; j < c; ++j) mx = row[j] > mx ? row[j] : mx;
-    T sum = 0;
-    for (int64_t j = 0; j < c; ++j) {
-      p[r * c + j] = std::exp(row[j] - mx);
-      sum += p[r * c + j];
-    }
-    const T inv = T(1) / sum;
-    for (int64_t j = 0; j < c; ++j) p[r * c + j] *= inv;
-    loss[r] = std::log(sum) + mx - row[y[r]];
+    const SoftmaxRowSums<T> s = softmax_row_cpu(row, p + r * c, c);
+    loss[r] = std::log(s.sum) + s.max - row[y[r]];
   }
 }
 

@@ -8,7 +8,7 @@ namespace {
 template <class T>
 void forward_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps,
                    const Tensor& y, const Tensor& xhat, const Tensor& rstd) {
-  const int64_t d = x.shape().back(), rows = d ? x.numel() / d : 0;
+  const int64_t d = x.shape().back(), rows = last_axis_rows(x.shape());
   const T* px = static_cast<const T*>(x.raw_data());
   const T* g = static_cast<const T*>(gamma.raw_data());
   const T* b = static_cast<const T*>(beta.raw_data());
@@ -35,7 +35,7 @@ void forward_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, dou
 template <class T>
 void backward_typed(const Tensor& g_xhat, const Tensor& xhat, const Tensor& rstd,
                     const Tensor& gx) {
-  const int64_t d = xhat.shape().back(), rows = d ? xhat.numel() / d : 0;
+  const int64_t d = xhat.shape().back(), rows = last_axis_rows(xhat.shape());
   const T* pg = static_cast<const T*>(g_xhat.raw_data());
   const T* ph = static_cast<const T*>(xhat.raw_data());
   const T* pr = static_cast<const T*>(rstd.raw_data());

@@ -56,12 +56,10 @@ __global__ void layer_norm_backward_kernel(const T* __restrict__ g, const T* __r
   }
 }
 
-int64_t rows_of(const Tensor& t) { return t.shape().back() ? t.numel() / t.shape().back() : 0; }
-
 template <class T>
 void forward_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps,
                    const Tensor& y, const Tensor& xhat, const Tensor& rstd) {
-  const int64_t rows = rows_of(x);
+  const int64_t rows = last_axis_rows(x.shape());
   if (rows == 0) return;
   layer_norm_forward_kernel<T>
       <<<cuda_blocks(rows, kThreads / kWarp), kThreads, 0, cuda_stream()>>>(
@@ -74,7 +72,7 @@ void forward_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, dou
 
 template <class T>
 void backward_typed(const Tensor& g, const Tensor& xhat, const Tensor& rstd, const Tensor& gx) {
-  const int64_t rows = rows_of(xhat);
+  const int64_t rows = last_axis_rows(xhat.shape());
   if (rows == 0) return;
   layer_norm_backward_kernel<T>
       <<<cuda_blocks(rows, kThreads / kWarp), kThreads, 0, cuda_stream()>>>(

@@ -414,10 +414,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
               beta.describe());
   TDROP_CHECK(eps > 0 && std::isfinite(eps), "layer_norm: eps must be positive, got ", eps);
   const Tensor xc = x.contiguous();
-  const int64_t d = x.shape().back();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor xhat = Tensor::empty(x.shape(), x.dtype(), x.device());
-  Tensor rstd = Tensor::empty({x.numel() / d}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({last_axis_rows(x.shape())}, x.dtype(), x.device());
   const Tensor g = gamma.contiguous(), b = beta.contiguous();
   if (cuda(x)) layer_norm_forward_cuda(xc, g, b, eps, y, xhat, rstd);
   else layer_norm_forward_cpu(xc, g, b, eps, y, xhat, rstd);

@@ -1,33 +1,19 @@
 #include "kernels/softmax.h"
 
-#include <cmath>
-
 namespace tdrop {
 namespace {
 
 template <class T>
 void forward_typed(const Tensor& x, const Tensor& y) {
-  const int64_t n = x.shape().back(), rows = n ? x.numel() / n : 0;
+  const int64_t n = x.shape().back(), rows = last_axis_rows(x.shape());
   const T* px = static_cast<const T*>(x.raw_data());
   T* py = static_cast<T*>(y.raw_data());
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* row = px + r * n;
-    T* out = py + r * n;
-    T mx = row[0];
-    for (int64_t j = 1; j < n; ++j) mx = row[j] > mx ? row[j] : mx;
-    T sum = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      out[j] = std::exp(row[j] - mx);
-      sum += out[j];
-    }
-    const T inv = T(1) / sum;
-    for (int64_t j = 0; j < n; ++j) out[j] *= inv;
-  }
+  for (int64_t r = 0; r < rows; ++r) softmax_row_cpu(px + r * n, py + r * n, n);
 }
 
 template <class T>
 void backward_typed(const Tensor& y, const Tensor& gy, const Tensor& gx) {
-  const int64_t n = y.shape().back(), rows = n ? y.numel() / n : 0;
+  const int64_t n = y.shape().back(), rows = last_axis_rows(y.shape());
   const T* py = static_cast<const T*>(y.raw_data());
   const T* pg = static_cast<const T*>(gy.raw_data());
   T* po = static_cast<T*>(gx.raw_data());

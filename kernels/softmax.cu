@@ -35,11 +35,9 @@ __global__ void softmax_backward_kernel(const T* __restrict__ y, const T* __rest
   }
 }
 
-int64_t rows_of(const Tensor& t) { return t.shape().back() ? t.numel() / t.shape().back() : 0; }
-
 template <class T>
 void forward_typed(const Tensor& x, const Tensor& y) {
-  const int64_t rows = rows_of(x);
+  const int64_t rows = last_axis_rows(x.shape());
   if (rows == 0) return;
   softmax_forward_kernel<T><<<cuda_blocks(rows, kThreads / kWarp), kThreads, 0, cuda_stream()>>>(
       static_cast<const T*>(x.raw_data()), static_cast<T*>(y.raw_data()), rows, x.shape().back());
@@ -48,7 +46,7 @@ void forward_typed(const Tensor& x, const Tensor& y) {
 
 template <class T>
 void backward_typed(const Tensor& y, const Tensor& gy, const Tensor& gx) {
-  const int64_t rows = rows_of(y);
+  const int64_t rows = last_axis_rows(y.shape());
   if (rows == 0) return;
   softmax_backward_kernel<T><<<cuda_blocks(rows, kThreads / kWarp), kThreads, 0, cuda_stream()>>>(
       static_cast<const T*>(y.raw_data()), static_cast<const T*>(gy.raw_data()),
