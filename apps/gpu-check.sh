@@ -275,11 +275,12 @@ if want train && t=$(stage_limit 120 600); then
   # 40% of the solo speed measured by the speed stage (60000 training + 10000 test images/epoch).
   epochs=${TRAIN_EPOCHS:-$(python3 -c "import json,sys; ips=json.loads(open(sys.argv[1]).readlines()[-1])['samples_per_second']; print(max(1, min(30, int(0.4 * ips * (int(sys.argv[2]) - 30) / 70000))))" "$logs/speed-none-b128/metrics.jsonl" "$t_train" 2>/dev/null || echo 5)}
   common=(--model resnet32 --device cuda --epochs "$epochs" --no-progress --data-dir "$data" --lr 0.1)
-  timeout "$t_train" $bin/tdrop train "${common[@]}" --out "$logs/r32-none" > "$logs/r32-none.log" 2>&1 &
+  timeout "$t_train" $bin/tdrop train "${common[@]}" --out "$logs/r32-none" \
+    --plot "$logs/r32-none-curves.png" > "$logs/r32-none.log" 2>&1 &
   timeout "$t_train" $bin/tdrop train "${common[@]}" --td weight --td-gamma 0.5 --td-alpha 0.5 \
-    --out "$logs/r32-td50" > "$logs/r32-td50.log" 2>&1 &
+    --out "$logs/r32-td50" --plot "$logs/r32-td50-curves.png" > "$logs/r32-td50.log" 2>&1 &
   timeout "$t_train" $bin/tdrop train "${common[@]}" --td weight --td-gamma 0.99 --td-alpha 0.99 \
-    --td-ramp --out "$logs/r32-ramp99" > "$logs/r32-ramp99.log" 2>&1 &
+    --td-ramp --out "$logs/r32-ramp99" --plot "$logs/r32-ramp99-curves.png" > "$logs/r32-ramp99.log" 2>&1 &
   wait
   say ""; say "## ResNet-32 on Fashion-MNIST 32x32, $epochs epochs, 3 runs side by side"; say '```'
   tail -n 2 "$logs"/r32-*.log | tee -a "$summary"

@@ -11,7 +11,7 @@
 namespace tdrop {
 
 namespace {
-const char* kScript = R"PY(
+const char* kSparsityScript = R"PY(
 import json, sys
 import matplotlib
 matplotlib.use("Agg")
@@ -28,33 +28,65 @@ ax.legend()
 fig.tight_layout()
 fig.savefig(d["out"], format="png")
 )PY";
-}  // namespace
 
-void plot_accuracy_vs_sparsity(const std::string& png_path, const std::string& title,
-                               const std::vector<PlotSeries>& series) {
-  nlohmann::json d;
+const char* kCurvesScript = R"PY(
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+d = json.load(sys.stdin)
+e = d["epochs"]
+x = [r["epoch"] for r in e]
+fig, (loss, acc) = plt.subplots(1, 2, figsize=(10.0, 4.0), dpi=120)
+loss.plot(x, [r["train_loss"] for r in e], marker="o", label="train")
+loss.plot(x, [r["test_loss"] for r in e], marker="o", label="test")
+loss.set_xlabel("epoch")
+loss.set_ylabel("cross-entropy loss")
+acc.plot(x, [100 * r["train_accuracy"] for r in e], marker="o", label="train accuracy")
+acc.plot(x, [100 * r["test_accuracy"] for r in e], marker="o", label="test accuracy")
+if any(r.get("sparsity_targeted", 0) > 0 for r in e):
+    acc.plot(x, [100 * r["sparsity_targeted"] for r in e], linestyle="--",
+             label="targeted weights removed in eval")
+acc.set_xlabel("epoch")
+acc.set_ylabel("%")
+for ax in (loss, acc):
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+fig.suptitle(d["title"])
+fig.tight_layout()
+fig.savefig(d["out"], format="png")
+)PY";
+
+// Quotes a string for /bin/sh: inside single quotes everything is literal but the quote itself.
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs `script` with `data` (plus the temp output path) on stdin, then renames the PNG into place.
+void draw(const std::string& png_path, const char* script, nlohmann::json data) {
   const std::string tmp = png_path + ".tmp." + std::to_string(::getpid());
-  d["out"] = tmp;
-  d["title"] = title;
-  d["series"] = nlohmann::json::array();
-  for (const PlotSeries& s : series) d["series"].push_back({{"label", s.label}, {"x", s.x}, {"y", s.y}});
+  data["out"] = tmp;
   // The script travels as an argument, the data on stdin.
   const std::string script_path = png_path + ".plot." + std::to_string(::getpid()) + ".py";
   FILE* sf = std::fopen(script_path.c_str(), "w");
   TDROP_CHECK(sf, "plot: cannot write ", script_path);
-  std::fputs(kScript, sf);
+  std::fputs(script, sf);
   std::fclose(sf);
   // TDROP_PYTHON overrides; else Debian's interpreter (where python3-matplotlib installs), else
   // whatever python3 is first on PATH.
   const char* env = std::getenv("TDROP_PYTHON");
   const std::string python = env && *env ? env : (::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3");
-  const std::string cmd = python + " '" + script_path + "'";
+  const std::string cmd = shell_quote(python) + " " + shell_quote(script_path);
   FILE* p = ::popen(cmd.c_str(), "w");
   if (!p) {
     std::remove(script_path.c_str());
     fail("plot: cannot start python3 to draw ", png_path);
   }
-  const std::string payload = d.dump();
+  const std::string payload = data.dump();
   std::fwrite(payload.data(), 1, payload.size(), p);
   const int status = ::pclose(p);
   std::remove(script_path.c_str());
@@ -65,6 +97,25 @@ void plot_accuracy_vs_sparsity(const std::string& png_path, const std::string& t
   }
   TDROP_CHECK(std::rename(tmp.c_str(), png_path.c_str()) == 0, "plot: cannot rename ", tmp, " to ",
               png_path);
+}
+}  // namespace
+
+void plot_accuracy_vs_sparsity(const std::string& png_path, const std::string& title,
+                               const std::vector<PlotSeries>& series) {
+  nlohmann::json d;
+  d["title"] = title;
+  d["series"] = nlohmann::json::array();
+  for (const PlotSeries& s : series) d["series"].push_back({{"label", s.label}, {"x", s.x}, {"y", s.y}});
+  draw(png_path, kSparsityScript, std::move(d));
+}
+
+void plot_training_curves(const std::string& png_path, const std::string& title,
+                          const std::vector<nlohmann::json>& epochs) {
+  TDROP_CHECK(!epochs.empty(), "plot: no epochs to draw into ", png_path);
+  nlohmann::json d;
+  d["title"] = title;
+  d["epochs"] = epochs;
+  draw(png_path, kCurvesScript, std::move(d));
 }
 
 }  // namespace tdrop

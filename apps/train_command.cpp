@@ -1,7 +1,10 @@
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "apps/plot.h"
 #include "core/device.h"
 #include "kernels/conv2d.h"
 #include "layers/targeted.h"
@@ -38,6 +41,25 @@ struct TdOptions {
     return c;
   }
 };
+// Draws the training curves of the run in out_dir from its metrics.jsonl (every epoch, those
+// of earlier sessions of a resumed run included).
+void plot_run(const std::string& png, const std::string& out_dir, const std::string& title) {
+  const std::string path = out_dir + "/metrics.jsonl";
+  std::ifstream f(path);
+  TDROP_CHECK(f, "train --plot: cannot read ", path);
+  std::vector<nlohmann::json> epochs;
+  std::string line;
+  for (int n = 1; std::getline(f, line); ++n) {
+    if (line.empty()) continue;
+    try {
+      epochs.push_back(nlohmann::json::parse(line));
+    } catch (const nlohmann::json::exception& e) {
+      fail("train --plot: ", path, " line ", n, " is not JSON: ", e.what());
+    }
+  }
+  plot_training_curves(png, title, epochs);
+  std::printf("plot written to %s\n", png.c_str());
+}
 }  // namespace
 
 void add_train_command(CLI::App& app) {
@@ -61,7 +83,12 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"sgd", "nesterov", "adam", "adamw"}))
       ->capture_default_str();
   cmd->add_option("--lr", cfg->lr, "peak learning rate")
-      ->check(CLI::Range(1e-9, 1e3))
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            const double lr = std::strtod(v.c_str(), nullptr);
+            return lr > 0 && lr <= 1e3 ? "" : "must be > 0 and at most 1000, got " + v;
+          },
+          "in (0, 1000]"))
       ->capture_default_str();
   cmd->add_option("--momentum", cfg->momentum, "SGD momentum")
       ->check(CLI::Range(0.0, 0.999999))
@@ -87,6 +114,9 @@ void add_train_command(CLI::App& app) {
                   "use only the first N training images (0 = all)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("!--no-progress", cfg->progress, "no live progress line");
+  auto plot = std::make_shared<std::string>();
+  cmd->add_option("--plot", *plot,
+                  "after training, draw loss, accuracy and sparsity per epoch into this PNG");
   auto nondeterministic = std::make_shared<bool>(false);
   cmd->add_flag("--cudnn-nondeterministic", *nondeterministic,
                 "CUDA: let cuDNN use convolution algorithms that add with atomics, as PyTorch "
@@ -134,7 +164,7 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"fused", "unfused"}))
       ->capture_default_str();
   g->add_option("--l1", cfg->l1, "L1 penalty on targetable weights")->check(CLI::Range(0.0, 1e3));
-  cmd->callback([cfg, td, impl, nondeterministic, resume_dir, cmd] {
+  cmd->callback([cfg, td, impl, nondeterministic, resume_dir, plot, cmd] {
     cfg->td = td->resolve();
     set_td_cuda_impl(*impl == "unfused" ? TdCudaImpl::Unfused : TdCudaImpl::Fused);
     set_conv2d_nondeterministic(*nondeterministic);
@@ -151,6 +181,7 @@ void add_train_command(CLI::App& app) {
       if (!r.epochs.empty())
         std::printf("final test accuracy %.2f%%  (checkpoint %s/model.safetensors)\n",
                     100 * r.epochs.back().test_accuracy, cfg->out_dir.c_str());
+      if (!plot->empty()) plot_run(*plot, cfg->out_dir, "run " + cfg->out_dir);
       return;
     }
     const Device d = parse_device(cfg->device);
@@ -169,6 +200,10 @@ void add_train_command(CLI::App& app) {
                 "  (checkpoint %s/model.safetensors)\n",
                 100 * last.test_accuracy, 100 * last.sparsity_targeted, 100 * last.sparsity_all,
                 cfg->out_dir.c_str());
+    if (!plot->empty())
+      plot_run(*plot, cfg->out_dir,
+               cfg->model + " on " + cfg->dataset +
+                   (cfg->td.enabled() ? ", " + cfg->td.describe() : std::string()));
   });
 }
 
