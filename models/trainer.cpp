@@ -179,13 +179,16 @@ BatchTally finish_batch_readback(Readback& rb, const Shape& logits, const Where&
 }  // namespace
 
 // The squares are summed on the gradients' device and read back once: one wait for the GPU per
-// step, not one per parameter.
+// step, not one per parameter. They are summed in F64, so entries beyond sqrt(FLT_MAX) do not
+// turn the norm into Inf; and the gradients are multiplied by the scale, not updated by
+// (scale - 1) * g, which cancels to exactly -g (zero gradients) for scales below ~3e-8.
 double clip_grad_norm(Module& model, double max_norm) {
   NoGradGuard no_grad;
   Tensor sq;
   for (Tensor& p : model.parameters()) {
     if (!p.grad().defined()) continue;
-    const Tensor s = sum(mul(p.grad(), p.grad())).to(DType::F64);
+    const Tensor g = p.grad().to(DType::F64);
+    const Tensor s = sum(mul(g, g));
     sq = sq.defined() ? add(sq, s) : s;
   }
   if (!sq.defined()) return 0.0;
@@ -194,7 +197,7 @@ double clip_grad_norm(Module& model, double max_norm) {
   const double scale = max_norm / norm;
   for (Tensor& p : model.parameters()) {
     Tensor g = p.grad();
-    if (g.defined()) axpy_(scale - 1.0, g, g);  // g *= scale
+    if (g.defined()) g.copy_(mul_scalar(g, scale));
   }
   return norm;
 }

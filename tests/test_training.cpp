@@ -305,6 +305,42 @@ TEST(ClipGradNorm, ScalesOnlyAboveTheLimitAlongTheSameDirection) {
   EXPECT_NEAR(std::sqrt(sq2), limit, 1e-5 * limit);
 }
 
+// A diverging step's gradients (entries past sqrt(FLT_MAX), so their squares overflow float)
+// still have a finite norm, and clipping them to 1 (a scale near 1e-21) keeps their direction:
+// an update by (scale - 1) * g would round to -g and zero them.
+TEST(ClipGradNorm, ExplodingGradientsKeepTheirDirection) {
+  std::vector<Device> devices{Device::CPU};
+  if (cuda_available()) devices.push_back(Device::CUDA);
+  for (Device dev : devices) {
+    SCOPED_TRACE(device_name(dev));
+    Linear lin(4, 3);
+    lin.to(dev);
+    auto params = lin.parameters();
+    std::mt19937_64 rng(fresh_seed());
+    std::normal_distribution<float> n(0.0f, 1e20f);
+    std::vector<float> w(12), b(3);
+    double sq = 0;
+    for (float& v : w) sq += static_cast<double>(v = n(rng)) * v;
+    for (float& v : b) sq += static_cast<double>(v = n(rng)) * v;
+    const double norm = std::sqrt(sq);
+    params[0].set_grad(Tensor::from_vector(w, {3, 4}, dev));
+    params[1].set_grad(Tensor::from_vector(b, {3}, dev));
+    EXPECT_NEAR(clip_grad_norm(lin, 1.0), norm, 1e-6 * norm);
+    const std::vector<float> w2 = params[0].grad().to_vector<float>();
+    const std::vector<float> b2 = params[1].grad().to_vector<float>();
+    double sq2 = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      EXPECT_NEAR(w2[i], w[i] / norm, 1e-6 * std::abs(w[i] / norm) + 1e-30) << i;
+      sq2 += static_cast<double>(w2[i]) * w2[i];
+    }
+    for (size_t i = 0; i < b.size(); ++i) {
+      EXPECT_NEAR(b2[i], b[i] / norm, 1e-6 * std::abs(b[i] / norm) + 1e-30) << i;
+      sq2 += static_cast<double>(b2[i]) * b2[i];
+    }
+    EXPECT_NEAR(std::sqrt(sq2), 1.0, 1e-5);
+  }
+}
+
 TEST(LrSchedule, Constant) {
   const LrSchedule s = schedule(LrSchedule::Kind::Constant, 100);
   for (long t : {0L, 1L, 50L, 99L, 100L, 1000L}) EXPECT_FLOAT_EQ(s.at(t), 0.4f) << t;
