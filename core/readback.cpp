@@ -28,6 +28,11 @@ Readback& Readback::operator=(Readback&& o) noexcept {
 }
 
 void Readback::release() {
+  // A copy still queued into the buffer (a readback abandoned by an exception) must land before
+  // the buffer goes: cudaFreeHost is not promised to wait for it. Errors are ignored here, as
+  // this runs in destructors during unwinding.
+  if (pending_ && event_) cudaEventSynchronize(static_cast<cudaEvent_t>(event_));
+  pending_ = false;
   if (event_) cudaEventDestroy(static_cast<cudaEvent_t>(event_));
   if (host_) {
     if (pinned_) cudaFreeHost(host_);

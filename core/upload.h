@@ -5,7 +5,10 @@
 // caller can reuse its buffer. Either drains the queue of work a training loop keeps ahead of
 // the GPU. Uploader copies the data into pinned memory and queues the device copy from there.
 // Its pinned buffers form a ring: a buffer is written again only after the copy queued from it
-// has run, which with a ring a few batches deep has long happened when its turn comes.
+// has run. A batch takes two (images, labels), so the default ring is 8 batches deep: the copy
+// of batch i - 8 ran long ago while the host keeps only a few steps (the trainer's readback lag,
+// 2) ahead of the GPU. A shallower ring would make the loader wait for the GPU, unseen by
+// host_stream_syncs().
 #pragma once
 #include <cstddef>
 #include <mutex>
@@ -17,7 +20,7 @@ namespace tdrop {
 
 class Uploader {
  public:
-  explicit Uploader(int slots = 8);
+  explicit Uploader(int slots = 16);
   ~Uploader();
   Uploader(const Uploader&) = delete;
   Uploader& operator=(const Uploader&) = delete;

@@ -16,8 +16,8 @@ constexpr int kThreads = 256;
 // One warp per row of logits [n, c]: lanes stride over the columns for the max, then write
 // exp(x - max) into probs while summing, then rescale their own entries by 1/sum (no barrier
 // needed: each lane rereads only what it wrote). A warp shares its row, so the full-mask
-// shuffles always see all 32 lanes. A row whose label is outside [0, c) is skipped after
-// recording the smallest such row in *bad_row.
+// shuffles always see all 32 lanes. A row whose label is outside [0, c) gets zeros, and the
+// smallest such row is recorded in *bad_row.
 template <class T>
 __global__ void cross_entropy_forward_kernel(const T* __restrict__ x, const int64_t* __restrict__ y,
                                              int64_t n, int64_t c, T* __restrict__ loss,
@@ -29,7 +29,13 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ x, const int6
   for (int64_t r = warp; r < n; r += warps) {
     const int64_t label = y[r];
     if (label < 0 || label >= c) {  // uniform across the warp: every lane read the same label
-      if (lane == 0) atomicMin(bad_row, static_cast<unsigned long long>(r));
+      // The row still gets defined values (probabilities and loss 0, so a zero gradient): the
+      // verdict may be read steps later, and those steps must not train on stale memory.
+      for (int64_t j = lane; j < c; j += kWarp) probs[r * c + j] = T(0);
+      if (lane == 0) {
+        loss[r] = T(0);
+        atomicMin(bad_row, static_cast<unsigned long long>(r));
+      }
       continue;
     }
     const T* row = x + r * c;

@@ -857,6 +857,40 @@ TEST(CudaOpsCrossEntropy, DeferredLabelCheckReturnsTheFirstBadRowWithoutWaiting)
     cpu_msg = e.what();
   }
   EXPECT_EQ(cross_entropy_label_error(labels[400], row, logits.shape()), cpu_msg);
+
+  // Until the caller reads the verdict, training goes on with this loss: the bad rows must add
+  // nothing (loss 0, zero gradient), not whatever their memory held. Freed NaN blocks of the
+  // outputs' sizes make stale memory likely to be NaN.
+  for (int64_t n : {int64_t{777}, int64_t{7770}})
+    Tensor::full({n}, std::nan(""), DType::F32, Device::CUDA);
+  Tensor lg = logits.clone();
+  lg.set_requires_grad(true);
+  Tensor l2 = cross_entropy(lg, y, &bad);
+  l2.backward();
+  std::vector<int64_t> fixed = labels;
+  fixed[400] = fixed[776] = 3;
+  Tensor lc = logits.to(Device::CPU);
+  lc.set_requires_grad(true);
+  Tensor lcpu = cross_entropy(lc, Tensor::from_vector(fixed, {777}));
+  lcpu.backward();
+  const std::vector<float> g = lg.grad().to_vector<float>(), gc = lc.grad().to_vector<float>();
+  for (int64_t r = 0; r < 777; ++r)
+    for (int64_t j = 0; j < 10; ++j) {
+      const size_t i = static_cast<size_t>(r * 10 + j);
+      if (r == 400 || r == 776) EXPECT_EQ(g[i], 0.0f) << "bad row " << r << ", column " << j;
+      else ASSERT_NEAR(g[i], gc[i], 1e-6f) << "row " << r << ", column " << j;
+    }
+  // The loss is the mean over all 777 rows with the bad ones counted as 0.
+  const float per_row_cpu = lcpu.item() * 777;
+  const std::vector<float> logits_cpu = logits.to_vector<float>();
+  double bad_rows_loss = 0;
+  for (int64_t r : {int64_t{400}, int64_t{776}}) {
+    double mx = -1e30, z = 0;
+    for (int j = 0; j < 10; ++j) mx = std::max<double>(mx, logits_cpu[r * 10 + j]);
+    for (int j = 0; j < 10; ++j) z += std::exp(logits_cpu[r * 10 + j] - mx);
+    bad_rows_loss += std::log(z) + mx - logits_cpu[r * 10 + 3];
+  }
+  EXPECT_NEAR(l2.item(), (per_row_cpu - bad_rows_loss) / 777, 1e-5);
 }
 
 // Tensor::full fills on the device: the backward pass seeds its gradient with it every step.
