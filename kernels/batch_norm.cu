@@ -12,6 +12,7 @@
 
 #include "core/cuda_check.h"
 #include "kernels/batch_norm.h"
+#include "kernels/exact_math.cuh"
 
 namespace tdrop {
 namespace {
@@ -69,9 +70,6 @@ __device__ __forceinline__ int64_t mod_by(int64_t i, int64_t d, bool narrow) {
 }
 
 Dims dims(const Tensor& x, int v) {
-  // Channels index the grid's y dimension.
-  TDROP_CHECK(x.size(1) <= 65535, "batch_norm2d: ", x.size(1),
-              " channels exceed the CUDA grid limit of 65535");
   Dims d{};
   d.n = x.size(0);
   d.c = x.size(1);
@@ -204,7 +202,8 @@ __global__ void eval_stats_kernel(const T* __restrict__ rmean, const T* __restri
 }
 
 // y = bn(x), then + residual (when not null), then relu (when `relu`): the epilogue's steps
-// round like the separate add and relu kernels, so fused and composed forms agree bit for bit.
+// round like the separate add and relu kernels, so fused and composed forms agree bit for bit;
+// bn(x) rounds each step as the CPU does (no FMA), so a ReLU near zero falls the same way.
 template <class T, int V>
 __global__ void normalize_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
                                  const T* __restrict__ beta, const T* __restrict__ mean,
@@ -216,7 +215,8 @@ __global__ void normalize_kernel(const T* __restrict__ x, const T* __restrict__ 
     const T mu = mean[c], is = invstd[c], g = gamma[c], be = beta[c];
     Pack<T, V> p = load<T, V>(x, i);
 #pragma unroll
-    for (int k = 0; k < V; ++k) p.v[k] = (p.v[k] - mu) * is * g + be;
+    for (int k = 0; k < V; ++k)
+      p.v[k] = exact::add_rn(exact::mul_rn(exact::mul_rn(p.v[k] - mu, is), g), be);
     if (residual != nullptr) {
       const Pack<T, V> r = load<T, V>(residual, i);
 #pragma unroll
@@ -329,7 +329,11 @@ unsigned* arrival_counters(int64_t channels) {
 
 unsigned channel_blocks(int64_t c) { return static_cast<unsigned>((c + kThreads - 1) / kThreads); }
 
+// The summing kernels index channels by the grid's y dimension; the element-wise ones (and
+// evaluation) have no such limit.
 dim3 split_grid(const Dims& d) {
+  TDROP_CHECK(d.c <= 65535, "batch_norm2d: ", d.c,
+              " channels exceed the CUDA grid limit of 65535 for batch statistics");
   return dim3(static_cast<unsigned>(d.splits), static_cast<unsigned>(d.c));
 }
 
@@ -344,31 +348,36 @@ void normalize_launch(const Tensor& x, const Tensor& gamma, const Tensor& beta, 
   TDROP_LAUNCH_CHECK("batch_norm2d normalize_kernel");
 }
 
+// Batch statistics into mean and invstd (and the running statistics).
 template <class T, int V>
-void train_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
-                 const Tensor& rvar, double momentum, double eps, const Tensor& y,
-                 const Tensor& mean, const Tensor& invstd, const BnEpilogue& then) {
+void stats_launch(const Tensor& x, const Tensor& rmean, const Tensor& rvar, double momentum,
+                  double eps, const Tensor& mean, const Tensor& invstd) {
   const Dims d = dims(x, V);
   Partials partial(static_cast<size_t>(d.c * d.splits * 2));
   stats_kernel<T, V><<<split_grid(d), kThreads, 0, cuda_stream()>>>(
       x.data<T>(), d, partial.get(), arrival_counters(d.c), rmean.data<T>(), rvar.data<T>(),
       momentum, eps, mean.data<T>(), invstd.data<T>());
   TDROP_LAUNCH_CHECK("batch_norm2d stats_kernel");
-  normalize_launch<T, V>(x, gamma, beta, mean, invstd, y, then);
 }
 
+// Per-channel sums of gy and gy * xhat (into `sums`), ggamma and gbeta.
 template <class T, int V>
-void backward_typed(const Tensor& gy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                    const Tensor& invstd, bool batch_stats, const Tensor& gx,
-                    const Tensor& ggamma, const Tensor& gbeta) {
+void grad_sums_launch(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                      const Tensor& ggamma, const Tensor& gbeta, Partials& partial,
+                      double* sums) {
   const Dims d = dims(x, V);
-  Partials partial(static_cast<size_t>(d.c * d.splits * 2 + d.c * 2));
-  double* sums = partial.get() + d.c * d.splits * 2;
   // With no values (N or H*W = 0) each channel's one block sums nothing: ggamma = gbeta = 0.
   grad_sums_kernel<T, V><<<split_grid(d), kThreads, 0, cuda_stream()>>>(
       gy.data<T>(), x.data<T>(), mean.data<T>(), invstd.data<T>(), d, partial.get(),
       arrival_counters(d.c), sums, ggamma.data<T>(), gbeta.data<T>());
   TDROP_LAUNCH_CHECK("batch_norm2d grad_sums_kernel");
+}
+
+template <class T, int V>
+void grad_input_launch(const Tensor& gy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                       const Tensor& invstd, const double* sums, bool batch_stats,
+                       const Tensor& gx) {
+  const Dims d = dims(x, V);
   const int64_t packs = x.numel() / V;
   if (packs == 0) return;
   grad_input_kernel<T, V><<<cuda_blocks(packs, kThreads), kThreads, 0, cuda_stream()>>>(
@@ -377,16 +386,22 @@ void backward_typed(const Tensor& gy, const Tensor& x, const Tensor& gamma, cons
   TDROP_LAUNCH_CHECK("batch_norm2d grad_input_kernel");
 }
 
+// Each kernel takes the widest pack that the operands it touches allow: the statistics read only
+// x, so their summation order (and bits) never depends on where y or the residual start.
 template <class T>
 void train_any(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rmean,
                const Tensor& rvar, double momentum, double eps, const Tensor& y,
                const Tensor& mean, const Tensor& invstd, const BnEpilogue& then) {
   if (x.size(1) == 0) return;
+  TDROP_CHECK(x.numel() > 0, "batch_norm2d: batch statistics of the empty input ",
+              x.describe());
+  constexpr int kWide = 16 / sizeof(T);
+  if (pack_width<T>(x, {}) > 1) stats_launch<T, kWide>(x, rmean, rvar, momentum, eps, mean, invstd);
+  else stats_launch<T, 1>(x, rmean, rvar, momentum, eps, mean, invstd);
   if (pack_width<T>(x, {&y, &then.residual}) > 1)
-    train_typed<T, 16 / sizeof(T)>(x, gamma, beta, rmean, rvar, momentum, eps, y, mean, invstd,
-                                   then);
+    normalize_launch<T, kWide>(x, gamma, beta, mean, invstd, y, then);
   else
-    train_typed<T, 1>(x, gamma, beta, rmean, rvar, momentum, eps, y, mean, invstd, then);
+    normalize_launch<T, 1>(x, gamma, beta, mean, invstd, y, then);
 }
 
 template <class T>
@@ -410,10 +425,18 @@ void backward_any(const Tensor& gy, const Tensor& x, const Tensor& gamma, const 
                   const Tensor& invstd, bool batch_stats, const Tensor& gx, const Tensor& ggamma,
                   const Tensor& gbeta) {
   if (x.size(1) == 0) return;
+  constexpr int kWide = 16 / sizeof(T);
+  const bool wide_sums = pack_width<T>(x, {&gy}) > 1;
+  // The partial sums of every chunk, then the channel totals, which grad_input_kernel reads.
+  const Dims d = dims(x, wide_sums ? kWide : 1);
+  Partials partial(static_cast<size_t>(d.c * d.splits * 2 + d.c * 2));
+  double* sums = partial.get() + d.c * d.splits * 2;
+  if (wide_sums) grad_sums_launch<T, kWide>(gy, x, mean, invstd, ggamma, gbeta, partial, sums);
+  else grad_sums_launch<T, 1>(gy, x, mean, invstd, ggamma, gbeta, partial, sums);
   if (pack_width<T>(x, {&gy, &gx}) > 1)
-    backward_typed<T, 16 / sizeof(T)>(gy, x, gamma, mean, invstd, batch_stats, gx, ggamma, gbeta);
+    grad_input_launch<T, kWide>(gy, x, gamma, mean, invstd, sums, batch_stats, gx);
   else
-    backward_typed<T, 1>(gy, x, gamma, mean, invstd, batch_stats, gx, ggamma, gbeta);
+    grad_input_launch<T, 1>(gy, x, gamma, mean, invstd, sums, batch_stats, gx);
 }
 
 }  // namespace

@@ -7,16 +7,14 @@
 
 #include "core/cuda_check.h"
 #include "kernels/elementwise.h"
+#include "kernels/exact_math.cuh"
 
 namespace tdrop {
 namespace {
 
+using namespace exact;
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
-__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
-__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
 __device__ __forceinline__ float abs_of(float a) { return fabsf(a); }
 __device__ __forceinline__ double abs_of(double a) { return fabs(a); }
 

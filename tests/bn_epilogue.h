@@ -16,9 +16,11 @@ struct BnEpilogueRun {
   std::vector<Tensor> fused, composed;
 };
 
-// Inputs are drawn on the CPU from `rng` and copied to `device`.
+// Inputs are drawn on the CPU from `rng` and copied to `device`. With `offset_residual` the
+// residual is a view one element into its storage (off any 16-byte boundary).
 inline BnEpilogueRun run_bn_epilogue(const Shape& s, DType dt, Device device, bool training,
-                                     bool residual, bool relu, std::mt19937_64& rng) {
+                                     bool residual, bool relu, std::mt19937_64& rng,
+                                     bool offset_residual = false) {
   const int64_t c = s[1];
   const Tensor x = random_tensor(s, rng, -2, 2, dt), r = random_tensor(s, rng, -1, 1, dt);
   const Tensor gamma = random_tensor({c}, rng, 0.5, 2, dt), beta = random_tensor({c}, rng, -1, 1, dt);
@@ -29,6 +31,10 @@ inline BnEpilogueRun run_bn_epilogue(const Shape& s, DType dt, Device device, bo
     std::vector<Tensor> in;
     for (const Tensor& t : {x, gamma, beta, r}) {
       Tensor d = t.clone().to(device);
+      if (offset_residual && &t == &r) {
+        d = Tensor::zeros({r.numel() + 1}, dt, device).narrow(0, 1, r.numel()).reshape(s);
+        d.copy_(r);
+      }
       d.set_requires_grad(true);
       in.push_back(d);
     }

@@ -217,24 +217,44 @@ TEST(CudaBatchNorm2d, MisalignedViewMatchesAlignedCopy) {
 }
 
 // The fused epilogue on the GPU: the composed ops' bits on the GPU (both run there), and the
-// CPU's values within batch norm's tolerance.
+// CPU's values within batch norm's tolerance. A residual off a 16-byte boundary must not change
+// how the statistics are summed (they read only x).
 TEST(CudaBatchNorm2d, FusedEpilogueEqualsComposedOpsAndMatchesCpu) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   for (const Shape& s : {Shape{3, 4, 5, 6}, Shape{16, 8, 8, 8}})
     for (DType dt : {DType::F32, DType::F64})
-      for (bool training : {true, false}) {
-        SCOPED_TRACE(shape_str(s) + " " + dtype_name(dt) + (training ? " training" : " eval"));
+      for (bool training : {true, false})
+        for (bool offset : {false, true}) {
+        SCOPED_TRACE(shape_str(s) + " " + dtype_name(dt) + (training ? " training" : " eval") +
+                     (offset ? ", residual off 16-byte alignment" : ""));
         std::mt19937_64 rng(seed), rng_cpu(seed);
-        const BnEpilogueRun g = run_bn_epilogue(s, dt, Device::CUDA, training, true, true, rng);
+        const BnEpilogueRun g =
+            run_bn_epilogue(s, dt, Device::CUDA, training, true, true, rng, offset);
         const BnEpilogueRun c = run_bn_epilogue(s, dt, Device::CPU, training, true, true, rng_cpu);
         const double tol = dt == DType::F32 ? 1e-4 : 1e-9;
         for (size_t i = 0; i < g.fused.size(); ++i) {
           expect_close(g.fused[i], g.composed[i], 0, 0, "fused vs composed on the GPU");
           expect_close(c.fused[i], g.fused[i], tol, tol, "CPU vs GPU");
         }
-      }
+        }
+}
+
+// Inference has no grid limit on channels: only the summing kernels (batch statistics and the
+// backward pass) index channels by the grid's y dimension.
+TEST(CudaBatchNorm2d, InferenceTakesMoreChannelsThanAGridDimension) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(fresh_seed());
+  const int64_t c = 70000;
+  const Tensor x = random_tensor({2, c, 1, 2}, rng, -2, 2), gamma = random_tensor({c}, rng, 0.5, 2);
+  const Tensor beta = random_tensor({c}, rng, -1, 1), rm = random_tensor({c}, rng, -1, 1);
+  const Tensor rv = random_tensor({c}, rng, 0.5, 2);
+  NoGradGuard ng;
+  const Tensor y = batch_norm2d(x, gamma, beta, rm, rv, false);
+  const Tensor g = batch_norm2d(x.to(Device::CUDA), gamma.to(Device::CUDA), beta.to(Device::CUDA),
+                                rm.to(Device::CUDA), rv.to(Device::CUDA), false);
+  expect_close(y, g, 1e-12, 1e-12, "output");
 }
 
 TEST(CudaBatchNorm2d, EvaluationMatchesCpu) {
