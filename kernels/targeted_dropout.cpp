@@ -30,6 +30,11 @@ double unit_norm_sq_reference(const float* row, int64_t n) {
   return lanes[0];
 }
 
+void td_check_count(const TdTask& t) {
+  TDROP_CHECK(t.k >= 0 && t.k <= (t.unit ? t.rows : t.n), "targeted dropout: layer '", t.name,
+              "': k = ", t.k, " out of range for [", t.rows, ", ", t.n, "]");
+}
+
 namespace {
 
 uint32_t bits_of(float x) {
@@ -40,8 +45,7 @@ uint32_t bits_of(float x) {
 
 // What both CPU paths require of a task: k in range, and every weight finite.
 void check_task(const TdTask& t) {
-  TDROP_CHECK(t.k >= 0 && t.k <= (t.unit ? t.rows : t.n), "targeted dropout: layer '", t.name,
-              "': k = ", t.k, " out of range for [", t.rows, ", ", t.n, "]");
+  td_check_count(t);
   for (int64_t i = 0; i < t.rows * t.n; ++i) {
     if (magnitude_key(bits_of(t.w[i])) >= kNonFiniteKey)
       fail("targeted dropout: layer '", t.name, "' has a non-finite weight (", t.w[i], ") at row ",

@@ -57,6 +57,9 @@ inline constexpr uint32_t kNonFiniteKey = 0x7f800000u;
 inline constexpr int kNormLanes = 256;
 double unit_norm_sq_reference(const float* row, int64_t n);
 
+// Throws naming task.name unless 0 <= k <= n (weight mode) or rows (unit mode). Every path
+// checks it: a CUDA select asked for a rank outside the row would find no threshold at all.
+void td_check_count(const TdTask& task);
 // CPU reference. Throws tdrop::Error naming task.name on a NaN/Inf weight.
 void targeted_dropout_reference(const TdTask& task, uint64_t seed);
 // The CPU training path: the reference's bits, several times faster (radix select per row, no

@@ -23,6 +23,8 @@
 // launches: norms (one block per row), selection (one block per layer, radix select over the
 // 64-bit norm keys), apply (one block per row).
 #include <algorithm>
+#include <map>
+#include <mutex>
 
 #include "core/cuda_check.h"
 #include "kernels/targeted_dropout_device.cuh"
@@ -617,22 +619,25 @@ unsigned grid_for(int64_t items) {
 
 // Largest row (in floats) staged in shared memory: what the device allows beyond the
 // static shared state (the select's histogram and candidates), capped so several blocks still
-// fit on an SM.
+// fit on an SM. The opt-in to that much dynamic shared memory is a per-device attribute of the
+// kernel, so it is set (and the answer kept) once for each device launched on.
 int64_t smem_capacity_floats() {
-  static const int64_t cap = [] {
-    int dev = 0, optin = 0;
-    TDROP_CUDA_CHECK(cudaGetDevice(&dev));
-    TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    cudaFuncAttributes attr{};
-    TDROP_CUDA_CHECK(cudaFuncGetAttributes(&attr, td_weight_fused_kernel));
-    const int64_t bytes =
-        std::min<int64_t>(optin - static_cast<int64_t>(attr.sharedSizeBytes), 64 * 1024) / 16 * 16;
-    TDROP_CUDA_CHECK(cudaFuncSetAttribute(td_weight_fused_kernel,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(bytes)));
-    return bytes / 4;
-  }();
-  return cap;
+  static std::mutex mu;
+  static std::map<int, int64_t> caps;
+  int dev = 0;
+  TDROP_CUDA_CHECK(cudaGetDevice(&dev));
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = caps.find(dev); it != caps.end()) return it->second;
+  int optin = 0;
+  TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  cudaFuncAttributes attr{};
+  TDROP_CUDA_CHECK(cudaFuncGetAttributes(&attr, td_weight_fused_kernel));
+  const int64_t bytes =
+      std::min<int64_t>(optin - static_cast<int64_t>(attr.sharedSizeBytes), 64 * 1024) / 16 * 16;
+  TDROP_CUDA_CHECK(cudaFuncSetAttribute(td_weight_fused_kernel,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(bytes)));
+  return caps[dev] = bytes / 4;
 }
 
 DevTask dev_task(const TdTask& s, int64_t begin, int flag, int warp_groups) {
@@ -653,6 +658,7 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
     int64_t max_staged = 0;
     for (size_t i = 0; i < count; ++i) {
       const TdTask& s = tasks[first + i];
+      td_check_count(s);
       TDROP_CHECK(s.n < (int64_t{1} << 31) && s.rows < (int64_t{1} << 31),
                   "targeted dropout: layer '", s.name, "' [", s.rows, ", ", s.n,
                   "] is too large for one launch");

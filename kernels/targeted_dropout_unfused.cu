@@ -190,6 +190,7 @@ void targeted_dropout_unfused_cuda(const std::vector<TdTask>& tasks, uint64_t se
                                    TdCudaWorkspace& ws) {
   int* flags = ws.nonfinite_flags(tasks.size());
   for (size_t i = 0; i < tasks.size(); ++i) {
+    td_check_count(tasks[i]);
     TDROP_CHECK(tasks[i].rows * tasks[i].n < (int64_t{1} << 31), "targeted dropout (unfused): layer '",
                 tasks[i].name, "' has too many weights for a 32-bit sort");
     run_task(tasks[i], seed, ws, flags + i);

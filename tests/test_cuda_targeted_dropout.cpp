@@ -222,6 +222,40 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
   }
 }
 
+TEST(CudaTargetedDropout, CountOutsideTheRowNamesTheLayer) {
+  SKIP_WITHOUT_GPU();
+  // k beyond the row (or below 0) has no threshold to find: an error before any launch, on
+  // every path, as on the CPU.
+  Tensor dw = Tensor::from_vector(std::vector<float>(8 * 2000, 0.25f), {8, 2000}, Device::CUDA);
+  Tensor out = Tensor::empty({8, 2000}, DType::F32, Device::CUDA);
+  Tensor mask = Tensor::empty({8, 4 * mask_words_per_row(2000)}, DType::U8, Device::CUDA);
+  for (int64_t n : {int64_t{100}, int64_t{2000}}) {  // a warp row and a block row
+    for (int64_t k : {int64_t{-1}, n + 1}) {
+      for (int path : {0, 1, 2}) {
+        SCOPED_TRACE("n " + std::to_string(n) + ", k " + std::to_string(k) + ", path " +
+                     std::to_string(path));
+        TdTask t;
+        t.w = dw.data<float>();
+        t.w_out = out.data<float>();
+        t.mask = reinterpret_cast<uint32_t*>(mask.raw_data());
+        t.rows = 8;
+        t.n = n;
+        t.k = k;
+        t.name = "blocks.3.conv2";
+        TdCudaWorkspace ws;
+        try {
+          if (path < 2) targeted_dropout_fused_cuda({t}, 1, ws, /*warp_rows=*/path == 0);
+          else targeted_dropout_unfused_cuda({t}, 1, ws);
+          FAIL() << "expected an error";
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("blocks.3.conv2"), std::string::npos) << e.what();
+          EXPECT_NE(std::string(e.what()).find("out of range"), std::string::npos) << e.what();
+        }
+      }
+    }
+  }
+}
+
 TEST(CudaTargetedDropout, MaskGradMatchesReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(fresh_seed());
