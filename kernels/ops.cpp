@@ -111,8 +111,16 @@ void gemm(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b, doub
   else gemm_cpu(ta, tb, alpha, a, b, beta, c);
 }
 
+// The kernels take dense row-major [batch, rows, cols] operands (their strides are derived from
+// the shape), so a strided view here would silently multiply the wrong elements.
 void gemm_batched(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b, double beta,
                   const Tensor& c) {
+  TDROP_CHECK(a.dim() == 3 && b.dim() == 3 && c.dim() == 3, "gemm_batched: operands ",
+              shape_str(a.shape()), ", ", shape_str(b.shape()), " and ", shape_str(c.shape()),
+              " are not all [batch, rows, cols]");
+  TDROP_CHECK(a.is_contiguous() && b.is_contiguous() && c.is_contiguous(),
+              "gemm_batched: operands must be contiguous, got ", a.describe(), ", ", b.describe(),
+              " and ", c.describe());
   if (cuda(c)) gemm_batched_cuda(ta, tb, alpha, a, b, beta, c);
   else gemm_batched_cpu(ta, tb, alpha, a, b, beta, c);
 }
