@@ -16,7 +16,8 @@ namespace tdrop {
 namespace {
 struct TdOptions {
   std::string mode = "none", dropout;
-  float gamma = 0.5f, alpha = 0.5f, dropout_rate = 0.0f;
+  double gamma = 0.5;
+  float alpha = 0.5f, dropout_rate = 0.0f;
   bool ramp = false, per_weight = false, keep_all = false;
   int64_t ramp_steps = 0;
 
@@ -25,7 +26,7 @@ struct TdOptions {
     if (!dropout.empty()) {
       TDROP_CHECK(mode == "none", "--dropout and --td are alternatives; pass one of them");
       c.mode = parse_td_mode(dropout);
-      c.gamma = 1.0f;  // every weight (or unit) is a candidate
+      c.gamma = 1.0;  // every weight (or unit) is a candidate
       c.alpha = dropout_rate;
       c.rescale = true;
       c.keep_all_in_eval = true;
@@ -148,7 +149,9 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   g->add_flag("--td-ramp", td->ramp, "ramp gamma and alpha up during training");
-  g->add_option("--td-ramp-steps", td->ramp_steps, "ramp length T in steps (default: the whole run)")
+  g->add_option("--td-ramp-steps", td->ramp_steps,
+                "ramp length T in steps (default: the whole run; a --resume keeps the T it started "
+                "with, so a longer resumed run holds gamma and alpha at their targets)")
       ->check(CLI::NonNegativeNumber);
   g->add_flag("--td-unit-per-weight", td->per_weight,
               "unit mode: one draw per weight of a targeted row (the reference code)");

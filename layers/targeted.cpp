@@ -27,7 +27,7 @@ TdCudaImpl td_cuda_impl() { return g_impl; }
 // --- configuration --------------------------------------------------------------------------
 
 void TargetedDropoutConfig::validate(const std::string& where) const {
-  TDROP_CHECK(std::isfinite(gamma) && gamma >= 0.0f && gamma <= 1.0f, where,
+  TDROP_CHECK(std::isfinite(gamma) && gamma >= 0.0 && gamma <= 1.0, where,
               ": targeted dropout gamma ", gamma, " is outside [0, 1]");
   TDROP_CHECK(std::isfinite(alpha) && alpha >= 0.0f && alpha <= 1.0f, where,
               ": targeted dropout alpha ", alpha, " is outside [0, 1]");
@@ -35,13 +35,13 @@ void TargetedDropoutConfig::validate(const std::string& where) const {
   TDROP_CHECK(!rescale || alpha < 1.0f, where, ": a rescaled dropout rate must be below 1");
 }
 
-float TargetedDropoutConfig::gamma_at(int64_t step) const {
+double TargetedDropoutConfig::gamma_at(int64_t step) const {
   if (!ramp || ramp_steps <= 0) return gamma;
-  // Linear to 0.95 gamma over the first T/2 steps, then to gamma over the next T/2.
+  // Linear to 0.95 gamma over the first T/2 steps, then to gamma over the next T/2 (T >= 1, so
+  // half >= 0.5).
   const double half = ramp_steps / 2.0, t = static_cast<double>(step);
-  if (t <= half) return static_cast<float>(0.95 * gamma * (half > 0 ? t / half : 1.0));
-  const double u = std::min(1.0, (t - half) / std::max(half, 1.0));
-  return static_cast<float>(gamma * (0.95 + 0.05 * u));
+  if (t <= half) return 0.95 * gamma * (t / half);
+  return gamma * (0.95 + 0.05 * std::min(1.0, (t - half) / half));
 }
 
 float TargetedDropoutConfig::alpha_at(int64_t step) const {
@@ -95,7 +95,7 @@ TargetedWeight::Plan TargetedWeight::plan(const Tensor& weight, bool training,
   p.n = p.rows ? weight.numel() / p.rows : 0;
   if (!cfg_.enabled() || (!training && cfg_.keep_all_in_eval)) return p;
   // Eval removes the final targeted set; training draws with the (ramped) rates.
-  const float gamma = training ? cfg_.gamma_at(static_cast<int64_t>(step)) : cfg_.gamma;
+  const double gamma = training ? cfg_.gamma_at(static_cast<int64_t>(step)) : cfg_.gamma;
   p.alpha = training ? cfg_.alpha_at(static_cast<int64_t>(step)) : 1.0f;
   p.k = td_count(gamma, cfg_.mode == TargetedDropoutConfig::Mode::Unit ? p.rows : p.n);
   p.active = p.k > 0 && p.alpha > 0.0f;

@@ -17,7 +17,9 @@ namespace tdrop {
 struct TargetedDropoutConfig {
   enum class Mode { None, Weight, Unit };
   Mode mode = Mode::None;
-  float gamma = 0.0f;  // targeted fraction of each row (weight) or of the rows (unit)
+  // Targeted fraction of each row (weight) or of the rows (unit). A double, so k = floor(gamma n)
+  // is the decimal's: 0.9f is 0.89999997, whose floor(gamma n) is one short for n = 300.
+  double gamma = 0.0;
   float alpha = 0.0f;  // drop probability of a targeted entry / row
   bool ramp = false;   // ramp gamma and alpha up over ramp_steps (DESIGN.md, "Ramping")
   int64_t ramp_steps = 0;
@@ -30,7 +32,7 @@ struct TargetedDropoutConfig {
   // Throws naming `where` when gamma/alpha are outside [0, 1] or the ramp is ill-formed.
   void validate(const std::string& where) const;
   // gamma(t) and alpha(t) at training step t (the constants when not ramping).
-  float gamma_at(int64_t step) const;
+  double gamma_at(int64_t step) const;
   float alpha_at(int64_t step) const;
   std::string describe() const;  // "td weight g=0.75 a=0.66" or "" when off
 };

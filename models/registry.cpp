@@ -56,7 +56,7 @@ TargetedDropoutConfig td_config_from_json(const nlohmann::json& j) {
   TargetedDropoutConfig c;
   try {
     c.mode = parse_td_mode(j.value("mode", std::string("none")));
-    c.gamma = j.value("gamma", 0.0f);
+    c.gamma = j.value("gamma", 0.0);
     c.alpha = j.value("alpha", 0.0f);
     c.ramp = j.value("ramp", false);
     c.ramp_steps = j.value("ramp_steps", int64_t{0});

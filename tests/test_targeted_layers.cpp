@@ -14,7 +14,7 @@
 namespace tdrop::testing {
 namespace {
 
-TargetedDropoutConfig weight_td(float gamma, float alpha) {
+TargetedDropoutConfig weight_td(double gamma, float alpha) {
   TargetedDropoutConfig c;
   c.mode = TargetedDropoutConfig::Mode::Weight;
   c.gamma = gamma;
@@ -112,6 +112,38 @@ TEST(TargetedRamp, FollowsTheReferenceSchedule) {
   c.ramp = false;
   EXPECT_FLOAT_EQ(c.gamma_at(0), 0.8f);
   EXPECT_FLOAT_EQ(c.alpha_at(0), 0.6f);
+}
+
+// With T = 1 the ramp has reached gamma at step 1 (and alpha with it); odd and even T end on
+// gamma at step T exactly.
+TEST(TargetedRamp, ReachesGammaAtStepT) {
+  for (int64_t T : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{40000}}) {
+    TargetedDropoutConfig c = weight_td(0.9, 0.7f);
+    c.ramp = true;
+    c.ramp_steps = T;
+    EXPECT_EQ(c.gamma_at(0), 0.0) << T;
+    EXPECT_DOUBLE_EQ(c.gamma_at(T), 0.9) << T;
+    EXPECT_FLOAT_EQ(c.alpha_at(T), 0.7f) << T;
+    EXPECT_LT(c.gamma_at(T - 1), 0.9) << T;
+  }
+}
+
+// gamma is the decimal the user typed: 0.9 of a 300-entry row is 270 entries (as a float,
+// 0.9f = 0.89999997 would give 269), in training, in eval, and through a checkpoint's config.
+TEST(TargetedLinear, DecimalGammaTargetsTheDecimalCount) {
+  for (double gamma : {0.7, 0.9, 0.95}) {
+    SCOPED_TRACE(gamma);
+    const int64_t want = static_cast<int64_t>(std::llround(gamma * 1000)) * 300 / 1000;
+    TargetedDropoutConfig c = weight_td(gamma, 0.5f);
+    const TargetedDropoutConfig back = td_config_from_json(td_config_to_json(c));
+    for (const TargetedDropoutConfig& cfg : {c, back}) {
+      TargetedWeight tw;
+      tw.configure(cfg, "fc", 0);
+      const Tensor w = Tensor::zeros({4, 300});
+      EXPECT_EQ(tw.plan(w, true, 7).k, want);
+      EXPECT_EQ(tw.plan(w, false, 7).k, want);
+    }
+  }
 }
 
 TEST(TargetedModel, MlpTargetsBothHiddenLayersAndPrunesThem) {

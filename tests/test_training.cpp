@@ -320,8 +320,10 @@ TEST(ClipGradNorm, ExplodingGradientsKeepTheirDirection) {
     std::normal_distribution<float> n(0.0f, 1e20f);
     std::vector<float> w(12), b(3);
     double sq = 0;
-    for (float& v : w) sq += static_cast<double>(v = n(rng)) * v;
-    for (float& v : b) sq += static_cast<double>(v = n(rng)) * v;
+    for (float& v : w) v = n(rng);
+    for (float& v : b) v = n(rng);
+    for (float v : w) sq += static_cast<double>(v) * v;
+    for (float v : b) sq += static_cast<double>(v) * v;
     const double norm = std::sqrt(sq);
     params[0].set_grad(Tensor::from_vector(w, {3, 4}, dev));
     params[1].set_grad(Tensor::from_vector(b, {3}, dev));
