@@ -104,12 +104,14 @@ status=0
 # --- compute-sanitizer, in the background while the tests run (neither is timed) --------
 san_tools=()
 if want sanitizer && tsan=$(stage_limit 40 60); then
-  # memcheck: every targeted-dropout kernel, batch norm and the multi-tensor SGD update; racecheck: the
+  # memcheck: every targeted-dropout kernel, batch norm, the multi-tensor SGD update and the
+  # warp-per-row kernels (softmax, layer norm, cross-entropy) with batched GEMM; racecheck: the
   # targeted-dropout kernels (their shared-memory stage, histograms and scans) and batch norm
   # (block sums, the last block of a channel reading the others' partials) on small shapes.
   declare -A san_filter=(
     [memcheck-0]='CudaTargetedDropout.Fused*:CudaTargetedDropout.Grouped*:Cuda/CudaOps.CpuAndCudaAgree/sgd*'
     [memcheck-1]='CudaBatchNorm2d.*:CudaTargetedDropout.Unfused*:CudaTargetedDropout.NonFinite*:CudaTargetedDropout.MaskGrad*:CudaTargetedDropout.LongRows*'
+    [memcheck-2]='Cuda/CudaOps.CpuAndCudaAgree/softmax*:Cuda/CudaOps.CpuAndCudaAgree/layer_norm*:Cuda/CudaOps.CpuAndCudaAgree/bmm*:Cuda/CudaOps.CpuAndCudaAgree/cross_entropy*:CudaOpsCrossEntropy.*:CudaOpsFill.*'
     [racecheck-0]='CudaTargetedDropout.GroupedLaunchMixes*:CudaTargetedDropout.NonFinite*:CudaTargetedDropout.MaskGrad*'
     [racecheck-1]='CudaTargetedDropout.FusedWeight*'
     [racecheck-2]='CudaTargetedDropout.FusedUnit*'
