@@ -42,6 +42,13 @@ struct TdOptions {
     return c;
   }
 };
+bool resumable_option(const std::string& name) {
+  for (const char* ok : {"--resume", "--epochs", "--device", "--save-every", "--plot", "--td-impl",
+                         "--cudnn-nondeterministic", "--no-progress", "--detect-anomaly", "--help"})
+    if (name == ok) return true;
+  return false;
+}
+
 // Draws the training curves of the run in out_dir from its metrics.jsonl (every epoch, those
 // of earlier sessions of a resumed run included).
 void plot_run(const std::string& png, const std::string& out_dir, const std::string& title) {
@@ -115,6 +122,8 @@ void add_train_command(CLI::App& app) {
                   "use only the first N training images (0 = all)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("!--no-progress", cfg->progress, "no live progress line");
+  cmd->add_flag("--overwrite", cfg->overwrite,
+                "replace the run already in --out (without it, such a directory is an error)");
   auto plot = std::make_shared<std::string>();
   cmd->add_option("--plot", *plot,
                   "after training, draw loss, accuracy and sparsity per epoch into this PNG");
@@ -167,11 +176,22 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"fused", "unfused"}))
       ->capture_default_str();
   g->add_option("--l1", cfg->l1, "L1 penalty on targetable weights")->check(CLI::Range(0.0, 1e3));
-  cmd->callback([cfg, td, impl, nondeterministic, resume_dir, plot, cmd] {
+  cmd->callback([cfg, td, impl, nondeterministic, resume_dir, plot, cmd, g] {
     cfg->td = td->resolve();
     set_td_cuda_impl(*impl == "unfused" ? TdCudaImpl::Unfused : TdCudaImpl::Fused);
     set_conv2d_nondeterministic(*nondeterministic);
     if (!resume_dir->empty()) {
+      // A resumed run continues with its own configuration (config.json); an option that would
+      // change it is an error, not silently ignored.
+      std::string fixed;
+      for (const CLI::App* a : {static_cast<const CLI::App*>(cmd), static_cast<const CLI::App*>(g)})
+        for (const CLI::Option* o : a->get_options())
+          if (o->count() > 0 && !resumable_option(o->get_name()))
+            fixed += (fixed.empty() ? "" : ", ") + o->get_name();
+      TDROP_CHECK(fixed.empty(), "--resume continues ", *resume_dir,
+                  " with the configuration it was started with; drop ", fixed,
+                  " (what may change: --epochs, --device, --save-every, --plot, --td-impl, "
+                  "--cudnn-nondeterministic, --no-progress, --detect-anomaly)");
       cfg->resume = true;
       cfg->out_dir = *resume_dir;
       if (cmd->count("--epochs") == 0) cfg->epochs = 0;  // keep the run's own total

@@ -1,6 +1,9 @@
 #include "models/resume.h"
 
+#include <cmath>
 #include <filesystem>
+#include <limits>
+#include <type_traits>
 
 #include "core/safetensors.h"
 
@@ -13,7 +16,13 @@ T meta(const std::map<std::string, std::string>& m, const std::string& key,
   auto it = m.find(key);
   TDROP_CHECK(it != m.end(), source, ": resume metadata '", key, "' is missing");
   try {
-    return nlohmann::json::parse(it->second).get<T>();
+    const nlohmann::json v = nlohmann::json::parse(it->second);
+    // A count must be written as an integer ("1.7" is no epoch) that fits T.
+    if constexpr (std::is_integral_v<T>)
+      TDROP_CHECK(v.is_number_integer() && v >= std::numeric_limits<T>::min() &&
+                      v <= std::numeric_limits<T>::max(),
+                  source, ": resume metadata '", key, "' is not an integer count: ", it->second);
+    return v.get<T>();
   } catch (const nlohmann::json::exception& e) {
     fail(source, ": resume metadata '", key, "' is malformed: ", e.what());
   }
@@ -65,8 +74,16 @@ ResumePoint load_resume(const std::string& run_dir, Module& model, Optimizer& op
   at.seen = meta<int64_t>(f.metadata, "seen", path);
   at.seconds = meta<double>(f.metadata, "seconds", path);
   at.metrics_jsonl = meta<std::string>(f.metadata, "metrics_jsonl", path);
-  opt.load_state(optim_state, meta<int64_t>(f.metadata, "optimizer_steps", path), path);
-  TDROP_CHECK(at.epoch >= 1 && at.batch >= 0 && at.step >= 0, path, ": inconsistent position");
+  TDROP_CHECK(at.epoch >= 1 && at.batch >= 0 && at.step >= 0 && at.seen >= 0 && at.correct >= 0 &&
+                  at.correct <= at.seen && std::isfinite(at.loss_sum) && std::isfinite(at.seconds),
+              path, ": inconsistent position (epoch ", at.epoch, ", batch ", at.batch, ", step ",
+              at.step, ", ", at.correct, " of ", at.seen, " correct)");
+  // One optimizer step per training step: a count beyond that (or below 0) would misplace
+  // Adam's bias correction.
+  const int64_t optimizer_steps = meta<int64_t>(f.metadata, "optimizer_steps", path);
+  TDROP_CHECK(optimizer_steps >= 0 && optimizer_steps <= at.step, path, ": optimizer steps ",
+              optimizer_steps, " do not fit step ", at.step);
+  opt.load_state(optim_state, optimizer_steps, path);
   return at;
 }
 

@@ -23,6 +23,10 @@
 
 namespace tdrop {
 
+namespace {
+const nlohmann::json kEmptyObject = nlohmann::json::object();
+}  // namespace
+
 nlohmann::json TrainConfig::to_json() const {
   return {{"model", model},         {"model_config", model_config},
           {"dataset", dataset},     {"data_dir", data_dir},
@@ -41,27 +45,61 @@ nlohmann::json TrainConfig::to_json() const {
 
 TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& source) {
   TrainConfig c;
+  // Each value is checked as the CLI checks its option (a hand-edited or damaged config.json
+  // must not train 0-step epochs or overflow), and every error names the file.
+  auto value = [&](const char* key, const nlohmann::json* fallback) -> const nlohmann::json& {
+    if (j.contains(key)) return j[key];
+    TDROP_CHECK(fallback != nullptr, source, ": '", key, "' is missing");
+    return *fallback;
+  };
+  auto integer = [&](const char* key, int64_t lo, int64_t hi,
+                     const nlohmann::json& fallback = nullptr) -> int64_t {
+    const nlohmann::json& v = value(key, fallback.is_null() ? nullptr : &fallback);
+    TDROP_CHECK(v.is_number_integer() && v >= lo && v <= hi, source, ": '", key,
+                "' must be an integer in [", lo, ", ", hi, "], got ", v.dump());
+    return v.get<int64_t>();
+  };
+  auto number = [&](const char* key, double lo, double hi, bool above_lo,
+                    const nlohmann::json& fallback = nullptr) -> double {
+    const nlohmann::json& v = value(key, fallback.is_null() ? nullptr : &fallback);
+    const bool ok = v.is_number() && (above_lo ? v.get<double>() > lo : v.get<double>() >= lo) &&
+                    v.get<double>() <= hi;
+    TDROP_CHECK(ok, source, ": '", key, "' must be a number in ", above_lo ? "(" : "[", lo, ", ",
+                hi, "], got ", v.dump());
+    return v.get<double>();
+  };
+  auto text = [&](const char* key, const nlohmann::json& fallback = nullptr) -> std::string {
+    const nlohmann::json& v = value(key, fallback.is_null() ? nullptr : &fallback);
+    TDROP_CHECK(v.is_string(), source, ": '", key, "' must be a string, got ", v.dump());
+    return v.get<std::string>();
+  };
   try {
-    c.model = j.at("model").get<std::string>();
-    c.model_config = j.value("model_config", nlohmann::json::object());
-    c.dataset = j.at("dataset").get<std::string>();
-    c.data_dir = j.value("data_dir", std::string());
-    c.epochs = j.at("epochs").get<int>();
-    c.batch_size = j.at("batch_size").get<int64_t>();
-    c.optimizer = j.at("optimizer").get<std::string>();
-    c.lr = j.at("lr").get<float>();
-    c.momentum = j.at("momentum").get<float>();
-    c.weight_decay = j.at("weight_decay").get<float>();
-    c.schedule = j.at("schedule").get<std::string>();
-    c.warmup_epochs = j.value("warmup_epochs", 0);
-    c.device = j.value("device", std::string("auto"));
-    c.seed = j.at("seed").get<uint64_t>();
-    c.train_limit = j.value("train_limit", int64_t{0});
+    c.model = text("model");
+    c.model_config = value("model_config", &kEmptyObject);
+    TDROP_CHECK(c.model_config.is_object(), source, ": 'model_config' must be an object, got ",
+                c.model_config.type_name());
+    c.dataset = text("dataset");
+    c.data_dir = text("data_dir", "");
+    c.epochs = static_cast<int>(integer("epochs", 1, 100000));
+    c.batch_size = integer("batch_size", 1, int64_t{1} << 20);
+    c.optimizer = text("optimizer");
+    c.lr = static_cast<float>(number("lr", 0.0, 1e3, true));
+    c.momentum = static_cast<float>(number("momentum", 0.0, 0.999999, false));
+    c.weight_decay = static_cast<float>(number("weight_decay", 0.0, 1.0, false));
+    c.schedule = text("schedule");
+    c.warmup_epochs = static_cast<int>(integer("warmup_epochs", 0, 100000, 0));
+    c.device = text("device", "auto");
+    const nlohmann::json& seed = value("seed", nullptr);
+    TDROP_CHECK(seed.is_number_unsigned() || (seed.is_number_integer() && seed >= 0), source,
+                ": 'seed' must be a non-negative integer, got ", seed.dump());
+    c.seed = seed.get<uint64_t>();
+    c.train_limit = integer("train_limit", 0, std::numeric_limits<int64_t>::max(), 0);
     c.td = j.contains("td") ? td_config_from_json(j["td"]) : TargetedDropoutConfig{};
-    c.l1 = j.value("l1", 0.0f);
-    c.save_every = j.value("save_every", int64_t{0});
-    c.augment = j.value("augment", std::string("auto"));
-    c.clip_grad_norm = j.value("clip_grad_norm", 0.0f);
+    c.td.validate(source + " 'td'");
+    c.l1 = static_cast<float>(number("l1", 0.0, 1e3, false, 0.0));
+    c.save_every = integer("save_every", 0, std::numeric_limits<int64_t>::max(), 0);
+    c.augment = text("augment", "auto");
+    c.clip_grad_norm = static_cast<float>(number("clip_grad_norm", 0.0, 1e6, false, 0.0));
   } catch (const nlohmann::json::exception& e) {
     fail(source, ": not a tdrop run configuration: ", e.what());
   }
@@ -241,6 +279,32 @@ EvalResult evaluate(Module& model, BatchLoader& loader) {
   return r;
 }
 
+namespace {
+// A fresh run writes config.json at once and its resume point at the first save: into a
+// directory that holds another run, that would silently replace the other run's resume point,
+// or (killed before its first save) leave a resume file that --resume would continue under the
+// new configuration. So such a directory is refused, unless the user asks to replace it; then
+// the old run's files go first.
+void claim_run_dir(const std::string& dir, bool overwrite) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  TDROP_CHECK(!fs::exists(dir, ec) || fs::is_directory(dir, ec), "--out ", dir,
+              " exists and is not a directory");
+  const std::vector<std::string> files = {"config.json", "resume.safetensors", "model.safetensors",
+                                          "metrics.jsonl"};
+  std::vector<std::string> found;
+  for (const std::string& f : files)
+    if (fs::exists(dir + "/" + f, ec)) found.push_back(f);
+  if (found.empty()) return;
+  TDROP_CHECK(overwrite, "--out ", dir, " already holds a run (", found.front(),
+              "); continue it with --resume ", dir, ", or pass --overwrite to replace it");
+  for (const std::string& f : found) {
+    fs::remove(dir + "/" + f, ec);
+    TDROP_CHECK(!ec, "--overwrite: cannot remove ", dir, "/", f, ": ", ec.message());
+  }
+}
+}  // namespace
+
 TrainResult train(const TrainConfig& cfg_in) {
   TrainConfig cfg = cfg_in;
   if (cfg.resume) {
@@ -279,6 +343,7 @@ TrainResult train(const TrainConfig& cfg_in) {
               "--augment must be auto, none or crop-flip, got '", cfg.augment, "'");
   TDROP_CHECK(std::isfinite(cfg.clip_grad_norm) && cfg.clip_grad_norm >= 0,
               "--clip-grad-norm must be >= 0, got ", cfg.clip_grad_norm);
+  if (!cfg.resume && !cfg.out_dir.empty()) claim_run_dir(cfg.out_dir, cfg.overwrite);
   const int64_t pad_to = find_model(cfg.model).input_size;
   ImageDataset train_set = load_dataset(cfg.dataset, cfg.data_dir, "train", pad_to);
   ImageDataset test_set = load_dataset(cfg.dataset, cfg.data_dir, "test", pad_to);
@@ -330,12 +395,22 @@ TrainResult train(const TrainConfig& cfg_in) {
   const bool writing = !cfg.out_dir.empty();
   if (cfg.resume) {
     at = load_resume(cfg.out_dir, model, *opt);
+    // The run's own arithmetic: step = (epoch - 1) * batches per epoch + batch, so a damaged
+    // position can neither skip nor replay batches unnoticed.
+    TDROP_CHECK(at.batch <= steps_per_epoch &&
+                    at.step == static_cast<long>(at.epoch - 1) * steps_per_epoch + at.batch &&
+                    at.seen <= static_cast<int64_t>(at.batch) * cfg.batch_size,
+                resume_path(cfg.out_dir), ": position (epoch ", at.epoch, ", batch ", at.batch,
+                ", step ", at.step, ", ", at.seen, " images seen) does not fit this run's ",
+                steps_per_epoch, " batches of ", cfg.batch_size, " per epoch");
     TDROP_CHECK(at.epoch <= cfg.epochs, "--resume ", cfg.out_dir, ": the run already finished ",
                 at.epoch - 1, " epochs; pass --epochs larger than that to train more");
     std::printf("resuming %s at epoch %d, step %ld\n", cfg.out_dir.c_str(), at.epoch, at.step);
   }
   if (writing) {
-    std::filesystem::create_directories(cfg.out_dir);
+    std::error_code ec;
+    std::filesystem::create_directories(cfg.out_dir, ec);
+    TDROP_CHECK(!ec, "cannot create the run directory ", cfg.out_dir, ": ", ec.message());
     nlohmann::json c = cfg.to_json();
     c["model_config"] = result.model_config;
     c["resolved_device"] = device_name(device);

@@ -38,6 +38,7 @@ struct TrainConfig {
   float clip_grad_norm = 0.0f;   // rescale gradients to this global L2 norm when above (0: off)
   // Reliability.
   bool resume = false;        // continue the run in out_dir from its resume.safetensors
+  bool overwrite = false;     // a fresh run may replace the run already in out_dir
   int64_t save_every = 0;     // also save the resume file every N steps (0: at epoch ends only)
   bool detect_anomaly = false;  // check every op's output for NaN/Inf (slow)
   bool handle_signals = true;   // SIGINT/SIGTERM: finish the step, save, exit

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <fstream>
 #include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
@@ -65,18 +67,24 @@ std::map<std::string, std::string> weights_of(const std::string& path) {
   return out;
 }
 
+TrainConfig resume_of(const std::string& dir) {
+  TrainConfig c;  // what `tdrop train --resume DIR` passes
+  c.resume = true;
+  c.out_dir = dir;
+  c.epochs = 0;
+  c.device = "";
+  c.progress = c.print_epochs = false;
+  c.handle_signals = false;
+  return c;
+}
+
 TEST(Resume, TwoEpochsEqualOnePlusOneBitForBit) {
   SKIP_WITHOUT_DATA();
   const std::string straight = fresh_dir("straight"), split = fresh_dir("split");
   train(small_run(straight, 2));
   train(small_run(split, 1));
-  TrainConfig more;  // what `tdrop train --resume DIR --epochs 2` passes
-  more.resume = true;
-  more.out_dir = split;
+  TrainConfig more = resume_of(split);  // tdrop train --resume DIR --epochs 2
   more.epochs = 2;
-  more.device = "";
-  more.progress = more.print_epochs = false;
-  more.handle_signals = false;
   const TrainResult r = train(more);
   ASSERT_EQ(r.epochs.size(), 1u);  // only the missing epoch ran
   EXPECT_EQ(r.epochs[0].epoch, 2);
@@ -105,21 +113,106 @@ TEST(Resume, SavingEveryNStepsChangesNothingAndFinishedRunsRefuse) {
   const auto a = weights_of(straight + "/model.safetensors");
   const auto b = weights_of(split + "/model.safetensors");
   for (auto& [name, bytes] : a) EXPECT_TRUE(bytes == b.at(name)) << name << " differs";
-  TrainConfig again;
-  again.resume = true;
-  again.out_dir = split;
-  again.epochs = 0;  // as the CLI passes it when --epochs is not given: keep the run's total
-  again.device = "";
-  again.progress = again.print_epochs = false;
-  again.handle_signals = false;
   try {
-    train(again);
+    train(resume_of(split));  // no --epochs: the run's own total, already reached
     FAIL() << "resuming a finished run should say so";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("already finished"), std::string::npos) << e.what();
   }
   fs::remove_all(straight);
   fs::remove_all(split);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// A fresh run into a directory that holds a run would replace its resume point (or, killed
+// early, leave it beside the new config for --resume to mix): refused, and nothing is touched,
+// unless the user passes --overwrite.
+TEST(Resume, AFreshRunRefusesADirectoryHoldingARun) {
+  SKIP_WITHOUT_DATA();
+  const std::string dir = fresh_dir("claimed");
+  train(small_run(dir, 1));
+  const std::string config = read_text(dir + "/config.json");
+  const auto resume = weights_of(dir + "/resume.safetensors");
+  TrainConfig other = small_run(dir, 1);
+  other.lr = 0.3f;
+  const std::string m = error_of([&] { train(other); });
+  EXPECT_NE(m.find("already holds a run"), std::string::npos) << m;
+  EXPECT_NE(m.find("--overwrite"), std::string::npos) << m;
+  EXPECT_EQ(read_text(dir + "/config.json"), config) << "the refused run touched config.json";
+  EXPECT_TRUE(weights_of(dir + "/resume.safetensors") == resume);
+  other.overwrite = true;
+  train(other);
+  EXPECT_NE(read_text(dir + "/config.json"), config);
+  // A file where the run directory should be is named before any data is loaded.
+  const std::string file = dir + "/metrics.jsonl";
+  TrainConfig into_file = small_run(file, 1);
+  EXPECT_NE(error_of([&] { train(into_file); }).find("is not a directory"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// A hand-edited config.json is checked as the CLI checks options, naming the file and key.
+TEST(Resume, DamagedConfigIsAnErrorNamingTheFile) {
+  SKIP_WITHOUT_DATA();
+  const std::string dir = fresh_dir("config");
+  train(small_run(dir, 1));
+  const nlohmann::json good = nlohmann::json::parse(read_text(dir + "/config.json"));
+  const std::vector<std::pair<std::string, nlohmann::json>> edits = {
+      {"batch_size", 9223372036854775807LL}, {"batch_size", 1e30}, {"epochs", 2.9},
+      {"epochs", 3000000000LL}, {"lr", -1}, {"model_config", "abc"}, {"seed", -4},
+      {"train_limit", "many"}, {"momentum", 1.5}};
+  for (const auto& [key, v] : edits) {
+    SCOPED_TRACE(key + " = " + v.dump());
+    nlohmann::json bad = good;
+    bad[key] = v;
+    std::ofstream(dir + "/config.json") << bad.dump(2);
+    const std::string m = error_of([&] { train(resume_of(dir)); });
+    EXPECT_NE(m.find("config.json"), std::string::npos) << m;
+    EXPECT_NE(m.find(key), std::string::npos) << m;
+  }
+  fs::remove_all(dir);
+}
+
+// A resume point that does not fit the run's own arithmetic would skip or replay batches.
+TEST(Resume, DamagedPositionIsAnError) {
+  SKIP_WITHOUT_DATA();
+  const std::string dir = fresh_dir("position");
+  TrainConfig c = small_run(dir, 2);
+  c.save_every = 5;
+  c.epochs = 1;
+  train(c);
+  const std::string path = dir + "/resume.safetensors";
+  const SafetensorsFile good = load_safetensors(path);
+  const std::vector<std::pair<std::string, std::string>> edits = {
+      {"batch", "999"}, {"batch", "3"}, {"epoch", "1.7"}, {"step", "9223372036854775807"},
+      {"optimizer_steps", "-5"}, {"seen", "100000"}, {"correct", "-1"}};
+  for (const auto& [key, v] : edits) {
+    SCOPED_TRACE(key + " = " + v);
+    SafetensorsFile bad = good;
+    bad.metadata[key] = v;
+    save_safetensors(path, bad);
+    TrainConfig more = resume_of(dir);
+    more.epochs = 2;
+    const std::string m = error_of([&] { train(more); });
+    EXPECT_NE(m.find("resume.safetensors"), std::string::npos) << m;
+  }
+  save_safetensors(path, good);
+  TrainConfig more = resume_of(dir);
+  more.epochs = 2;
+  EXPECT_EQ(train(more).epochs.size(), 1u) << "the undamaged file resumes";
+  fs::remove_all(dir);
 }
 
 // SIGKILL at random moments, many times: whatever is on disk must load.
@@ -144,8 +237,8 @@ TEST(Resume, SigkillNeverLeavesABrokenCheckpoint) {
       else
         ::execl(bin.c_str(), "tdrop", "train", "--epochs", "50", "--device", "cpu",
                 "--train-limit", "2000", "--batch-size", "32", "--save-every", "3",
-                "--data-dir", data_dir().c_str(), "--out", dir.c_str(), "--no-progress",
-                static_cast<char*>(nullptr));
+                "--data-dir", data_dir().c_str(), "--out", dir.c_str(), "--overwrite",
+                "--no-progress", static_cast<char*>(nullptr));
       ::_exit(127);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(
