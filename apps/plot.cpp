@@ -1,5 +1,6 @@
 #include "apps/plot.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -66,35 +67,72 @@ std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
+// Removes the files it names when it goes out of scope, so neither the script nor a half-drawn
+// PNG outlives a failure (and the script does not outlive success).
+struct RemoveOnExit {
+  std::vector<std::string> paths;
+  ~RemoveOnExit() {
+    for (const std::string& p : paths) std::remove(p.c_str());
+  }
+};
+
+// Ignores SIGPIPE while it lives, then restores the previous handler: a python3 that exits before
+// reading all of stdin (no matplotlib, a bad TDROP_PYTHON) must fail the write, not kill tdrop.
+class SigpipeIgnored {
+ public:
+  SigpipeIgnored() {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    ::sigaction(SIGPIPE, &ignore, &previous_);
+  }
+  ~SigpipeIgnored() { ::sigaction(SIGPIPE, &previous_, nullptr); }
+  SigpipeIgnored(const SigpipeIgnored&) = delete;
+  SigpipeIgnored& operator=(const SigpipeIgnored&) = delete;
+
+ private:
+  struct sigaction previous_ {};
+};
+
+void write_script(const std::string& path, const char* script) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  TDROP_CHECK(f, "plot: cannot write ", path);
+  const bool written = std::fputs(script, f) >= 0;
+  TDROP_CHECK(std::fclose(f) == 0 && written, "plot: cannot write ", path);
+}
+
+// TDROP_PYTHON overrides; else Debian's interpreter (where python3-matplotlib installs), else
+// whatever python3 is first on PATH.
+std::string python_interpreter() {
+  const char* env = std::getenv("TDROP_PYTHON");
+  if (env && *env) return env;
+  return ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+}
+
+// Runs `cmd` with `payload` on stdin; true when all of it was written and the command exited 0.
+bool run_with_stdin(const std::string& cmd, const std::string& payload) {
+  // Started before SIGPIPE is ignored: an ignored signal stays ignored across exec.
+  FILE* p = ::popen(cmd.c_str(), "w");
+  if (!p) return false;
+  const SigpipeIgnored guard;  // through pclose too, which flushes what a failed write left
+  // A short write (EPIPE once the reader is gone) shows in fwrite's count or in the flush.
+  const bool written = std::fwrite(payload.data(), 1, payload.size(), p) == payload.size() &&
+                       std::fflush(p) == 0;
+  const int status = ::pclose(p);
+  return written && status == 0;
+}
+
 // Runs `script` with `data` (plus the temp output path) on stdin, then renames the PNG into place.
 void draw(const std::string& png_path, const char* script, nlohmann::json data) {
   const std::string tmp = png_path + ".tmp." + std::to_string(::getpid());
   data["out"] = tmp;
   // The script travels as an argument, the data on stdin.
   const std::string script_path = png_path + ".plot." + std::to_string(::getpid()) + ".py";
-  FILE* sf = std::fopen(script_path.c_str(), "w");
-  TDROP_CHECK(sf, "plot: cannot write ", script_path);
-  std::fputs(script, sf);
-  std::fclose(sf);
-  // TDROP_PYTHON overrides; else Debian's interpreter (where python3-matplotlib installs), else
-  // whatever python3 is first on PATH.
-  const char* env = std::getenv("TDROP_PYTHON");
-  const std::string python = env && *env ? env : (::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3");
-  const std::string cmd = shell_quote(python) + " " + shell_quote(script_path);
-  FILE* p = ::popen(cmd.c_str(), "w");
-  if (!p) {
-    std::remove(script_path.c_str());
-    fail("plot: cannot start python3 to draw ", png_path);
-  }
-  const std::string payload = data.dump();
-  std::fwrite(payload.data(), 1, payload.size(), p);
-  const int status = ::pclose(p);
-  std::remove(script_path.c_str());
-  if (status != 0) {
-    std::remove(tmp.c_str());
-    fail("plot: python3 with matplotlib failed to draw ", png_path,
-         " (install the Debian package python3-matplotlib)");
-  }
+  const RemoveOnExit cleanup{{script_path, tmp}};
+  write_script(script_path, script);
+  const std::string cmd = shell_quote(python_interpreter()) + " " + shell_quote(script_path);
+  TDROP_CHECK(run_with_stdin(cmd, data.dump()), "plot: python3 with matplotlib failed to draw ",
+              png_path, " (install the Debian package python3-matplotlib)");
   TDROP_CHECK(std::rename(tmp.c_str(), png_path.c_str()) == 0, "plot: cannot rename ", tmp, " to ",
               png_path);
 }

@@ -21,7 +21,9 @@ std::vector<double> parse_fractions(const std::string& s) {
     try {
       size_t used = 0;
       const double f = std::stod(item, &used);
-      TDROP_CHECK(used == item.size(), "");
+      // stod stops at the first character it cannot use; trailing text ("0.5abc", "0.5 ") is a
+      // typo, not a fraction.
+      TDROP_CHECK(used == item.size(), "--fractions: '", item, "' is not a number");
       TDROP_CHECK(f >= 0.0 && f <= 1.0, "--fractions: ", f, " is outside [0, 1]");
       out.push_back(f);
     } catch (const std::logic_error&) {
@@ -37,6 +39,32 @@ std::string default_label(const std::string& path) {
   const std::filesystem::path p(path);
   const std::string parent = p.parent_path().filename().string();
   return parent.empty() ? p.stem().string() : parent;
+}
+
+// One CSV field per RFC 4180: a label or path with a comma, quote or line break is quoted, its
+// quotes doubled, so it stays one column when read back.
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+// printf-style formatting of one number, sized to fit (a huge loss prints in full, not cut).
+std::string format_number(const char* fmt, double v) {
+  const int n = std::snprintf(nullptr, 0, fmt, v);
+  std::string s(static_cast<size_t>(n), '\0');
+  std::snprintf(s.data(), s.size() + 1, fmt, v);
+  return s;
+}
+
+// checkpoint,label,mode,fraction,sparsity_targeted,sparsity_all,accuracy,loss
+std::string csv_row(const std::string& checkpoint, const std::string& label,
+                    const std::string& mode, const PruneRow& r) {
+  return csv_field(checkpoint) + "," + csv_field(label) + "," + csv_field(mode) + "," +
+         format_number("%g", r.fraction) + "," + format_number("%.6f", r.sparsity_targeted) +
+         "," + format_number("%.6f", r.sparsity_all) + "," + format_number("%.6f", r.accuracy) +
+         "," + format_number("%.6f", r.loss) + "\n";
 }
 
 }  // namespace
@@ -117,14 +145,9 @@ void add_prune_command(CLI::App& app) {
     }
     if (!o->csv.empty()) {
       std::string csv = "checkpoint,label,mode,fraction,sparsity_targeted,sparsity_all,accuracy,loss\n";
-      char line[512];
       for (size_t i = 0; i < results.size(); ++i)
-        for (const PruneRow& r : results[i]) {
-          std::snprintf(line, sizeof line, "%s,%s,%s,%g,%.6f,%.6f,%.6f,%.6f\n",
-                        o->checkpoints[i].c_str(), labels[i].c_str(), o->mode.c_str(), r.fraction,
-                        r.sparsity_targeted, r.sparsity_all, r.accuracy, r.loss);
-          csv += line;
-        }
+        for (const PruneRow& r : results[i])
+          csv += csv_row(o->checkpoints[i], labels[i], o->mode, r);
       write_file_atomic(o->csv, csv);
     }
     if (!o->plot.empty()) {

@@ -44,6 +44,52 @@ std::vector<std::string> lines_of(const std::string& s) {
   return out;
 }
 
+// Fashion-MNIST's directory (TDROP_DATA_DIR, else the Debian one), or "" when it is not there.
+std::string fashion_mnist_dir() {
+  const char* env = std::getenv("TDROP_DATA_DIR");
+  const std::string data = env && *env ? env : kFashionMnistDir;
+  return fs::exists(data + "/train-images-idx3-ubyte.gz") ? data : "";
+}
+const char* const kNoFashionMnist =
+    "Fashion-MNIST not found; install the Debian package dataset-fashion-mnist";
+
+// A minimal RFC 4180 reader: quoted fields may hold commas, doubled quotes and line breaks.
+// Rows end in '\n', the last one included.
+std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
+  std::vector<std::vector<std::string>> rows(1);
+  std::string field;
+  bool quoted = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '"' && quoted && i + 1 < text.size() && text[i + 1] == '"') {
+      field += text[++i];
+    } else if (c == '"') {
+      quoted = !quoted;
+    } else if (quoted || (c != ',' && c != '\n')) {
+      field += c;
+    } else {
+      rows.back().push_back(std::move(field));
+      field.clear();
+      if (c == '\n') rows.emplace_back();
+    }
+  }
+  if (!field.empty()) rows.back().push_back(field);  // a last row without its '\n'
+  if (rows.back().empty()) rows.pop_back();
+  return rows;
+}
+
+// Sets an environment variable for the `tdrop` processes a test starts, and unsets it after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
+  ~ScopedEnv() { ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
 struct RunResult {
   int status = -1;  // raw wait status
   std::string out, err;
@@ -94,11 +140,15 @@ class Cli : public ::testing::Test {
 
   // A failed command: exits normally (no signal), non-zero, and says what went wrong in one
   // line on stderr that contains `needle` (CLI11 may add its "Run with --help" hint after it).
-  void expect_clean_failure(const std::string& args, const std::string& needle) {
-    SCOPED_TRACE("tdrop " + args);
+  // `code`, when given, is the exit code expected (1 for a tdrop::Error).
+  void expect_clean_failure(const std::string& args, const std::string& needle, int code = -1) {
+    SCOPED_TRACE("tdrop " + args.substr(0, 300));
     const RunResult r = run(args);
     ASSERT_TRUE(r.exited()) << r.summary();
     EXPECT_NE(r.code(), 0) << r.summary();
+    if (code >= 0) {
+      EXPECT_EQ(r.code(), code) << r.summary();
+    }
     EXPECT_LT(r.code(), 128) << "a shell-reported signal: " << r.summary();
     const std::vector<std::string> lines = lines_of(r.err);
     ASSERT_GE(lines.size(), 1u) << "no error message: " << r.summary();
@@ -107,6 +157,15 @@ class Cli : public ::testing::Test {
     for (size_t i = 1; i < lines.size(); ++i)
       EXPECT_EQ(lines[i], "Run with --help for more information.") << "extra stderr line " << i;
     EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.summary();
+  }
+
+  // A one-epoch MLP on 1000 training images: enough of a checkpoint for prune to sweep.
+  std::string quick_checkpoint(const std::string& data) {
+    const std::string out = tmp_.file("run");
+    const RunResult t = run("train --model mlp --epochs 1 --train-limit 1000 --device cpu "
+                            "--no-progress --data-dir " + quote(data) + " --out " + quote(out));
+    EXPECT_EQ(t.status, 0) << t.summary();
+    return out + "/model.safetensors";
   }
 
   std::string binary_;
@@ -166,6 +225,18 @@ TEST_F(Cli, UnknownOptionsAndInvalidValuesAreErrors) {
   expect_clean_failure("prune", "--checkpoint");
   expect_clean_failure("", "subcommand");
   EXPECT_FALSE(fs::exists(tmp_.file("run"))) << "a rejected command must not create its run dir";
+}
+
+// --resume continues a run with its own configuration: an option that would change it is an
+// error naming the option, not silently ignored; the run-independent ones are accepted.
+TEST_F(Cli, ResumeRefusesOptionsThatWouldChangeTheRun) {
+  const std::string dir = quote(tmp_.file("no-such-run"));
+  expect_clean_failure("train --resume " + dir + " --lr 0.3", "--lr");
+  expect_clean_failure("train --resume " + dir + " --td weight --td-gamma 0.5", "--td-gamma");
+  expect_clean_failure("train --resume " + dir + " --out " + dir, "--out");
+  // Allowed options get past that check and fail on the missing run instead.
+  expect_clean_failure("train --resume " + dir + " --epochs 3 --device cpu --no-progress",
+                       "config.json");
 }
 
 TEST_F(Cli, ErrorLinesStayShort) {
@@ -255,11 +326,8 @@ TEST_F(Cli, InspectJsonDescribesTheMlp) {
 }
 
 TEST_F(Cli, TrainThenEvalAgree) {
-  const char* env = std::getenv("TDROP_DATA_DIR");
-  const std::string data = env && *env ? env : kFashionMnistDir;
-  if (!fs::exists(data + "/train-images-idx3-ubyte.gz"))
-    GTEST_SKIP() << "Fashion-MNIST not found in " << data
-                 << "; install the Debian package dataset-fashion-mnist";
+  const std::string data = fashion_mnist_dir();
+  if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
   const std::string out = tmp_.file("run");
   const std::string png = tmp_.file("curves.png");
   const RunResult t = run("train --model mlp --epochs 2 --train-limit 3000 --device cpu "
@@ -297,6 +365,61 @@ TEST_F(Cli, TrainThenEvalAgree) {
   EXPECT_EQ(std::string(sig + 1, 3), "PNG");
   for (const auto& e : fs::directory_iterator(fs::path(png).parent_path()))
     EXPECT_EQ(e.path().filename().string().find("curves.png."), std::string::npos) << e.path();
+}
+
+TEST_F(Cli, FractionsWithTrailingTextNameTheItem) {
+  // stod accepts a prefix of these; the error once came out empty ("tdrop: error: ").
+  expect_clean_failure("prune --fractions " + quote("0.5 ") + " --device cpu --checkpoint x",
+                       "--fractions: '0.5 '");
+  expect_clean_failure("prune --fractions 0,0.5abc --device cpu --checkpoint x",
+                       "--fractions: '0.5abc'");
+}
+
+TEST_F(Cli, PruneCsvQuotesLabels) {
+  const std::string data = fashion_mnist_dir();
+  if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
+  const std::string ckpt = quick_checkpoint(data);
+  // A label with a quote and a comma must stay one column; a long one must not cut the row
+  // (rows were once formatted into a 512-byte buffer).
+  const std::vector<std::string> labels = {"run \"A\", lr=0.1", std::string(600, 'x')};
+  const std::string csv = tmp_.file("prune.csv");
+  const RunResult r = run("prune --device cpu --fractions 0,0.5 --data-dir " + quote(data) +
+                          " --checkpoint " + quote(ckpt) + " --checkpoint " + quote(ckpt) +
+                          " --label " + quote(labels[0]) + " --label " + quote(labels[1]) +
+                          " --csv " + quote(csv));
+  ASSERT_EQ(r.status, 0) << r.summary();
+  const std::vector<std::vector<std::string>> rows = parse_csv(read_file(csv));
+  ASSERT_EQ(rows.size(), 5u) << read_file(csv);
+  for (const auto& row : rows) ASSERT_EQ(row.size(), 8u) << read_file(csv);
+  EXPECT_EQ(rows[0][1], "label");
+  for (size_t i = 1; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i][0], ckpt);
+    EXPECT_EQ(rows[i][1], labels[(i - 1) / 2]);
+    EXPECT_EQ(rows[i][2], "weight");
+    EXPECT_EQ(rows[i][3], i % 2 ? "0" : "0.5");
+  }
+  EXPECT_NE(read_file(csv).find("\"run \"\"A\"\", lr=0.1\""), std::string::npos)
+      << "quotes are doubled inside a quoted field";
+}
+
+TEST_F(Cli, PlotFailureIsAnErrorNotASignal) {
+  const std::string data = fashion_mnist_dir();
+  if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
+  const std::string ckpt = quick_checkpoint(data);
+  // A python that exits at once, and a payload bigger than a pipe's 64 KiB buffer: the write
+  // hits a closed pipe, which once killed tdrop with SIGPIPE and left the script behind.
+  const ScopedEnv python("TDROP_PYTHON", "false");
+  const std::string png = tmp_.file("acc.png");
+  // --json: no progress line on stderr before the error.
+  expect_clean_failure("prune --json --device cpu --fractions 0 --data-dir " + quote(data) +
+                           " --checkpoint " + quote(ckpt) + " --label " +
+                           std::string(80000, 'x') + " --plot " + quote(png),
+                       "plot: python3 with matplotlib failed to draw " + png, 1);
+  EXPECT_FALSE(fs::exists(png));
+  for (const std::string& name : tmp_.listing()) {
+    EXPECT_EQ(name.find(".plot."), std::string::npos) << name;
+    EXPECT_EQ(name.find(".tmp."), std::string::npos) << name;
+  }
 }
 
 }  // namespace
