@@ -9,6 +9,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/json_parse.h"
 
 namespace tdrop {
 namespace {
@@ -50,40 +51,57 @@ uint64_t get_u64_le(std::string_view b) {
   return v;
 }
 
+// Records the first key that repeats within an object, at any depth. A SAX pass: linear in the
+// header, and it builds nothing.
+class DuplicateKeyFinder : public nlohmann::json_sax<json> {
+ public:
+  std::string dup, dup_owner;  // the key, and the top-level entry it is in ("" at the top)
+
+  bool start_object(size_t) override {
+    open_.emplace_back();
+    return true;
+  }
+  bool end_object() override {
+    open_.pop_back();
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (open_.size() == 1) top_key_ = k;
+    if (!open_.back().insert(k).second && dup.empty()) {
+      dup = k;
+      dup_owner = open_.size() == 1 ? "" : top_key_;
+    }
+    return dup.empty();  // stop at the first
+  }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_array(size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;  // not reached: the text has already parsed
+  }
+
+ private:
+  std::vector<std::set<std::string>> open_;  // keys seen so far, one set per open object
+  std::string top_key_;
+};
+
 // Parses the header, rejecting duplicate keys at any depth: nlohmann would otherwise keep the
 // last value silently, and two different readers of the same file could then disagree.
 json parse_header(std::string_view text, const std::string& file) {
-  std::vector<std::set<std::string>> open;  // keys seen so far, one set per open object
-  std::string top_key, dup, dup_owner;
-  auto cb = [&](int depth, json::parse_event_t ev, json& parsed) {
-    if ((ev == json::parse_event_t::object_start || ev == json::parse_event_t::array_start) &&
-        static_cast<size_t>(depth) >= kMaxHeaderDepth)
-      fail("safetensors ", file, ": header nests deeper than ", kMaxHeaderDepth, " levels");
-    if (ev == json::parse_event_t::object_start) {
-      open.emplace_back();
-    } else if (ev == json::parse_event_t::object_end) {
-      open.pop_back();
-    } else if (ev == json::parse_event_t::key) {
-      const auto& k = parsed.get_ref<const std::string&>();
-      if (open.size() == 1) top_key = k;
-      if (!open.back().insert(k).second && dup.empty()) {
-        dup = k;
-        dup_owner = open.size() == 1 ? "" : top_key;
-      }
-    }
-    return true;
-  };
-  json j;
-  try {
-    j = json::parse(text.begin(), text.end(), cb);
-  } catch (const json::exception& e) {
-    fail("safetensors ", file, ": header is not valid JSON: ", printable(e.what()));
-  }
-  if (!dup.empty()) {
-    if (dup_owner.empty())
-      fail("safetensors ", file, ": duplicate tensor name \"", printable(dup), "\"");
-    fail("safetensors ", file, ": entry \"", printable(dup_owner), "\": duplicate key \"",
-         printable(dup), "\"");
+  json j = parse_json_bounded(text, "safetensors " + file + ": header", kMaxHeaderDepth);
+  DuplicateKeyFinder finder;
+  json::sax_parse(text.begin(), text.end(), &finder);
+  if (!finder.dup.empty()) {
+    if (finder.dup_owner.empty())
+      fail("safetensors ", file, ": duplicate tensor name \"", printable(finder.dup), "\"");
+    fail("safetensors ", file, ": entry \"", printable(finder.dup_owner), "\": duplicate key \"",
+         printable(finder.dup), "\"");
   }
   TDROP_CHECK(j.is_object(), "safetensors ", file, ": header is not a JSON object");
   return j;

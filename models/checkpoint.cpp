@@ -1,6 +1,8 @@
 #include "models/checkpoint.h"
 
+#include "core/json_parse.h"
 #include "core/safetensors.h"
+#include "kernels/ops.h"
 #include "models/registry.h"
 
 namespace tdrop {
@@ -8,13 +10,34 @@ namespace {
 
 // A valid model config nests a few levels ({"td": {...}, "hidden": [...]}); deeper JSON is
 // refused while parsing, before code that prints or walks it recursively can overflow the stack.
-constexpr int kMaxConfigDepth = 16;
+constexpr size_t kMaxConfigDepth = 16;
 
 
 bool has_control(const std::string& s) {
   for (unsigned char c : s)
     if (c < 0x20 || c == 0x7F) return true;
   return false;
+}
+
+// Flat index i of a row-major tensor of `shape` as "[r, c]".
+std::string index_str(int64_t i, const Shape& shape) {
+  Shape at(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    at[d] = i % shape[d];
+    i /= shape[d];
+  }
+  return shape_str(at);
+}
+
+// A NaN or Inf weight is a corrupt file, not a model: evaluated, it gives an accuracy that means
+// nothing (NaN logits argmax to some class) and exit status 0.
+void check_finite(const std::map<std::string, Tensor>& state, const std::string& path) {
+  for (const auto& [name, t] : state) {
+    const int64_t i = first_nonfinite(t);
+    TDROP_CHECK(i < 0, path, ": tensor '", printable(name), "' ", shape_str(t.shape()),
+                " holds a non-finite value (", t.data<float>()[i], ") at index ",
+                index_str(i, t.shape()));
+  }
 }
 
 }  // namespace
@@ -42,19 +65,8 @@ Checkpoint load_checkpoint(const std::string& path) {
   ck.model_name = it->second;
   auto cit = f.metadata.find("config");
   TDROP_CHECK(cit != f.metadata.end(), path, ": no 'config' entry in __metadata__");
-  try {
-    ck.model_config = nlohmann::json::parse(
-        cit->second, [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json&) {
-          if ((ev == nlohmann::json::parse_event_t::object_start ||
-               ev == nlohmann::json::parse_event_t::array_start) &&
-              depth >= kMaxConfigDepth)
-            fail(path, ": model config in __metadata__ nests deeper than ", kMaxConfigDepth,
-                 " levels");
-          return true;
-        });
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": model config in __metadata__ is not valid JSON: ", printable(e.what()));
-  }
+  ck.model_config =
+      parse_json_bounded(cit->second, path + ": model config in __metadata__", kMaxConfigDepth);
   TDROP_CHECK(ck.model_config.is_object(), path,
               ": model config in __metadata__ is not a JSON object");
   ck.metadata = f.metadata;
@@ -73,6 +85,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     state[name] = f32_tensor_from_raw(r, name, path);
   }
   ck.model->load_state(state, path);
+  check_finite(state, path);  // after load_state, which names a tensor of the wrong model first
   ck.model->eval();
   return ck;
 }

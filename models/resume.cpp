@@ -5,6 +5,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/json_parse.h"
 #include "core/safetensors.h"
 
 namespace tdrop {
@@ -15,16 +16,17 @@ T meta(const std::map<std::string, std::string>& m, const std::string& key,
        const std::string& source) {
   auto it = m.find(key);
   TDROP_CHECK(it != m.end(), source, ": resume metadata '", key, "' is missing");
+  const std::string what = source + ": resume metadata '" + key + "'";
+  const nlohmann::json v = parse_json_bounded(it->second, what);  // the file may be hostile
   try {
-    const nlohmann::json v = nlohmann::json::parse(it->second);
     // A count must be written as an integer ("1.7" is no epoch) that fits T.
     if constexpr (std::is_integral_v<T>)
       TDROP_CHECK(v.is_number_integer() && v >= std::numeric_limits<T>::min() &&
                       v <= std::numeric_limits<T>::max(),
-                  source, ": resume metadata '", key, "' is not an integer count: ", it->second);
+                  what, " is not an integer count: ", it->second);
     return v.get<T>();
   } catch (const nlohmann::json::exception& e) {
-    fail(source, ": resume metadata '", key, "' is malformed: ", e.what());
+    fail(what, " is malformed: ", e.what());
   }
 }
 }  // namespace

@@ -10,6 +10,7 @@
 #include <future>
 
 #include "core/atomic_file.h"
+#include "core/json_parse.h"
 #include "core/readback.h"
 #include "data/datasets.h"
 #include "kernels/cross_entropy.h"
@@ -310,12 +311,7 @@ TrainResult train(const TrainConfig& cfg_in) {
   if (cfg.resume) {
     TDROP_CHECK(!cfg.out_dir.empty(), "--resume needs the run directory");
     const std::string path = cfg.out_dir + "/config.json";
-    nlohmann::json saved;
-    try {
-      saved = nlohmann::json::parse(read_file(path));
-    } catch (const nlohmann::json::exception& e) {
-      fail(path, ": not valid JSON: ", e.what());
-    }
+    const nlohmann::json saved = parse_json_bounded(read_file(path), path);
     TrainConfig r = TrainConfig::from_json(saved, path);
     // What may change on resume: the total epochs, the device, the output and checks.
     if (cfg.epochs > 0) r.epochs = cfg.epochs;

@@ -4,8 +4,9 @@
 // CIFAR-10 pixels a sample), or claims sizes far beyond what it holds. The
 // reader must either return exactly the content the file holds or raise a tdrop::Error whose
 // message is one line naming the file; any other exception type or a crash fails the test. Also
-// wrong model/checkpoint pairs and broken model configs, and the real `tdrop eval` binary on
-// corrupt checkpoints (ctest sets TDROP_TEST_BINARY_DIR; without it that test skips).
+// wrong model/checkpoint pairs, broken model configs and resume metadata, non-finite weights, and
+// the real `tdrop eval` binary on corrupt checkpoints (ctest sets TDROP_TEST_BINARY_DIR; without
+// it that test skips).
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -13,11 +14,13 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -28,12 +31,15 @@
 
 #include "tests/temp_dir.h"
 #include "core/error.h"
+#include "core/json_parse.h"
 #include "core/safetensors.h"
 #include "data/cifar10.h"
 #include "data/fashion_mnist.h"
 #include "data/idx.h"
+#include "layers/optimizer.h"
 #include "models/checkpoint.h"
 #include "models/registry.h"
+#include "models/resume.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -72,6 +78,13 @@ std::string u64_le(uint64_t v) {
 // A safetensors file from a header text and a data buffer.
 std::string safetensors_bytes(const std::string& header, const std::string& data = "") {
   return u64_le(header.size()) + header + data;
+}
+
+// {"a":{"a": ... 0 ... }}, n objects deep.
+std::string deep_objects(size_t n) {
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += "{\"a\":";
+  return s + "0" + std::string(n, '}');
 }
 
 // Runs fn. Returns the message of the tdrop::Error it raised, or nullopt if it returned. Any other
@@ -220,12 +233,13 @@ TEST_F(HostileCheckpoint, EveryTruncationIsAnError) {
   }
 }
 
-// Every single-bit flip: in the length field it is always an error; in the data it is always
-// accepted and changes exactly that bit of that parameter; in the header it is an error or a
-// file that still loads. Nothing else.
+// Every single-bit flip: in the length field it is always an error; in the data it changes
+// exactly that bit of that parameter, and the checkpoint loads unless that made the weight NaN or
+// Inf, which is an error naming it; in the header it is an error or a file that still loads.
+// Nothing else.
 TEST_F(HostileCheckpoint, EverySingleBitFlip) {
   const std::string path = dir_.file("flipped.safetensors");
-  size_t rejected_header = 0, accepted_header = 0;
+  size_t rejected_header = 0, accepted_header = 0, nonfinite_data = 0;
   for (size_t byte = 0; byte < good_.size(); ++byte) {
     for (int bit = 0; bit < 8; ++bit) {
       SCOPED_TRACE("byte " + std::to_string(byte) + " bit " + std::to_string(bit));
@@ -242,12 +256,17 @@ TEST_F(HostileCheckpoint, EverySingleBitFlip) {
         EXPECT_TRUE(ck_err.has_value());
       } else if (byte >= header_end_) {
         ASSERT_FALSE(raw_err.has_value()) << *raw_err;
-        ASSERT_FALSE(ck_err.has_value()) << *ck_err;
         const Where w = locate(byte - header_end_);
         std::vector<float> want = params_.at(w.name);
         want[w.index] = bits_to_float(float_to_bits(want[w.index]) ^ (1u << (8 * w.byte + bit)));
         const std::string& got_bytes = raw->tensors.at(w.name).bytes;
         EXPECT_EQ(0, std::memcmp(got_bytes.data(), want.data(), got_bytes.size()));
+        if (!std::isfinite(want[w.index])) {
+          expect_error(ck_err, path, {"'" + w.name + "'", "non-finite"});
+          ++nonfinite_data;
+          continue;
+        }
+        ASSERT_FALSE(ck_err.has_value()) << *ck_err;
         for (const auto& [name, t] : ck->model->named_parameters()) {
           const std::vector<float> got = t.to_vector<float>();
           const std::vector<float>& expect = name == w.name ? want : params_.at(name);
@@ -263,6 +282,8 @@ TEST_F(HostileCheckpoint, EverySingleBitFlip) {
   // or padding-like spots) leave a loadable file.
   EXPECT_GT(rejected_header, 8 * header_len_ / 2);
   EXPECT_GT(accepted_header, 0u);
+  // The top exponent bit of the weights in [1, 2) sets every exponent bit: Inf or NaN.
+  EXPECT_GT(nonfinite_data, 0u);
 }
 
 TEST_F(HostileCheckpoint, OversizedHeaderLength) {
@@ -332,7 +353,7 @@ TEST_F(HostileCheckpoint, DeeplyNestedHeader) {
   for (const std::string& header :
        {R"({"w":{"dtype":"F32","shape":[)" + deep + R"(],"data_offsets":[0,0]}})",
         R"({"w":{"dtype":"F32","shape":[],"data_offsets":[)" + deep + R"(,0]}})",
-        R"({"__metadata__":{"k":)" + deep + "}}", deep}) {
+        R"({"__metadata__":{"k":)" + deep + "}}", deep, deep_objects(100000)}) {
     write_bytes(path, safetensors_bytes(header));
     expect_error(error_from([&] { load_safetensors(path); }), path, {"nests deeper than 16"});
     expect_error(error_from([&] { load_checkpoint(path); }), path, {"nests deeper than 16"});
@@ -341,6 +362,31 @@ TEST_F(HostileCheckpoint, DeeplyNestedHeader) {
   const SafetensorsFile ok = decode_safetensors(
       safetensors_bytes(R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", "ab"), "ok");
   EXPECT_EQ(ok.tensors.at("w").bytes, "ab");
+  // Brackets inside a string are text, also after an escaped quote or backslash.
+  const std::string brackets = std::string(100000, '[') + std::string(100000, '{');
+  const SafetensorsFile text = decode_safetensors(
+      safetensors_bytes(R"({"__metadata__":{"k":"\")" + brackets + R"(\\"}})"), "text");
+  EXPECT_EQ(text.metadata.at("k"), "\"" + brackets + "\\");
+}
+
+// Regression: the header was parsed with a callback, and nlohmann's callback parser rescans the
+// enclosing object at every closing brace: 100k entries took six minutes. A hang here would time
+// out ctest; the file itself must load, every entry in it.
+TEST_F(HostileCheckpoint, HeaderOfManyEntries) {
+  constexpr int kEntries = 100000;
+  std::string header = R"({"__metadata__":{"model":"mlp","config":)" + json(config_.dump()).dump() +
+                       "}";
+  for (int i = 0; i < kEntries; ++i)
+    header += ",\"t" + std::to_string(i) + R"(":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})";
+  header += "}";
+  const std::string path = dir_.file("many.safetensors");
+  write_bytes(path, safetensors_bytes(header));
+  const SafetensorsFile f = load_safetensors(path);
+  EXPECT_EQ(f.tensors.size(), static_cast<size_t>(kEntries));
+  EXPECT_EQ(f.tensors.at("t99999").shape, std::vector<int64_t>{0});
+  EXPECT_EQ(f.metadata.at("model"), "mlp");
+  // As a checkpoint it lacks the model's weights.
+  expect_error(error_from([&] { load_checkpoint(path); }), path, {"'1.weight'", "missing"});
 }
 
 TEST_F(HostileCheckpoint, WrongModelCheckpointPairs) {
@@ -419,6 +465,7 @@ TEST_F(HostileCheckpoint, BrokenModelConfigs) {
       // Regression: deep nesting inside the config overflowed the stack in an error message.
       {R"({"input_features":6,"hidden":[4],"num_classes":3,"td":)" + deep + "}",
        {"nests deeper than 16"}},
+      {deep_objects(100000), {"model config", "nests deeper than 16"}},
   };
   std::vector<Case> all = cases;
   // A width that cannot be allocated is an error, not a crash. (AddressSanitizer aborts on such a
@@ -433,6 +480,64 @@ TEST_F(HostileCheckpoint, BrokenModelConfigs) {
                                  [&](SafetensorsFile& f) { f.metadata["config"] = c.config; });
     expect_error(error_from([&] { load_checkpoint(p); }), p, c.needles);
   }
+}
+
+// Regression: a NaN weight was loaded, and `tdrop eval` printed an accuracy and exited 0.
+TEST_F(HostileCheckpoint, NonFiniteWeights) {
+  struct Case {
+    std::string tensor;
+    size_t index;
+    float value;
+    std::string at;
+  };
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const Case& c : {Case{"1.weight", 7, std::nanf(""), "[1, 1]"},
+                        Case{"1.weight", 23, inf, "[3, 5]"}, Case{"3.bias", 0, -inf, "[0]"}}) {
+    SCOPED_TRACE(c.tensor + " " + c.at);
+    const std::string p = edited("nonfinite.safetensors", [&](SafetensorsFile& f) {
+      std::memcpy(f.tensors.at(c.tensor).bytes.data() + 4 * c.index, &c.value, 4);
+    });
+    expect_error(error_from([&] { load_checkpoint(p); }), p,
+                 {"tensor '" + c.tensor + "'", "non-finite", "at index " + c.at});
+    EXPECT_NO_THROW(load_safetensors(p));  // the file is well formed; its weights are not
+  }
+}
+
+// Resume metadata values are JSON from the file: nested deep, they are an error naming it.
+TEST_F(HostileCheckpoint, DeeplyNestedResumeMetadata) {
+  auto model = build_model("mlp", config_);
+  SGD opt(model->parameters(), 0.1f);
+  const std::string run = dir_.file("run");
+  fs::create_directories(run);
+  save_resume(run, *model, opt, ResumePoint{});
+  ASSERT_NO_THROW(load_resume(run, *model, opt));
+  const std::string path = resume_path(run);
+  SafetensorsFile f = load_safetensors(path);
+  for (const std::string& deep :
+       {std::string(200000, '[') + std::string(200000, ']'), deep_objects(200000)}) {
+    f.metadata["loss_sum"] = deep;
+    write_bytes(path, encode_safetensors(f));
+    expect_error(error_from([&] { load_resume(run, *model, opt); }), path,
+                 {"resume metadata 'loss_sum'", "nests deeper than 64"});
+  }
+}
+
+// The parser every JSON file goes through (run config.json too): nesting is counted outside
+// strings only, the limit is inclusive, and each error names what was parsed.
+TEST(HostileJson, ParseJsonBounded) {
+  const std::string what = "run/config.json";
+  auto nested = [](size_t n) { return std::string(n, '[') + std::string(n, ']'); };
+  EXPECT_NO_THROW(parse_json_bounded(nested(kMaxJsonDepth), what));
+  expect_error(error_from([&] { parse_json_bounded(nested(kMaxJsonDepth + 1), what); }), what,
+               {"nests deeper than 64 levels"});
+  for (const std::string& deep : {nested(200000), deep_objects(200000)})
+    expect_error(error_from([&] { parse_json_bounded(deep, what); }), what,
+                 {"nests deeper than 64 levels"});
+  const std::string text = R"({"a\"[{":"\\[[","b":[1]})";
+  EXPECT_EQ(json_nesting_depth(text), 2u);
+  EXPECT_EQ(parse_json_bounded(text, what), json({{"a\"[{", "\\[["}, {"b", {1}}}));
+  expect_error(error_from([&] { parse_json_bounded("{\"a\":", what); }), what,
+               {"is not valid JSON"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -750,6 +855,12 @@ TEST_F(HostileCheckpoint, EvalOnCorruptCheckpointsExitsWithOneErrorLine) {
                               f.tensors.at("3.bias") = {"F32", {4}, std::string(16, '\0')};
                             }),
                      "'3.bias'");
+  files.emplace_back(edited("nan.safetensors",
+                            [](SafetensorsFile& f) {
+                              const float nan = std::nanf("");
+                              std::memcpy(f.tensors.at("1.weight").bytes.data() + 12, &nan, 4);
+                            }),
+                     "'1.weight'");
   files.emplace_back(
       edited("config.safetensors",
              [](SafetensorsFile& f) { f.metadata["config"] = R"({"hidden":"wide"})"; }),

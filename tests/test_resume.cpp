@@ -182,6 +182,12 @@ TEST(Resume, DamagedConfigIsAnErrorNamingTheFile) {
     EXPECT_NE(m.find("config.json"), std::string::npos) << m;
     EXPECT_NE(m.find(key), std::string::npos) << m;
   }
+  // Nested 200000 deep (a recursive parse or copy would overflow the stack).
+  std::ofstream(dir + "/config.json")
+      << "{\"model_config\": " << std::string(200000, '[') << std::string(200000, ']') << "}";
+  const std::string m = error_of([&] { train(resume_of(dir)); });
+  EXPECT_NE(m.find("config.json"), std::string::npos) << m;
+  EXPECT_NE(m.find("nests deeper"), std::string::npos) << m;
   fs::remove_all(dir);
 }
 
