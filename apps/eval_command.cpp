@@ -34,6 +34,7 @@ void add_eval_command(CLI::App& app) {
     const DatasetSpec& spec = find_dataset(o->dataset);
     ImageDataset test =
         load_dataset(o->dataset, o->data_dir, "test", find_model(ck.model_name).input_size);
+    check_checkpoint_fits(ck, o->checkpoint, test, o->dataset);
     BatchLoader loader(test, 1000, false, 0, d, spec.mean, spec.std);
     const EvalResult r = evaluate(*ck.model, loader);
     if (o->json) {

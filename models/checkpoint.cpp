@@ -90,4 +90,19 @@ Checkpoint load_checkpoint(const std::string& path) {
   return ck;
 }
 
+void check_checkpoint_fits(const Checkpoint& ck, const std::string& path, const ImageDataset& data,
+                           const std::string& dataset) {
+  const nlohmann::json& c = ck.model_config;
+  const std::vector<int64_t> have = {data.channels, data.height, data.width};
+  if (c.contains("input_shape") && c["input_shape"].is_array()) {
+    const std::vector<int64_t> want = c["input_shape"].get<std::vector<int64_t>>();
+    TDROP_CHECK(want == have, path, " was trained on inputs ", shape_str(want), ", but ", dataset,
+                " gives ", shape_str(have), "; evaluate it on the dataset it was trained on");
+  }
+  if (c.contains("num_classes") && c["num_classes"].is_number_integer())
+    TDROP_CHECK(c["num_classes"].get<int64_t>() == data.num_classes, path, " has ",
+                c["num_classes"].get<int64_t>(), " classes, but ", dataset, " has ",
+                data.num_classes);
+}
+
 }  // namespace tdrop

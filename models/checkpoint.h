@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "data/fashion_mnist.h"
 #include "layers/module.h"
 
 namespace tdrop {
@@ -22,5 +23,10 @@ void save_checkpoint(const std::string& path, const Module& model, const std::st
                      const nlohmann::json& model_config,
                      const std::map<std::string, std::string>& extra_metadata = {});
 Checkpoint load_checkpoint(const std::string& path);
+// Throws naming the checkpoint and the dataset when the model was trained on other inputs
+// (the config's input_shape [C, H, W]) or classes than `data` holds: else the first layer
+// reports a shape error that names neither.
+void check_checkpoint_fits(const Checkpoint& ck, const std::string& path, const ImageDataset& data,
+                           const std::string& dataset);
 
 }  // namespace tdrop

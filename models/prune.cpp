@@ -43,8 +43,10 @@ void prune_model(Module& model, TargetedDropoutConfig::Mode mode, double fractio
 std::vector<PruneRow> prune_sweep(const std::string& checkpoint, const PruneOptions& opt) {
   const Device device = parse_device(opt.device);
   const DatasetSpec& spec = find_dataset(opt.dataset);
-  const int64_t pad_to = find_model(load_checkpoint(checkpoint).model_name).input_size;
-  ImageDataset test = load_dataset(opt.dataset, opt.data_dir, "test", pad_to);
+  const Checkpoint first = load_checkpoint(checkpoint);
+  ImageDataset test =
+      load_dataset(opt.dataset, opt.data_dir, "test", find_model(first.model_name).input_size);
+  check_checkpoint_fits(first, checkpoint, test, opt.dataset);
   BatchLoader loader(test, 1000, false, 0, device, spec.mean, spec.std);
   std::vector<PruneRow> rows;
   ProgressLine progress(opt.progress);

@@ -483,6 +483,30 @@ TEST_F(HostileCheckpoint, BrokenModelConfigs) {
 }
 
 // Regression: a NaN weight was loaded, and `tdrop eval` printed an accuracy and exited 0.
+// A checkpoint meets a dataset it was not trained on (a CIFAR-10 model on Fashion-MNIST): an
+// error naming both, not the first layer's shape error.
+TEST(CheckpointFits, OtherInputsOrClassesNameTheCheckpointAndDataset) {
+  Checkpoint ck;
+  ck.model_config = {{"input_shape", {3, 32, 32}}, {"num_classes", 10}};
+  ImageDataset fashion;
+  fashion.channels = 1;
+  fashion.height = fashion.width = 32;
+  try {
+    check_checkpoint_fits(ck, "runs/cifar/model.safetensors", fashion, "fashion-mnist");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("runs/cifar/model.safetensors"), std::string::npos) << m;
+    EXPECT_NE(m.find("fashion-mnist"), std::string::npos) << m;
+    EXPECT_NE(m.find("[3, 32, 32]"), std::string::npos) << m;
+  }
+  ImageDataset cifar = fashion;
+  cifar.channels = 3;
+  EXPECT_NO_THROW(check_checkpoint_fits(ck, "c", cifar, "cifar10"));
+  cifar.num_classes = 100;
+  EXPECT_THROW(check_checkpoint_fits(ck, "c", cifar, "cifar100"), Error);
+}
+
 TEST_F(HostileCheckpoint, NonFiniteWeights) {
   struct Case {
     std::string tensor;
