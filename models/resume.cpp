@@ -33,6 +33,12 @@ T meta(const std::map<std::string, std::string>& m, const std::string& key,
 
 std::string resume_path(const std::string& run_dir) { return run_dir + "/resume.safetensors"; }
 
+void require_resume_file(const std::string& run_dir) {
+  const std::string path = resume_path(run_dir);
+  TDROP_CHECK(std::filesystem::exists(path), "--resume ", run_dir, ": ", path,
+              " not found (was the run started with this tdrop, and did it save?)");
+}
+
 void save_resume(const std::string& run_dir, const Module& model, const Optimizer& opt,
                  const ResumePoint& at) {
   SafetensorsFile f;
@@ -54,8 +60,7 @@ void save_resume(const std::string& run_dir, const Module& model, const Optimize
 
 ResumePoint load_resume(const std::string& run_dir, Module& model, Optimizer& opt) {
   const std::string path = resume_path(run_dir);
-  TDROP_CHECK(std::filesystem::exists(path), "--resume ", run_dir, ": ", path,
-              " not found (was the run started with this tdrop, and did it save?)");
+  require_resume_file(run_dir);
   SafetensorsFile f = load_safetensors(path);
   auto fmt = f.metadata.find("format");
   TDROP_CHECK(fmt != f.metadata.end() && fmt->second == "tdrop-resume", path,

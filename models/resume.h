@@ -21,6 +21,8 @@ struct ResumePoint {
 };
 
 std::string resume_path(const std::string& run_dir);
+// Throws unless run_dir holds a resume file (checked before a resumed run loads its data).
+void require_resume_file(const std::string& run_dir);
 void save_resume(const std::string& run_dir, const Module& model, const Optimizer& opt,
                  const ResumePoint& at);
 // Loads into an already built model and optimizer of the run's configuration.

@@ -340,9 +340,7 @@ TrainResult train(const TrainConfig& cfg_in) {
   TDROP_CHECK(std::isfinite(cfg.clip_grad_norm) && cfg.clip_grad_norm >= 0,
               "--clip-grad-norm must be >= 0, got ", cfg.clip_grad_norm);
   if (!cfg.resume && !cfg.out_dir.empty()) claim_run_dir(cfg.out_dir, cfg.overwrite);
-  TDROP_CHECK(!cfg.resume || std::filesystem::exists(resume_path(cfg.out_dir)), "--resume ",
-              cfg.out_dir, ": ", resume_path(cfg.out_dir),
-              " not found (was the run started with this tdrop, and did it save?)");
+  if (cfg.resume) require_resume_file(cfg.out_dir);
   const int64_t pad_to = find_model(cfg.model).input_size;
   ImageDataset train_set = load_dataset(cfg.dataset, cfg.data_dir, "train", pad_to);
   ImageDataset test_set = load_dataset(cfg.dataset, cfg.data_dir, "test", pad_to);
