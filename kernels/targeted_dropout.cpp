@@ -46,6 +46,11 @@ uint32_t bits_of(float x) {
 // What both CPU paths require of a task: k in range, and every weight finite.
 void check_task(const TdTask& t) {
   td_check_count(t);
+  // One branch-free pass first (it vectorises); the search for the culprit only on failure.
+  uint32_t any_nonfinite = 0;
+  for (int64_t i = 0; i < t.rows * t.n; ++i)
+    any_nonfinite |= magnitude_key(bits_of(t.w[i])) >= kNonFiniteKey;
+  if (!any_nonfinite) return;
   for (int64_t i = 0; i < t.rows * t.n; ++i) {
     if (magnitude_key(bits_of(t.w[i])) >= kNonFiniteKey)
       fail("targeted dropout: layer '", t.name, "' has a non-finite weight (", t.w[i], ") at row ",
@@ -142,81 +147,120 @@ struct RowThreshold {
   int64_t ties;
 };
 
-// The k-th smallest (1 <= k <= n) of a row's keys by 4 rounds of 8-bit radix counting, and how
-// many keys equal to it are targeted. After each round only the keys in the chosen bin go on
-// (copied aside without a branch). Counting goes to 4 interleaved histograms: weights share few
-// exponents, and increments of one counter in a row would wait on each other. `keys` and
-// `spare` are overwritten.
-RowThreshold radix_select(std::vector<uint32_t>& keys, std::vector<uint32_t>& spare, int64_t n,
-                          int64_t k) {
+// Per-row buffers of the training path, allocated once per task.
+struct RowScratch {
+  explicit RowScratch(int64_t n)
+      : keys(static_cast<size_t>(n)), spare(static_cast<size_t>(n)),
+        blocks(static_cast<size_t>(n / 4 + 2)), kept(static_cast<size_t>(n)) {}
+  std::vector<uint32_t> keys, spare;
+  std::vector<Philox4> blocks;
+  std::vector<uint8_t> kept;  // 1 = kept, one byte per entry
+};
+
+// The k-th smallest (1 <= k <= n) of a row's keys, T, and how many keys equal to T are
+// targeted (k less the keys below T). Radix counting on the key's digits from the top: the
+// exponent (bits 30..23; bit 31 of a magnitude key is 0), then the mantissa in 8, 8 and 7 bits.
+// After each round only the keys in the chosen bin go on (copied aside without a branch), and
+// once few are left sorting them beats another round. The exponent round counts into 4
+// interleaved histograms: a layer's weights share few exponents, and increments of one counter
+// in a row would wait on each other; mantissa digits spread, so one histogram serves them (a
+// quarter of the clearing). `cur` and `next` (n keys each) are overwritten.
+RowThreshold radix_select(uint32_t* cur, uint32_t* next, int64_t n, int64_t k) {
+  constexpr int kShift[4] = {23, 15, 7, 0};
+  constexpr uint32_t kDigitMask[4] = {255u, 255u, 255u, 127u};
+  constexpr int64_t kSortAtMost = 48;
   uint32_t prefix = 0;
-  int64_t remaining = k;
-  uint32_t* cur = keys.data();
-  uint32_t* next = spare.data();
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    uint32_t hist[4][256] = {};
-    for (int64_t c = 0; c < n; ++c) ++hist[c & 3][(cur[c] >> shift) & 255u];
-    uint32_t d = 0;
-    for (;; ++d) {
-      const int64_t count = int64_t{hist[0][d]} + hist[1][d] + hist[2][d] + hist[3][d];
-      if (remaining <= count) break;
-      remaining -= count;
+  int64_t remaining = k;  // T's rank among the keys still in play
+  for (int round = 0;; ++round) {
+    if (n <= kSortAtMost) {
+      std::sort(cur, cur + n);
+      const uint32_t T = cur[remaining - 1];
+      return {T, remaining - (std::lower_bound(cur, cur + n, T) - cur)};
     }
+    const int shift = kShift[round];
+    const uint32_t digit_mask = kDigitMask[round];
+    uint32_t counts[256] = {};
+    if (round == 0) {
+      uint32_t hist[4][256] = {};
+      for (int64_t c = 0; c < n; ++c) ++hist[c & 3][cur[c] >> shift];
+      for (int d = 0; d < 256; ++d) counts[d] = hist[0][d] + hist[1][d] + hist[2][d] + hist[3][d];
+    } else {
+      for (int64_t c = 0; c < n; ++c) ++counts[(cur[c] >> shift) & digit_mask];
+    }
+    uint32_t d = 0;
+    for (; remaining > int64_t{counts[d]}; ++d) remaining -= counts[d];
     prefix |= d << shift;
-    if (shift == 0) break;
+    if (round == 3) return {prefix, remaining};
     int64_t kept = 0;
     for (int64_t c = 0; c < n; ++c) {
       next[kept] = cur[c];
-      kept += ((cur[c] >> shift) & 255u) == d;
+      kept += ((cur[c] >> shift) & digit_mask) == d;
     }
     std::swap(cur, next);
     n = kept;
   }
-  return {prefix, remaining};
 }
 
-// One row of a weight-mode task: select, draw, write W' and the mask, without data-dependent
-// branches in the per-entry loop (a random targeted set would mispredict every other one). The
-// row's Philox blocks are drawn first, in a loop of independent calls the CPU can overlap.
-void weight_row(const TdTask& t, int64_t r, uint64_t seed, std::vector<uint32_t>& keys,
-                std::vector<uint32_t>& spare, std::vector<Philox4>& blocks) {
-  const int64_t n = t.n, base = r * n;
-  const float* w = t.w + base;
-  // key < T is targeted, and of key == T the first `ties`: k = 0 gives T = 0 and no ties;
-  // k = n gives a T above every key.
-  RowThreshold th{0, 0};
-  if (t.k == n) {
-    th = {0xffffffffu, 0};
-  } else if (t.k > 0) {
-    for (int64_t c = 0; c < n; ++c) keys[c] = magnitude_key(bits_of(w[c]));
-    th = radix_select(keys, spare, n, t.k);
-  }
-  const bool draws = t.k > 0 && t.drop_threshold > 0;
-  const uint64_t first_block = static_cast<uint64_t>(base) >> 2;
-  if (draws)
-    for (uint64_t b = first_block; b <= static_cast<uint64_t>(base + n - 1) >> 2; ++b)
-      blocks[b - first_block] = philox_block(seed, t.stream, b);
-  uint32_t* mask = t.mask + r * mask_words_per_row(n);
-  float* out = t.w_out + base;
-  int64_t ties_seen = 0;
+// Packs 32 (or, at a row's end, fewer) kept flags, one byte of 0 or 1 each, into a mask word.
+// Eight at a time: in a little-endian word of eight 0/1 bytes, the multiply gathers byte j's
+// bit at bit 56 + j with no carries (each partial product lands on its own bit).
+uint32_t pack_kept(const uint8_t* kept, int64_t count) {
+  uint8_t bytes[32] = {};
+  std::memcpy(bytes, kept, static_cast<size_t>(count));
   uint32_t word = 0;
-  for (int64_t c = 0; c < n; ++c) {
-    const uint64_t i = static_cast<uint64_t>(base + c);
-    const uint32_t bits = bits_of(w[c]), key = magnitude_key(bits);
-    const bool tie = key == th.T;
-    const bool targeted = (key < th.T) | (tie & (ties_seen < th.ties));  // bitwise: no branch
-    ties_seen += tie;
-    const uint32_t draw = draws ? blocks[(i >> 2) - first_block].v[i & 3] : 0xffffffffu;
-    const bool dropped = targeted & bernoulli_from_u32(draw, t.drop_threshold);
+  for (int g = 0; g < 4; ++g) {
+    uint64_t eight;
+    std::memcpy(&eight, bytes + 8 * g, 8);
+    word |= static_cast<uint32_t>((eight * 0x0102040810204080ull) >> 56) << (8 * g);
+  }
+  return word;
+}
+
+// One row of a weight-mode task: select, draw, write W' and the mask. The per-entry pass has
+// no data-dependent branch (a random targeted set would mispredict every other one) and no
+// loop-carried state, so the compiler vectorises it: it targets keys below T, and the few keys
+// equal to T are settled afterwards. The row's Philox blocks are drawn first, in a loop of
+// independent calls the CPU can overlap.
+void weight_row(const TdTask& t, int64_t r, uint64_t seed, RowScratch& s) {
+  const int64_t n = t.n, base = r * n, words = mask_words_per_row(n);
+  const float* w = t.w + base;
+  float* out = t.w_out + base;
+  uint32_t* mask = t.mask + r * words;
+  if (t.k == 0 || t.drop_threshold == 0) {  // nothing can be dropped
+    std::memcpy(out, w, static_cast<size_t>(n) * sizeof(float));
+    std::fill(mask, mask + words, 0xffffffffu);
+    if (n % 32) mask[words - 1] = (1u << (n % 32)) - 1u;  // padding bits are 0
+    return;
+  }
+  // key < T is targeted, and of key == T the first `ties`; k = n gives a T above every key.
+  RowThreshold th{0xffffffffu, 0};
+  if (t.k < n) {
+    for (int64_t c = 0; c < n; ++c) s.keys[c] = magnitude_key(bits_of(w[c]));
+    th = radix_select(s.keys.data(), s.spare.data(), n, t.k);
+  }
+  const uint64_t first_block = static_cast<uint64_t>(base) >> 2;
+  for (uint64_t b = first_block; b <= static_cast<uint64_t>(base + n - 1) >> 2; ++b)
+    s.blocks[b - first_block] = philox_block(seed, t.stream, b);
+  // Entry c's draw: Philox blocks are four consecutive draws, so the row's draws are one run.
+  const uint32_t* draw = s.blocks[0].v + (base & 3);
+  uint8_t* kept = s.kept.data();
+  const uint32_t threshold = t.drop_threshold;
+  auto settle = [&](int64_t c, bool targeted) {
+    const uint32_t bits = bits_of(w[c]);
+    const bool dropped = targeted & bernoulli_from_u32(draw[c], threshold);
     const uint32_t keep = static_cast<uint32_t>(dropped) - 1u;  // all ones when kept
     const uint32_t b = bits & keep;                              // dropped: +0.0
     std::memcpy(out + c, &b, 4);
-    word |= (keep & 1u) << (c % 32);
-    if (c % 32 == 31 || c == n - 1) {
-      mask[c / 32] = word;
-      word = 0;
+    kept[c] = static_cast<uint8_t>(keep & 1u);
+  };
+  for (int64_t c = 0; c < n; ++c) settle(c, magnitude_key(bits_of(w[c])) < th.T);
+  for (int64_t c = 0, ties = th.ties; ties > 0; ++c)
+    if (magnitude_key(bits_of(w[c])) == th.T) {
+      settle(c, true);
+      --ties;
     }
-  }
+  for (int64_t word = 0; word < words; ++word)
+    mask[word] = pack_kept(kept + 32 * word, std::min<int64_t>(32, n - 32 * word));
 }
 
 }  // namespace
@@ -224,9 +268,8 @@ void weight_row(const TdTask& t, int64_t r, uint64_t seed, std::vector<uint32_t>
 void targeted_dropout_cpu(const TdTask& t, uint64_t seed) {
   if (t.unit) return targeted_dropout_reference(t, seed);  // ranking rows is cheap
   check_task(t);
-  std::vector<uint32_t> keys(static_cast<size_t>(t.n)), spare(static_cast<size_t>(t.n));
-  std::vector<Philox4> blocks(static_cast<size_t>(t.n / 4 + 2));
-  for (int64_t r = 0; r < t.rows; ++r) weight_row(t, r, seed, keys, spare, blocks);
+  RowScratch s(t.n);
+  for (int64_t r = 0; r < t.rows; ++r) weight_row(t, r, seed, s);
 }
 
 void td_mask_grad_cpu(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "core/error.h"
@@ -266,6 +267,42 @@ TEST(TdCpuPath, MatchesReferenceBitForBit) {
           for (size_t j = 0; j < w.size(); ++j)
             ASSERT_EQ(to_bits(got.w_out[j]), to_bits(want.w_out[j])) << "entry " << j;
         }
+}
+
+// Rows whose keys differ only in a few bits: one digit of the training path's radix select (the
+// exponent, or the mantissa's top, middle or low bits) or bits straddling two digits, so that
+// each round in turn decides with more keys left than the final sort takes, and T's ties are
+// spread through the row.
+TEST(TdCpuPath, KeysDifferingInOneDigitMatchReference) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  struct Digit {
+    int shift, bits;
+  };
+  for (Digit digit : {Digit{23, 8}, Digit{15, 8}, Digit{7, 8}, Digit{0, 7}, Digit{0, 2}, Digit{0, 8},
+                       Digit{6, 4}, Digit{14, 4}, Digit{22, 4}})
+    for (int64_t n : {49, 50, 300, 1000})
+      for (double gamma : {0.02, 0.5, 0.97}) {
+        SCOPED_TRACE("digit at bit " + std::to_string(digit.shift) + ", n " + std::to_string(n) +
+                     ", gamma " + std::to_string(gamma));
+        const int64_t rows = 3;
+        std::vector<float> w(static_cast<size_t>(rows * n));
+        for (float& x : w) {
+          // 1.5 with random bits in the digit; exponent digits stay finite (below 255).
+          uint32_t bits = 0x3fc00000u & ~(((1u << digit.bits) - 1u) << digit.shift);
+          const uint32_t max_digit = digit.shift == 23 ? 254u : (1u << digit.bits) - 1u;
+          bits |= static_cast<uint32_t>(rng() % (max_digit + 1)) << digit.shift;
+          bits |= static_cast<uint32_t>(rng() & 1u) << 31;
+          std::memcpy(&x, &bits, 4);
+        }
+        TdOutput want, got;
+        targeted_dropout_reference(make_task(w, rows, n, gamma, 0.5f, false, 5, want), seed);
+        targeted_dropout_cpu(make_task(w, rows, n, gamma, 0.5f, false, 5, got), seed);
+        ASSERT_EQ(got.mask, want.mask);
+        for (size_t j = 0; j < w.size(); ++j)
+          ASSERT_EQ(to_bits(got.w_out[j]), to_bits(want.w_out[j])) << "entry " << j;
+      }
 }
 
 TEST(TdCpuPath, NonFiniteWeightNamesTheLayer) {
