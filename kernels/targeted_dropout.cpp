@@ -5,6 +5,7 @@
 #include "kernels/targeted_dropout.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -16,7 +17,14 @@ namespace tdrop {
 int64_t td_count(double gamma, int64_t count) {
   TDROP_CHECK(gamma >= 0.0 && gamma <= 1.0, "targeted dropout: gamma ", gamma,
               " is outside [0, 1]");
-  return std::min<int64_t>(count, static_cast<int64_t>(std::floor(gamma * count)));
+  // gamma is a decimal held in binary: 0.57 is 0.56999999999999995, and 0.57 * 300 rounds to
+  // 170.99999999999997. A product within a few ulps of an integer is that integer, so k is the
+  // decimal's floor (171), as the user wrote it; the error of a double product is far smaller.
+  const double x = gamma * static_cast<double>(count);
+  const double nearest = std::nearbyint(x);
+  const double k = std::abs(x - nearest) <= 8 * DBL_EPSILON * std::max(1.0, x) ? nearest
+                                                                                 : std::floor(x);
+  return std::min<int64_t>(count, static_cast<int64_t>(k));
 }
 
 double unit_norm_sq_reference(const float* row, int64_t n) {

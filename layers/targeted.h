@@ -18,7 +18,7 @@ struct TargetedDropoutConfig {
   enum class Mode { None, Weight, Unit };
   Mode mode = Mode::None;
   // Targeted fraction of each row (weight) or of the rows (unit). A double, so k = floor(gamma n)
-  // is the decimal's: 0.9f is 0.89999997, whose floor(gamma n) is one short for n = 300.
+  // is the decimal's (td_count): 0.9f is 0.89999997, whose floor(gamma n) is one short for n = 300.
   double gamma = 0.0;
   float alpha = 0.0f;  // drop probability of a targeted entry / row
   bool ramp = false;   // ramp gamma and alpha up over ramp_steps (DESIGN.md, "Ramping")

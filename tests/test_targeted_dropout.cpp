@@ -143,6 +143,20 @@ TEST(TdReferenceSemantics, TargetedCountIsFloorOfGammaN) {
   EXPECT_EQ(td_count(0.0, 10), 0);
   EXPECT_THROW(td_count(1.5, 10), Error);
   EXPECT_THROW(td_count(-0.1, 10), Error);
+  // Just below an integer by more than rounding: still the floor.
+  EXPECT_EQ(td_count(0.5699, 300), 170);
+  EXPECT_EQ(td_count(0.9999999, 1000), 999);
+}
+
+// k is the floor of the decimal gamma times n, although the double nearest a decimal is a little
+// below it for many of them (0.57 * 300 = 170.99999999999997 in doubles).
+TEST(TdReferenceSemantics, TargetedCountOfEveryDecimalGamma) {
+  for (int64_t thousandths = 0; thousandths <= 1000; ++thousandths) {
+    const double gamma = std::stod("0." + std::to_string(1000 + thousandths).substr(1)) +
+                         (thousandths == 1000 ? 1.0 : 0.0);
+    for (int64_t n : {1, 7, 10, 100, 300, 400, 784, 1000, 4608, 65536})
+      ASSERT_EQ(td_count(gamma, n), thousandths * n / 1000) << "gamma " << gamma << ", n " << n;
+  }
 }
 
 TEST(TdReferenceSemantics, NonFiniteWeightNamesTheLayer) {

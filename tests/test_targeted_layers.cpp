@@ -129,9 +129,10 @@ TEST(TargetedRamp, ReachesGammaAtStepT) {
 }
 
 // gamma is the decimal the user typed: 0.9 of a 300-entry row is 270 entries (as a float,
-// 0.9f = 0.89999997 would give 269), in training, in eval, and through a checkpoint's config.
+// 0.9f = 0.89999997 would give 269; 0.57 * 300 is 170.99999999999997 in doubles), in training,
+// in eval, and through a checkpoint's config.
 TEST(TargetedLinear, DecimalGammaTargetsTheDecimalCount) {
-  for (double gamma : {0.7, 0.9, 0.95}) {
+  for (double gamma : {0.29, 0.41, 0.57, 0.58, 0.69, 0.7, 0.82, 0.9, 0.95}) {
     SCOPED_TRACE(gamma);
     const int64_t want = static_cast<int64_t>(std::llround(gamma * 1000)) * 300 / 1000;
     TargetedDropoutConfig c = weight_td(gamma, 0.5f);
