@@ -4,6 +4,7 @@
 
 #include "apps/commands.h"
 #include "data/datasets.h"
+#include "layers/targeted.h"
 #include "models/checkpoint.h"
 #include "models/registry.h"
 #include "models/trainer.h"
@@ -13,7 +14,7 @@ namespace tdrop {
 void add_eval_command(CLI::App& app) {
   struct Opts {
     std::string checkpoint, dataset = "fashion-mnist", data_dir, device = "auto";
-    bool json = false;
+    bool json = false, keep_all = false;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("eval", "test accuracy of a checkpoint");
@@ -26,10 +27,18 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--device", o->device, "auto|cpu|cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
+  cmd->add_flag("--keep-all", o->keep_all,
+                "keep every weight (a model trained with targeted dropout otherwise removes its "
+                "targeted set in eval, at the final gamma)");
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->callback([o] {
     const Device d = parse_device(o->device);
     Checkpoint ck = load_checkpoint(o->checkpoint);
+    if (o->keep_all && ck.model_config.contains("td")) {
+      TargetedDropoutConfig td = td_config_from_json(ck.model_config["td"]);
+      td.keep_all_in_eval = true;
+      configure_targeted_dropout(*ck.model, td);
+    }
     ck.model->to(d);
     const DatasetSpec& spec = find_dataset(o->dataset);
     ImageDataset test =
@@ -41,12 +50,13 @@ void add_eval_command(CLI::App& app) {
       nlohmann::json j = {{"checkpoint", o->checkpoint}, {"model", ck.model_name},
                           {"dataset", o->dataset},       {"device", device_name(d)},
                           {"count", r.count},            {"loss", r.loss},
-                          {"accuracy", r.accuracy}};
+                          {"accuracy", r.accuracy},      {"keep_all", o->keep_all}};
       std::printf("%s\n", j.dump().c_str());
     } else {
-      std::printf("%s (%s) on %s test, %lld images, %s: accuracy %.2f%%  loss %.4f\n",
+      std::printf("%s (%s) on %s test, %lld images, %s%s: accuracy %.2f%%  loss %.4f\n",
                   o->checkpoint.c_str(), ck.model_name.c_str(), o->dataset.c_str(),
-                  static_cast<long long>(r.count), device_name(d), 100 * r.accuracy, r.loss);
+                  static_cast<long long>(r.count), device_name(d),
+                  o->keep_all ? ", all weights kept" : "", 100 * r.accuracy, r.loss);
     }
   });
 }

@@ -21,6 +21,21 @@ struct TdOptions {
   bool ramp = false, per_weight = false, keep_all = false;
   int64_t ramp_steps = 0;
 
+  // Options that only act together with another: an inert one is an error, not ignored.
+  void check_combinations(const CLI::App& group) const {
+    auto given = [&](const char* name) { return group.get_option(name)->count() > 0; };
+    if (mode == "none")
+      for (const char* name : {"--td-gamma", "--td-alpha", "--td-ramp", "--td-ramp-steps",
+                               "--td-unit-per-weight", "--td-eval-keep-all"})
+        TDROP_CHECK(!given(name), name, " needs --td weight|unit (targeted dropout is off)");
+    TDROP_CHECK(!given("--td-ramp-steps") || ramp, "--td-ramp-steps needs --td-ramp");
+    TDROP_CHECK(!given("--td-unit-per-weight") || mode == "unit",
+                "--td-unit-per-weight needs --td unit");
+    TDROP_CHECK(dropout.empty() == !given("--dropout-rate"),
+                dropout.empty() ? "--dropout-rate needs --dropout weight|unit"
+                                : "--dropout needs --dropout-rate P");
+  }
+
   TargetedDropoutConfig resolve() const {
     TargetedDropoutConfig c;
     if (!dropout.empty()) {
@@ -133,7 +148,8 @@ void add_train_command(CLI::App& app) {
                 "does by default (may be faster; the last bits then differ run to run)");
   auto resume_dir = std::make_shared<std::string>();
   cmd->add_option("--resume", *resume_dir,
-                  "continue the run in DIR from its last save (--epochs is the total)");
+                  "continue the run in DIR from its last save (--epochs, the total, may grow only under a "
+                  "constant schedule)");
   cmd->add_option("--save-every", cfg->save_every, "also save a resume point every N steps")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--augment", cfg->augment,
@@ -175,8 +191,10 @@ void add_train_command(CLI::App& app) {
                 "CUDA kernels: fused (one grouped launch) | unfused (CUB sort pipeline)")
       ->check(CLI::IsMember({"fused", "unfused"}))
       ->capture_default_str();
-  g->add_option("--l1", cfg->l1, "L1 penalty on targetable weights")->check(CLI::Range(0.0, 1e3));
+  g->add_option("--l1", cfg->l1, "L1 penalty L * sum|w| over targetable weights (the reference code's takes the mean "
+                "per layer: its L is a layer's size times larger)")->check(CLI::Range(0.0, 1e3));
   cmd->callback([cfg, td, impl, nondeterministic, resume_dir, plot, cmd, g] {
+    if (resume_dir->empty()) td->check_combinations(*g);
     cfg->td = td->resolve();
     set_td_cuda_impl(*impl == "unfused" ? TdCudaImpl::Unfused : TdCudaImpl::Fused);
     set_conv2d_nondeterministic(*nondeterministic);

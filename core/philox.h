@@ -57,12 +57,14 @@ TDROP_HD float philox_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
   return u32_to_uniform(philox_u32(seed, stream, index));
 }
 
-// Bernoulli(p) decided in integers: true with probability p, for p in [0, 1]. Comparing the
-// 24-bit draw against a 24-bit threshold avoids any float rounding difference between devices.
+// Bernoulli(p) decided in integers: true with probability floor(p * 2^24) / 2^24, for p in
+// [0, 1] (exactly p for p = 0, p = 1 and every float in [2^-1, 1); below by less than 2^-24
+// otherwise, so a p under 6e-8 never fires). Comparing the 24-bit draw against a 24-bit
+// threshold avoids any float rounding difference between devices.
 TDROP_HD uint32_t bernoulli_threshold(float p) {
   if (!(p > 0.0f)) return 0;
   if (p >= 1.0f) return 1u << 24;
-  return static_cast<uint32_t>(p * 16777216.0f);  // p * 2^24, exact for float p
+  return static_cast<uint32_t>(p * 16777216.0f);  // the product is exact; the cast floors
 }
 TDROP_HD bool bernoulli_from_u32(uint32_t x, uint32_t threshold) { return (x >> 8) < threshold; }
 

@@ -501,7 +501,7 @@ __global__ void __launch_bounds__(kThreads, 4)
 }
 
 // Unit mode, launch 1: canonical squared norm of every row of every unit task.
-__global__ void __launch_bounds__(kThreads) td_unit_norms_kernel(TaskTable table, double* norms,
+__global__ void __launch_bounds__(kThreads) td_unit_norms_kernel(const __grid_constant__ TaskTable table, double* norms,
                                                                  int* nonfinite) {
   __shared__ double lanes[kThreads];
   __shared__ int bad;
@@ -519,7 +519,7 @@ __global__ void __launch_bounds__(kThreads) td_unit_norms_kernel(TaskTable table
 
 // Unit mode, launch 2: one block per task ranks its rows by norm (8-pass radix select on the
 // 64-bit keys, ties by row index) and decides each row: 0 keep, 1 draw per entry, 2 drop.
-__global__ void __launch_bounds__(kThreads) td_unit_select_kernel(TaskTable table, uint64_t seed,
+__global__ void __launch_bounds__(kThreads) td_unit_select_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
                                                                   const double* norms,
                                                                   uint8_t* row_state) {
   __shared__ UnitSelectState s;
@@ -589,7 +589,7 @@ __global__ void __launch_bounds__(kThreads) td_unit_select_kernel(TaskTable tabl
 }
 
 // Unit mode, launch 3: write W' and the mask of every row from its state.
-__global__ void __launch_bounds__(kThreads) td_unit_apply_kernel(TaskTable table, uint64_t seed,
+__global__ void __launch_bounds__(kThreads) td_unit_apply_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
                                                                  const uint8_t* row_state) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {

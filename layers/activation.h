@@ -16,7 +16,9 @@ class Flatten : public Module {
  public:
   Tensor forward(const Tensor& x) override {
     TDROP_CHECK(x.dim() >= 1, "Flatten: input ", x.describe(), " has no batch dimension");
-    return reshape(x, {x.size(0), -1});
+    int64_t features = 1;  // explicit, not -1: an empty batch cannot infer it
+    for (int64_t d = 1; d < x.dim(); ++d) features *= x.size(d);
+    return reshape(x, {x.size(0), features});
   }
   std::string type_name() const override { return "Flatten"; }
 };

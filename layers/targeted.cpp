@@ -81,6 +81,9 @@ const char* td_mode_name(TargetedDropoutConfig::Mode m) {
 void TargetedWeight::configure(const TargetedDropoutConfig& cfg, const std::string& layer_name,
                                uint64_t layer_index) {
   cfg.validate("layer '" + layer_name + "'");
+  // td_stream keeps 16 bits of the index: a later layer would repeat an earlier one's draws.
+  TDROP_CHECK(layer_index < 65536, "targeted dropout: layer '", layer_name, "' is targeted layer ",
+              layer_index, "; a model may have at most 65536 (each draws its own Philox stream)");
   cfg_ = cfg;
   name_ = layer_name;
   index_ = layer_index;

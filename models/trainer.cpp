@@ -313,7 +313,15 @@ TrainResult train(const TrainConfig& cfg_in) {
     const std::string path = cfg.out_dir + "/config.json";
     const nlohmann::json saved = parse_json_bounded(read_file(path), path);
     TrainConfig r = TrainConfig::from_json(saved, path);
-    // What may change on resume: the total epochs, the device, the output and checks.
+    // What may change on resume: the total epochs (where the learning rate does not depend on
+    // them), the device, the output and checks. A cosine or step schedule is laid out over the
+    // run's epochs: another total would give the steps already trained a different curve.
+    if (cfg.epochs > 0 && cfg.epochs != r.epochs)
+      TDROP_CHECK(parse_schedule(r.schedule) == LrSchedule::Kind::Constant, "--resume ",
+                  cfg.out_dir, ": the run's ", r.schedule, " learning-rate schedule spans its ",
+                  r.epochs, " epochs, and --epochs ", cfg.epochs,
+                  " would change the rate of the steps already trained; resume with --epochs ",
+                  r.epochs, " (or none), or start a new run (a constant schedule can be extended)");
     if (cfg.epochs > 0) r.epochs = cfg.epochs;
     if (!cfg.device.empty()) r.device = cfg.device;
     r.out_dir = cfg.out_dir;
@@ -401,7 +409,10 @@ TrainResult train(const TrainConfig& cfg_in) {
                 ", step ", at.step, ", ", at.seen, " images seen) does not fit this run's ",
                 steps_per_epoch, " batches of ", cfg.batch_size, " per epoch");
     TDROP_CHECK(at.epoch <= cfg.epochs, "--resume ", cfg.out_dir, ": the run already finished ",
-                at.epoch - 1, " epochs; pass --epochs larger than that to train more");
+                at.epoch - 1, " epochs",
+                sched.kind == LrSchedule::Kind::Constant
+                    ? "; pass --epochs larger than that to train more"
+                    : " and its learning-rate schedule");
     std::printf("resuming %s at epoch %d, step %ld\n", cfg.out_dir.c_str(), at.epoch, at.step);
   }
   if (writing) {

@@ -160,10 +160,11 @@ class Cli : public ::testing::Test {
   }
 
   // A one-epoch MLP on 1000 training images: enough of a checkpoint for prune to sweep.
-  std::string quick_checkpoint(const std::string& data) {
+  std::string quick_checkpoint(const std::string& data, const std::string& extra = "") {
     const std::string out = tmp_.file("run");
     const RunResult t = run("train --model mlp --epochs 1 --train-limit 1000 --device cpu "
-                            "--no-progress --data-dir " + quote(data) + " --out " + quote(out));
+                            "--no-progress --data-dir " + quote(data) + " --out " + quote(out) +
+                            extra);
     EXPECT_EQ(t.status, 0) << t.summary();
     return out + "/model.safetensors";
   }
@@ -225,6 +226,21 @@ TEST_F(Cli, UnknownOptionsAndInvalidValuesAreErrors) {
   expect_clean_failure("prune", "--checkpoint");
   expect_clean_failure("", "subcommand");
   EXPECT_FALSE(fs::exists(tmp_.file("run"))) << "a rejected command must not create its run dir";
+}
+
+// An option that acts only with another is an error when that one is missing, before any
+// data loads or run directory appears (it used to train without the ramp, or without dropout).
+TEST_F(Cli, InertTargetedDropoutOptionsAreErrors) {
+  const std::string out = " --out " + quote(tmp_.file("run"));
+  expect_clean_failure("train --td-gamma 0.5" + out, "--td-gamma needs --td weight|unit");
+  expect_clean_failure("train --td-ramp" + out, "--td-ramp needs --td weight|unit");
+  expect_clean_failure("train --td weight --td-ramp-steps 1000" + out,
+                       "--td-ramp-steps needs --td-ramp");
+  expect_clean_failure("train --td weight --td-unit-per-weight" + out,
+                       "--td-unit-per-weight needs --td unit");
+  expect_clean_failure("train --dropout weight" + out, "--dropout needs --dropout-rate");
+  expect_clean_failure("train --dropout-rate 0.5" + out, "--dropout-rate needs --dropout");
+  EXPECT_FALSE(fs::exists(tmp_.file("run")));
 }
 
 // --resume continues a run with its own configuration: an option that would change it is an
@@ -365,6 +381,33 @@ TEST_F(Cli, TrainThenEvalAgree) {
   EXPECT_EQ(std::string(sig + 1, 3), "PNG");
   for (const auto& e : fs::directory_iterator(fs::path(png).parent_path()))
     EXPECT_EQ(e.path().filename().string().find("curves.png."), std::string::npos) << e.path();
+}
+
+// eval removes a targeted-dropout model's targeted set (prune's fraction gamma); --keep-all
+// evaluates every weight (prune's fraction 0). The losses must agree to the bit.
+TEST_F(Cli, EvalKeepAllMatchesPruningNothing) {
+  const std::string data = fashion_mnist_dir();
+  if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
+  const std::string ckpt =
+      quote(quick_checkpoint(data, " --td weight --td-gamma 0.75 --td-alpha 0.66"));
+  auto json_of = [&](const std::string& args) {
+    const RunResult r = run(args + " --device cpu --json --data-dir " + quote(data));
+    EXPECT_EQ(r.status, 0) << r.summary();
+    std::vector<json> lines;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) lines.push_back(json::parse(line));
+    return lines;
+  };
+  const auto removed = json_of("eval --checkpoint " + ckpt);
+  const auto kept = json_of("eval --keep-all --checkpoint " + ckpt);
+  const auto pruned = json_of("prune --fractions 0,0.75 --checkpoint " + ckpt);
+  ASSERT_EQ(removed.size(), 1u);
+  ASSERT_EQ(kept.size(), 1u);
+  ASSERT_EQ(pruned.size(), 2u);
+  EXPECT_EQ(kept[0].at("keep_all"), true);
+  EXPECT_EQ(kept[0].at("loss").get<double>(), pruned[0].at("loss").get<double>());
+  EXPECT_EQ(removed[0].at("loss").get<double>(), pruned[1].at("loss").get<double>());
+  EXPECT_NE(kept[0].at("loss").get<double>(), removed[0].at("loss").get<double>());
 }
 
 TEST_F(Cli, FractionsWithTrailingTextNameTheItem) {

@@ -19,11 +19,13 @@
 #include "data/fashion_mnist.h"
 #include "models/checkpoint.h"
 #include "models/trainer.h"
+#include "tests/expect_error.h"
 
 namespace tdrop {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::expect_error;
 
 std::string data_dir() {
   const char* env = std::getenv("TDROP_DATA_DIR");
@@ -100,6 +102,25 @@ TEST(Resume, TwoEpochsEqualOnePlusOneBitForBit) {
   EXPECT_EQ(lines, 2);
   fs::remove_all(straight);
   fs::remove_all(split);
+}
+
+// A cosine schedule is laid out over the run's epochs: resuming with another total would give
+// the epochs already trained a different curve (a 1-epoch run anneals to 0, a 2-epoch one is at
+// half the rate there), so it is refused, and a finished run does not invite more epochs.
+TEST(Resume, ScheduleSpanningTheRunKeepsItsEpochs) {
+  SKIP_WITHOUT_DATA();
+  const std::string dir = fresh_dir("cosine");
+  TrainConfig c = small_run(dir, 1);
+  c.schedule = "cosine";
+  train(c);
+  TrainConfig longer = resume_of(dir);
+  longer.epochs = 2;
+  expect_error([&] { train(longer); }, {"cosine learning-rate schedule spans its 1 epochs",
+                                        "--epochs 2", "resume with --epochs 1"});
+  TrainConfig same = resume_of(dir);
+  same.epochs = 1;
+  expect_error([&] { train(same); }, {"already finished 1 epochs and its learning-rate schedule"});
+  fs::remove_all(dir);
 }
 
 TEST(Resume, SavingEveryNStepsChangesNothingAndFinishedRunsRefuse) {
