@@ -116,7 +116,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--momentum", cfg->momentum, "SGD momentum")
       ->check(CLI::Range(0.0, 0.999999))
       ->capture_default_str();
-  cmd->add_option("--weight-decay", cfg->weight_decay, "L2 weight decay (decoupled for adamw)")
+  cmd->add_option("--weight-decay", cfg->weight_decay, "L2 weight decay on every parameter, biases and norms included, as He et al. "
+                  "(decoupled for adamw)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->add_option("--schedule", cfg->schedule, "constant|step|cosine")

@@ -244,6 +244,7 @@ SparsityReport measure_sparsity(Module& model) {
     counted.push_back(&w);
   }
   for (auto& [name, p] : model.named_parameters()) {
+    if (p.dim() < 2) continue;  // biases and norm scales are parameters, not weights
     bool seen = false;
     for (const Tensor* w : counted) seen = seen || w->same(p);
     if (seen) continue;

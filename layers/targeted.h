@@ -100,7 +100,7 @@ void configure_targeted_dropout(Module& model, const TargetedDropoutConfig& cfg)
 
 struct SparsityReport {
   int64_t targeted_total = 0, targeted_zero = 0;  // weights of targetable layers
-  int64_t all_total = 0, all_zero = 0;            // every parameter
+  int64_t all_total = 0, all_zero = 0;            // every weight (parameters of 2+ dims)
   double targeted() const { return targeted_total ? double(targeted_zero) / targeted_total : 0; }
   double all() const { return all_total ? double(all_zero) / all_total : 0; }
 };

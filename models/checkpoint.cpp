@@ -29,9 +29,11 @@ std::string index_str(int64_t i, const Shape& shape) {
   return shape_str(at);
 }
 
+}  // namespace
+
 // A NaN or Inf weight is a corrupt file, not a model: evaluated, it gives an accuracy that means
 // nothing (NaN logits argmax to some class) and exit status 0.
-void check_finite(const std::map<std::string, Tensor>& state, const std::string& path) {
+void check_state_finite(const std::map<std::string, Tensor>& state, const std::string& path) {
   for (const auto& [name, t] : state) {
     const int64_t i = first_nonfinite(t);
     TDROP_CHECK(i < 0, path, ": tensor '", printable(name), "' ", shape_str(t.shape()),
@@ -39,8 +41,6 @@ void check_finite(const std::map<std::string, Tensor>& state, const std::string&
                 index_str(i, t.shape()));
   }
 }
-
-}  // namespace
 
 void save_checkpoint(const std::string& path, const Module& model, const std::string& model_name,
                      const nlohmann::json& model_config,
@@ -85,7 +85,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     state[name] = f32_tensor_from_raw(r, name, path);
   }
   ck.model->load_state(state, path);
-  check_finite(state, path);  // after load_state, which names a tensor of the wrong model first
+  check_state_finite(state, path);  // after load_state, which names a tensor of the wrong model first
   ck.model->eval();
   return ck;
 }

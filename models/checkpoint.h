@@ -23,6 +23,8 @@ void save_checkpoint(const std::string& path, const Module& model, const std::st
                      const nlohmann::json& model_config,
                      const std::map<std::string, std::string>& extra_metadata = {});
 Checkpoint load_checkpoint(const std::string& path);
+// Throws naming the file, the tensor and the index of the first NaN/Inf in `state`.
+void check_state_finite(const std::map<std::string, Tensor>& state, const std::string& path);
 // Throws naming the checkpoint and the dataset when the model was trained on other inputs
 // (the config's input_shape [C, H, W]) or classes than `data` holds: else the first layer
 // reports a shape error that names neither.

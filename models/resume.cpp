@@ -7,6 +7,7 @@
 
 #include "core/json_parse.h"
 #include "core/safetensors.h"
+#include "models/checkpoint.h"
 
 namespace tdrop {
 
@@ -72,6 +73,8 @@ ResumePoint load_resume(const std::string& run_dir, Module& model, Optimizer& op
     else fail(path, ": unexpected tensor '", name, "'");
   }
   model.load_state(model_state, path);
+  check_state_finite(model_state, path);  // the trainer never saves a NaN: a damaged file
+  check_state_finite(optim_state, path);
   ResumePoint at;
   at.epoch = meta<int>(f.metadata, "epoch", path);
   at.batch = meta<long>(f.metadata, "batch", path);

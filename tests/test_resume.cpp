@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -239,6 +241,36 @@ TEST(Resume, DamagedPositionIsAnError) {
   TrainConfig more = resume_of(dir);
   more.epochs = 2;
   EXPECT_EQ(train(more).epochs.size(), 1u) << "the undamaged file resumes";
+  fs::remove_all(dir);
+}
+
+// The trainer never saves a NaN (a NaN loss stops the run first): one in a resume point is
+// damage, named with its tensor, whether a weight or an optimizer buffer.
+TEST(Resume, NonFiniteTensorIsAnErrorNamingIt) {
+  SKIP_WITHOUT_DATA();
+  const std::string dir = fresh_dir("nonfinite");
+  TrainConfig c = small_run(dir, 1);
+  c.save_every = 5;
+  c.momentum = 0.9f;  // momentum buffers are optimizer state
+  c.epochs = 1;
+  c.schedule = "constant";
+  train(c);
+  const std::string path = dir + "/resume.safetensors";
+  const SafetensorsFile good = load_safetensors(path);
+  for (const char* name : {"model/1.weight", "optim/momentum.0"}) {
+    SCOPED_TRACE(name);
+    SafetensorsFile bad = good;
+    ASSERT_TRUE(bad.tensors.count(name)) << "no tensor " << name << " in the resume file";
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(bad.tensors[name].bytes.data() + 8, &nan, 4);  // entry 2
+    save_safetensors(path, bad);
+    TrainConfig more = resume_of(dir);
+    more.epochs = 2;
+    const std::string m = error_of([&] { train(more); });
+    EXPECT_NE(m.find("resume.safetensors"), std::string::npos) << m;
+    EXPECT_NE(m.find(std::string(name).substr(6)), std::string::npos) << m;
+    EXPECT_NE(m.find("non-finite"), std::string::npos) << m;
+  }
   fs::remove_all(dir);
 }
 
