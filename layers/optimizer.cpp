@@ -1,5 +1,7 @@
 #include "layers/optimizer.h"
 
+#include <cmath>
+
 #include "kernels/optim_update.h"
 
 namespace tdrop {
@@ -19,6 +21,7 @@ void Optimizer::load_state(const std::map<std::string, Tensor>& saved, int64_t s
                            const std::string& source) {
   for (auto& [name, t] : state()) {
     auto it = saved.find(name);
+    if (it == saved.end() && may_be_missing(name)) continue;
     TDROP_CHECK(it != saved.end(), source, ": optimizer state '", name, "' is missing");
     TDROP_CHECK(it->second.shape() == t.shape(), source, ": optimizer state '", name,
                 "' has shape ", shape_str(it->second.shape()), ", expected ", shape_str(t.shape()));
@@ -26,6 +29,7 @@ void Optimizer::load_state(const std::map<std::string, Tensor>& saved, int64_t s
     dst.copy_(it->second);
   }
   steps_ = steps;
+  check_loaded(source);
 }
 
 SGD::SGD(std::vector<Tensor> params, float lr, float momentum, float weight_decay, bool nesterov)
@@ -73,6 +77,16 @@ Adam::Adam(std::vector<Tensor> params, float lr, float weight_decay, bool decoup
     m_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
     v_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
   }
+  skipped_ = Tensor::zeros({static_cast<int64_t>(params_.size())});
+}
+
+void Adam::check_loaded(const std::string& source) const {
+  const float* skipped = skipped_.data<float>();
+  for (size_t i = 0; i < params_.size(); ++i)
+    TDROP_CHECK(skipped[i] >= 0 && skipped[i] <= static_cast<float>(steps_) &&
+                    skipped[i] == std::floor(skipped[i]),
+                source, ": optimizer state 'skipped' of parameter ", i, " is ", skipped[i],
+                ", not a step count within the ", steps_, " steps taken");
 }
 
 std::vector<std::pair<std::string, Tensor>> Adam::state() const {
@@ -81,15 +95,21 @@ std::vector<std::pair<std::string, Tensor>> Adam::state() const {
     out.emplace_back("m." + std::to_string(i), m_[i]);
     out.emplace_back("v." + std::to_string(i), v_[i]);
   }
+  out.emplace_back("skipped", skipped_);
   return out;
 }
 
 void Adam::step() {
   ++steps_;
-  const AdamParams ap{lr_, beta1_, beta2_, eps_, weight_decay_, decoupled_, steps_};
+  float* skipped = skipped_.data<float>();
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& g = params_[i].grad();
-    if (!g.defined()) continue;
+    if (!g.defined()) {
+      ++skipped[i];
+      continue;
+    }
+    AdamParams ap{lr_, beta1_, beta2_, eps_, weight_decay_, decoupled_, 0};
+    ap.step = steps_ - static_cast<int64_t>(skipped[i]);  // this parameter's own steps
     const Tensor gc = g.contiguous();
     if (params_[i].is_cuda()) adam_update_cuda(params_[i], gc, m_[i], v_[i], ap);
     else adam_update_cpu(params_[i], gc, m_[i], v_[i], ap);

@@ -26,6 +26,11 @@ class Optimizer {
                   const std::string& source);
 
  protected:
+  // A state() entry that files written before it existed lack: true leaves its initial value.
+  virtual bool may_be_missing(const std::string&) const { return false; }
+  // Checks restored state against the restored step count (throws naming `source`).
+  virtual void check_loaded(const std::string&) const {}
+
   std::vector<Tensor> params_;
   float lr_;
   int64_t steps_ = 0;
@@ -52,9 +57,15 @@ class Adam : public Optimizer {
   std::vector<std::pair<std::string, Tensor>> state() const override;
 
  private:
+  bool may_be_missing(const std::string& name) const override { return name == "skipped"; }
+  void check_loaded(const std::string& source) const override;
+
   float weight_decay_, beta1_, beta2_, eps_;
   bool decoupled_;
   std::vector<Tensor> m_, v_;
+  // Per parameter, the steps it had no gradient: its bias correction counts its own steps
+  // (steps_ - skipped), as PyTorch's per-parameter step does. F32 on the CPU, exact to 2^24.
+  Tensor skipped_;
 };
 
 // name: "sgd", "nesterov" (SGD with Nesterov momentum), "adam", "adamw".

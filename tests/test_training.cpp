@@ -191,23 +191,62 @@ TEST_P(AdamMatchesPyTorch, SixSteps) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  std::vector<float> w = random_floats(20, rng);
-  Tensor p = Tensor::from_vector(w, {4, 5});
+  std::vector<float> w = random_floats(20, rng), w1 = random_floats(3, rng);
+  Tensor p = Tensor::from_vector(w, {4, 5}), p1 = Tensor::from_vector(w1, {3});
   p.set_requires_grad(true);
-  auto opt = make_optimizer(c.decoupled ? "adamw" : "adam", {p}, c.lr, 0.0f, c.wd);
-  AdamReference ref(c.lr, c.wd, c.decoupled);
-  std::vector<double> expect(w.begin(), w.end());
+  p1.set_requires_grad(true);
+  auto opt = make_optimizer(c.decoupled ? "adamw" : "adam", {p, p1}, c.lr, 0.0f, c.wd);
+  AdamReference ref(c.lr, c.wd, c.decoupled), ref1 = ref;
+  std::vector<double> expect(w.begin(), w.end()), expect1(w1.begin(), w1.end());
   for (int step = 0; step < 6; ++step) {
     SCOPED_TRACE("step " + std::to_string(step));
     // Gradients of very different scales per element: Adam's normalisation must handle both.
-    std::vector<float> g = random_floats(20, rng);
+    std::vector<float> g = random_floats(20, rng), g1 = random_floats(3, rng);
     for (size_t i = 0; i < g.size(); i += 3) g[i] *= 1e-3f;
     opt->zero_grad();
     p.set_grad(Tensor::from_vector(g, {4, 5}));
-    opt->step();
     ref.step(expect, g);
+    // The second parameter has no gradient on steps 0 and 3: it is left alone, and its bias
+    // correction counts only its own steps (PyTorch's per-parameter step).
+    if (step != 0 && step != 3) {
+      p1.set_grad(Tensor::from_vector(g1, {3}));
+      ref1.step(expect1, g1);
+    }
+    opt->step();
     expect_close(p.to_double_vector(), expect, "param");
+    expect_close(p1.to_double_vector(), expect1, "param 1");
   }
+}
+
+// A resume point restores each parameter's own step count; one written before the counts
+// existed restores the global count (every parameter had stepped each time).
+TEST(Optimizer, AdamStateRestoresPerParameterSteps) {
+  Tensor a = Tensor::from_vector<float>({1.0f}, {1}), b = Tensor::from_vector<float>({1.0f}, {1});
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  Adam opt({a, b}, 0.01f);
+  for (int step = 0; step < 3; ++step) {
+    opt.zero_grad();
+    a.set_grad(Tensor::from_vector<float>({0.5f}, {1}));
+    if (step == 2) b.set_grad(Tensor::from_vector<float>({0.5f}, {1}));
+    opt.step();
+  }
+  std::map<std::string, Tensor> saved;
+  for (auto& [name, t] : opt.state()) saved[name] = t.clone();
+  EXPECT_EQ(saved.at("skipped").to_vector<float>(), (std::vector<float>{0, 2}));
+  Adam restored({a.clone(), b.clone()}, 0.01f);
+  restored.load_state(saved, 3, "resume.safetensors");
+  std::map<std::string, Tensor> again;
+  for (auto& [name, t] : restored.state()) again[name] = t;
+  EXPECT_EQ(again.at("skipped").to_vector<float>(), (std::vector<float>{0, 2}));
+  saved.at("skipped") = Tensor::from_vector<float>({0, 4}, {2});
+  expect_error([&] { restored.load_state(saved, 3, "resume.safetensors"); },
+               {"resume.safetensors", "'skipped' of parameter 1 is 4", "3 steps"});
+  saved.erase("skipped");
+  Adam old_file({a.clone(), b.clone()}, 0.01f);
+  old_file.load_state(saved, 3, "resume.safetensors");
+  for (auto& [name, t] : old_file.state())
+    if (name == "skipped") EXPECT_EQ(t.to_vector<float>(), (std::vector<float>{0, 0}));
 }
 
 INSTANTIATE_TEST_SUITE_P(Optimizer, AdamMatchesPyTorch,
