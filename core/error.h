@@ -14,11 +14,29 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Builds the message from any streamable pieces: fail("linear: x ", shape_str(s), " ...").
+// The model layer whose forward pass runs on this thread (the innermost one), so that an error
+// raised deep inside an op, such as running out of memory, also says where in the model it was.
+// Module::operator() opens one for every named layer.
+class LayerScope {
+ public:
+  explicit LayerScope(const std::string& path);
+  ~LayerScope();
+  LayerScope(const LayerScope&) = delete;
+  LayerScope& operator=(const LayerScope&) = delete;
+
+ private:
+  const std::string* outer_;
+};
+// " (in layer 'PATH')" while a LayerScope is open, else "".
+std::string layer_context();
+
+// Builds the message from any streamable pieces: fail("linear: x ", shape_str(s), " ..."),
+// and the layer it happened in.
 template <class... Args>
 [[noreturn]] void fail(const Args&... args) {
   std::ostringstream os;
   (os << ... << args);
+  os << layer_context();
   throw Error(os.str());
 }
 

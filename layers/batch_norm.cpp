@@ -29,6 +29,7 @@ void BatchNorm2d::init_own_parameters(uint64_t, uint64_t&) {
 Tensor BatchNorm2d::forward(const Tensor& x) { return forward(x, Tensor(), false); }
 
 Tensor BatchNorm2d::forward(const Tensor& x, const Tensor& residual, bool relu) {
+  const LayerScope scope(path());  // parents call this form directly, not through operator()
   TDROP_CHECK(x.dim() == 4 && x.size(1) == channels_, "BatchNorm2d(", channels_, "): input ",
               x.describe(), " is not [N, ", channels_, ", H, W]");
   return batch_norm2d(x, gamma_, beta_, running_mean_, running_var_, training(), momentum_, eps_,

@@ -16,6 +16,11 @@ Tensor Module::register_buffer(std::string name, Tensor t) {
   return t;
 }
 
+void Module::set_path(const std::string& path) {
+  path_ = path;
+  for (const auto& [name, child] : children_) child->set_path(path + "." + name);
+}
+
 void Module::collect(const std::string& prefix, NamedTensors Module::*which,
                      NamedTensors& out) const {
   for (const auto& [name, t] : this->*which) out.emplace_back(prefix + name, t);

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
 #include "core/tensor.h"
 
 namespace tdrop {
@@ -16,7 +17,13 @@ class Module {
  public:
   virtual ~Module() = default;
   virtual Tensor forward(const Tensor& x) = 0;
-  Tensor operator()(const Tensor& x) { return forward(x); }
+  // forward, with errors raised inside naming this layer's path. Parents call children this way.
+  Tensor operator()(const Tensor& x) {
+    const LayerScope scope(path_);
+    return forward(x);
+  }
+  // "layer2.3.conv1": the names from the root model down to this module ("" for the root).
+  const std::string& path() const { return path_; }
 
   // "Linear", "ReLU", ... and a one-line description with the layer's settings.
   virtual std::string type_name() const = 0;
@@ -59,6 +66,7 @@ class Module {
   Tensor register_buffer(std::string name, Tensor t);
   template <class M>
   std::shared_ptr<M> register_module(std::string name, std::shared_ptr<M> m) {
+    m->set_path(path_.empty() ? name : path_ + "." + name);
     children_.emplace_back(std::move(name), m);
     return m;
   }
@@ -72,11 +80,15 @@ class Module {
   void collect(const std::string& prefix, NamedTensors Module::*which, NamedTensors& out) const;
   void reset_recursive(uint64_t seed, uint64_t& next_stream);
   void set_rng_recursive(uint64_t seed, uint64_t step, uint64_t& next_id);
+  // Sets this module's path and its descendants' below it (a subtree built before its parent
+  // registers it learns its full path then).
+  void set_path(const std::string& path);
 
   std::vector<std::pair<std::string, Tensor>> params_, buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
   Device device_ = Device::CPU;
+  std::string path_;
 };
 
 }  // namespace tdrop

@@ -28,9 +28,9 @@ BasicBlock::BasicBlock(int64_t in, int64_t out, int64_t stride, InitScheme init)
 
 // relu(bn(...)) and relu(bn(...) + shortcut) run fused into batch norm's output pass.
 Tensor BasicBlock::forward(const Tensor& x) {
-  const Tensor h = bn1_->forward(conv1_->forward(x), Tensor(), /*relu=*/true);
+  const Tensor h = bn1_->forward((*conv1_)(x), Tensor(), /*relu=*/true);
   const bool identity = stride_ == 1 && in_ == out_;
-  return bn2_->forward(conv2_->forward(h),
+  return bn2_->forward((*conv2_)(h),
                        identity ? x : pad_channels_subsample(x, out_, stride_), /*relu=*/true);
 }
 
@@ -57,9 +57,9 @@ PreActBlock::PreActBlock(int64_t in, int64_t out, int64_t stride, bool projectio
 
 Tensor PreActBlock::forward(const Tensor& x) {
   const Tensor a = bn1_->forward(x, Tensor(), /*relu=*/true);
-  const Tensor skip = shortcut_ ? shortcut_->forward(a) : x;
-  const Tensor h = bn2_->forward(conv1_->forward(a), Tensor(), /*relu=*/true);
-  return add(conv2_->forward(h), skip);
+  const Tensor skip = shortcut_ ? (*shortcut_)(a) : x;
+  const Tensor h = bn2_->forward((*conv1_)(a), Tensor(), /*relu=*/true);
+  return add((*conv2_)(h), skip);
 }
 
 std::string PreActBlock::describe() const {

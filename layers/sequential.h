@@ -24,7 +24,7 @@ class Sequential : public Module {
         ++i;  // the ReLU is done
         continue;
       }
-      h = kids[i].second->forward(h);
+      h = (*kids[i].second)(h);
     }
     return h;
   }

@@ -55,14 +55,14 @@ Tensor MultiHeadSelfAttention::forward(const Tensor& x) {
   auto split = [&](const Tensor& y) {
     return reshape(transpose(reshape(y, {b, t, heads_, dh}), 1, 2), {b * heads_, t, dh});
   };
-  const Tensor q = split(q_->forward(flat)), k = split(k_->forward(flat));
-  const Tensor v = split(v_->forward(flat));
+  const Tensor q = split((*q_)(flat)), k = split((*k_)(flat));
+  const Tensor v = split((*v_)(flat));
   const Tensor weights =
       softmax(mul_scalar(bmm(q, k, /*trans_b=*/true), 1.0 / std::sqrt(static_cast<double>(dh))));
   const Tensor mixed = bmm(weights, v);  // [b * heads, t, dh]
   const Tensor merged =
       reshape(transpose(reshape(mixed, {b, heads_, t, dh}), 1, 2), {b * t, width_});
-  return reshape(out_->forward(merged), {b, t, width_});
+  return reshape((*out_)(merged), {b, t, width_});
 }
 
 std::string MultiHeadSelfAttention::describe() const {
@@ -84,9 +84,9 @@ TransformerBlock::TransformerBlock(int64_t width, int64_t heads, int64_t mlp_wid
 Tensor TransformerBlock::forward(const Tensor& x) {
   check_sequence("TransformerBlock", x, width_);
   const int64_t b = x.size(0), t = x.size(1);
-  const Tensor h = add(x, attention_->forward(norm1_->forward(x)));
-  const Tensor flat = reshape(norm2_->forward(h), {b * t, width_});
-  const Tensor mlp = fc2_->forward(relu(fc1_->forward(flat)));
+  const Tensor h = add(x, (*attention_)((*norm1_)(x)));
+  const Tensor flat = reshape((*norm2_)(h), {b * t, width_});
+  const Tensor mlp = (*fc2_)(relu((*fc1_)(flat)));
   return add(h, reshape(mlp, {b, t, width_}));
 }
 
@@ -113,7 +113,7 @@ void PatchEmbedding::init_own_parameters(uint64_t seed, uint64_t& next_stream) {
 Tensor PatchEmbedding::forward(const Tensor& x) {
   TDROP_CHECK(x.dim() == 4 && x.size(1) == channels_, "PatchEmbedding: input ", x.describe(),
               " is not [batch, ", channels_, ", H, W]");
-  const Tensor p = conv_->forward(x);  // [batch, width, rows, cols] of patches
+  const Tensor p = (*conv_)(x);  // [batch, width, rows, cols] of patches
   TDROP_CHECK(p.size(2) * p.size(3) == tokens_, "PatchEmbedding: input ", x.describe(),
               " gives ", p.size(2) * p.size(3), " patches, the model was built for ", tokens_);
   return add(transpose(reshape(p, {x.size(0), width_, tokens_}), 1, 2), position_);

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -27,10 +28,12 @@
 #include "data/datasets.h"
 #include "data/loader.h"
 #include "kernels/ops.h"
+#include "kernels/targeted_dropout.h"
 #include "layers/init.h"
 #include "layers/linear.h"
 #include "layers/lr_schedule.h"
 #include "layers/optimizer.h"
+#include "layers/sequential.h"
 #include "models/checkpoint.h"
 #include "models/registry.h"
 #include "models/trainer.h"
@@ -55,6 +58,51 @@ std::vector<float> random_floats(size_t n, std::mt19937_64& rng, float lo = -1, 
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
+}
+
+// An error raised inside a layer's forward names the layer's path in the model, also when it
+// comes from deep inside an op (running out of memory); outside any layer nothing is added.
+TEST(LayerErrors, NameTheLayerPath) {
+  Sequential model;
+  model.add(std::make_shared<Linear>(4, 3));
+  model.add(std::make_shared<ReLU>());
+  model.add(std::make_shared<Linear>(5, 2));
+  expect_error([&] { model.forward(Tensor::zeros({2, 4})); },
+               {"Linear(5 -> 2)", "[2, 3]", "(in layer '2')"});
+  // An output of 2^41 floats is more than any machine's RAM: refused naming the layer.
+  Sequential huge;
+  huge.add(std::make_shared<ReLU>());
+  huge.add(std::make_shared<Linear>(1, int64_t{1} << 20, false));
+  expect_error([&] { huge.forward(Tensor::zeros({int64_t{1} << 21, 1})); },
+               {"out of host memory", "(in layer '1')"});
+  const std::string outside = error_message([] { td_count(1.5, 10); });
+  EXPECT_EQ(outside.find("in layer"), std::string::npos) << outside;
+}
+
+// Paths are the parameter-name prefixes, however the tree was built (resnet20's blocks are
+// built before their stage registers them).
+TEST(LayerErrors, PathsFollowTheModelTree) {
+  json cfg = json::object();
+  const std::shared_ptr<Module> model = build_model("resnet20", cfg);
+  EXPECT_EQ(model->path(), "");
+  int checked = 0;
+  std::function<void(const Module&)> walk = [&](const Module& m) {
+    for (const auto& [name, child] : m.children()) {
+      EXPECT_EQ(child->path(), m.path().empty() ? name : m.path() + "." + name);
+      ++checked;
+      walk(*child);
+    }
+  };
+  walk(*model);
+  EXPECT_GT(checked, 20);
+  std::set<std::string> params;
+  for (const auto& [name, t] : model->named_parameters()) params.insert(name);
+  std::function<void(const Module&)> owners = [&](const Module& m) {
+    for (const auto& [name, t] : m.own_parameters())
+      EXPECT_TRUE(params.count(m.path() + "." + name)) << m.path() << "." << name;
+    for (const auto& [name, child] : m.children()) owners(*child);
+  };
+  for (const auto& [name, child] : model->children()) owners(*child);
 }
 
 // ---------------------------------------------------------------------------------------------
