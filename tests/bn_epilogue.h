@@ -2,6 +2,7 @@
 // from separate ops, on one device: outputs, input gradients and running statistics of both.
 // The fused form promises the composed form's bits, so callers compare with zero tolerance.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -29,11 +30,13 @@ inline BnEpilogueRun run_bn_epilogue(const Shape& s, DType dt, Device device, bo
   BnEpilogueRun out;
   for (bool fused : {true, false}) {
     std::vector<Tensor> in;
-    for (const Tensor& t : {x, gamma, beta, r}) {
-      Tensor d = t.clone().to(device);
-      if (offset_residual && &t == &r) {
+    // Pointers, not copies: the residual is told apart by its address.
+    for (const Tensor* tp : {&x, &gamma, &beta, &r}) {
+      Tensor d = tp->clone().to(device);
+      if (offset_residual && tp == &r) {
         d = Tensor::zeros({r.numel() + 1}, dt, device).narrow(0, 1, r.numel()).reshape(s);
         d.copy_(r);
+        EXPECT_NE(reinterpret_cast<uintptr_t>(d.raw_data()) % 16, 0u) << "residual is aligned";
       }
       d.set_requires_grad(true);
       in.push_back(d);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include "kernels/conv_ops.h"
 #include "tests/bn_epilogue.h"
@@ -233,19 +234,22 @@ TEST(BatchNorm2d, RejectsBadInputs) {
 }
 
 // The fused epilogue (relu(bn(x) + residual) in batch norm's output pass) gives the bits of the
-// composed ops: outputs, all input gradients and the running statistics.
+// composed ops: outputs, all input gradients and the running statistics; also with a residual
+// off a 16-byte boundary.
 TEST(BatchNorm2d, FusedEpilogueEqualsComposedOpsBitForBit) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   for (DType dt : {DType::F32, DType::F64})
     for (bool training : {true, false})
-      for (auto [residual, relu] : {std::pair{true, true}, std::pair{false, true},
-                                    std::pair{true, false}}) {
+      for (auto [residual, relu, offset] :
+           {std::tuple{true, true, false}, std::tuple{false, true, false},
+            std::tuple{true, false, false}, std::tuple{true, true, true}}) {
         SCOPED_TRACE(std::string(dtype_name(dt)) + (training ? " training" : " eval") +
-                     (residual ? " +residual" : "") + (relu ? " relu" : ""));
-        const BnEpilogueRun r =
-            run_bn_epilogue({3, 4, 5, 6}, dt, Device::CPU, training, residual, relu, rng);
+                     (residual ? " +residual" : "") + (relu ? " relu" : "") +
+                     (offset ? ", residual off 16-byte alignment" : ""));
+        const BnEpilogueRun r = run_bn_epilogue({3, 4, 5, 6}, dt, Device::CPU, training, residual,
+                                                relu, rng, offset);
         ASSERT_EQ(r.fused.size(), r.composed.size());
         for (size_t i = 0; i < r.fused.size(); ++i)
           EXPECT_EQ(r.fused[i].to_double_vector(), r.composed[i].to_double_vector()) << "item " << i;
