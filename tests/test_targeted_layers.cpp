@@ -2,6 +2,7 @@
 // gradient, the ramp schedule, whole-model configuration, sparsity reports and pruning.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -10,6 +11,7 @@
 #include "models/prune.h"
 #include "models/registry.h"
 #include "tests/grad_check.h"
+#include "tests/td_test_util.h"
 
 namespace tdrop::testing {
 namespace {
@@ -32,22 +34,41 @@ TEST(TargetedLinear, TrainingUsesWPrimeAndTheGradientIsMasked) {
   Tensor y = layer.forward(x);
   sum(y).backward();
   const std::vector<float> g = layer.weight().grad().to_vector<float>();
-  int dropped = 0, targeted_rows_ok = 0;
+  const std::vector<float> w = layer.weight().to_vector<float>();
+  // W' as the CPU reference draws it for this layer's seed, step and index.
+  TdOutput ref;
+  targeted_dropout_reference(make_task(w, 6, 40, 0.5, 0.5f, false, td_stream(5, 0), ref), 11);
+  int dropped = 0;
   for (int r = 0; r < 6; ++r) {
+    std::vector<float> mag(w.begin() + r * 40, w.begin() + r * 40 + 40);
+    for (float& m : mag) m = std::fabs(m);
+    std::nth_element(mag.begin(), mag.begin() + 19, mag.end());
+    const float kth = mag[19];  // the row's 20th smallest |w|: k = 20 are targeted
     int row_dropped = 0;
     for (int c = 0; c < 40; ++c) {
-      if (g[r * 40 + c] == 0.0f) ++row_dropped;  // dropped entries get no gradient
+      const bool kept = mask_bit(ref.mask, 40, r, c);
+      EXPECT_EQ(g[r * 40 + c] != 0.0f, kept) << r << "," << c;  // dropped: no gradient
+      if (kept) continue;
+      ++row_dropped;
+      EXPECT_LE(std::fabs(w[r * 40 + c]), kth) << "dropped an untargeted entry " << r << "," << c;
     }
+    EXPECT_LE(row_dropped, 20) << "row " << r;
     dropped += row_dropped;
-    targeted_rows_ok += row_dropped <= 20;  // never more than k = 20 per row
   }
-  EXPECT_EQ(targeted_rows_ok, 6);
   EXPECT_GT(dropped, 20);   // alpha 0.5 of 120 targeted: about 60
   EXPECT_LT(dropped, 100);
-  // Kept entries get the plain gradient sum_b x[b, c].
+  // The forward pass used W': y = x W'^T + b. Kept entries get the plain gradient sum_b x[b, c].
+  const std::vector<float> xv = x.to_vector<float>(), yv = y.to_vector<float>();
+  const std::vector<float> b = layer.bias().to_vector<float>();
+  for (int i = 0; i < 4; ++i)
+    for (int r = 0; r < 6; ++r) {
+      double want = b[r];
+      for (int c = 0; c < 40; ++c) want += double(xv[i * 40 + c]) * ref.w_out[r * 40 + c];
+      EXPECT_NEAR(yv[i * 6 + r], want, 1e-5) << i << "," << r;
+    }
   for (int c = 0; c < 40; ++c) {
     double col = 0;
-    for (int b = 0; b < 4; ++b) col += x.to_vector<float>()[b * 40 + c];
+    for (int i = 0; i < 4; ++i) col += xv[i * 40 + c];
     for (int r = 0; r < 6; ++r) {
       if (g[r * 40 + c] != 0.0f) {
         EXPECT_NEAR(g[r * 40 + c], col, 1e-4);

@@ -4,8 +4,11 @@
 // it, and (on a GPU) a training step matches the CPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -13,6 +16,7 @@
 #include "core/autograd.h"
 #include "core/device.h"
 #include "kernels/ops.h"
+#include "kernels/targeted_dropout.h"
 #include "layers/optimizer.h"
 #include "layers/targeted.h"
 #include "layers/transformer.h"
@@ -135,8 +139,29 @@ TEST(TransformerZoo, LossFalls) {
   EXPECT_EQ(live_autograd_nodes(), nodes) << "training steps leak their graphs";
 }
 
+// The model's weights with, in each row of every targetable layer, the k smallest |w| zeroed
+// (ties to the lower column), as eval-mode targeted dropout promises to remove them.
+void zero_targeted_by_hand(Module& model, double gamma) {
+  for (auto& [name, layer] : targetable_layers(model)) {
+    Tensor& w = layer->weight();
+    std::vector<float> v = w.to_vector<float>();
+    const int64_t rows = w.size(0), n = w.numel() / rows, k = td_count(gamma, n);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = v.data() + r * n;
+      std::vector<int64_t> order(n);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return std::fabs(row[a]) < std::fabs(row[b]);
+      });
+      for (int64_t i = 0; i < k; ++i) row[order[i]] = 0.0f;
+    }
+    w.copy_(Tensor::from_vector(v, w.shape()));
+  }
+}
+
 // With targeted dropout, training forwards use W' and evaluation removes the targeted set:
-// half of every projection's weights are zero in eval mode.
+// half of every projection's weights are zero in eval mode, and the eval forward is that of
+// the same model with those weights zeroed by hand.
 TEST(TransformerZoo, TargetedDropoutTrainsAndRemovesTheTargetedSetInEval) {
   auto model = small_transformer();
   TargetedDropoutConfig td;
@@ -155,6 +180,12 @@ TEST(TransformerZoo, TargetedDropoutTrainsAndRemovesTheTargetedSetInEval) {
   const SparsityReport sp = measure_sparsity(*model);
   EXPECT_EQ(sp.targeted_zero * 2, sp.targeted_total);  // rows of 16 and 32: k = n / 2 exactly
   EXPECT_GT(sp.all_total, sp.targeted_total);
+  auto pruned = small_transformer();  // the same weights: no optimizer step was taken
+  zero_targeted_by_hand(*pruned, td.gamma);
+  pruned->eval();
+  const std::vector<float> want = pruned->forward(x).to_vector<float>();
+  EXPECT_EQ(model->forward(x).to_vector<float>(), want);
+  EXPECT_NE(small_transformer()->forward(x).to_vector<float>(), want) << "nothing was removed";
 }
 
 TEST(CudaTransformer, TrainingStepMatchesCpu) {
