@@ -210,15 +210,21 @@ TEST(TdReferenceStatistics, DrawsDifferBetweenStepsAndRepeatForOneSeed) {
 }
 
 TEST(TdReferenceUnit, TargetsTheRowsOfSmallestNormTiesByIndex) {
-  // Rows 1 and 3 share the smallest norm, row 0 next; k = floor(0.6 * 5) = 3.
+  // Rows 2 and 3 share the smallest norm (0.01), row 0 is next (0.5), then rows 4 and 1.
   const int64_t n = 3;
   const std::vector<float> w = {0.5f, 0.5f, 0.0f,  2.0f, 0.0f, 0.0f, 0.1f, 0.0f,
                                 0.0f, 0.0f, 0.0f,  -0.1f, 1.0f, 1.0f, 1.0f};
-  TdOutput o;
-  targeted_dropout_reference(make_task(w, 5, n, 0.6, 1.0f, true, 3, o), 9);
-  const std::vector<bool> row_kept = {false, true, false, false, true};
-  for (int64_t r = 0; r < 5; ++r)
-    for (int64_t c = 0; c < n; ++c) EXPECT_EQ(mask_bit(o.mask, n, r, c), row_kept[r]) << r;
+  // k = floor(0.6 * 5) = 3 takes both tied rows and row 0; k = floor(0.2 * 5) = 1 splits the
+  // tie: only the lower row, 2, is targeted.
+  for (auto [gamma, row_kept] :
+       {std::pair{0.6, std::vector<bool>{false, true, false, false, true}},
+        std::pair{0.2, std::vector<bool>{true, true, false, true, true}}}) {
+    SCOPED_TRACE(gamma);
+    TdOutput o;
+    targeted_dropout_reference(make_task(w, 5, n, gamma, 1.0f, true, 3, o), 9);
+    for (int64_t r = 0; r < 5; ++r)
+      for (int64_t c = 0; c < n; ++c) EXPECT_EQ(mask_bit(o.mask, n, r, c), row_kept[r]) << r;
+  }
 }
 
 TEST(TdReferenceUnit, OneDrawPerRowUnlessPerWeight) {
