@@ -60,6 +60,9 @@ std::vector<GradCase> cases() {
       {"softmax", {{{3, 5}, -3.0, 3.0}}, [](auto& x) { return softmax(x[0]); }},
       {"softmax_3d_one_column", {{{2, 3, 1}}}, [](auto& x) { return softmax(x[0]); }},
       {"softmax_wide_row", {{{2, 37}, -2.0, 2.0}}, [](auto& x) { return softmax(x[0]); }},
+      // Large logits: values and gradients must not lose their precision to the shift by the
+      // row max (exp overflows a float here; the F32 case is in test_row_ops.cpp).
+      {"softmax_large_logits", {{{3, 5}, 500.0, 503.0}}, [](auto& x) { return softmax(x[0]); }},
       {"layer_norm", {{{4, 6}, -2.0, 2.0}, {{6}, 0.5, 2.0}, {{6}}},
        [](auto& x) { return layer_norm(x[0], x[1], x[2]); }},
       {"layer_norm_3d_wide", {{{2, 3, 33}, -2.0, 2.0}, {{33}, -1.0, 1.0}, {{33}}},
@@ -68,6 +71,8 @@ std::vector<GradCase> cases() {
        [](auto& x) { return cross_entropy(x[0], labels_for(6, 5)); }},
       {"cross_entropy_one_class_row", {{{1, 3}}},
        [](auto& x) { return cross_entropy(x[0], labels_for(1, 3)); }},
+      {"cross_entropy_large_logits", {{{6, 5}, 500.0, 503.0}},
+       [](auto& x) { return cross_entropy(x[0], labels_for(6, 5)); }},
       {"dropout", {{{4, 8}}}, [](auto& x) { return dropout(x[0], 0.5f, 42, 7); }},
       {"apply_mask", {{{10}}},
        [](auto& x) {

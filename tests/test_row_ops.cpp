@@ -1,0 +1,47 @@
+// Row-wise ops on the CPU against hand-worked rows: argmax (ties, NaN, -inf, one column) and
+// cross entropy with logits whose exponentials overflow a float.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace tdrop {
+namespace {
+
+// Ties pick the first column; NaN counts as largest so it cannot hide (the first NaN wins);
+// an all -inf row has its max at column 0.
+TEST(Argmax, TiesNanInfAndOneColumn) {
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::nan("");
+  const std::vector<double> rows = {1,    3,    3,    2,     // tie: the first 3
+                                    -inf, -2,   inf,  inf,   // tie at +inf
+                                    -inf, -inf, -inf, -inf,  // all -inf
+                                    1,    nan,  7,    nan,   // NaN beats the larger 7
+                                    nan,  9,    1,    2,     // NaN first
+                                    -5,   -5,   -5,   -5};   // all tied
+  for (DType dt : {DType::F32, DType::F64}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Tensor x = Tensor::from_vector(rows, {6, 4}).to(dt);
+    EXPECT_EQ(argmax(x).to_vector<int64_t>(), (std::vector<int64_t>{1, 2, 0, 1, 0, 0}));
+    const Tensor one = Tensor::from_vector<double>({-inf, 4, nan}, {3, 1}).to(dt);
+    EXPECT_EQ(argmax(one).to_vector<int64_t>(), (std::vector<int64_t>{0, 0, 0}));
+  }
+}
+
+// Logits 1e4 apart: exp of any of them overflows a float, yet the loss and gradient are exact.
+// Row 0 (label 1): softmax (1, 0, 0), loss 2e4. Row 1 (label 0): softmax (1/2, 1/2, 0), loss
+// ln 2. The mean loss is (2e4 + ln 2) / 2 and the gradient (softmax - onehot) / 2.
+TEST(CrossEntropy, LargeFloatLogitsGiveTheExactLossAndGradient) {
+  Tensor logits = Tensor::from_vector<float>({1e4f, -1e4f, 0, 3e4f, 3e4f, -3e4f}, {2, 3});
+  logits.set_requires_grad(true);
+  const Tensor loss = cross_entropy(logits, Tensor::from_vector<int64_t>({1, 0}, {2}));
+  EXPECT_NEAR(loss.item(), (2e4 + std::log(2.0)) / 2, 1e-3);  // 10000.3466; a float ulp is 1e-3
+  loss.backward();
+  EXPECT_EQ(logits.grad().to_vector<float>(),
+            (std::vector<float>{0.5f, -0.5f, 0.0f, -0.25f, 0.25f, 0.0f}));
+}
+
+}  // namespace
+}  // namespace tdrop
