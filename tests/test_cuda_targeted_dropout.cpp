@@ -4,9 +4,14 @@
 // kinds (ties, zeros, -0.0, denormals) and modes.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <string>
+#include <vector>
+
 #include "core/device.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "tests/expect_error.h"
 #include "tests/grad_check.h"
 #include "tests/td_test_util.h"
 
@@ -191,34 +196,42 @@ TEST(CudaTargetedDropout, UnfusedSmallOddShapes) {
   run_and_compare(cases, false, seed);
 }
 
+// Three layers in one launch (one pipeline each when unfused), an Inf in the middle one only:
+// the error names that layer and no other.
 TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
   SKIP_WITHOUT_GPU();
+  const std::vector<std::string> names = {"blocks.0.fc", "blocks.1.fc", "blocks.2.fc"};
   // Fused with a warp per row, fused with a block per row, unfused.
   for (int path : {0, 1, 2}) {
     SCOPED_TRACE("path " + std::to_string(path));
-    std::vector<float> w(64 * 10, 0.5f);
-    w[333] = NAN;
-    Tensor dw = Tensor::from_vector(w, {64, 10}, Device::CUDA);
-    Tensor out = Tensor::empty({64, 10}, DType::F32, Device::CUDA);
-    Tensor mask = Tensor::empty({64, 4}, DType::U8, Device::CUDA);
-    TdTask t;
-    t.w = dw.data<float>();
-    t.w_out = out.data<float>();
-    t.mask = reinterpret_cast<uint32_t*>(mask.raw_data());
-    t.rows = 64;
-    t.n = 10;
-    t.k = 5;
-    t.drop_threshold = bernoulli_threshold(0.5f);
-    t.name = "features.7";
-    TdCudaWorkspace ws;
-    if (path < 2) targeted_dropout_fused_cuda({t}, 1, ws, /*warp_rows=*/path == 0);
-    else targeted_dropout_unfused_cuda({t}, 1, ws);
-    try {
-      td_check_nonfinite({t}, ws);
-      FAIL() << "expected an error";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("features.7"), std::string::npos) << e.what();
+    std::vector<Tensor> keep;  // the device buffers, alive until the check has run
+    std::vector<TdTask> tasks;
+    for (size_t i = 0; i < names.size(); ++i) {
+      std::vector<float> w(64 * 10, 0.5f);
+      if (i == 1) w[333] = INFINITY;
+      keep.push_back(Tensor::from_vector(w, {64, 10}, Device::CUDA));
+      keep.push_back(Tensor::empty({64, 10}, DType::F32, Device::CUDA));
+      keep.push_back(Tensor::empty({64, 4}, DType::U8, Device::CUDA));
+      TdTask t;
+      t.w = keep[keep.size() - 3].data<float>();
+      t.w_out = keep[keep.size() - 2].data<float>();
+      t.mask = reinterpret_cast<uint32_t*>(keep.back().raw_data());
+      t.rows = 64;
+      t.n = 10;
+      t.k = 5;
+      t.drop_threshold = bernoulli_threshold(0.5f);
+      t.stream = td_stream(1, i);
+      t.name = names[i];
+      tasks.push_back(t);
     }
+    TdCudaWorkspace ws;
+    if (path < 2) targeted_dropout_fused_cuda(tasks, 1, ws, /*warp_rows=*/path == 0);
+    else targeted_dropout_unfused_cuda(tasks, 1, ws);
+    const std::string msg = error_message([&] { td_check_nonfinite(tasks, ws); });
+    EXPECT_NE(msg.find("'blocks.1.fc'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("non-finite"), std::string::npos) << msg;
+    for (const char* other : {"blocks.0.fc", "blocks.2.fc"})
+      EXPECT_EQ(msg.find(other), std::string::npos) << msg;
   }
 }
 
