@@ -12,6 +12,11 @@
 
 namespace tdrop {
 
+namespace {
+// What a request for the GPU meets on a machine without one (the CLI and the allocator).
+constexpr const char* kNoGpu = "no usable CUDA GPU was found (no driver or no device)";
+}  // namespace
+
 bool cuda_available() {
   static const bool available = [] {
     int n = 0;
@@ -36,9 +41,8 @@ Device parse_device(const std::string& s) {
   if (s == "cpu") return Device::CPU;
   if (s == "auto") return cuda_available() ? Device::CUDA : Device::CPU;
   if (s == "cuda") {
-    TDROP_CHECK(cuda_available(),
-                "--device cuda: no usable CUDA GPU was found (no driver or no device); "
-                "use --device cpu or --device auto");
+    TDROP_CHECK(cuda_available(), "--device cuda: ", kNoGpu,
+                "; use --device cpu or --device auto");
     return Device::CUDA;
   }
   fail("unknown device '", s, "': expected cpu, cuda or auto");
@@ -101,6 +105,9 @@ class CudaCache {
     }
     if (e != cudaSuccess) {
       cudaGetLastError();
+      // Without a GPU, cudaMalloc's failure is no shortage of memory.
+      TDROP_CHECK(cuda_available(), what, ": ", kNoGpu, "; cannot allocate ", bytes,
+                  " bytes of CUDA memory");
       size_t free_b = 0, total_b = 0;
       cudaMemGetInfo(&free_b, &total_b);
       fail("CUDA out of memory in ", what, ": asked for ", bytes, " bytes (", bytes >> 20,

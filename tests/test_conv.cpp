@@ -9,6 +9,7 @@
 
 #include "kernels/conv_ops.h"
 #include "tests/bn_epilogue.h"
+#include "tests/expect_error.h"
 #include "tests/grad_check.h"
 
 namespace tdrop::testing {
@@ -157,8 +158,10 @@ TEST(Conv2dErrors, NameTheOpAndShapes) {
     conv2d(x, Tensor::zeros({4, 3, 3, 3}, DType::F64), Tensor());
   });
   EXPECT_NE(m.find("dtype"), std::string::npos) << m;
-  EXPECT_THROW(conv2d(x, Tensor::zeros({4, 1, 3, 3}), Tensor(), Conv2dParams::square(1, 0, 1, 2)),
-               Error);  // 3 channels do not split into 2 groups
+  // 3 channels do not split into 2 groups.
+  expect_error(
+      [&] { conv2d(x, Tensor::zeros({4, 1, 3, 3}), Tensor(), Conv2dParams::square(1, 0, 1, 2)); },
+      {"conv2d", "[2, 3, 8, 8]", "do not fit 2 group(s)"});
 }
 
 // ---- batch_norm2d --------------------------------------------------------------------------
@@ -342,7 +345,8 @@ TEST(Pooling, RejectsBadWindows) {
   EXPECT_NE(m.find("half the window"), std::string::npos) << m;
   m = error_of([&] { avg_pool2d(x, Pool2dParams::square(5)); });
   EXPECT_NE(m.find("does not fit"), std::string::npos) << m;
-  EXPECT_THROW(global_avg_pool(Tensor::zeros({2, 3})), Error);
+  expect_error([] { global_avg_pool(Tensor::zeros({2, 3})); },
+               {"global_avg_pool", "[2, 3]", "is not [N, C, H, W]"});
 }
 
 // ---- option-A shortcut ---------------------------------------------------------------------
@@ -370,7 +374,8 @@ TEST(PadChannelsSubsample, SamplesEveryStrideThPixelAndAppendsZeroChannels) {
     const int64_t i = (k / 5) % 5, j = k % 5;
     EXPECT_EQ(g[k], (i % 2 == 0 && j % 2 == 0) ? 1.0 : 0.0) << k;
   }
-  EXPECT_THROW(pad_channels_subsample(x, 1, 2), Error);  // fewer channels than the input
+  expect_error([&] { pad_channels_subsample(x, 1, 2); },  // fewer channels than the input
+               {"pad_channels_subsample", "cannot become 1 channels", "need out_channels >= "});
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include "layers/sequential.h"
 #include "models/registry.h"
 #include "tests/grad_check.h"
+#include "tests/expect_error.h"
 
 namespace tdrop::testing {
 namespace {
@@ -64,8 +65,10 @@ TEST(Conv2dLayer, ShapesInitialisationAndForward) {
   const Tensor want = conv2d(x, conv.weight(), conv.bias(), Conv2dParams::square(2, 1, 1, 2));
   EXPECT_EQ(y.to_vector<float>(), want.to_vector<float>());
   EXPECT_EQ(conv.describe(), "Conv2d(6 -> 8, 3x3, stride 2, pad 1, groups 2) [targetable]");
-  EXPECT_THROW(conv.forward(Tensor::zeros({2, 5, 9, 7})), Error);
-  EXPECT_THROW(Conv2d(6, 8, 3, {.groups = 4}), Error);
+  expect_error([&] { conv.forward(Tensor::zeros({2, 5, 9, 7})); },
+               {"Conv2d(6 -> 8)", "[2, 5, 9, 7]", "is not [N, 6, H, W]"});
+  expect_error([] { Conv2d(6, 8, 3, {.groups = 4}); },
+               {"Conv2d(6 -> 8)", "groups=4 must divide both channel counts"});
 }
 
 TEST(BatchNorm2dLayer, RunningStatisticsAreBuffersNotParameters) {
@@ -160,8 +163,9 @@ TEST(ResidualBlocks, ShapesAndShortcuts) {
   EXPECT_EQ(pre_proj.num_parameters(), 2 * 16 + 16 * 32 + 16 * 32 * 9 + 2 * 32 + 32 * 32 * 9);
   // A basic block ends in a ReLU; a pre-activation block does not.
   for (float v : down.forward(x).to_vector<float>()) ASSERT_GE(v, 0.0f);
-  EXPECT_THROW(BasicBlock(32, 16, 1), Error);
-  EXPECT_THROW(PreActBlock(16, 32, 1, false), Error);
+  expect_error([] { BasicBlock(32, 16, 1); }, {"BasicBlock(32 -> 16", "needs out >= in"});
+  expect_error([] { PreActBlock(16, 32, 1, false); },
+               {"PreActBlock(16 -> 32", "identity shortcut needs in == out"});
 }
 
 // ---- the zoo -------------------------------------------------------------------------------
@@ -246,7 +250,8 @@ TEST(Zoo, OutputShapesAndConfigDefaults) {
   EXPECT_EQ(cfg["input_shape"], nlohmann::json({1, 32, 32}));
   EXPECT_EQ(cfg["num_classes"], 10);
   cfg = {{"input_shape", {1, 28, 28}}};
-  EXPECT_THROW(build_model("vgg16", cfg), Error);  // five poolings need 32x32
+  expect_error([&] { build_model("vgg16", cfg); },
+               {"vgg16", "[1, 28, 28]", "too small for five 2x2 poolings"});
 }
 
 // A few SGD steps on one small random batch: the loss must fall (the net memorises it).

@@ -504,7 +504,9 @@ TEST(CheckpointFits, OtherInputsOrClassesNameTheCheckpointAndDataset) {
   cifar.channels = 3;
   EXPECT_NO_THROW(check_checkpoint_fits(ck, "c", cifar, "cifar10"));
   cifar.num_classes = 100;
-  EXPECT_THROW(check_checkpoint_fits(ck, "c", cifar, "cifar100"), Error);
+  const std::optional<std::string> m =
+      error_from([&] { check_checkpoint_fits(ck, "runs/c.safetensors", cifar, "cifar100"); });
+  expect_error(m, "runs/c.safetensors", {"has 10 classes, but cifar100 has 100"});
 }
 
 TEST_F(HostileCheckpoint, NonFiniteWeights) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "tests/temp_dir.h"
+#include "tests/expect_error.h"
 #include "core/error.h"
 #include "data/augment.h"
 #include "data/cifar10.h"
@@ -22,6 +23,7 @@ namespace fs = std::filesystem;
 namespace tdrop {
 namespace {
 
+using ::tdrop::testing::expect_error;
 using ::tdrop::testing::TempDir;
 
 // A record whose pixels encode (first label, record index, channel, position) so that any
@@ -133,7 +135,8 @@ TEST(PadImages, CentresImagesOnAZeroCanvas) {
         const uint8_t want = inside ? ds.images[(n * 28 + y - 2) * 28 + x - 2] : 0;
         ASSERT_EQ(p.images[(n * 32 + y) * 32 + x], want) << n << " " << y << " " << x;
       }
-  EXPECT_THROW(pad_images(ds, 27, 32), Error);
+  expect_error([&] { pad_images(ds, 27, 32); },
+               {"pad_images", "cannot pad 28x28 images to a smaller 27x32"});
 }
 
 TEST(Normalize, PerChannelMeanAndStd) {
@@ -144,7 +147,8 @@ TEST(Normalize, PerChannelMeanAndStd) {
   EXPECT_NEAR(out[1], (1.0f - 0.5f) / 0.25f, 1e-6f);
   EXPECT_NEAR(out[2], (0.2f - 0.2f) / 0.4f, 1e-6f);
   EXPECT_NEAR(out[3], (0.4f - 0.2f) / 0.4f, 1e-6f);
-  EXPECT_THROW(normalize_image(px.data(), out.data(), 2, 2, {0.5f, 0.2f, 0.1f}, {1.0f}), Error);
+  expect_error([&] { normalize_image(px.data(), out.data(), 2, 2, {0.5f, 0.2f, 0.1f}, {1.0f}); },
+               {"normalize_image", "need 1 or 2 mean/std values, got 3 and 1"});
 }
 
 std::vector<float> ramp_image(int64_t c, int64_t h, int64_t w) {
