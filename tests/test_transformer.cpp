@@ -257,5 +257,58 @@ TEST(CudaTransformer, TrainingStepMatchesCpu) {
                     "gradient of parameter " + std::to_string(i));
 }
 
+// Targeted dropout in a CUDA training step, through the grouped launch training uses and
+// through each layer's own launch: the masks are the CPU's bit for bit, so every targeted
+// weight's gradient is zero exactly where the CPU's is, and all gradients agree as above.
+TEST(CudaTransformer, TargetedDropoutStepMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU: CPU<->CUDA comparison skipped";
+  std::mt19937_64 rng(fresh_seed());
+  const Tensor x = random_tensor({6, 1, 12, 12}, rng, -1, 1, DType::F32);
+  const Tensor y = Tensor::from_vector<int64_t>({0, 1, 2, 3, 4, 5}, {6});
+  TargetedDropoutConfig td;
+  td.mode = TargetedDropoutConfig::Mode::Weight;
+  td.gamma = 0.5;
+  td.alpha = 0.5f;
+  const uint64_t seed = 7, step = 3;
+  for (bool grouped : {true, false}) {
+    SCOPED_TRACE(grouped ? "grouped launch" : "a launch per layer");
+    std::vector<ModelStep> steps;
+    std::vector<std::vector<Tensor>> targeted_grads;
+    for (Device d : {Device::CPU, Device::CUDA}) {
+      auto model = small_transformer();
+      configure_targeted_dropout(*model, td);
+      model->to(d);
+      model->train();
+      model->set_rng(seed, step);
+      if (grouped) precompute_targeted_dropout(*model, seed, step);  // a no-op on the CPU
+      steps.push_back(model_step_on(d, *model, x, y));
+      targeted_grads.emplace_back();
+      for (auto& [name, layer] : targetable_layers(*model))
+        targeted_grads.back().push_back(layer->weight().grad());
+    }
+    finish_targeted_dropout_checks();
+    ASSERT_EQ(targeted_grads[0].size(), 12u);
+    for (size_t l = 0; l < targeted_grads[0].size(); ++l) {
+      const std::vector<float> c = targeted_grads[0][l].to_vector<float>();
+      const std::vector<float> g = targeted_grads[1][l].to_vector<float>();
+      ASSERT_EQ(c.size(), g.size());
+      size_t zeros = 0, differ = 0;
+      for (size_t i = 0; i < c.size(); ++i) {
+        zeros += c[i] == 0.0f;
+        differ += (c[i] == 0.0f) != (g[i] == 0.0f);
+      }
+      EXPECT_EQ(differ, 0u) << "targeted layer " << l << ": dropped entries differ";
+      EXPECT_GT(zeros, c.size() / 8) << "targeted layer " << l << ": about a quarter dropped";
+      expect_close_l2(targeted_grads[0][l], targeted_grads[1][l], 1e-3,
+                      "gradient of targeted layer " + std::to_string(l));
+    }
+    const double loss = steps[0].loss.item();
+    EXPECT_NEAR(steps[1].loss.item(), loss, 1e-4 * std::abs(loss) + 1e-6);
+    for (size_t i = 0; i < steps[0].grads.size(); ++i)
+      expect_close_l2(steps[0].grads[i], steps[1].grads[i], 1e-3,
+                      "gradient of parameter " + std::to_string(i));
+  }
+}
+
 }  // namespace
 }  // namespace tdrop::testing
