@@ -27,8 +27,9 @@
 namespace tdrop::testing {
 namespace {
 
-#define SKIP_WITHOUT_GPU() \
-  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: CPU<->CUDA comparison skipped"
+#define SKIP_WITHOUT_GPU_FOR(what) \
+  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: " << (what) << " skipped"
+#define SKIP_WITHOUT_GPU() SKIP_WITHOUT_GPU_FOR("CPU<->CUDA comparison")
 
 using Tensors = std::vector<Tensor>;
 using Op = std::function<Tensor(const Tensors&)>;
@@ -126,7 +127,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(CudaConv2dPlans, SameShapeTwiceGivesBitIdenticalResults) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_FOR("repeatability of cuDNN convolutions on the GPU");
   std::mt19937_64 rng(fresh_seed());
   const Tensor x = random_tensor({4, 8, 16, 16}, rng, -1, 1, DType::F32).to(Device::CUDA);
   const Tensor w = random_tensor({16, 8, 3, 3}, rng, -1, 1, DType::F32).to(Device::CUDA);
@@ -186,9 +187,9 @@ TEST(CudaBatchNorm2d, TrainingMatchesCpuIncludingRunningStatistics) {
 }
 
 // Inputs that start off a 16-byte boundary (a view one element into its storage) take the
-// scalar path; its outputs, gradients and running statistics match the aligned copy's.
+// scalar path; its outputs, gradients and running mean and variance match the aligned copy's.
 TEST(CudaBatchNorm2d, MisalignedViewMatchesAlignedCopy) {
-  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_GPU_FOR("GPU batch norm of a misaligned view against an aligned copy");
   std::mt19937_64 rng(fresh_seed());
   const Shape s{6, 3, 4, 4};
   for (DType dt : {DType::F32, DType::F64}) {
@@ -209,10 +210,11 @@ TEST(CudaBatchNorm2d, MisalignedViewMatchesAlignedCopy) {
       outs.push_back(y.to(Device::CPU));
       outs.push_back(x.grad().to(Device::CPU));
       outs.push_back(rm.to(Device::CPU));
+      outs.push_back(rv.to(Device::CPU));
     }
     // Same sums in a different order of loads: equal within rounding, not necessarily bitwise.
     const double tol = dt == DType::F32 ? 1e-5 : 1e-12;
-    for (size_t i = 0; i < 3; ++i) expect_close(outs[i], outs[i + 3], tol, tol, "aligned vs view");
+    for (size_t i = 0; i < 4; ++i) expect_close(outs[i], outs[i + 4], tol, tol, "aligned vs view");
   }
 }
 

@@ -809,7 +809,7 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaOps, ::testing::ValuesIn(cases()), case_name)
 // After a few warm-up steps of a training-like loop (forward, backward, SGD), the caching
 // allocator serves every allocation from its cache: no new cudaMalloc calls.
 TEST(CudaOpsAllocator, TrainingLoopStopsCallingCudaMalloc) {
-  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: CPU<->CUDA comparison skipped";
+  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: caching-allocator test skipped";
   const uint64_t seed = draw_seed();
   SCOPED_TRACE(seed_note(seed));
   Gen gen(seed);
@@ -846,7 +846,7 @@ TEST(CudaOpsAllocator, TrainingLoopStopsCallingCudaMalloc) {
 // With the verdict deferred, nothing waits for the GPU: the first bad row (or -1) comes back as
 // a device tensor, and the message the trainer builds from it is the CPU's.
 TEST(CudaOpsCrossEntropy, DeferredLabelCheckReturnsTheFirstBadRowWithoutWaiting) {
-  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: CPU<->CUDA comparison skipped";
+  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: deferred label check skipped";
   const uint64_t seed = draw_seed();
   SCOPED_TRACE(seed_note(seed));
   Gen gen(seed);
@@ -911,7 +911,7 @@ TEST(CudaOpsCrossEntropy, DeferredLabelCheckReturnsTheFirstBadRowWithoutWaiting)
 
 // Tensor::full fills on the device: the backward pass seeds its gradient with it every step.
 TEST(CudaOpsFill, FullFillsEveryDtypeWithoutWaiting) {
-  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: CPU<->CUDA comparison skipped";
+  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: Tensor::full on CUDA skipped";
   const int64_t before = host_stream_syncs();
   const Tensor f = Tensor::full({3, 1001}, -2.75, DType::F32, Device::CUDA);
   const Tensor d = Tensor::full({5}, 1.0 / 3.0, DType::F64, Device::CUDA);
