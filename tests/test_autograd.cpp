@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/autograd.h"
@@ -288,8 +289,11 @@ TEST(Autograd, FloatGradientsMatchDoubleOnes) {
   cross_entropy(linear(relu(x64), w64, Tensor()), labels).backward();
   cross_entropy(linear(relu(x32), w32, Tensor()), labels).backward();
   EXPECT_EQ(x32.grad().dtype(), DType::F32);
-  const std::vector<double> g32 = w32.grad().to_double_vector(), g64 = w64.grad().to_double_vector();
-  for (size_t i = 0; i < g64.size(); ++i) EXPECT_NEAR(g32[i], g64[i], 1e-6) << i;
+  for (auto [g32, g64, what] : {std::tuple{&w32, &w64, "w"}, std::tuple{&x32, &x64, "x"}}) {
+    const std::vector<double> a = g32->grad().to_double_vector(), b = g64->grad().to_double_vector();
+    ASSERT_EQ(a.size(), b.size()) << what;
+    for (size_t i = 0; i < b.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-6) << what << " " << i;
+  }
 }
 
 // The training loop asks cross_entropy for its label verdict as a tensor (on CUDA it is read

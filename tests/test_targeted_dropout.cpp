@@ -208,6 +208,9 @@ TEST(TdReferenceStatistics, DrawsDifferBetweenStepsAndRepeatForOneSeed) {
   TdOutput d;  // another layer at the same step draws differently too
   targeted_dropout_reference(make_task(w, 8, 256, 0.5, 0.5f, false, td_stream(10, 3), d), 42);
   EXPECT_NE(a.mask, d.mask);
+  TdOutput e;  // and another seed, same step and layer
+  targeted_dropout_reference(make_task(w, 8, 256, 0.5, 0.5f, false, td_stream(10, 2), e), 43);
+  EXPECT_NE(a.mask, e.mask);
 }
 
 TEST(TdReferenceUnit, TargetsTheRowsOfSmallestNormTiesByIndex) {
