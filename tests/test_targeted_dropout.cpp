@@ -329,6 +329,31 @@ TEST(TdCpuPath, KeysDifferingInOneDigitMatchReference) {
       }
 }
 
+// Empty layers (no rows, or rows of no entries) are no work, not an error, on both CPU paths;
+// a row of one entry is targeted whole at gamma 1 and not at all below.
+TEST(TdCpuPath, EmptyAndOneEntryRows) {
+  for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {3, 0}, {0, 0}})
+    for (bool unit : {false, true}) {
+      SCOPED_TRACE("[" + std::to_string(rows) + ", " + std::to_string(n) + "]" +
+                   (unit ? " unit" : " weight"));
+      const std::vector<float> w;
+      TdOutput want, got;
+      targeted_dropout_reference(make_task(w, rows, n, 0.5, 1.0f, unit, 1, want), 3);
+      targeted_dropout_cpu(make_task(w, rows, n, 0.5, 1.0f, unit, 1, got), 3);
+      EXPECT_TRUE(got.w_out.empty());
+      EXPECT_TRUE(got.mask.empty());
+    }
+  const std::vector<float> w = {0.25f, -3.0f, 0.0f};
+  for (double gamma : {0.99, 1.0}) {
+    TdOutput o;
+    targeted_dropout_cpu(make_task(w, 3, 1, gamma, 1.0f, false, 1, o), 3);
+    for (int r = 0; r < 3; ++r) {
+      EXPECT_EQ(o.mask[r], gamma == 1.0 ? 0u : 1u) << "row " << r;
+      EXPECT_EQ(to_bits(o.w_out[r]), gamma == 1.0 ? 0u : to_bits(w[r])) << "row " << r;
+    }
+  }
+}
+
 TEST(TdCpuPath, NonFiniteWeightNamesTheLayer) {
   std::vector<float> w(30, 0.5f);
   w[17] = -INFINITY;
