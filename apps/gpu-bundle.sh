@@ -8,9 +8,9 @@
 #         -DCMAKE_CUDA_FLAGS=-lineinfo && cmake --build build-gpu
 #   apps/gpu-bundle.sh [BUILD_DIR=build-gpu] [BUNDLE_DIR=.gpu] [PEER=torch_td.py]
 #
-# BASELINE_COMMIT=REV also builds bench_targeted_dropout at that commit (in a temporary git
-# worktree, same flags) and packs it as bench_baseline, which gpu-check.sh's bench stage times
-# beside the current kernels.
+# BASELINE_COMMIT=REV also builds bench_targeted_dropout at that commit (from a temporary git
+# worktree, with the build's CUDA flags, once per commit into build-baseline/REV) and packs it as
+# bench_baseline, which gpu-check.sh's bench stage times beside the current kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
@@ -21,29 +21,51 @@ bins="tdrop tests/tdrop_tests bench/bench_targeted_dropout bench/bench_step_kern
 for f in $bins; do
   [ -x "$build/$f" ] || { echo "gpu-bundle: $build/$f not built" >&2; exit 2; }
 done
+# The baseline first (cached per commit under build-baseline/), so a failure there leaves any
+# previous bundle in place.
+baseline=""
+if [ -n "${BASELINE_COMMIT:-}" ]; then
+  rev=$(git rev-parse --verify "$BASELINE_COMMIT^{commit}")
+  baseline=build-baseline/$rev/bench/bench_targeted_dropout
+  if [ ! -x "$baseline" ]; then
+    tree=$(mktemp -d -t tdrop_baseline.XXXXXX)
+    trap 'git worktree remove --force "$tree" 2> /dev/null; rm -rf "$tree"' EXIT
+    git worktree add --detach "$tree" "$rev" > /dev/null
+    log=build-baseline/$rev.log
+    mkdir -p build-baseline
+    echo "gpu-bundle: building bench_targeted_dropout at $rev (log: $log)"
+    # The same flags as the current build, so the two are timed alike.
+    cuda_flags=$(sed -n 's/^CMAKE_CUDA_FLAGS:STRING=//p' "$build/CMakeCache.txt")
+    if ! { cmake -S "$tree" -B "build-baseline/$rev" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+             -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_FLAGS="$cuda_flags" &&
+           cmake --build "build-baseline/$rev" --target bench_targeted_dropout; } > "$log" 2>&1; then
+      tail -30 "$log" >&2
+      echo "gpu-bundle: the baseline at $rev did not build" >&2
+      exit 2
+    fi
+    git worktree remove --force "$tree"
+    trap - EXIT
+  fi
+fi
 rm -rf "$bundle" && mkdir -p "$bundle/data"
 stage=$(mktemp -d -t tdrop_bundle.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
+# Debug sections go; symbols stay, so sanitizer and profiler backtraces name functions.
 for f in $bins; do
-  strip -o "$stage/bin/$(basename "$f")" "$build/$f"
+  strip --strip-debug -o "$stage/bin/$(basename "$f")" "$build/$f"
 done
 # The non-system, non-CUDA libraries the binaries load (ldd names them here).
 for f in $bins; do ldd "$build/$f"; done |
   awk '/=> \//{print $3}' | grep -E 'openblas|gfortran|quadmath|benchmark' | sort -u |
   while read -r lib; do cp -L "$lib" "$stage/lib/"; done
-if [ -n "${BASELINE_COMMIT:-}" ]; then
-  tree=$(mktemp -d -t tdrop_baseline.XXXXXX)
-  git worktree add --detach "$tree" "$BASELINE_COMMIT" > /dev/null
-  cmake -S "$tree" -B "$tree/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_ARCHITECTURES=90 > /dev/null
-  cmake --build "$tree/build" --target bench_targeted_dropout > /dev/null
-  strip -o "$stage/bin/bench_baseline" "$tree/build/bench/bench_targeted_dropout"
-  git rev-parse "$BASELINE_COMMIT" > "$bundle/baseline_commit.txt"
-  git worktree remove --force "$tree"
+if [ -n "$baseline" ]; then
+  strip --strip-debug -o "$stage/bin/bench_baseline" "$baseline"
+  echo "$rev" > "$bundle/baseline_commit.txt"
 fi
 tar -C "$stage" -cJf "$bundle/tdrop-bin.tar.xz" bin lib
 cp "$data"/*-ubyte.gz "$bundle/data/"
 [ -n "$peer" ] && cp "$peer" "$bundle/torch_td.py"
-git rev-parse HEAD > "$bundle/commit.txt" 2>/dev/null || true
+# What the binaries were built from; "-dirty" when the tree had uncommitted changes.
+git describe --always --dirty --abbrev=40 > "$bundle/commit.txt" 2>/dev/null || true
 du -sh "$bundle"/* | sed 's/^/gpu-bundle: /'

@@ -23,7 +23,8 @@
 # the one apps/gpu-bundle.sh packed with BASELINE_COMMIT), the bench stage also times that
 # binary's fused kernel right after ours: an A/B of a kernel change on one machine in one call.
 # SECONDS is the whole script's budget (default 540): a stage gets what is left, and one that
-# cannot start in time is skipped and says so.
+# cannot start in time is skipped and says so. A 15-minute device lease (start-up included) fits
+# one call: tests,sanitizer,bench,peer,speed,ncu,profile with SECONDS 500.
 #
 # Binaries: a carried bundle (.gpu/, made by apps/gpu-bundle.sh) when present, else a build/
 # made here with cmake. cuDNN and cuBLAS come from the machine (the CUDA toolkit or PyTorch's
@@ -52,7 +53,9 @@ stage_limit() {
 
 # --- binaries and libraries --------------------------------------------------------------
 if [ -f .gpu/tdrop-bin.tar.xz ]; then
-  mkdir -p /tmp/tdrop && tar -C /tmp/tdrop -xJf .gpu/tdrop-bin.tar.xz
+  # A fresh folder: a warm machine may hold an earlier bundle's binaries (a stale baseline).
+  rm -rf /tmp/tdrop && mkdir -p /tmp/tdrop && tar -C /tmp/tdrop -xJf .gpu/tdrop-bin.tar.xz ||
+    { say "cannot unpack .gpu/tdrop-bin.tar.xz"; exit 2; }
   bin=/tmp/tdrop/bin
   libdirs=/tmp/tdrop/lib
   data=$root/.gpu/data
@@ -68,7 +71,7 @@ else
       cmake --build build > "$logs/build.log" 2>&1 || { say "build failed (logs/build.log)"; }
   fi
   bin=/tmp/tdrop/bin
-  mkdir -p $bin && cp build/tdrop build/tests/tdrop_tests build/bench/bench_targeted_dropout \
+  rm -rf /tmp/tdrop && mkdir -p $bin && cp build/tdrop build/tests/tdrop_tests build/bench/bench_targeted_dropout \
     build/bench/bench_step_kernels $bin/
   libdirs=
   data=${TDROP_DATA_DIR:-/usr/share/datasets/fashion-mnist}
@@ -85,7 +88,9 @@ for m in ("nvidia.cudnn", "nvidia.cublas", "nvidia.cu13", "nvidia.cuda_runtime")
         pass
 EOF
 ); do libdirs="$libdirs:$d"; done
-export LD_LIBRARY_PATH="${libdirs#:}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+libdirs=${libdirs#:}
+# No empty entries: an empty one would search the current directory.
+export LD_LIBRARY_PATH="${libdirs:+$libdirs:}/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export TDROP_TEST_BINARY_DIR=$bin TDROP_DATA_DIR=$data TDROP_PYTHON=python3
 {
   echo "date: $(date -u +%FT%TZ)"
@@ -103,7 +108,7 @@ status=0
 
 # --- compute-sanitizer, in the background while the tests run (neither is timed) --------
 san_tools=()
-if want sanitizer && tsan=$(stage_limit 40 60); then
+if want sanitizer && tsan=$(stage_limit 40 90); then
   # memcheck: every targeted-dropout kernel, batch norm, the multi-tensor SGD update and the
   # warp-per-row kernels (softmax, layer norm, cross-entropy) with batched GEMM; racecheck: the
   # targeted-dropout kernels (their shared-memory stage, histograms and scans) and batch norm
@@ -120,9 +125,10 @@ if want sanitizer && tsan=$(stage_limit 40 60); then
   )
   for key in "${!san_filter[@]}"; do
     san_tools+=("$key")
-    OPENBLAS_NUM_THREADS=2 timeout "$tsan" compute-sanitizer --tool "${key%-*}" --error-exitcode 3 \
-      --print-limit 20 $bin/tdrop_tests --gtest_filter="${san_filter[$key]}" \
-      > "$logs/sanitizer-$key.log" 2>&1 &
+    # The exit status closes the log: a timeout (124), a crash or a missing tool shows there.
+    ( OPENBLAS_NUM_THREADS=2 timeout "$tsan" compute-sanitizer --tool "${key%-*}" --error-exitcode 3 \
+        --print-limit 20 $bin/tdrop_tests --gtest_filter="${san_filter[$key]}"
+      echo "exit $?" ) > "$logs/sanitizer-$key.log" 2>&1 &
   done
 elif want sanitizer; then say "sanitizer: skipped, out of time"; fi
 
@@ -141,11 +147,15 @@ if want tests && t=$(stage_limit 20 60); then
   skipped=$(grep -h "^\[  SKIPPED \] [0-9]" "$logs"/tests-*.log | awk '{s+=$4} END {print s+0}')
   unfinished=$(grep -L "^\[==========\] .* ran\." "$logs"/tests-*.log | wc -l)
   say ""; say "## tests: $passed passed, $failed failed, $skipped skipped, $unfinished shards did not finish"
-  grep -h "^\[  FAILED  \] [A-Za-z]" "$logs"/tests-*.log | sort -u | head -40 | tee -a "$summary"
+  # A finished shard names each failure twice, once with its time: one line per test.
+  grep -h "^\[  FAILED  \] [A-Za-z]" "$logs"/tests-*.log | sed 's/ ([0-9]* ms)$//' | sort -u |
+    head -40 | tee -a "$summary"
   for f in $(grep -L "^\[==========\] .* ran\." "$logs"/tests-*.log); do
     say "unfinished $(basename "$f"): last started $(grep "^\[ RUN      \]" "$f" | tail -1)"
   done
-  grep -h -A1 "^\[ RUN      \]" "$logs"/tests-*.log | grep -B1 "SKIPPED" | grep "RUN" | head -20 | tee -a "$summary"
+  say "skipped (first 20):"
+  grep -h "^\[  SKIPPED \] [A-Za-z]" "$logs"/tests-*.log | sed 's/ ([0-9]* ms)$//' | sort -u |
+    head -20 | tee -a "$summary"
   ((failed > 0 || unfinished > 0)) && status=1
 elif want tests; then say "tests: skipped, out of time"; fi
 
@@ -154,8 +164,8 @@ if ((${#san_tools[@]})); then
   say ""; say "## compute-sanitizer (targeted-dropout kernels, batch norm, SGD update)"
   for key in $(printf '%s\n' "${san_tools[@]}" | sort); do
     f="$logs/sanitizer-$key.log"
-    say "$key: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$f" | tail -1) $(grep -E "^\[  PASSED  \]|^\[  FAILED  \] [0-9]" "$f" | tr '\n' ' ')"
-    grep -q "ERROR SUMMARY: 0 errors\|RACECHECK SUMMARY: 0 hazards" "$f" || status=1
+    say "$key: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$f" | tail -1) $(grep -E "^\[  PASSED  \]|^\[  FAILED  \] [0-9]" "$f" | tr '\n' ' ')$(tail -1 "$f")"
+    grep -q "ERROR SUMMARY: 0 errors\|RACECHECK SUMMARY: 0 hazards" "$f" && grep -qx "exit 0" "$f" || status=1
   done
 fi
 
@@ -185,12 +195,26 @@ if want peer && [ -f "$peer" ] && t=$(stage_limit 30 60); then
   PYTHONUNBUFFERED=1 timeout "$t" python3 "$peer" --repeats 15 --json "$logs/torch_td.jsonl" \
     > "$logs/torch_td.txt" 2>&1 || status=1
   say ""; say "## PyTorch peer (torch_td.py)"; say '```'; tee -a "$summary" < "$logs/torch_td.txt"; say '```'
+  if [ -f "$logs/bench_targeted_dropout.json" ]; then
+    say ""; say "## the race: fused, unfused and the fastest PyTorch variant per shape set"; say '```'
+    python3 bench/race_table.py "$logs/bench_targeted_dropout.json" "$logs/torch_td.jsonl" 2>&1 |
+      tee -a "$summary"
+    say '```'
+  fi
 elif want peer; then say "peer: skipped (no script or out of time)"; fi
 
 # --- ResNet-32 training speed ------------------------------------------------------------
+speed_end=$((start + budget))  # the speed stage sets its own end; until then, the script's
+# Seconds for one run: at most 40, within both the script's budget and the speed stage's.
+run_limit() {
+  local t
+  t=$(stage_limit 15 40) || return 1
+  ((t = t < speed_end - SECONDS ? t : speed_end - SECONDS, t >= 15)) || return 1
+  echo "$t"
+}
 speed_run() {  # name, extra tdrop args... (MODEL, default resnet32, picks the model)
   local name=$1 t; shift
-  t=$(stage_limit 15 40) || { say "tdrop $name: skipped, out of time"; return; }
+  t=$(run_limit) || { say "tdrop $name: skipped, out of time"; return; }
   timeout "$t" $bin/tdrop train --model "${MODEL:-resnet32}" --device cuda --epochs 2 --no-progress \
     --data-dir "$data" --out "$logs/speed-$name" "$@" > "$logs/speed-$name.log" 2>&1
   # The share of the epoch the host spent waiting for the GPU: near 0 means host-bound.
@@ -200,13 +224,14 @@ speed_run() {  # name, extra tdrop args... (MODEL, default resnet32, picks the m
 }
 torch_run() {  # name, extra resnet32_torch.py args...
   local name=$1 t; shift
-  t=$(stage_limit 15 40) || { say "pytorch $name: skipped, out of time"; return; }
+  t=$(run_limit) || { say "pytorch $name: skipped, out of time"; return; }
   timeout "$t" python3 bench/resnet32_torch.py "$@" > "$logs/speed-torch-$name.json" 2>> "$logs/speed-torch.err"
   python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('%-26s %8.0f images/s (%.2f ms/step)' % (sys.argv[2], r['images_per_s'], r['ms_per_step']))" \
     "$logs/speed-torch-$name.json" "pytorch $name" 2>/dev/null | tee -a "$summary" ||
     say "pytorch $name: failed (logs/speed-torch.err)"
 }
 if want speed && t=$(stage_limit 30 150); then
+  speed_end=$((SECONDS + t))
   say ""; say "## ResNet-32 training on 1x32x32 (200 steps per epoch; TD weight g=0.5 a=0.5)"; say '```'
   speed_run none-b128 --train-limit 25600
   torch_run b128 --batch 128
@@ -222,6 +247,7 @@ if want speed && t=$(stage_limit 30 150); then
   MODEL=transformer speed_run transformer-td-b128 --train-limit 25600 --optimizer adam --lr 0.001 \
     --td weight --td-gamma 0.5 --td-alpha 0.5
   say '```'
+  speed_end=$((start + budget))
 elif want speed; then say "speed: skipped, out of time"; fi
 
 # --- Nsight Compute on the fused kernel -------------------------------------------------
@@ -244,6 +270,13 @@ if want ncu && t=$(stage_limit 15 60); then
 elif want ncu; then say "ncu: skipped, out of time"; fi
 
 # --- where a ResNet-32 training step spends GPU time ----------------------------------------
+# The step's wall time comes from the speed stage's fused run; without one (profile alone),
+# that run first.
+if want profile && [ ! -f "$logs/speed-td-fused-b128/metrics.jsonl" ]; then
+  say ""; say '```'
+  speed_run td-fused-b128 --train-limit 25600 --td weight --td-gamma 0.5 --td-alpha 0.5 --td-impl fused
+  say '```'
+fi
 if want profile && t=$(stage_limit 40 120); then
   prof=(--model resnet32 --device cuda --epochs 1 --train-limit 12800 --no-progress
         --data-dir "$data" --td weight --td-gamma 0.5 --td-alpha 0.5 --out "$logs/profile-run")
