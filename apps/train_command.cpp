@@ -132,7 +132,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--seed", cfg->seed, "random seed (initialisation, shuffling, dropout)")
       ->capture_default_str();
   cmd->add_option("--out", cfg->out_dir,
-                  "run directory: config.json, metrics.jsonl, model.safetensors")
+                  "run directory (default runs/MODEL): config.json, metrics.jsonl, "
+                  "model.safetensors, resume.safetensors")
       ->capture_default_str();
   cmd->add_option("--train-limit", cfg->train_limit,
                   "use only the first N training images (0 = all)")

@@ -26,19 +26,19 @@ fi
 mkdir -p "$OUTDIR"/{bin,artifacts,logs,corpus,seeds}
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 
-# Only the parser sources: no CUDA, no library.
+# Only the parser sources (and the error messages they raise): no CUDA, no tensor library.
 declare -A SOURCES=(
-  [safetensors]="core/safetensors.cpp core/atomic_file.cpp"
-  [idx]="data/idx.cpp data/fashion_mnist.cpp"
-  [cifar10]="data/cifar10.cpp"
+  [safetensors]="core/safetensors.cpp core/atomic_file.cpp core/json_parse.cpp core/error.cpp"
+  [idx]="data/idx.cpp data/fashion_mnist.cpp core/error.cpp"
+  [cifar10]="data/cifar10.cpp core/error.cpp"
 )
 declare -A MAX_LEN=([safetensors]=16384 [idx]=16384 [cifar10]=16384)
 FLAGS=(-std=c++20 -g -O1 -fno-omit-frame-pointer -I.)
 SAN=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 
 echo "run-fuzzers: building with $("$CXX" --version | head -n1)"
-"$CXX" "${FLAGS[@]}" -fsanitize=address,undefined tests/fuzz/make_corpus.cpp core/safetensors.cpp \
-  core/atomic_file.cpp -lz -o "$OUTDIR/bin/make_corpus"
+"$CXX" "${FLAGS[@]}" -fsanitize=address,undefined tests/fuzz/make_corpus.cpp \
+  ${SOURCES[safetensors]} -lz -o "$OUTDIR/bin/make_corpus"
 for t in "${TARGETS[@]}"; do
   [ -n "${SOURCES[$t]:-}" ] || { echo "run-fuzzers: unknown target $t" >&2; exit 2; }
   # shellcheck disable=SC2086
