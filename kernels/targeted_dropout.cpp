@@ -234,6 +234,7 @@ void weight_row(const TdTask& t, int64_t r, uint64_t seed, RowScratch& s) {
   const float* w = t.w + base;
   float* out = t.w_out + base;
   uint32_t* mask = t.mask + r * words;
+  if (n == 0) return;  // no entries (an empty layer's buffers may be null)
   if (t.k == 0 || t.drop_threshold == 0) {  // nothing can be dropped
     std::memcpy(out, w, static_cast<size_t>(n) * sizeof(float));
     std::fill(mask, mask + words, 0xffffffffu);

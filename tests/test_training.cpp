@@ -293,8 +293,11 @@ TEST(Optimizer, AdamStateRestoresPerParameterSteps) {
   saved.erase("skipped");
   Adam old_file({a.clone(), b.clone()}, 0.01f);
   old_file.load_state(saved, 3, "resume.safetensors");
-  for (auto& [name, t] : old_file.state())
-    if (name == "skipped") EXPECT_EQ(t.to_vector<float>(), (std::vector<float>{0, 0}));
+  for (auto& [name, t] : old_file.state()) {
+    if (name == "skipped") {
+      EXPECT_EQ(t.to_vector<float>(), (std::vector<float>{0, 0}));
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Optimizer, AdamMatchesPyTorch,
