@@ -10,7 +10,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -27,6 +26,7 @@ namespace tdrop {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::error_message;
 using testing::expect_error;
 
 std::string data_dir() {
@@ -146,15 +146,6 @@ TEST(Resume, SavingEveryNStepsChangesNothingAndFinishedRunsRefuse) {
   fs::remove_all(split);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 std::string read_text(const std::string& path) {
   std::ifstream f(path);
   return std::string(std::istreambuf_iterator<char>(f), {});
@@ -171,7 +162,7 @@ TEST(Resume, AFreshRunRefusesADirectoryHoldingARun) {
   const auto resume = weights_of(dir + "/resume.safetensors");
   TrainConfig other = small_run(dir, 1);
   other.lr = 0.3f;
-  const std::string m = error_of([&] { train(other); });
+  const std::string m = error_message([&] { train(other); });
   EXPECT_NE(m.find("already holds a run"), std::string::npos) << m;
   EXPECT_NE(m.find("--overwrite"), std::string::npos) << m;
   EXPECT_EQ(read_text(dir + "/config.json"), config) << "the refused run touched config.json";
@@ -182,7 +173,7 @@ TEST(Resume, AFreshRunRefusesADirectoryHoldingARun) {
   // A file where the run directory should be is named before any data is loaded.
   const std::string file = dir + "/metrics.jsonl";
   TrainConfig into_file = small_run(file, 1);
-  EXPECT_NE(error_of([&] { train(into_file); }).find("is not a directory"), std::string::npos);
+  EXPECT_NE(error_message([&] { train(into_file); }).find("is not a directory"), std::string::npos);
   fs::remove_all(dir);
 }
 
@@ -201,14 +192,14 @@ TEST(Resume, DamagedConfigIsAnErrorNamingTheFile) {
     nlohmann::json bad = good;
     bad[key] = v;
     std::ofstream(dir + "/config.json") << bad.dump(2);
-    const std::string m = error_of([&] { train(resume_of(dir)); });
+    const std::string m = error_message([&] { train(resume_of(dir)); });
     EXPECT_NE(m.find("config.json"), std::string::npos) << m;
     EXPECT_NE(m.find(key), std::string::npos) << m;
   }
   // Nested 200000 deep (a recursive parse or copy would overflow the stack).
   std::ofstream(dir + "/config.json")
       << "{\"model_config\": " << std::string(200000, '[') << std::string(200000, ']') << "}";
-  const std::string m = error_of([&] { train(resume_of(dir)); });
+  const std::string m = error_message([&] { train(resume_of(dir)); });
   EXPECT_NE(m.find("config.json"), std::string::npos) << m;
   EXPECT_NE(m.find("nests deeper"), std::string::npos) << m;
   fs::remove_all(dir);
@@ -234,7 +225,7 @@ TEST(Resume, DamagedPositionIsAnError) {
     save_safetensors(path, bad);
     TrainConfig more = resume_of(dir);
     more.epochs = 2;
-    const std::string m = error_of([&] { train(more); });
+    const std::string m = error_message([&] { train(more); });
     EXPECT_NE(m.find("resume.safetensors"), std::string::npos) << m;
   }
   save_safetensors(path, good);
@@ -266,7 +257,7 @@ TEST(Resume, NonFiniteTensorIsAnErrorNamingIt) {
     save_safetensors(path, bad);
     TrainConfig more = resume_of(dir);
     more.epochs = 2;
-    const std::string m = error_of([&] { train(more); });
+    const std::string m = error_message([&] { train(more); });
     EXPECT_NE(m.find("resume.safetensors"), std::string::npos) << m;
     EXPECT_NE(m.find(std::string(name).substr(6)), std::string::npos) << m;
     EXPECT_NE(m.find("non-finite"), std::string::npos) << m;
