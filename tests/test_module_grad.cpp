@@ -58,8 +58,9 @@ void PrintTo(const ModuleCase& c, std::ostream* os) { *os << c.name; }
 class ModuleGradient : public ::testing::TestWithParam<ModuleCase> {};
 
 // d(sum(f(x) * r)) against central differences at up to 24 entries of every parameter and of
-// the input. A ReLU or max-pool kink within h of an entry spoils one step size, not two: the
-// better of h and h/10 must agree.
+// the input. A ReLU or max-pool kink within h of an entry spoils a step size; a first-layer
+// weight moves every pre-activation of the batch, so one may lie within 1e-6 and 1e-7 of a kink:
+// the best of h, h/10 and h/100 must agree.
 TEST_P(ModuleGradient, MatchesFiniteDifferences) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -87,7 +88,8 @@ TEST_P(ModuleGradient, MatchesFiniteDifferences) {
     const int64_t stride = std::max<int64_t>(1, t.numel() / 24);
     for (int64_t i = 0; i < t.numel(); i += stride) {
       double best = INFINITY, numeric = 0;
-      for (double h : {1e-6, 1e-7}) {
+      for (double h : {1e-6, 1e-7, 1e-8}) {
+        if (best <= 1e-6 * (1 + std::abs(numeric))) break;  // agreed at a larger step
         const double saved = v[i];
         v[i] = saved + h;
         const double up = objective();
