@@ -24,7 +24,7 @@ std::atomic<int64_t> g_live_nodes{0};
 
 int64_t live_autograd_nodes() { return g_live_nodes.load(); }
 
-Node::Node() { ++g_live_nodes; }
+Node::Node() : layer(current_layer()) { ++g_live_nodes; }
 
 Node::~Node() {
   --g_live_nodes;
@@ -119,6 +119,7 @@ void run_backward(const Tensor& root, const Tensor& seed) {
   while (!ready.empty()) {
     std::shared_ptr<Node> node = std::move(ready.back());
     ready.pop_back();
+    const LayerScope scope(node->layer, /*backward=*/true);
     Tensor g = std::move(grads[node.get()]);
     grads.erase(node.get());
     std::vector<Tensor> in_grads = node->backward(g);

@@ -3,6 +3,7 @@
 // (no recursion, so deep graphs cannot overflow the stack) in reverse topological order.
 #pragma once
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -21,6 +22,8 @@ struct Node {
   // input needs no gradient). Runs with gradient recording off.
   virtual std::vector<Tensor> backward(const Tensor& grad_out) = 0;
   std::vector<Tensor> inputs;
+  // The layer whose forward recorded this node ("" outside any): errors in its backward name it.
+  const std::string layer;
 };
 
 // Nodes alive now. A node must not hold its own output (the output holds the node: a cycle

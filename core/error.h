@@ -14,21 +14,26 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The model layer whose forward pass runs on this thread (the innermost one), so that an error
-// raised deep inside an op, such as running out of memory, also says where in the model it was.
-// Module::operator() opens one for every named layer.
+// The model layer whose forward (or backward) pass runs on this thread, the innermost one, so
+// that an error raised deep inside an op, such as running out of memory, also says where in the
+// model it was. Module::operator() opens one for every named layer; the autograd engine opens
+// one with `backward` for each node, under the layer that recorded it. `path` must outlive it.
 class LayerScope {
  public:
-  explicit LayerScope(const std::string& path);
+  explicit LayerScope(const std::string& path, bool backward = false);
   ~LayerScope();
   LayerScope(const LayerScope&) = delete;
   LayerScope& operator=(const LayerScope&) = delete;
 
  private:
   const std::string* outer_;
+  bool outer_backward_;
 };
-// " (in layer 'PATH')" while a LayerScope is open, else "".
+// " (in layer 'PATH')", or " (in the backward pass of layer 'PATH')", while a LayerScope is
+// open, else "".
 std::string layer_context();
+// The innermost open scope's path, "" outside any layer.
+const std::string& current_layer();
 
 // Builds the message from any streamable pieces: fail("linear: x ", shape_str(s), " ..."),
 // and the layer it happened in.

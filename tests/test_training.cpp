@@ -79,6 +79,30 @@ TEST(LayerErrors, NameTheLayerPath) {
   EXPECT_EQ(outside.find("in layer"), std::string::npos) << outside;
 }
 
+// An error in the backward pass names the layer whose forward recorded the op: with anomaly
+// detection, a NaN gradient arriving at the last Linear is reported there, and the scope
+// closes with the pass.
+TEST(LayerErrors, BackwardNamesTheLayer) {
+  Sequential model;
+  model.add(std::make_shared<Linear>(4, 3));
+  model.add(std::make_shared<ReLU>());
+  model.add(std::make_shared<Linear>(3, 2));
+  const Tensor out = model.forward(Tensor::full({2, 4}, 0.5));
+  EXPECT_EQ(current_layer(), "");
+  std::vector<float> seed(4, 1.0f);
+  seed[3] = std::nanf("");
+  set_anomaly_detection(true);
+  const std::string msg =
+      error_message([&] { out.backward(Tensor::from_vector(seed, {2, 2})); });
+  set_anomaly_detection(false);
+  EXPECT_NE(msg.find("anomaly: the gradient of "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(in the backward pass of layer '2')"), std::string::npos) << msg;
+  EXPECT_EQ(layer_context(), "");
+  // The same graph's nodes remember their layers: a clean backward reaches layer 0's weight.
+  out.backward(Tensor::full({2, 2}, 1.0));
+  EXPECT_TRUE(model.parameters()[0].grad().defined());
+}
+
 // Paths are the parameter-name prefixes, however the tree was built (resnet20's blocks are
 // built before their stage registers them).
 TEST(LayerErrors, PathsFollowTheModelTree) {
