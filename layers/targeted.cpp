@@ -182,8 +182,14 @@ void TargetedWeight::set_precomputed(const Tensor& w_prime, const Tensor& mask, 
   pre_step_ = step;
 }
 
+void TargetedWeight::set_eval_weight(const Tensor& weight, const Tensor& w_eval) {
+  eval_src_ = w_eval.defined() ? weight : Tensor();
+  eval_w_ = w_eval;
+}
+
 Tensor TargetedWeight::effective(const Tensor& weight, bool training, uint64_t seed,
                                  uint64_t step) {
+  if (!training && eval_w_.defined() && eval_src_.same(weight)) return eval_w_;
   const Plan p = plan(weight, training, step);
   if (!p.active) return weight;
   TDROP_CHECK(weight.dtype() == DType::F32, "targeted dropout: layer '", name_,
@@ -252,6 +258,21 @@ SparsityReport measure_sparsity(Module& model) {
     r.all_zero += zeros(p);
   }
   return r;
+}
+
+EvalWeightCache::EvalWeightCache(Module& model) {
+  NoGradGuard no_grad;
+  for (auto& [name, layer] : targetable_layers(model)) {
+    TargetedWeight& td = layer->targeted();
+    const Tensor& w = layer->weight();
+    if (!td.plan(w, false, 0).active) continue;
+    td.set_eval_weight(w, td.effective(w, false, 0, 0));
+    layers_.push_back(&td);
+  }
+}
+
+EvalWeightCache::~EvalWeightCache() {
+  for (TargetedWeight* td : layers_) td->set_eval_weight(Tensor(), Tensor());
 }
 
 void precompute_targeted_dropout(Module& model, uint64_t seed, uint64_t step) {

@@ -69,6 +69,9 @@ class TargetedWeight {
   // A whole-model grouped launch may compute this step's W' and mask ahead of the forward pass;
   // effective() then uses them instead of launching its own kernel.
   void set_precomputed(const Tensor& w_prime, const Tensor& mask, uint64_t step);
+  // While set, effective() in eval mode returns `w_eval` for `weight` without computing it
+  // (EvalWeightCache); an undefined w_eval clears it.
+  void set_eval_weight(const Tensor& weight, const Tensor& w_eval);
 
  private:
   TargetedDropoutConfig cfg_;
@@ -76,6 +79,7 @@ class TargetedWeight {
   uint64_t index_ = 0;
   Tensor pre_w_, pre_mask_;
   uint64_t pre_step_ = ~uint64_t{0};
+  Tensor eval_src_, eval_w_;
 };
 
 // A layer with a prunable weight (Linear, Conv2d). Models mark their stem and classifier
@@ -104,6 +108,21 @@ struct SparsityReport {
   double targeted() const { return targeted_total ? double(targeted_zero) / targeted_total : 0; }
   double all() const { return all_total ? double(all_zero) / all_total : 0; }
 };
+// Evaluation's W' depends on the weights alone (the targeted set removed, nothing drawn), and
+// they do not change while a model is evaluated: this computes each targeted layer's once and
+// hands it to every forward pass until it goes out of scope. Without it a CUDA evaluation would
+// launch, and wait for, one selection per layer and batch.
+class EvalWeightCache {
+ public:
+  explicit EvalWeightCache(Module& model);
+  ~EvalWeightCache();
+  EvalWeightCache(const EvalWeightCache&) = delete;
+  EvalWeightCache& operator=(const EvalWeightCache&) = delete;
+
+ private:
+  std::vector<TargetedWeight*> layers_;
+};
+
 // Share of exactly-zero values in the stored weights.
 SparsityReport measure_sparsity(Module& model);
 

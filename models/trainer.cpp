@@ -245,6 +245,7 @@ EvalResult evaluate(Module& model, BatchLoader& loader) {
   NoGradGuard no_grad;
   const bool was_training = model.training();
   model.eval();
+  const EvalWeightCache eval_weights(model);
   loader.start_epoch(0);
   EvalResult r;
   double loss_sum = 0;

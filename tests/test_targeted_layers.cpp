@@ -77,12 +77,17 @@ TEST(TargetedLinear, TrainingUsesWPrimeAndTheGradientIsMasked) {
   }
 }
 
-TEST(TargetedLinear, EvalRemovesTheTargetedSetUnlessKeepAll) {
-  Linear layer(8, 2, false);
-  Tensor w = layer.weight();
-  w.copy_(Tensor::from_vector<float>({1, -2, 3, -4, 5, -6, 7, -8, 8, 7, 6, 5, 4, 3, 2, 1}, {2, 8}));
+// Two rows of 8 whose eval W' is easy to tell apart from W, targeted with gamma 0.5, in eval.
+void eval_example(Linear& layer) {
+  layer.weight().copy_(
+      Tensor::from_vector<float>({1, -2, 3, -4, 5, -6, 7, -8, 8, 7, 6, 5, 4, 3, 2, 1}, {2, 8}));
   layer.targeted().configure(weight_td(0.5f, 0.3f), "fc", 0);
   layer.eval();
+}
+
+TEST(TargetedLinear, EvalRemovesTheTargetedSetUnlessKeepAll) {
+  Linear layer(8, 2, false);
+  eval_example(layer);
   const Tensor x = Tensor::full({1, 8}, 1.0);
   // Eval removes the 4 smallest |w| of each row: row 0 keeps 5,-6,7,-8; row 1 keeps 8,7,6,5.
   EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{-2.0f, 26.0f}));
@@ -90,6 +95,39 @@ TEST(TargetedLinear, EvalRemovesTheTargetedSetUnlessKeepAll) {
   keep.keep_all_in_eval = true;
   layer.targeted().configure(keep, "fc", 0);
   EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{-4.0f, 36.0f}));
+}
+
+// An evaluation computes each layer's eval W' once: while its cache lives, forward passes use
+// the W' of the weights it saw (a change made behind its back does not show), the training
+// mode and other tensors bypass it, and once it ends the next forward sees the new weights.
+TEST(TargetedLinear, EvalWeightCacheHoldsWPrimeForItsScope) {
+  Linear layer(8, 2, false);
+  Tensor w = layer.weight();
+  eval_example(layer);
+  const Tensor x = Tensor::full({1, 8}, 1.0);
+  const std::vector<float> before{-2.0f, 26.0f};  // as EvalRemovesTheTargetedSetUnlessKeepAll
+  {
+    const EvalWeightCache cache(layer);
+    EXPECT_EQ(layer.forward(x).to_vector<float>(), before);
+    w.copy_(Tensor::from_vector<float>({1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8}, {2, 8}));
+    EXPECT_EQ(layer.forward(x).to_vector<float>(), before);  // cached
+    // Another tensor is not the cached one's source: computed afresh (5+6+7+8 = 26 per row).
+    const Tensor other = layer.targeted().effective(w.clone(), false, 0, 0);
+    EXPECT_EQ(matmul(x, other.transpose(0, 1)).to_vector<float>(), (std::vector<float>{26, 26}));
+    // Training draws from the weights as they are: 5+6+7+8 plus whichever of 1..4 stay.
+    layer.train();
+    const float y0 = layer.forward(x).to_vector<float>()[0];
+    EXPECT_GE(y0, 26.0f);
+    EXPECT_LE(y0, 36.0f);
+    layer.eval();
+  }
+  EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{26.0f, 26.0f}));
+  // keep_all: nothing to cache, the weights are used as they are.
+  TargetedDropoutConfig keep = weight_td(0.5f, 0.3f);
+  keep.keep_all_in_eval = true;
+  layer.targeted().configure(keep, "fc", 0);
+  const EvalWeightCache cache(layer);
+  EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{36.0f, 36.0f}));
 }
 
 TEST(TargetedLinear, BadRatesAreErrorsNamingTheLayer) {
