@@ -132,29 +132,19 @@ TEST(Conv2dBackward, BatchEqualsImageByImage) {
   }
 }
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(Conv2dErrors, NameTheOpAndShapes) {
   const Tensor x = Tensor::zeros({2, 3, 8, 8});
-  std::string m = error_of([&] { conv2d(x, Tensor::zeros({4, 2, 3, 3}), Tensor()); });
+  std::string m = error_message([&] { conv2d(x, Tensor::zeros({4, 2, 3, 3}), Tensor()); });
   EXPECT_NE(m.find("conv2d"), std::string::npos) << m;
   EXPECT_NE(m.find("[2, 3, 8, 8]"), std::string::npos) << m;
   EXPECT_NE(m.find("[4, 2, 3, 3]"), std::string::npos) << m;
-  m = error_of([&] { conv2d(x, Tensor::zeros({4, 3, 9, 9}), Tensor()); });
+  m = error_message([&] { conv2d(x, Tensor::zeros({4, 3, 9, 9}), Tensor()); });
   EXPECT_NE(m.find("does not fit"), std::string::npos) << m;
-  m = error_of([&] { conv2d(x, Tensor::zeros({4, 3, 3, 3}), Tensor::zeros({5})); });
+  m = error_message([&] { conv2d(x, Tensor::zeros({4, 3, 3, 3}), Tensor::zeros({5})); });
   EXPECT_NE(m.find("bias"), std::string::npos) << m;
-  m = error_of([&] { conv2d(Tensor::zeros({3, 8, 8}), Tensor::zeros({4, 3, 3, 3}), Tensor()); });
+  m = error_message([&] { conv2d(Tensor::zeros({3, 8, 8}), Tensor::zeros({4, 3, 3, 3}), Tensor()); });
   EXPECT_NE(m.find("[N, C, H, W]"), std::string::npos) << m;
-  m = error_of([&] {
+  m = error_message([&] {
     conv2d(x, Tensor::zeros({4, 3, 3, 3}, DType::F64), Tensor());
   });
   EXPECT_NE(m.find("dtype"), std::string::npos) << m;
@@ -227,9 +217,9 @@ TEST(BatchNorm2d, TrainingOutputHasZeroMeanUnitVariancePerChannel) {
 TEST(BatchNorm2d, RejectsBadInputs) {
   Tensor rm = Tensor::zeros({2}), rv = Tensor::full({2}, 1.0);
   const Tensor g = Tensor::full({2}, 1.0), b = Tensor::zeros({2});
-  std::string m = error_of([&] { batch_norm2d(Tensor::zeros({1, 2, 1, 1}), g, b, rm, rv, true); });
+  std::string m = error_message([&] { batch_norm2d(Tensor::zeros({1, 2, 1, 1}), g, b, rm, rv, true); });
   EXPECT_NE(m.find("more than one value per channel"), std::string::npos) << m;
-  m = error_of([&] { batch_norm2d(Tensor::zeros({4, 3, 2, 2}), g, b, rm, rv, true); });
+  m = error_message([&] { batch_norm2d(Tensor::zeros({4, 3, 2, 2}), g, b, rm, rv, true); });
   EXPECT_NE(m.find("batch_norm2d"), std::string::npos) << m;
   EXPECT_NE(m.find("3 channels"), std::string::npos) << m;
   // One value per channel is fine in evaluation.
@@ -262,7 +252,7 @@ TEST(BatchNorm2d, FusedEpilogueEqualsComposedOpsBitForBit) {
 TEST(BatchNorm2d, RejectsAResidualOfAnotherShape) {
   Tensor rm = Tensor::zeros({2}), rv = Tensor::full({2}, 1.0);
   const Tensor g = Tensor::full({2}, 1.0), b = Tensor::zeros({2});
-  const std::string m = error_of([&] {
+  const std::string m = error_message([&] {
     batch_norm2d(Tensor::zeros({2, 2, 3, 3}), g, b, rm, rv, true, 0.1, 1e-5,
                  BnEpilogue{Tensor::zeros({2, 2, 3, 4}), true});
   });
@@ -340,10 +330,10 @@ TEST(Pooling, GlobalAvgPoolAveragesEachPlane) {
 
 TEST(Pooling, RejectsBadWindows) {
   const Tensor x = Tensor::zeros({1, 1, 4, 4});
-  std::string m = error_of([&] { max_pool2d(x, Pool2dParams::square(2, 2, 2)); });
+  std::string m = error_message([&] { max_pool2d(x, Pool2dParams::square(2, 2, 2)); });
   EXPECT_NE(m.find("max_pool2d"), std::string::npos) << m;
   EXPECT_NE(m.find("half the window"), std::string::npos) << m;
-  m = error_of([&] { avg_pool2d(x, Pool2dParams::square(5)); });
+  m = error_message([&] { avg_pool2d(x, Pool2dParams::square(5)); });
   EXPECT_NE(m.find("does not fit"), std::string::npos) << m;
   expect_error([] { global_avg_pool(Tensor::zeros({2, 3})); },
                {"global_avg_pool", "[2, 3]", "is not [N, C, H, W]"});

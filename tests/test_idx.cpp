@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "data/fashion_mnist.h"
 #include "data/idx.h"
+#include "tests/expect_error.h"
 
 namespace fs = std::filesystem;
 using tdrop::read_idx;
@@ -61,28 +62,9 @@ Bytes random_bytes(size_t n, std::mt19937& rng) {
   return b;
 }
 
-// Runs fn, which must throw tdrop::Error, and returns the message ("" if it did not throw).
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const tdrop::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected tdrop::Error";
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-#define EXPECT_ERROR(stmt, ...)                                                  \
-  do {                                                                           \
-    const std::string msg_ = error_of([&] { (void)(stmt); });                   \
-    for (const std::string& part_ : std::vector<std::string>{__VA_ARGS__})       \
-      EXPECT_TRUE(contains(msg_, part_)) << "message: " << msg_ << "\nmissing: " << part_; \
-  } while (0)
+// stmt must throw a tdrop::Error whose message holds every one of the strings that follow.
+#define EXPECT_ERROR(stmt, ...) \
+  tdrop::testing::expect_error([&] { (void)(stmt); }, {__VA_ARGS__})
 
 class IdxTest : public ::testing::Test {
  protected:

@@ -6,7 +6,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <numeric>
 #include <random>
 #include <string>
@@ -23,6 +22,7 @@ namespace fs = std::filesystem;
 namespace tdrop {
 namespace {
 
+using ::tdrop::testing::error_message;
 using ::tdrop::testing::expect_error;
 using ::tdrop::testing::TempDir;
 
@@ -47,15 +47,6 @@ std::vector<uint8_t> records(const std::vector<uint8_t>& labels, int64_t first_i
     out.insert(out.end(), r.begin(), r.end());
   }
   return out;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(Cifar10, ReadsRecordsAsChwImagesInFileOrder) {
@@ -102,19 +93,19 @@ TEST(Cifar10, ErrorsNameTheFileAndTheProblem) {
   write_file(dir.file("bad_label.bin"), records({4, 10, 2}, 0));
 
   ImageDataset ds;
-  std::string m = error_of([&] { read_cifar10_file(dir.file("truncated.bin"), ds); });
+  std::string m = error_message([&] { read_cifar10_file(dir.file("truncated.bin"), ds); });
   EXPECT_NE(m.find("truncated.bin"), std::string::npos) << m;
   EXPECT_NE(m.find("6145 bytes"), std::string::npos) << m;
   EXPECT_NE(m.find("3073"), std::string::npos) << m;
-  m = error_of([&] { read_cifar10_file(dir.file("empty.bin"), ds); });
+  m = error_message([&] { read_cifar10_file(dir.file("empty.bin"), ds); });
   EXPECT_NE(m.find("empty.bin"), std::string::npos) << m;
-  m = error_of([&] { read_cifar10_file(dir.file("bad_label.bin"), ds); });
+  m = error_message([&] { read_cifar10_file(dir.file("bad_label.bin"), ds); });
   EXPECT_NE(m.find("bad_label.bin"), std::string::npos) << m;
   EXPECT_NE(m.find("record 1 has label 10"), std::string::npos) << m;
-  m = error_of([&] { load_cifar10(dir.path().string(), "test"); });
+  m = error_message([&] { load_cifar10(dir.path().string(), "test"); });
   EXPECT_NE(m.find("test_batch.bin"), std::string::npos) << m;
   EXPECT_NE(m.find("not found"), std::string::npos) << m;
-  m = error_of([&] { load_cifar10(dir.path().string(), "valid"); });
+  m = error_message([&] { load_cifar10(dir.path().string(), "valid"); });
   EXPECT_NE(m.find("split"), std::string::npos) << m;
 }
 
