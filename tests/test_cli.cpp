@@ -256,18 +256,25 @@ TEST_F(Cli, ResumeRefusesOptionsThatWouldChangeTheRun) {
 }
 
 TEST_F(Cli, ErrorLinesStayShort) {
-  // A learning rate outside (0, 1000] is rejected on one terminal line that names the option
-  // and the value (a range check once printed DBL_MAX in full here).
-  for (const char* lr : {"-1", "0", "nan", "2000"}) {
-    const RunResult r = run(std::string("train --lr ") + lr + " --out " + quote(tmp_.file("run")));
+  // A value out of range is rejected on one terminal line that names the option and the value
+  // (range checks once printed DBL_MAX in full here, and "--seed -1" became 2^64 - 1).
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"--lr", "-1"},          {"--lr", "0"},           {"--lr", "nan"},
+      {"--lr", "2000"},        {"--train-limit", "-1"}, {"--seed", "-1"},
+      {"--save-every", "-3"},  {"--seed", "1.5"},       {"--td-ramp-steps", "-2"}};
+  for (const auto& [option, value] : bad) {
+    const std::string td = option == "--td-ramp-steps" ? " --td weight --td-ramp" : "";
+    const RunResult r =
+        run("train " + option + " " + value + td + " --out " + quote(tmp_.file("run")));
     ASSERT_TRUE(r.exited()) << r.summary();
     EXPECT_NE(r.code(), 0) << r.summary();
     const std::vector<std::string> lines = lines_of(r.err);
     ASSERT_FALSE(lines.empty()) << r.summary();
-    EXPECT_NE(lines[0].find("--lr"), std::string::npos) << lines[0];
-    EXPECT_NE(lines[0].find(lr), std::string::npos) << lines[0];
+    EXPECT_NE(lines[0].find(option), std::string::npos) << lines[0];
+    EXPECT_NE(lines[0].find(value), std::string::npos) << lines[0];
     EXPECT_LE(lines[0].size(), 100u) << lines[0];
   }
+  EXPECT_FALSE(fs::exists(tmp_.file("run")));
 }
 
 TEST_F(Cli, CudaWithoutAGpuIsAClearError) {
