@@ -1096,6 +1096,37 @@ TEST(EndToEnd, CudaTrainingStepsNeverWaitForTheWholeStream) {
                                  << long_run - short_run << " times";
 }
 
+// The CUDA training loop (whole-model targeted-dropout launch ahead of each step, losses and
+// predictions read back two steps late, NaN checks one step late) reports the run the CPU
+// does: the same steps, and losses and accuracies equal up to the rounding of fp32 sums.
+TEST(EndToEnd, CudaTrainingFollowsTheCpuRun) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU: the CUDA training loop is not run";
+  TrainConfig cfg = small_run(fresh_seed());
+  SCOPED_TRACE("seed " + std::to_string(cfg.seed));
+  cfg.epochs = 2;
+  cfg.train_limit = 128 * 5;
+  cfg.td.mode = TargetedDropoutConfig::Mode::Weight;
+  cfg.td.gamma = 0.5f;
+  cfg.td.alpha = 0.5f;
+  const TrainResult cpu = train(cfg);
+  cfg.device = "cuda";
+  const TrainResult gpu = train(cfg);
+  ASSERT_EQ(cpu.epochs.size(), 2u);
+  ASSERT_EQ(gpu.epochs.size(), 2u);
+  for (size_t e = 0; e < 2; ++e) {
+    const EpochMetrics &c = cpu.epochs[e], &g = gpu.epochs[e];
+    SCOPED_TRACE("epoch " + std::to_string(e + 1));
+    EXPECT_EQ(g.step, c.step);
+    EXPECT_NEAR(g.train_loss, c.train_loss, 1e-3 * c.train_loss);
+    EXPECT_NEAR(g.train_accuracy, c.train_accuracy, 2.0 / 640);  // a prediction or two
+    EXPECT_NEAR(g.test_loss, c.test_loss, 1e-3 * c.test_loss);
+    EXPECT_NEAR(g.test_accuracy, c.test_accuracy, 0.002);
+    EXPECT_EQ(g.sparsity_targeted, c.sparsity_targeted);
+  }
+  EXPECT_LT(cpu.epochs[1].train_loss, cpu.epochs[0].train_loss) << "the run must learn";
+}
+
 // A learning rate of 1000 blows the MLP up within a few steps: the error names the step whose
 // loss was not finite, whether the loss was looked at at once or two steps late, and the resume
 // point saved every step before it is still finite.
