@@ -480,21 +480,35 @@ __device__ void warp_row_any(const DevTask& t, int64_t r, uint64_t seed, bool* b
   }
 }
 
+// Which row paths a launch holds. A launch of only short rows (ResNet-32's) or only long ones
+// (4096 x 4096) runs an instantiation without the other path: the block path then compiles as
+// it did before the warp path existed (64 registers, no spills; the kernel holding both paths
+// spills 48 bytes and keeps a 120-byte stack), and the warp path needs no shared memory.
+enum RowPaths : int { kWarpRowsOnly = 1, kBlockRowsOnly = 2, kBothRowPaths = 3 };
+
+template <int kPaths>
 __global__ void __launch_bounds__(kThreads, 4)
     td_weight_fused_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
                            int64_t smem_floats, int* nonfinite) {
   extern __shared__ __align__(16) uint32_t s_row[];
   __shared__ SelectState sel;
-  for (int i = threadIdx.x; i < kBins; i += kThreads) sel.hist[i] = 0;
-  __syncthreads();
+  if constexpr ((kPaths & kBlockRowsOnly) != 0) {
+    for (int i = threadIdx.x; i < kBins; i += kThreads) sel.hist[i] = 0;
+    __syncthreads();
+  }
   for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
     const DevTask& t = table.t[find_task(table, g)];
     bool bad = false;
-    if (t.warp_groups > 0) {  // block-uniform: every warp takes one row of the item
-      const int64_t r = (g - t.begin) * kWarps + (threadIdx.x >> 5);
-      if (r < t.rows) warp_row_any(t, r, seed, &bad);
+    // Block-uniform: every warp of a warp-row item takes one row of it.
+    const bool warp_item = kPaths == kBothRowPaths ? t.warp_groups > 0 : kPaths == kWarpRowsOnly;
+    if (warp_item) {
+      if constexpr ((kPaths & kWarpRowsOnly) != 0) {
+        const int64_t r = (g - t.begin) * kWarps + (threadIdx.x >> 5);
+        if (r < t.rows) warp_row_any(t, r, seed, &bad);
+      }
     } else {
-      block_row(t, g - t.begin, seed, smem_floats, s_row, sel, &bad);
+      if constexpr ((kPaths & kBlockRowsOnly) != 0)
+        block_row(t, g - t.begin, seed, smem_floats, s_row, sel, &bad);
     }
     if (bad) atomicExch(&nonfinite[t.flag], 1);
   }
@@ -630,13 +644,18 @@ int64_t smem_capacity_floats() {
   if (auto it = caps.find(dev); it != caps.end()) return it->second;
   int optin = 0;
   TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  cudaFuncAttributes attr{};
-  TDROP_CUDA_CHECK(cudaFuncGetAttributes(&attr, td_weight_fused_kernel));
-  const int64_t bytes =
-      std::min<int64_t>(optin - static_cast<int64_t>(attr.sharedSizeBytes), 64 * 1024) / 16 * 16;
-  TDROP_CUDA_CHECK(cudaFuncSetAttribute(td_weight_fused_kernel,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(bytes)));
+  int64_t bytes = 64 * 1024;
+  for (const void* kernel : {reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly>),
+                             reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths>)}) {
+    cudaFuncAttributes attr{};
+    TDROP_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    bytes = std::min<int64_t>(bytes, optin - static_cast<int64_t>(attr.sharedSizeBytes));
+  }
+  bytes = bytes / 16 * 16;
+  for (const void* kernel : {reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly>),
+                             reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths>)})
+    TDROP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(bytes)));
   return caps[dev] = bytes / 4;
 }
 
@@ -656,6 +675,7 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
     // Weight tasks and unit tasks go to different kernels, each with its own table.
     TaskTable weights{}, units{};
     int64_t max_staged = 0;
+    bool has_warp_rows = false, has_block_rows = false;
     for (size_t i = 0; i < count; ++i) {
       const TdTask& s = tasks[first + i];
       td_check_count(s);
@@ -671,7 +691,9 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
         const int groups = static_cast<int>((s.n + 127) / 128);
         weights.t[weights.count++] = dev_task(s, weights.total, flag, groups);
         weights.total += (s.rows + kWarps - 1) / kWarps;  // a warp per row
+        has_warp_rows = true;
       } else {
+        has_block_rows = true;
         weights.t[weights.count++] = dev_task(s, weights.total, flag, 0);
         weights.total += s.rows;  // a block per row
         if (s.k > 0 && s.k < s.n && s.n <= cap) max_staged = std::max(max_staged, s.n);
@@ -679,9 +701,11 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
     }
     if (weights.count > 0) {
       const int64_t staged = (max_staged + 3) / 4 * 4;  // rows are read 4 entries at a time
-      td_weight_fused_kernel<<<grid_for(weights.total), kThreads,
-                               static_cast<size_t>(staged) * 4, cuda_stream()>>>(
-          weights, seed, max_staged, flags);
+      const auto kernel = !has_block_rows  ? td_weight_fused_kernel<kWarpRowsOnly>
+                          : !has_warp_rows ? td_weight_fused_kernel<kBlockRowsOnly>
+                                           : td_weight_fused_kernel<kBothRowPaths>;
+      kernel<<<grid_for(weights.total), kThreads, static_cast<size_t>(staged) * 4,
+               cuda_stream()>>>(weights, seed, max_staged, flags);
       TDROP_LAUNCH_CHECK("td_weight_fused_kernel");
     }
     if (units.count > 0) {
