@@ -334,8 +334,7 @@ TEST(TdCpuPath, KeysDifferingInOneDigitMatchReference) {
 TEST(TdCpuPath, EmptyAndOneEntryRows) {
   for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {3, 0}, {0, 0}})
     for (bool unit : {false, true}) {
-      SCOPED_TRACE("[" + std::to_string(rows) + ", " + std::to_string(n) + "]" +
-                   (unit ? " unit" : " weight"));
+      SCOPED_TRACE(shape_str({rows, n}) + (unit ? " unit" : " weight"));
       const std::vector<float> w;
       TdOutput want, got;
       targeted_dropout_reference(make_task(w, rows, n, 0.5, 1.0f, unit, 1, want), 3);
