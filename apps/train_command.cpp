@@ -156,7 +156,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--save-every", cfg->save_every, "also save a resume point every N steps")
       ->check(whole_number());
   cmd->add_option("--augment", cfg->augment,
-                  "auto (crop+flip for cifar10, none for fashion-mnist) | none | crop-flip")
+                  "auto (crop+flip for cifar10, none for fashion-mnist) | none | crop-flip (a random crop of the image padded by 4 black pixels, and a horizontal flip)")
       ->check(CLI::IsMember({"auto", "none", "crop-flip"}))
       ->capture_default_str();
   cmd->add_option("--clip-grad-norm", cfg->clip_grad_norm,

@@ -27,18 +27,34 @@ void augment_image(const float* src, float* dst, int64_t channels, int64_t heigh
   // Output pixel (y, x) reads padded pixel (y + dy, x' + dx) with x' the flipped column, i.e.
   // source pixel (y + dy - pad, x' + dx - pad), or `fill` outside the image.
   const int64_t oy = d.dy - cfg.pad, ox = d.dx - cfg.pad;
+  const size_t fills = cfg.fill.size();
+  TDROP_CHECK(fills == 1 || fills == static_cast<size_t>(channels), "augment: need 1 or ",
+              channels, " fill values, got ", fills);
   for (int64_t c = 0; c < channels; ++c) {
     const float* in = src + c * height * width;
     float* out = dst + c * height * width;
+    const float fill = cfg.fill[fills == 1 ? 0 : static_cast<size_t>(c)];
     for (int64_t y = 0; y < height; ++y) {
       const int64_t sy = y + oy;
       for (int64_t x = 0; x < width; ++x) {
         const int64_t sx = (d.flip ? width - 1 - x : x) + ox;
         const bool inside = sy >= 0 && sy < height && sx >= 0 && sx < width;
-        out[y * width + x] = inside ? in[sy * width + sx] : cfg.fill;
+        out[y * width + x] = inside ? in[sy * width + sx] : fill;
       }
     }
   }
+}
+
+AugmentConfig black_padding(const std::vector<float>& mean, const std::vector<float>& std) {
+  TDROP_CHECK(!mean.empty() && mean.size() == std.size(), "augment: ", mean.size(), " means and ",
+              std.size(), " standard deviations");
+  AugmentConfig cfg;
+  cfg.fill.resize(mean.size());
+  for (size_t c = 0; c < mean.size(); ++c) {
+    TDROP_CHECK(std[c] > 0.0f, "augment: std of channel ", c, " must be positive, got ", std[c]);
+    cfg.fill[c] = -mean[c] / std[c];
+  }
+  return cfg;
 }
 
 void normalize_image(const uint8_t* src, float* dst, int64_t channels, int64_t pixels,

@@ -15,8 +15,15 @@ namespace tdrop {
 struct AugmentConfig {
   int64_t pad = 4;     // crop offset range: [-pad, pad] in each direction; 0 = no crop
   bool flip = true;    // random horizontal flip
-  float fill = 0.0f;   // value of the padding pixels (a normalised black is -mean/std)
+  // Value of the padding pixels, per channel (one value: every channel). Images are augmented
+  // after normalisation, so black is -mean/std: black_padding() gives that.
+  std::vector<float> fill{0.0f};
 };
+
+// Augmentation whose padding is black in images normalised by (mean, std) per channel, as
+// torchvision's RandomCrop(padding=4) before Normalize: the border a crop brings in matches the
+// black background of Fashion-MNIST and of its 28x28 -> 32x32 canvas.
+AugmentConfig black_padding(const std::vector<float>& mean, const std::vector<float>& std);
 
 // The crop offsets and flip chosen for one sample (exposed for tests and for logging).
 struct AugmentDraw {

@@ -361,7 +361,7 @@ TrainResult train(const TrainConfig& cfg_in) {
   }
   const bool augment =
       cfg.augment == "crop-flip" || (cfg.augment == "auto" && spec.augment_by_default);
-  AugmentConfig aug;
+  const AugmentConfig aug = black_padding(spec.mean, spec.std);
   BatchLoader train_loader(train_set, cfg.batch_size, true, cfg.seed, device, spec.mean, spec.std,
                            augment ? &aug : nullptr);
   BatchLoader test_loader(test_set, 1000, false, cfg.seed, device, spec.mean, spec.std);

@@ -16,6 +16,8 @@
 #include "core/error.h"
 #include "data/augment.h"
 #include "data/cifar10.h"
+#include "data/datasets.h"
+#include "data/loader.h"
 
 namespace fs = std::filesystem;
 
@@ -152,7 +154,7 @@ TEST(Augment, CropAndFlipFollowTheDraw) {
   const int64_t C = 2, H = 5, W = 6;
   const std::vector<float> src = ramp_image(C, H, W);
   std::vector<float> dst(src.size());
-  const AugmentConfig cfg{.pad = 2, .flip = true, .fill = -7.0f};
+  const AugmentConfig cfg{.pad = 2, .flip = true, .fill = {-7.0f, -9.0f}};
   int flips = 0;
   for (uint64_t sample = 0; sample < 64; ++sample) {
     const AugmentDraw d = augment_draw(cfg, 99, 3, sample);
@@ -169,12 +171,44 @@ TEST(Augment, CropAndFlipFollowTheDraw) {
           const int64_t cx = d.flip ? W - 1 - x : x;
           const int64_t sy = y + d.dy - 2, sx = cx + d.dx - 2;
           const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
-          const float want = inside ? src[(c * H + sy) * W + sx] : -7.0f;
+          const float want = inside ? src[(c * H + sy) * W + sx] : c == 0 ? -7.0f : -9.0f;
           ASSERT_EQ(dst[(c * H + y) * W + x], want) << sample << " " << c << " " << y << " " << x;
         }
   }
   EXPECT_GT(flips, 16);  // about half of 64
   EXPECT_LT(flips, 48);
+}
+
+// The trainer's padding is black after normalisation: a raw 0 pixel normalised is exactly the
+// fill, so a crop's border matches the Fashion-MNIST background and its 32x32 canvas.
+TEST(Augment, TrainingPadsWithNormalisedBlack) {
+  const DatasetSpec& spec = find_dataset("fashion-mnist");
+  const AugmentConfig cfg = black_padding(spec.mean, spec.std);
+  const uint8_t black[1] = {0};
+  float normalised = 0;
+  normalize_image(black, &normalised, 1, 1, spec.mean, spec.std);
+  ASSERT_EQ(cfg.fill.size(), 1u);
+  EXPECT_NEAR(cfg.fill[0], normalised, 1e-6f);
+  EXPECT_LT(cfg.fill[0], -0.5f);  // not the mid-grey 0 of the normalised scale
+  const std::vector<float> rgb = black_padding({0.5f, 0.25f, 0.0f}, {0.5f, 0.25f, 1.0f}).fill;
+  EXPECT_EQ(rgb, (std::vector<float>{-1.0f, -1.0f, 0.0f}));
+  expect_error([] { black_padding({0.5f}, {0.0f}); }, {"std of channel 0"});
+  // A fill per channel must match the image's channels.
+  const std::vector<float> src = ramp_image(3, 4, 4);
+  std::vector<float> dst(src.size());
+  expect_error([&] {
+    augment_image(src.data(), dst.data(), 3, 4, 4, {.pad = 1, .fill = {1, 2}}, 1, 2, 3);
+  }, {"need 1 or 3 fill values, got 2"});
+  // Through the loader: black images stay uniformly black whatever the crop (a fill of 0 gave
+  // nearly every one a grey border band).
+  ImageDataset dark;
+  dark.count = 16;
+  dark.height = dark.width = 8;
+  dark.images.assign(16 * 8 * 8, 0);
+  dark.labels.assign(16, 3);
+  BatchLoader loader(dark, 16, true, 5, Device::CPU, spec.mean, spec.std, &cfg);
+  loader.start_epoch(1);
+  for (float v : loader.batch(0).images.to_vector<float>()) ASSERT_EQ(v, normalised);
 }
 
 TEST(Augment, NoPadNoFlipIsTheIdentity) {
