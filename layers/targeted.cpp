@@ -262,17 +262,25 @@ SparsityReport measure_sparsity(Module& model) {
 
 EvalWeightCache::EvalWeightCache(Module& model) {
   NoGradGuard no_grad;
-  for (auto& [name, layer] : targetable_layers(model)) {
-    TargetedWeight& td = layer->targeted();
-    const Tensor& w = layer->weight();
-    if (!td.plan(w, false, 0).active) continue;
-    td.set_eval_weight(w, td.effective(w, false, 0, 0));
-    layers_.push_back(&td);
+  try {
+    for (auto& [name, layer] : targetable_layers(model)) {
+      TargetedWeight& td = layer->targeted();
+      const Tensor& w = layer->weight();
+      if (!td.plan(w, false, 0).active) continue;
+      td.set_eval_weight(w, td.effective(w, false, 0, 0));
+      layers_.push_back(&td);
+    }
+  } catch (...) {  // a NaN weight in a later layer: the earlier ones must not stay cached
+    clear();
+    throw;
   }
 }
 
-EvalWeightCache::~EvalWeightCache() {
+EvalWeightCache::~EvalWeightCache() { clear(); }
+
+void EvalWeightCache::clear() {
   for (TargetedWeight* td : layers_) td->set_eval_weight(Tensor(), Tensor());
+  layers_.clear();
 }
 
 void precompute_targeted_dropout(Module& model, uint64_t seed, uint64_t step) {

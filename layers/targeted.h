@@ -120,6 +120,7 @@ class EvalWeightCache {
   EvalWeightCache& operator=(const EvalWeightCache&) = delete;
 
  private:
+  void clear();
   std::vector<TargetedWeight*> layers_;
 };
 

@@ -8,8 +8,10 @@
 #include "core/error.h"
 #include "kernels/ops.h"
 #include "layers/linear.h"
+#include "layers/sequential.h"
 #include "models/prune.h"
 #include "models/registry.h"
+#include "tests/expect_error.h"
 #include "tests/grad_check.h"
 #include "tests/td_test_util.h"
 
@@ -128,6 +130,26 @@ TEST(TargetedLinear, EvalWeightCacheHoldsWPrimeForItsScope) {
   layer.targeted().configure(keep, "fc", 0);
   const EvalWeightCache cache(layer);
   EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{36.0f, 36.0f}));
+}
+
+// A NaN weight in a later layer makes the cache's construction fail naming that layer, and
+// leaves no earlier layer cached: its eval forward follows its weights again.
+TEST(TargetedLinear, EvalWeightCacheThatFailsCachesNothing) {
+  Sequential model;
+  model.add(std::make_shared<Linear>(8, 2, false));
+  model.add(std::make_shared<Linear>(2, 2, false));
+  configure_targeted_dropout(model, weight_td(0.5f, 0.3f));
+  model.eval();
+  auto& first = static_cast<Linear&>(*model.children()[0].second);
+  eval_example(first);
+  first.targeted().configure(weight_td(0.5f, 0.3f), "0", 0);
+  Tensor w1 = static_cast<Linear&>(*model.children()[1].second).weight();
+  w1.copy_(Tensor::from_vector<float>({1, NAN, 3, 4}, {2, 2}));
+  expect_error([&] { const EvalWeightCache cache(model); }, {"'1'", "non-finite"});
+  const Tensor x = Tensor::full({1, 8}, 1.0);
+  EXPECT_EQ(first.forward(x).to_vector<float>(), (std::vector<float>{-2.0f, 26.0f}));
+  first.weight().copy_(Tensor::full({2, 8}, 1.0));
+  EXPECT_EQ(first.forward(x).to_vector<float>(), (std::vector<float>{4.0f, 4.0f}));  // 4 of 8 kept
 }
 
 TEST(TargetedLinear, BadRatesAreErrorsNamingTheLayer) {
