@@ -130,7 +130,7 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
   cmd->add_option("--seed", cfg->seed, "random seed (initialisation, shuffling, dropout)")
-      ->check(whole_number())
+      ->check(whole_number<uint64_t>())
       ->capture_default_str();
   cmd->add_option("--out", cfg->out_dir,
                   "run directory (default runs/MODEL): config.json, metrics.jsonl, "
@@ -138,7 +138,7 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--train-limit", cfg->train_limit,
                   "use only the first N training images (0 = all)")
-      ->check(whole_number());
+      ->check(whole_number<int64_t>());
   cmd->add_flag("!--no-progress", cfg->progress, "no live progress line");
   cmd->add_flag("--overwrite", cfg->overwrite,
                 "replace the run already in --out (without it, such a directory is an error)");
@@ -154,7 +154,7 @@ void add_train_command(CLI::App& app) {
                   "continue the run in DIR from its last save (--epochs, the total, may grow only under a "
                   "constant schedule)");
   cmd->add_option("--save-every", cfg->save_every, "also save a resume point every N steps")
-      ->check(whole_number());
+      ->check(whole_number<int64_t>());
   cmd->add_option("--augment", cfg->augment,
                   "auto (crop+flip for cifar10, none for fashion-mnist) | none | crop-flip (a random crop of the image padded by 4 black pixels, and a horizontal flip)")
       ->check(CLI::IsMember({"auto", "none", "crop-flip"}))
@@ -180,7 +180,7 @@ void add_train_command(CLI::App& app) {
   g->add_option("--td-ramp-steps", td->ramp_steps,
                 "ramp length T in steps (default: the whole run; a --resume keeps the T it started "
                 "with, so a longer resumed run holds gamma and alpha at their targets)")
-      ->check(whole_number());
+      ->check(whole_number<int64_t>());
   g->add_flag("--td-unit-per-weight", td->per_weight,
               "unit mode: one draw per weight of a targeted row (the reference code)");
   g->add_flag("--td-eval-keep-all", td->keep_all,

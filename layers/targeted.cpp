@@ -89,6 +89,7 @@ void TargetedWeight::configure(const TargetedDropoutConfig& cfg, const std::stri
   index_ = layer_index;
   pre_w_ = pre_mask_ = Tensor();
   pre_step_ = ~uint64_t{0};
+  eval_src_ = eval_w_ = Tensor();  // computed under the old settings
 }
 
 TargetedWeight::Plan TargetedWeight::plan(const Tensor& weight, bool training,
@@ -189,7 +190,9 @@ void TargetedWeight::set_eval_weight(const Tensor& weight, const Tensor& w_eval)
 
 Tensor TargetedWeight::effective(const Tensor& weight, bool training, uint64_t seed,
                                  uint64_t step) {
-  if (!training && eval_w_.defined() && eval_src_.same(weight)) return eval_w_;
+  if (!training && eval_w_.defined() && eval_src_.same(weight) &&
+      eval_w_.device() == weight.device())
+    return eval_w_;
   const Plan p = plan(weight, training, step);
   if (!p.active) return weight;
   TDROP_CHECK(weight.dtype() == DType::F32, "targeted dropout: layer '", name_,
@@ -267,8 +270,8 @@ EvalWeightCache::EvalWeightCache(Module& model) {
       TargetedWeight& td = layer->targeted();
       const Tensor& w = layer->weight();
       if (!td.plan(w, false, 0).active) continue;
+      layers_.push_back(&td);  // first: clear() then reaches it whatever throws next
       td.set_eval_weight(w, td.effective(w, false, 0, 0));
-      layers_.push_back(&td);
     }
   } catch (...) {  // a NaN weight in a later layer: the earlier ones must not stay cached
     clear();

@@ -41,6 +41,7 @@ nlohmann::json TrainConfig::to_json() const {
           {"l1", l1},
           {"save_every", save_every},
           {"augment", augment},
+          {"augment_fill", augment_fill},
           {"clip_grad_norm", clip_grad_norm}};
 }
 
@@ -100,6 +101,9 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
     c.l1 = static_cast<float>(number("l1", 0.0, 1e3, false, 0.0));
     c.save_every = integer("save_every", 0, std::numeric_limits<int64_t>::max(), 0);
     c.augment = text("augment", "auto");
+    c.augment_fill = text("augment_fill", "zero");  // absent: written before black padding
+    TDROP_CHECK(c.augment_fill == "black" || c.augment_fill == "zero", source,
+                ": 'augment_fill' must be \"black\" or \"zero\", got \"", c.augment_fill, "\"");
     c.clip_grad_norm = static_cast<float>(number("clip_grad_norm", 0.0, 1e6, false, 0.0));
   } catch (const nlohmann::json::exception& e) {
     fail(source, ": not a tdrop run configuration: ", e.what());
@@ -361,6 +365,9 @@ TrainResult train(const TrainConfig& cfg_in) {
   }
   const bool augment =
       cfg.augment == "crop-flip" || (cfg.augment == "auto" && spec.augment_by_default);
+  TDROP_CHECK(!augment || cfg.augment_fill == "black", "this run augments with crops padded by 0 "
+              "(mid-grey after normalisation), as tdrop did before it padded with black; resuming "
+              "it would change its training data mid-run: start it again");
   const AugmentConfig aug = black_padding(spec.mean, spec.std);
   BatchLoader train_loader(train_set, cfg.batch_size, true, cfg.seed, device, spec.mean, spec.std,
                            augment ? &aug : nullptr);

@@ -35,6 +35,10 @@ struct TrainConfig {
   TargetedDropoutConfig td;
   float l1 = 0.0f;  // L1 penalty on targetable weights (a baseline of the paper)
   std::string augment = "auto";  // auto (the dataset's recipe) | none | crop-flip
+  // The crop's padding: "black" (-mean/std per channel). Runs configured before it existed
+  // padded with "zero" (mid-grey after normalisation); resuming one of those with augmentation
+  // would change its data mid-run, so that is refused.
+  std::string augment_fill = "black";
   float clip_grad_norm = 0.0f;   // rescale gradients to this global L2 norm when above (0: off)
   // Reliability.
   bool resume = false;        // continue the run in out_dir from its resume.safetensors

@@ -261,7 +261,8 @@ TEST_F(Cli, ErrorLinesStayShort) {
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"--lr", "-1"},          {"--lr", "0"},           {"--lr", "nan"},
       {"--lr", "2000"},        {"--train-limit", "-1"}, {"--seed", "-1"},
-      {"--save-every", "-3"},  {"--seed", "1.5"},       {"--td-ramp-steps", "-2"}};
+      {"--save-every", "-3"},  {"--seed", "1.5"},       {"--td-ramp-steps", "-2"},
+      {"--seed", "18446744073709551616"}, {"--train-limit", "9223372036854775808"}};
   for (const auto& [option, value] : bad) {
     const std::string td = option == "--td-ramp-steps" ? " --td weight --td-ramp" : "";
     const RunResult r =

@@ -209,15 +209,10 @@ TEST(CudaTargetedDropout, PrecomputedStepMatchesCpuAndChecksWeightsOneStepLate) 
   const auto cpu = build(Device::CPU), gpu = build(Device::CUDA);
   const uint64_t seed = fresh_seed(), step = 3;
   SCOPED_TRACE("seed " + std::to_string(seed));
-  precompute_targeted_dropout(*gpu, seed, step);
-  for (auto* m : {cpu.get(), gpu.get()}) m->set_rng(seed, step);
-  const Tensor x = Tensor::full({4, 30}, 0.25);
-  const std::vector<float> want = cpu->forward(x).to_vector<float>();
-  const std::vector<float> got = gpu->forward(x.to(Device::CUDA)).to_vector<float>();
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << i;
   const auto gpu_layers = targetable_layers(*gpu), cpu_layers = targetable_layers(*cpu);
   ASSERT_EQ(gpu_layers.size(), 2u);
+  // effective() hands out the precomputed W' (once), which must be the CPU's bit for bit.
+  precompute_targeted_dropout(*gpu, seed, step);
   for (size_t i = 0; i < gpu_layers.size(); ++i) {
     TargetableLayer& g = *gpu_layers[i].second;
     TargetableLayer& c = *cpu_layers[i].second;
@@ -225,6 +220,14 @@ TEST(CudaTargetedDropout, PrecomputedStepMatchesCpuAndChecksWeightsOneStepLate) 
               c.targeted().effective(c.weight(), true, seed, step).to_vector<float>())
         << gpu_layers[i].first;
   }
+  // A whole forward pass on a precomputed step, against the CPU's to fp32 rounding.
+  precompute_targeted_dropout(*gpu, seed, step);
+  for (auto* m : {cpu.get(), gpu.get()}) m->set_rng(seed, step);
+  const Tensor x = Tensor::full({4, 30}, 0.25);
+  const std::vector<float> want = cpu->forward(x).to_vector<float>();
+  const std::vector<float> got = gpu->forward(x.to(Device::CUDA)).to_vector<float>();
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << i;
   Tensor w = gpu_layers[1].second->weight();
   std::vector<float> bad = w.to_vector<float>();
   bad[7] = INFINITY;

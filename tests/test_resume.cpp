@@ -186,7 +186,7 @@ TEST(Resume, DamagedConfigIsAnErrorNamingTheFile) {
   const std::vector<std::pair<std::string, nlohmann::json>> edits = {
       {"batch_size", 9223372036854775807LL}, {"batch_size", 1e30}, {"epochs", 2.9},
       {"epochs", 3000000000LL}, {"lr", -1}, {"model_config", "abc"}, {"seed", -4},
-      {"train_limit", "many"}, {"momentum", 1.5}};
+      {"train_limit", "many"}, {"momentum", 1.5}, {"augment_fill", "grey"}};
   for (const auto& [key, v] : edits) {
     SCOPED_TRACE(key + " = " + v.dump());
     nlohmann::json bad = good;
@@ -203,6 +203,35 @@ TEST(Resume, DamagedConfigIsAnErrorNamingTheFile) {
   EXPECT_NE(m.find("config.json"), std::string::npos) << m;
   EXPECT_NE(m.find("nests deeper"), std::string::npos) << m;
   fs::remove_all(dir);
+}
+
+// Crops were once padded with 0, mid-grey after normalisation; a run configured then has no
+// 'augment_fill' and, if it augments, is refused on resume rather than switched to black
+// padding mid-run. Without augmentation the padding never mattered: it resumes.
+TEST(Resume, RunsFromBeforeBlackCropPaddingResumeOnlyWithoutCrops) {
+  SKIP_WITHOUT_DATA();
+  for (const char* augment : {"crop-flip", "none"}) {
+    SCOPED_TRACE(augment);
+    const std::string dir = fresh_dir("fill");
+    TrainConfig first = small_run(dir, 1);
+    first.augment = augment;
+    train(first);
+    nlohmann::json cfg = nlohmann::json::parse(read_text(dir + "/config.json"));
+    EXPECT_EQ(cfg["augment_fill"], "black");
+    cfg.erase("augment_fill");
+    std::ofstream(dir + "/config.json") << cfg.dump(2);
+    TrainConfig more = resume_of(dir);
+    more.epochs = 2;
+    if (std::string(augment) == "none") {
+      EXPECT_EQ(train(more).epochs.size(), 1u);  // epoch 2 of 2
+    } else {
+      expect_error([&] { train(more); }, {"padded by 0", "start it again"});
+      cfg["augment_fill"] = "black";
+      std::ofstream(dir + "/config.json") << cfg.dump(2);
+      EXPECT_EQ(train(more).epochs.size(), 1u);
+    }
+    fs::remove_all(dir);
+  }
 }
 
 // A resume point that does not fit the run's own arithmetic would skip or replay batches.

@@ -124,11 +124,15 @@ TEST(TargetedLinear, EvalWeightCacheHoldsWPrimeForItsScope) {
     layer.eval();
   }
   EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{26.0f, 26.0f}));
-  // keep_all: nothing to cache, the weights are used as they are.
+  // keep_all: nothing to cache, the weights are used as they are; configuring anew also drops
+  // a cached W' (computed under the old settings).
   TargetedDropoutConfig keep = weight_td(0.5f, 0.3f);
   keep.keep_all_in_eval = true;
-  layer.targeted().configure(keep, "fc", 0);
   const EvalWeightCache cache(layer);
+  EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{26.0f, 26.0f}));
+  layer.targeted().configure(keep, "fc", 0);
+  EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{36.0f, 36.0f}));
+  const EvalWeightCache nothing(layer);
   EXPECT_EQ(layer.forward(x).to_vector<float>(), (std::vector<float>{36.0f, 36.0f}));
 }
 
