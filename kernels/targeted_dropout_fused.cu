@@ -644,16 +644,17 @@ int64_t smem_capacity_floats() {
   if (auto it = caps.find(dev); it != caps.end()) return it->second;
   int optin = 0;
   TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  // The instantiations that stage rows (a warp-rows-only launch asks for no shared memory).
+  const void* staging[] = {reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly>),
+                           reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths>)};
   int64_t bytes = 64 * 1024;
-  for (const void* kernel : {reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly>),
-                             reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths>)}) {
+  for (const void* kernel : staging) {
     cudaFuncAttributes attr{};
     TDROP_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
     bytes = std::min<int64_t>(bytes, optin - static_cast<int64_t>(attr.sharedSizeBytes));
   }
   bytes = bytes / 16 * 16;
-  for (const void* kernel : {reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly>),
-                             reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths>)})
+  for (const void* kernel : staging)
     TDROP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(bytes)));
   return caps[dev] = bytes / 4;
