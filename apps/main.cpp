@@ -4,10 +4,12 @@
 #include <cstdio>
 #include <iostream>
 
+#include "apps/blas_kernels.h"
 #include "apps/commands.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
+  tdrop::pin_blas_kernels(argv);
   CLI::App app{"tdrop: train sparse networks with targeted dropout (Gomez et al. 2019)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tdrop 0.1.0");

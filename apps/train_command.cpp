@@ -3,6 +3,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "apps/blas_kernels.h"
 #include "apps/commands.h"
 #include "apps/plot.h"
 #include "core/device.h"
@@ -229,9 +230,14 @@ void add_train_command(CLI::App& app) {
       return;
     }
     const Device d = parse_device(cfg->device);
+    // "(auto, OpenBLAS Haswell, 2 threads)": how the device was chosen and, on the CPU, what
+    // its matrix products run on (the numbers of a seed depend on both).
+    std::string how = cfg->device == "auto" ? "auto" : "";
+    if (d == Device::CPU) how += (how.empty() ? "" : ", ") + blas_description();
+    if (!how.empty()) how = " (" + how + ")";
     std::printf("tdrop train: model %s on %s, device %s%s, %d epochs, batch %lld, %s lr %g (%s)%s%s\n",
                 cfg->model.c_str(), cfg->dataset.c_str(), device_name(d),
-                cfg->device == "auto" ? " (auto)" : "", cfg->epochs,
+                how.c_str(), cfg->epochs,
                 static_cast<long long>(cfg->batch_size), cfg->optimizer.c_str(), cfg->lr,
                 cfg->schedule.c_str(), cfg->td.enabled() ? ", " : "",
                 cfg->td.describe().c_str());

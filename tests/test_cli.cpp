@@ -2,12 +2,14 @@
 // missing/corrupt checkpoints (each a non-zero exit with one clear error line, never a signal),
 // `inspect --json`, and a short train -> eval round trip when Fashion-MNIST is installed.
 // ctest sets TDROP_TEST_BINARY_DIR to the build directory; without it these tests skip.
+#include <cblas.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -118,10 +120,11 @@ class Cli : public ::testing::Test {
   // Runs `tdrop <args>` (args are shell words, already quoted where needed). `exec` makes the
   // binary replace the shell, so a crash shows up as a signal in the wait status instead of the
   // shell's exit code 128+n; `timeout` bounds a hang.
-  RunResult run(const std::string& args) {
+  // `env`, when given, is an env(1) command line that runs it (e.g. "env -u VAR").
+  RunResult run(const std::string& args, const std::string& env = "") {
     const std::string err_path = tmp_.file("stderr.txt");
-    const std::string cmd = "exec timeout -s KILL 300 " + quote(binary_) + " " + args + " 2>" +
-                            quote(err_path) + " </dev/null";
+    const std::string cmd = "exec " + (env.empty() ? "" : env + " ") + "timeout -s KILL 300 " +
+                            quote(binary_) + " " + args + " 2>" + quote(err_path) + " </dev/null";
     RunResult r;
     FILE* p = ::popen(cmd.c_str(), "r");
     if (!p) {
@@ -347,6 +350,29 @@ TEST_F(Cli, InspectJsonDescribesTheMlp) {
   const RunResult list = run("inspect --list");
   EXPECT_EQ(list.code(), 0) << list.summary();
   EXPECT_NE(list.out.find("mlp"), std::string::npos) << list.out;
+}
+
+// The header of a CPU run names the BLAS kernels and threads (a seed's numbers depend on them):
+// OpenBLAS's AVX2 kernels wherever the CPU has AVX2 and FMA, unless the user chose others. The
+// header comes before the data is read, so a missing data directory is enough.
+TEST_F(Cli, CpuRunsNameTheirBlasKernels) {
+  const std::string args = "train --model mlp --device cpu --no-progress --data-dir " +
+                           quote(tmp_.file("no-data")) + " --out " + quote(tmp_.file("run"));
+  const RunResult own = run(args, "env -u OPENBLAS_CORETYPE");
+  ASSERT_TRUE(own.exited()) << own.summary();
+  EXPECT_EQ(own.code(), 1) << "no data: " << own.summary();
+  EXPECT_NE(own.out.find("device cpu (OpenBLAS "), std::string::npos) << own.out;
+  if (std::strstr(openblas_get_config(), "DYNAMIC_ARCH") == nullptr)
+    GTEST_SKIP() << "this OpenBLAS is built for one CPU (" << openblas_get_config()
+                 << "): its kernels cannot be chosen at run time";
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    EXPECT_NE(own.out.find("device cpu (OpenBLAS Haswell, "), std::string::npos) << own.out;
+  }
+#endif
+  const RunResult chosen = run(args, "env OPENBLAS_CORETYPE=Prescott");
+  EXPECT_NE(chosen.out.find("device cpu (OpenBLAS Prescott, "), std::string::npos)
+      << "the user's OPENBLAS_CORETYPE wins: " << chosen.out;
 }
 
 TEST_F(Cli, TrainThenEvalAgree) {
