@@ -36,6 +36,12 @@ echo "load average before the race: $LOAD"
 if "$PYTHON" -c "import os, sys; sys.exit(0 if float('$LOAD') > 0.5 * os.cpu_count() else 1)"; then
   echo "WARNING: the machine is busy; both frameworks (PyTorch's OpenMP threads especially) will be slowed and the ratio is not meaningful" >&2
 fi
+# tdrop runs OpenBLAS's AVX2 kernels on CPUs with AVX2 and FMA whatever the CPU model (see the
+# README); Debian's PyTorch computes with OpenBLAS too, so it gets the same kernels here.
+if [[ -z "${OPENBLAS_CORETYPE:-}" ]] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+  export OPENBLAS_CORETYPE=Haswell
+fi
+echo "BLAS kernels: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset, OpenBLAS picks} for both"
 echo "threads: $THREADS for both (tdrop: OPENBLAS_NUM_THREADS=$THREADS; PyTorch: torch.set_num_threads($THREADS), os.cpu_count() = $(nproc))"
 echo
 
