@@ -13,6 +13,8 @@
 #include <cstring>
 #include <vector>
 
+#include "core/parallel.h"
+
 namespace tdrop {
 
 Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p, const char* op) {
@@ -148,21 +150,33 @@ void col2im_add(const T* col, const Geometry& g, const Conv2dParams& p, T* gx, i
 
 // Copies rows [rows, l] of images n0.. n0+nb-1 (channel offset c0 of `channels`) between the
 // NCHW tensor and a [rows, nb*l] matrix.
+// Indices per thread so that a range moves at least `elements` elements: waking a thread costs
+// tens of microseconds (more on a virtual machine), so only work well beyond that is split.
+int64_t grain_for(int64_t elements, int64_t per_index) {
+  return std::max<int64_t>(1, elements / std::max<int64_t>(per_index, 1));
+}
+constexpr int64_t kCopyGrain = int64_t{1} << 16;    // memcpy: 256 KB per range and more
+constexpr int64_t kUnfoldGrain = int64_t{1} << 18;  // im2col / col2im: strided, slower per entry
+
 template <class T>
 void gather_rows(const T* t, int64_t channels, int64_t c0, int64_t rows, int64_t l, int64_t n0,
                  int64_t nb, T* m) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < nb; ++i)
-      std::memcpy(m + r * nb * l + i * l, t + ((n0 + i) * channels + c0 + r) * l,
-                  sizeof(T) * static_cast<size_t>(l));
+  parallel_for(rows, grain_for(kCopyGrain, nb * l), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t i = 0; i < nb; ++i)
+        std::memcpy(m + r * nb * l + i * l, t + ((n0 + i) * channels + c0 + r) * l,
+                    sizeof(T) * static_cast<size_t>(l));
+  });
 }
 template <class T>
 void scatter_rows(const T* m, int64_t channels, int64_t c0, int64_t rows, int64_t l, int64_t n0,
                   int64_t nb, T* t) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < nb; ++i)
-      std::memcpy(t + ((n0 + i) * channels + c0 + r) * l, m + r * nb * l + i * l,
-                  sizeof(T) * static_cast<size_t>(l));
+  parallel_for(rows, grain_for(kCopyGrain, nb * l), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t i = 0; i < nb; ++i)
+        std::memcpy(t + ((n0 + i) * channels + c0 + r) * l, m + r * nb * l + i * l,
+                    sizeof(T) * static_cast<size_t>(l));
+  });
 }
 
 // The unfolded input of images n0.. n0+nb-1 for group grp: [k, nb*l]. Points straight into x
@@ -174,9 +188,11 @@ const T* unfold(const T* x, const Geometry& g, const Conv2dParams& p, int64_t n0
   if (g.direct && nb == 1) return x + (n0 * g.c + grp * g.cg) * plane;
   if (g.direct) {
     gather_rows(x, g.c, grp * g.cg, g.cg, plane, n0, nb, col.data());
-  } else {
-    for (int64_t i = 0; i < nb; ++i)
-      im2col(x + ((n0 + i) * g.c + grp * g.cg) * plane, g, p, col.data() + i * g.l, nb * g.l);
+  } else {  // images unfold into disjoint columns of col
+    parallel_for(nb, grain_for(kUnfoldGrain, g.k * g.l), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        im2col(x + ((n0 + i) * g.c + grp * g.cg) * plane, g, p, col.data() + i * g.l, nb * g.l);
+    });
   }
   return col.data();
 }
@@ -234,9 +250,12 @@ void backward_data_typed(const Tensor& gy, const Tensor& w, const Conv2dParams& 
       gemm(true, false, g.k, nb * g.l, g.og, T(1), pw + grp * g.og * g.k, g.k, gyg, nb * g.l,
            T(0), gcol, nb * g.l);
       if (g.direct && nb > 1) scatter_rows(gcol, g.c, grp * g.cg, g.cg, plane, n0, nb, pgx);
-      if (!g.direct)
-        for (int64_t i = 0; i < nb; ++i)
-          col2im_add(gcol + i * g.l, g, p, pgx + ((n0 + i) * g.c + grp * g.cg) * plane, nb * g.l);
+      if (!g.direct)  // images fold back into disjoint parts of gx
+        parallel_for(nb, grain_for(kUnfoldGrain, g.k * g.l), [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i)
+            col2im_add(gcol + i * g.l, g, p, pgx + ((n0 + i) * g.c + grp * g.cg) * plane,
+                       nb * g.l);
+        });
     }
   }
 }

@@ -90,7 +90,11 @@ INSTANTIATE_TEST_SUITE_P(
         ConvCase{"one_by_one_image", {3, 2, 1, 1}, {3, 2, 1, 1}, {}, true},
         // 40x40 outputs put two images in one GEMM: a chunk of 2, then a chunk of 1.
         ConvCase{"chunked_3x3", {3, 2, 40, 40}, {3, 2, 3, 3}, Conv2dParams::square(1, 1), true},
-        ConvCase{"chunked_pointwise", {3, 4, 40, 40}, {5, 4, 1, 1}, {}, false}),
+        ConvCase{"chunked_pointwise", {3, 4, 40, 40}, {5, 4, 1, 1}, {}, false},
+        // Large enough that, with two or more CPU threads, the images of a chunk are unfolded
+        // (3x3) and the rows of a chunk gathered and scattered (1x1) on several threads.
+        ConvCase{"threaded_3x3", {4, 16, 32, 32}, {8, 16, 3, 3}, Conv2dParams::square(1, 1), true},
+        ConvCase{"threaded_pointwise", {8, 64, 16, 16}, {64, 64, 1, 1}, {}, false}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // The backward products of a batch equal the per-image ones (stacked for the data gradient,
@@ -101,7 +105,9 @@ TEST(Conv2dBackward, BatchEqualsImageByImage) {
   std::mt19937_64 rng(seed);
   for (const ConvCase& c : {ConvCase{"3x3", {3, 2, 40, 40}, {3, 2, 3, 3}, Conv2dParams::square(1, 1), true},
                             ConvCase{"1x1", {3, 4, 40, 40}, {5, 4, 1, 1}, {}, true},
-                            ConvCase{"strided", {5, 3, 9, 9}, {4, 3, 3, 3}, Conv2dParams::square(2, 1), true}}) {
+                            ConvCase{"strided", {5, 3, 9, 9}, {4, 3, 3, 3}, Conv2dParams::square(2, 1), true},
+                            ConvCase{"threaded_3x3", {4, 16, 32, 32}, {8, 16, 3, 3}, Conv2dParams::square(1, 1), true},
+                            ConvCase{"threaded_1x1", {8, 64, 16, 16}, {64, 64, 1, 1}, {}, true}}) {
     SCOPED_TRACE(c.name);
     auto grads = [&](const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, const Tensor& r) {
       Tensor x = x_in.clone(), w = w_in.clone(), b = b_in.clone();

@@ -264,7 +264,8 @@ TEST(TdReferenceUnit, CanonicalNormMatchesAPlainSumClosely) {
 
 // The CPU training path against the reference, bit for bit, over the shapes, weight kinds,
 // gamma and alpha of the CUDA sweep (rows whose start is not a multiple of 4, so Philox blocks
-// straddle rows; ties; all zeros; -0.0; denormals), both modes.
+// straddle rows; ties; all zeros; -0.0; denormals), both modes. The last two shapes are large
+// enough for the training path to split their rows over threads.
 TEST(TdCpuPath, MatchesReferenceBitForBit) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -274,7 +275,8 @@ TEST(TdCpuPath, MatchesReferenceBitForBit) {
                               WeightKind::OneBinade};
   int i = 0;
   for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{
-           {1, 1}, {3, 7}, {5, 33}, {17, 100}, {7, 129}, {40, 576}, {6, 1024}, {3, 4099}, {2, 70001}})
+           {1, 1}, {3, 7}, {5, 33}, {17, 100}, {7, 129}, {40, 576}, {6, 1024}, {3, 4099}, {2, 70001},
+           {301, 257}})
     for (double gamma : {0.0, 0.01, 0.5, 0.99, 1.0})
       for (float alpha : {0.0f, 0.5f, 1.0f})
         for (bool unit : {false, true}) {

@@ -1,0 +1,21 @@
+// CPU work split over threads: the parts of convolutions and targeted dropout that OpenBLAS
+// does not do (unfolding images, copying rows, selecting per row) would otherwise leave every
+// core but one idle between matrix products.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace tdrop {
+
+// Threads for CPU work: OpenBLAS's count (OPENBLAS_NUM_THREADS, else the usable cores), so one
+// setting bounds both and a run's header can name it.
+int cpu_threads();
+
+// Calls f(begin, end) on disjoint ranges that cover [0, n), at most cpu_threads() at a time,
+// each at least `grain` indices long (the last may be shorter), and returns when all are done.
+// The calling thread takes the first range. Results are the same for any thread count when
+// each index's work is independent of the others. An exception thrown by f is rethrown here
+// (the first, when several ranges throw). A call from inside f runs serially.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f);
+
+}  // namespace tdrop
