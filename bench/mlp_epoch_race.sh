@@ -42,7 +42,7 @@ if [[ -z "${OPENBLAS_CORETYPE:-}" ]] && grep -qw avx2 /proc/cpuinfo && grep -qw 
   export OPENBLAS_CORETYPE=Haswell
 fi
 echo "BLAS kernels: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset, OpenBLAS picks} for both"
-echo "threads: $THREADS for both (tdrop: OPENBLAS_NUM_THREADS=$THREADS; PyTorch: torch.set_num_threads($THREADS), os.cpu_count() = $(nproc))"
+echo "threads: $THREADS for both (tdrop: OPENBLAS_NUM_THREADS=$THREADS; PyTorch: torch.set_num_threads($THREADS), os.cpu_count() = $(nproc), OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE})"
 echo
 
 echo "--- tdrop ---"
@@ -50,7 +50,9 @@ OPENBLAS_NUM_THREADS="$THREADS" "$TDROP_BIN" train --model mlp --epochs "$EPOCHS
   --data-dir "$DATA_DIR" --out "$TMP/tdrop_run"
 echo
 echo "--- pytorch ---"
-"$PYTHON" bench/mlp_epoch_torch.py --epochs "$EPOCHS" --batch-size 128 --data-dir "$DATA_DIR" \
+# OpenMP's idle threads spin by default and then take the cores from OpenBLAS's (2.6x slower
+# epochs on 2 cores); passive waiting is PyTorch's best setting here.
+OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" "$PYTHON" bench/mlp_epoch_torch.py --epochs "$EPOCHS" --batch-size 128 --data-dir "$DATA_DIR" \
   --threads "$THREADS" --json > "$TMP/torch.json"
 echo
 
