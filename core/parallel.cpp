@@ -31,8 +31,6 @@ class Pool {
     wake_.notify_all();
     for (std::thread& t : threads_) t.join();
   }
-  int size() const { return static_cast<int>(threads_.size()) + 1; }
-
   // Runs f over `ranges` ranges of [0, n), `per` indices each; range 0 on the caller.
   void run(int ranges, int64_t n, int64_t per, const std::function<void(int64_t, int64_t)>& f) {
     std::unique_lock<std::mutex> call(call_mu_);  // one parallel_for at a time uses the pool
