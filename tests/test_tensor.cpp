@@ -3,6 +3,7 @@
 // Everything runs on the CPU; values are checked element by element against plain indexing.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -464,6 +465,41 @@ TEST(TensorEmpty, OpsOnEmptyTensors) {
 // ---------------------------------------------------------------------------------------------
 // Undefined tensors: a clear error, never a crash
 // ---------------------------------------------------------------------------------------------
+
+// sum() of a contiguous tensor over its leading or trailing axes takes a fast path; over other
+// axes, or of a strided view, it walks the elements. Both add each output's elements in the same
+// order, so a contiguous tensor and a strided view of the same values sum to the same bits.
+TEST(TensorReduce, SumOfContiguousAndStridedTensorsAgreeBitForBit) {
+  const uint64_t seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (DType dt : {DType::F32, DType::F64})
+    for (const Shape& shape : {Shape{7, 1, 9}, Shape{2, 3, 5}, Shape{129, 33}, Shape{5, 0, 3}, Shape{11}})
+      for (const std::vector<int64_t>& axes : std::vector<std::vector<int64_t>>{
+               {}, {0}, {-1}, {0, 1}, {1}, {1, 2}, {0, 2}}) {
+        if (std::any_of(axes.begin(), axes.end(),
+                        [&](int64_t a) { return a >= static_cast<int64_t>(shape.size()); }))
+          continue;
+        SCOPED_TRACE(shape_str(shape) + " " + dtype_name(dt) + " axes " +
+                     std::to_string(axes.size()) + (axes.empty() ? "" : " first " + std::to_string(axes[0])));
+        const Tensor x = testing::random_tensor(shape, rng, -1, 1, dt);
+        const int64_t last = x.dim() - 1;
+        // The same values, laid out transposed: a strided view.
+        const Tensor strided = x.transpose(0, last).contiguous().transpose(0, last);
+        if (x.dim() > 1 && x.size(0) > 1 && x.size(last) > 1 && x.numel() > 0) {
+          ASSERT_FALSE(strided.is_contiguous());
+        }
+        const std::vector<double> fast = sum(x, axes).to_double_vector();
+        const std::vector<double> walk = sum(strided, axes).to_double_vector();
+        ASSERT_EQ(fast.size(), walk.size());
+        for (size_t i = 0; i < fast.size(); ++i) ASSERT_EQ(fast[i], walk[i]) << "output " << i;
+        if (axes.empty()) {  // and the total is the total
+          double want = 0;
+          for (double v : x.to_double_vector()) want += v;
+          ASSERT_NEAR(fast[0], want, 1e-5 * (1 + std::abs(want)));
+        }
+      }
+}
 
 TEST(TensorUndefined, EveryAccessorThrows) {
   Tensor u;
