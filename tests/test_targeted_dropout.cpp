@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "core/error.h"
@@ -370,16 +371,27 @@ TEST(TdCpuPath, NonFiniteWeightNamesTheLayer) {
   }
 }
 
+// Kept entries pass their gradient bit for bit (-0.0, NaN, denormals included), dropped ones
+// become +0.0; rows shorter than 8, not a multiple of 8 or 32, and (the last shape) enough entries
+// for the rows to be split over threads.
 TEST(TdMaskGrad, ZeroesExactlyTheDroppedEntries) {
-  const int64_t rows = 3, n = 45;
-  std::mt19937_64 rng(fresh_seed());
-  const std::vector<float> w = make_weights(rows * n, WeightKind::Normal, rng);
-  TdOutput o;
-  targeted_dropout_reference(make_task(w, rows, n, 0.5, 0.5f, false, 3, o), 1);
-  std::vector<float> g = make_weights(rows * n, WeightKind::Normal, rng), out(g.size());
-  td_mask_grad_cpu(g.data(), o.mask.data(), rows, n, out.data());
-  for (int64_t i = 0; i < rows * n; ++i)
-    EXPECT_EQ(out[i], mask_bit(o.mask, n, i / n, i % n) ? g[i] : 0.0f);
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{
+           {0, 5}, {3, 0}, {3, 45}, {5, 7}, {2, 1}, {4, 32}, {6, 40}, {3, 1000}, {301, 257}}) {
+    SCOPED_TRACE("[" + std::to_string(rows) + ", " + std::to_string(n) + "]");
+    const std::vector<float> w = make_weights(rows * n, WeightKind::Normal, rng);
+    TdOutput o;
+    targeted_dropout_reference(make_task(w, rows, n, 0.5, 0.5f, false, 3, o), 1);
+    std::vector<float> g = make_weights(rows * n, WeightKind::Mixed, rng);
+    if (!g.empty()) g[0] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> out(g.size(), 1.0f);
+    td_mask_grad_cpu(g.data(), o.mask.data(), rows, n, out.data());
+    for (int64_t i = 0; i < rows * n; ++i)
+      ASSERT_EQ(to_bits(out[i]), mask_bit(o.mask, n, i / n, i % n) ? to_bits(g[i]) : 0u)
+          << "entry " << i;
+  }
 }
 
 }  // namespace
