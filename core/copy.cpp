@@ -24,11 +24,22 @@ void copy_typed(const S* src, const StridedIndex& si, D* dst, int64_t n, bool co
     for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(src[i]);
     return;
   }
+  // Row by row along the innermost dim, whose elements are `step` apart (1 for views that keep
+  // rows whole: a narrowed or head-split tensor), so the inner loop is a plain (vectorised) copy
+  // and the odometer over the outer dims moves once per row.
+  const int last = si.ndim - 1;
+  const int64_t inner = si.shape[last], step = si.strides[last];
   int64_t idx[kMaxDims] = {0};
   int64_t off = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    dst[i] = static_cast<D>(src[off]);
-    for (int d = si.ndim - 1; d >= 0; --d) {  // odometer increment, innermost dim first
+  for (int64_t i = 0; i < n; i += inner) {
+    const S* row = src + off;
+    D* out = dst + i;
+    if (step == 1) {
+      for (int64_t j = 0; j < inner; ++j) out[j] = static_cast<D>(row[j]);
+    } else {
+      for (int64_t j = 0; j < inner; ++j) out[j] = static_cast<D>(row[j * step]);
+    }
+    for (int d = last - 1; d >= 0; --d) {  // odometer increment over the outer dims
       off += si.strides[d];
       if (++idx[d] < si.shape[d]) break;
       off -= si.strides[d] * si.shape[d];
