@@ -18,4 +18,12 @@ int cpu_threads();
 // (the first, when several ranges throw). A call from inside f runs serially.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f);
 
+// The grain for items of `item_elements` elements each, so that a range holds at least
+// `min_elements`: waking a thread costs tens of microseconds (more on a virtual machine), so a
+// range should be well beyond that. 64K elements is about 50-500 microseconds of the row-wise
+// CPU ops (copies at the fast end, selection and transcendental math at the slow end).
+inline int64_t grain_for(int64_t item_elements, int64_t min_elements = int64_t{1} << 16) {
+  return item_elements <= 0 ? min_elements : (min_elements + item_elements - 1) / item_elements;
+}
+
 }  // namespace tdrop

@@ -149,22 +149,16 @@ void col2im_add(const T* col, const Geometry& g, const Conv2dParams& p, T* gx, i
       }
 }
 
-// Indices per thread so that a range moves at least `elements` entries. Waking a thread costs
-// tens of microseconds (more on a virtual machine), so small copies stay on one thread; the two
-// sizes below keep a range at tens of microseconds or more (on 2 cores, finer splits of
-// ResNet-32's convolutions measured no faster).
-int64_t grain_for(int64_t elements, int64_t per_index) {
-  return std::max<int64_t>(1, elements / std::max<int64_t>(per_index, 1));
-}
-constexpr int64_t kCopyGrain = int64_t{1} << 16;    // memcpy of rows
-constexpr int64_t kUnfoldGrain = int64_t{1} << 18;  // im2col / col2im of whole images
+// Unfolding moves strided entries one by one, and whole images at a time: a range of 256K
+// entries or more (finer splits of ResNet-32's convolutions measured no faster on 2 cores).
+constexpr int64_t kUnfoldGrain = int64_t{1} << 18;
 
 // Copies rows [rows, l] of images n0.. n0+nb-1 (channel offset c0 of `channels`) between the
 // NCHW tensor and a [rows, nb*l] matrix.
 template <class T>
 void gather_rows(const T* t, int64_t channels, int64_t c0, int64_t rows, int64_t l, int64_t n0,
                  int64_t nb, T* m) {
-  parallel_for(rows, grain_for(kCopyGrain, nb * l), [&](int64_t begin, int64_t end) {
+  parallel_for(rows, grain_for(nb * l), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
       for (int64_t i = 0; i < nb; ++i)
         std::memcpy(m + r * nb * l + i * l, t + ((n0 + i) * channels + c0 + r) * l,
@@ -174,7 +168,7 @@ void gather_rows(const T* t, int64_t channels, int64_t c0, int64_t rows, int64_t
 template <class T>
 void scatter_rows(const T* m, int64_t channels, int64_t c0, int64_t rows, int64_t l, int64_t n0,
                   int64_t nb, T* t) {
-  parallel_for(rows, grain_for(kCopyGrain, nb * l), [&](int64_t begin, int64_t end) {
+  parallel_for(rows, grain_for(nb * l), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
       for (int64_t i = 0; i < nb; ++i)
         std::memcpy(t + ((n0 + i) * channels + c0 + r) * l, m + r * nb * l + i * l,
@@ -192,7 +186,7 @@ const T* unfold(const T* x, const Geometry& g, const Conv2dParams& p, int64_t n0
   if (g.direct) {
     gather_rows(x, g.c, grp * g.cg, g.cg, plane, n0, nb, col.data());
   } else {  // images unfold into disjoint columns of col
-    parallel_for(nb, grain_for(kUnfoldGrain, g.k * g.l), [&](int64_t begin, int64_t end) {
+    parallel_for(nb, grain_for(g.k * g.l, kUnfoldGrain), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         im2col(x + ((n0 + i) * g.c + grp * g.cg) * plane, g, p, col.data() + i * g.l, nb * g.l);
     });
@@ -254,7 +248,7 @@ void backward_data_typed(const Tensor& gy, const Tensor& w, const Conv2dParams& 
            T(0), gcol, nb * g.l);
       if (g.direct && nb > 1) scatter_rows(gcol, g.c, grp * g.cg, g.cg, plane, n0, nb, pgx);
       if (!g.direct)  // images fold back into disjoint parts of gx
-        parallel_for(nb, grain_for(kUnfoldGrain, g.k * g.l), [&](int64_t begin, int64_t end) {
+        parallel_for(nb, grain_for(g.k * g.l, kUnfoldGrain), [&](int64_t begin, int64_t end) {
           for (int64_t i = begin; i < end; ++i)
             col2im_add(gcol + i * g.l, g, p, pgx + ((n0 + i) * g.c + grp * g.cg) * plane,
                        nb * g.l);

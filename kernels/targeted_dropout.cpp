@@ -279,10 +279,8 @@ void targeted_dropout_cpu(const TdTask& t, uint64_t seed) {
   if (t.unit) return targeted_dropout_reference(t, seed);  // ranking rows is cheap
   check_task(t);
   // Rows are independent (each draws from its own Philox counters), so any split over threads
-  // gives the same bits. A range holds 64K weights or more (about half a millisecond): waking a
-  // thread costs tens of microseconds, more on a virtual machine.
-  parallel_for(t.rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(t.n, 1)),
-               [&](int64_t begin, int64_t end) {
+  // gives the same bits.
+  parallel_for(t.rows, grain_for(t.n), [&](int64_t begin, int64_t end) {
                  RowScratch s(t.n);
                  for (int64_t r = begin; r < end; ++r) weight_row(t, r, seed, s);
                });
@@ -306,9 +304,7 @@ const ByteLanes kByteLanes;
 
 void td_mask_grad_cpu(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out) {
   const int64_t words = mask_words_per_row(n);
-  // Rows are independent; a range is at least 64K entries, worth waking a thread for.
-  parallel_for(rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(n, 1)), [&](int64_t r0,
-                                                                              int64_t r1) {
+  parallel_for(rows, grain_for(n), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const uint32_t* m = mask + r * words;
       const float* gr = g + r * n;

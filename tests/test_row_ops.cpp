@@ -1,12 +1,17 @@
 // Row-wise ops on the CPU against hand-worked rows: argmax (ties, NaN, -inf, one column) and
-// cross entropy with logits whose exponentials overflow a float.
+// cross entropy with logits whose exponentials overflow a float; softmax and layer norm over
+// enough rows to be split over threads against the same rows one at a time.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <limits>
 #include <vector>
 
+#include "core/parallel.h"
 #include "kernels/ops.h"
+#include "tests/grad_check.h"
 
 namespace tdrop {
 namespace {
@@ -41,6 +46,45 @@ TEST(CrossEntropy, LargeFloatLogitsGiveTheExactLossAndGradient) {
   loss.backward();
   EXPECT_EQ(logits.grad().to_vector<float>(),
             (std::vector<float>{0.5f, -0.5f, 0.0f, -0.25f, 0.25f, 0.0f}));
+}
+
+// A row op's output and input gradient for `rows` rows of `n`, computed on the whole tensor (its
+// rows split over the CPU threads when there are several) and row by row (one row per call, never
+// split): the same bits.
+void expect_split_rows_match_single_rows(const std::function<Tensor(const Tensor&)>& op,
+                                         int64_t rows, int64_t n) {
+  ASSERT_GT(rows * n, 2 * (int64_t{1} << 16)) << "too small to be split";
+  std::mt19937_64 rng(testing::fresh_seed());
+  const Tensor x = testing::random_tensor({rows, n}, rng, -3, 3, DType::F32);
+  const Tensor r = testing::random_tensor({rows, n}, rng, -1, 1, DType::F32);
+  auto run = [&](const Tensor& xin, const Tensor& rin) {
+    Tensor xv = xin.clone();
+    xv.set_requires_grad(true);
+    const Tensor y = op(xv);
+    sum(mul(y, rin)).backward();
+    return std::pair{y.to_vector<float>(), xv.grad().to_vector<float>()};
+  };
+  const auto [y, gx] = run(x, r);
+  for (int64_t row = 0; row < rows; ++row) {
+    const auto [y1, gx1] = run(x.narrow(0, row, 1).contiguous(), r.narrow(0, row, 1).contiguous());
+    ASSERT_EQ(std::memcmp(y1.data(), y.data() + row * n, sizeof(float) * n), 0) << "row " << row;
+    ASSERT_EQ(std::memcmp(gx1.data(), gx.data() + row * n, sizeof(float) * n), 0)
+        << "gradient row " << row;
+  }
+}
+
+TEST(RowOps, SoftmaxOverThreadsEqualsRowByRow) {
+  if (cpu_threads() < 2) GTEST_SKIP() << "one CPU thread: rows are never split";
+  expect_split_rows_match_single_rows([](const Tensor& x) { return softmax(x); }, 3001, 49);
+}
+
+TEST(RowOps, LayerNormOverThreadsEqualsRowByRow) {
+  if (cpu_threads() < 2) GTEST_SKIP() << "one CPU thread: rows are never split";
+  std::mt19937_64 rng(testing::fresh_seed());
+  const Tensor gamma = testing::random_tensor({64}, rng, 0.5, 1.5, DType::F32);
+  const Tensor beta = testing::random_tensor({64}, rng, -0.5, 0.5, DType::F32);
+  expect_split_rows_match_single_rows(
+      [&](const Tensor& x) { return layer_norm(x, gamma, beta); }, 2501, 64);
 }
 
 }  // namespace
