@@ -63,18 +63,14 @@ void backward_typed(const Tensor& g_xhat, const Tensor& xhat, const Tensor& rstd
 
 void layer_norm_forward_cpu(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps,
                             const Tensor& y, const Tensor& xhat, const Tensor& rstd) {
-  if (x.dtype() == DType::F32)
-    forward_typed<float>(x, gamma, beta, eps, y, xhat, rstd);
-  else
-    forward_typed<double>(x, gamma, beta, eps, y, xhat, rstd);
+  if (x.dtype() == DType::F32) forward_typed<float>(x, gamma, beta, eps, y, xhat, rstd);
+  else forward_typed<double>(x, gamma, beta, eps, y, xhat, rstd);
 }
 
 void layer_norm_backward_cpu(const Tensor& g_xhat, const Tensor& xhat, const Tensor& rstd,
                              const Tensor& gx) {
-  if (xhat.dtype() == DType::F32)
-    backward_typed<float>(g_xhat, xhat, rstd, gx);
-  else
-    backward_typed<double>(g_xhat, xhat, rstd, gx);
+  if (xhat.dtype() == DType::F32) backward_typed<float>(g_xhat, xhat, rstd, gx);
+  else backward_typed<double>(g_xhat, xhat, rstd, gx);
 }
 
 }  // namespace tdrop

@@ -34,17 +34,13 @@ void backward_typed(const Tensor& y, const Tensor& gy, const Tensor& gx) {
 }  // namespace
 
 void softmax_forward_cpu(const Tensor& x, const Tensor& y) {
-  if (x.dtype() == DType::F32)
-    forward_typed<float>(x, y);
-  else
-    forward_typed<double>(x, y);
+  if (x.dtype() == DType::F32) forward_typed<float>(x, y);
+  else forward_typed<double>(x, y);
 }
 
 void softmax_backward_cpu(const Tensor& y, const Tensor& gy, const Tensor& gx) {
-  if (y.dtype() == DType::F32)
-    backward_typed<float>(y, gy, gx);
-  else
-    backward_typed<double>(y, gy, gx);
+  if (y.dtype() == DType::F32) backward_typed<float>(y, gy, gx);
+  else backward_typed<double>(y, gy, gx);
 }
 
 }  // namespace tdrop

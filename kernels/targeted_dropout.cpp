@@ -281,9 +281,9 @@ void targeted_dropout_cpu(const TdTask& t, uint64_t seed) {
   // Rows are independent (each draws from its own Philox counters), so any split over threads
   // gives the same bits.
   parallel_for(t.rows, grain_for(t.n), [&](int64_t begin, int64_t end) {
-                 RowScratch s(t.n);
-                 for (int64_t r = begin; r < end; ++r) weight_row(t, r, seed, s);
-               });
+    RowScratch s(t.n);
+    for (int64_t r = begin; r < end; ++r) weight_row(t, r, seed, s);
+  });
 }
 
 namespace {
