@@ -106,7 +106,8 @@ TEST(Conv2dBackward, BatchEqualsImageByImage) {
   for (const ConvCase& c : {ConvCase{"3x3", {3, 2, 40, 40}, {3, 2, 3, 3}, Conv2dParams::square(1, 1), true},
                             ConvCase{"1x1", {3, 4, 40, 40}, {5, 4, 1, 1}, {}, true},
                             ConvCase{"strided", {5, 3, 9, 9}, {4, 3, 3, 3}, Conv2dParams::square(2, 1), true},
-                            ConvCase{"threaded_3x3", {4, 16, 32, 32}, {8, 16, 3, 3}, Conv2dParams::square(1, 1), true},
+                            ConvCase{"threaded_3x3", {4, 16, 32, 32}, {8, 16, 3, 3},
+                                     Conv2dParams::square(1, 1), true},
                             ConvCase{"threaded_1x1", {8, 64, 16, 16}, {64, 64, 1, 1}, {}, true}}) {
     SCOPED_TRACE(c.name);
     auto grads = [&](const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, const Tensor& r) {

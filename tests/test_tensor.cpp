@@ -518,14 +518,16 @@ TEST(TensorReduce, SumOfContiguousAndStridedTensorsAgreeBitForBit) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   for (DType dt : {DType::F32, DType::F64})
-    for (const Shape& shape : {Shape{7, 1, 9}, Shape{2, 3, 5}, Shape{129, 33}, Shape{5, 0, 3}, Shape{11}})
+    for (const Shape& shape :
+         {Shape{7, 1, 9}, Shape{2, 3, 5}, Shape{129, 33}, Shape{5, 0, 3}, Shape{11}})
       for (const std::vector<int64_t>& axes : std::vector<std::vector<int64_t>>{
                {}, {0}, {-1}, {0, 1}, {1}, {1, 2}, {0, 2}}) {
         if (std::any_of(axes.begin(), axes.end(),
                         [&](int64_t a) { return a >= static_cast<int64_t>(shape.size()); }))
           continue;
-        SCOPED_TRACE(shape_str(shape) + " " + dtype_name(dt) + " axes " +
-                     std::to_string(axes.size()) + (axes.empty() ? "" : " first " + std::to_string(axes[0])));
+        std::string axes_str;
+        for (int64_t a : axes) axes_str.append(" ").append(std::to_string(a));
+        SCOPED_TRACE(shape_str(shape) + " " + dtype_name(dt) + " axes" + axes_str);
         const Tensor x = testing::random_tensor(shape, rng, -1, 1, dt);
         const int64_t last = x.dim() - 1;
         // The same values, laid out transposed: a strided view.
