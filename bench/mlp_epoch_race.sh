@@ -50,7 +50,7 @@ OPENBLAS_NUM_THREADS="$THREADS" "$TDROP_BIN" train --model mlp --epochs "$EPOCHS
   --data-dir "$DATA_DIR" --out "$TMP/tdrop_run"
 echo
 echo "--- pytorch ---"
-# OpenMP's idle threads spin by default and then take the cores from OpenBLAS's (2.6x slower
+# OpenMP's idle threads spin by default and then take the cores from OpenBLAS's (about 3x slower
 # epochs on 2 cores); passive waiting is PyTorch's best setting here.
 OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" "$PYTHON" bench/mlp_epoch_torch.py --epochs "$EPOCHS" --batch-size 128 --data-dir "$DATA_DIR" \
   --threads "$THREADS" --json > "$TMP/torch.json"

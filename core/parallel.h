@@ -1,6 +1,6 @@
-// CPU work split over threads: the parts of convolutions and targeted dropout that OpenBLAS
-// does not do (unfolding images, copying rows, selecting per row) would otherwise leave every
-// core but one idle between matrix products.
+// CPU work split over threads: the row-wise work OpenBLAS does not do (unfolding images and
+// copying rows for convolutions, targeted-dropout selection and mask gradients, softmax and
+// layer norm) would otherwise leave every core but one idle between matrix products.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -20,8 +20,8 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 
 // The grain for items of `item_elements` elements each, so that a range holds at least
 // `min_elements`: waking a thread costs tens of microseconds (more on a virtual machine), so a
-// range should be well beyond that. 64K elements is about 50-500 microseconds of the row-wise
-// CPU ops (copies at the fast end, selection and transcendental math at the slow end).
+// range should be well beyond that. 64K elements is about 20-500 microseconds of the row-wise
+// CPU ops (copies at the fast end, targeted-dropout selection at the slow end).
 inline int64_t grain_for(int64_t item_elements, int64_t min_elements = int64_t{1} << 16) {
   return item_elements <= 0 ? min_elements : (min_elements + item_elements - 1) / item_elements;
 }
