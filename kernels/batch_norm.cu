@@ -127,9 +127,10 @@ __device__ void block_sum2(double& a, double& b) {
 }
 
 // Each block of channel c stores its partial sums (a, b) in partial[(c * splits + s) * 2 + {0,1}];
-// the last block of the channel to arrive adds all of them, in split order, and returns true in
-// every thread with the totals in thread 0. Saves the separate finalize launch that reading
-// the partials otherwise needs, and the order of the sum does not depend on which block was last.
+// the last block of the channel to arrive adds all of them (thread t takes splits t, t + 256, ...,
+// then the block's tree) and returns true in every thread with the totals in thread 0. Saves the
+// separate finalize launch that reading the partials otherwise needs; the order of the sum is
+// fixed, whichever block was last.
 // `arrivals[c]` must be 0 on entry; the last block puts it back to 0 for the next launch.
 __device__ bool last_block_totals(double& a, double& b, double* __restrict__ partial,
                                   unsigned* __restrict__ arrivals, int64_t splits) {

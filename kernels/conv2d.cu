@@ -190,8 +190,9 @@ const Perf& pick(const std::vector<Perf>& perfs, int count, bool nondeterministi
         r.memory <= kMaxWorkspace)
       return r;
   }
-  fail("conv2d: cuDNN offers no ", nondeterministic ? "" : "deterministic ", "fp32 ", pass,
-       " algorithm for input ", shape_str(x), " and weight ", shape_str(w));
+  fail("conv2d: cuDNN offers no ", nondeterministic ? "" : "deterministic ", pass,
+       " algorithm without tensor-core math for input ", shape_str(x), " and weight ",
+       shape_str(w));
 }
 
 std::unique_ptr<Plan> make_plan(DType t, const Shape& x, const Shape& w, const Shape& y,

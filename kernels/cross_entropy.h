@@ -11,7 +11,8 @@ namespace tdrop {
 // Throws naming the first bad label. The CUDA version checks on the device; reading its verdict
 // back makes the host wait for the GPU, so with `bad_row` it returns the verdict instead: a
 // one-element I64 device tensor holding the first bad row, or -1. The caller must look at it
-// before trusting the losses (the rows with a bad label are not computed).
+// before trusting the losses: a row with a bad label gets loss 0 and probabilities 0 (so a zero
+// gradient), defined values that training may run on until the verdict is read.
 void cross_entropy_forward_cpu(const Tensor& logits, const Tensor& labels, const Tensor& losses,
                                const Tensor& probs);
 void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& labels, const Tensor& losses,

@@ -121,6 +121,10 @@ void gemm_batched(bool ta, bool tb, double alpha, const Tensor& a, const Tensor&
   TDROP_CHECK(a.is_contiguous() && b.is_contiguous() && c.is_contiguous(),
               "gemm_batched: operands must be contiguous, got ", a.describe(), ", ", b.describe(),
               " and ", c.describe());
+  TDROP_CHECK(a.dtype() == c.dtype() && b.dtype() == c.dtype() &&
+                  (c.dtype() == DType::F32 || c.dtype() == DType::F64),
+              "gemm_batched: dtypes ", dtype_name(a.dtype()), ", ", dtype_name(b.dtype()), ", ",
+              dtype_name(c.dtype()), " are not one floating-point type");
   if (cuda(c)) gemm_batched_cuda(ta, tb, alpha, a, b, beta, c);
   else gemm_batched_cpu(ta, tb, alpha, a, b, beta, c);
 }

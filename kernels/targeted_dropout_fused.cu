@@ -669,6 +669,14 @@ DevTask dev_task(const TdTask& s, int64_t begin, int flag, int warp_groups) {
 
 void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
                                  TdCudaWorkspace& ws, bool warp_rows) {
+  // Every task is checked before the first launch, so an error leaves every output untouched
+  // (a model's tasks may span several launches).
+  for (const TdTask& s : tasks) {
+    td_check_count(s);
+    TDROP_CHECK(s.n < (int64_t{1} << 31) && s.rows < (int64_t{1} << 31),
+                "targeted dropout: layer '", s.name, "' [", s.rows, ", ", s.n,
+                "] is too large for one launch");
+  }
   int* flags = ws.nonfinite_flags(tasks.size());
   const int64_t cap = smem_capacity_floats();
   for (size_t first = 0; first < tasks.size(); first += kMaxTasks) {
@@ -679,10 +687,6 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
     bool has_warp_rows = false, has_block_rows = false;
     for (size_t i = 0; i < count; ++i) {
       const TdTask& s = tasks[first + i];
-      td_check_count(s);
-      TDROP_CHECK(s.n < (int64_t{1} << 31) && s.rows < (int64_t{1} << 31),
-                  "targeted dropout: layer '", s.name, "' [", s.rows, ", ", s.n,
-                  "] is too large for one launch");
       if (s.rows == 0 || s.n == 0) continue;
       const int flag = static_cast<int>(first + i);
       if (s.unit) {

@@ -188,13 +188,14 @@ void run_task(const TdTask& t, uint64_t seed, TdCudaWorkspace& ws, int* flag) {
 
 void targeted_dropout_unfused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
                                    TdCudaWorkspace& ws) {
-  int* flags = ws.nonfinite_flags(tasks.size());
-  for (size_t i = 0; i < tasks.size(); ++i) {
-    td_check_count(tasks[i]);
-    TDROP_CHECK(tasks[i].rows * tasks[i].n < (int64_t{1} << 31), "targeted dropout (unfused): layer '",
-                tasks[i].name, "' has too many weights for a 32-bit sort");
-    run_task(tasks[i], seed, ws, flags + i);
+  // Every task is checked before the first launch, so an error leaves every output untouched.
+  for (const TdTask& t : tasks) {
+    td_check_count(t);
+    TDROP_CHECK(t.rows * t.n < (int64_t{1} << 31), "targeted dropout (unfused): layer '", t.name,
+                "' has too many weights for a 32-bit sort");
   }
+  int* flags = ws.nonfinite_flags(tasks.size());
+  for (size_t i = 0; i < tasks.size(); ++i) run_task(tasks[i], seed, ws, flags + i);
 }
 
 }  // namespace tdrop

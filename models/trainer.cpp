@@ -204,9 +204,9 @@ struct BatchTally {
   int64_t correct = 0, count = 0;
 };
 
-// Waits for a batch started by start_batch_readback and tallies it. A bad label leaves its
-// row's loss uncomputed, so it is looked at first: the CPU's error, followed by where() (a
-// callable, so the context is only built for an error).
+// Waits for a batch started by start_batch_readback and tallies it. A bad label's row has loss 0
+// instead of its loss, so the verdict is looked at first: the CPU's error, followed by where()
+// (a callable, so the context is only built for an error).
 template <class Where>
 BatchTally finish_batch_readback(Readback& rb, const Shape& logits, const Where& where) {
   rb.wait();

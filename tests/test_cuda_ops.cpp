@@ -876,12 +876,21 @@ TEST(CudaOpsCrossEntropy, DeferredLabelCheckReturnsTheFirstBadRowWithoutWaiting)
   EXPECT_EQ(cross_entropy_label_error(labels[400], row, logits.shape()), cpu_msg);
 
   // Until the caller reads the verdict, training goes on with this loss: the bad rows must add
-  // nothing (loss 0, zero gradient), not whatever their memory held. Freed NaN blocks of the
-  // outputs' sizes make stale memory likely to be NaN.
-  for (int64_t n : {int64_t{777}, int64_t{7770}})
-    Tensor::full({n}, std::nan(""), DType::F32, Device::CUDA);
+  // nothing (loss 0, zero gradient), not whatever their memory held. So the outputs are put on
+  // stale NaN: with the cache emptied, the only free blocks of their sizes ([777] losses,
+  // [777, 10] probabilities and gradient) are NaN-filled ones, several of each in case another
+  // allocation of a near size takes one first.
   Tensor lg = logits.clone();
   lg.set_requires_grad(true);
+  tdrop::cuda_empty_cache();
+  {
+    std::vector<Tensor> stale;
+    for (int copies = 0; copies < 4; ++copies)
+      for (int64_t n : {int64_t{777}, int64_t{7770}})
+        stale.push_back(Tensor::full({n}, std::nan(""), DType::F32, Device::CUDA));
+  }
+  ASSERT_GE(tdrop::cuda_allocator_stats().bytes_cached, 4 * (777 + 7770) * 4)
+      << "the NaN blocks did not go back to the cache";
   Tensor l2 = cross_entropy(lg, y, &bad);
   l2.backward();
   std::vector<int64_t> fixed = labels;

@@ -4,6 +4,7 @@
 // kinds (ties, zeros, -0.0, denormals) and modes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -337,6 +338,38 @@ TEST(CudaTargetedDropout, CountOutsideTheRowNamesTheLayer) {
         }
       }
     }
+  }
+  // A model's tasks may span several launches (a fused launch's table holds 96): a bad count in
+  // the last of 100 layers is found before the first launch, so no layer's output is written.
+  const int64_t layers = 100, n = 40;
+  Tensor outs = Tensor::full({layers, n}, 7.0, DType::F32, Device::CUDA);
+  Tensor masks = Tensor::empty({layers, 4 * mask_words_per_row(n)}, DType::U8, Device::CUDA);
+  std::vector<TdTask> tasks(static_cast<size_t>(layers));
+  for (int64_t i = 0; i < layers; ++i) {
+    TdTask& t = tasks[static_cast<size_t>(i)];
+    t.w = dw.data<float>();
+    t.w_out = outs.data<float>() + i * n;
+    t.mask = reinterpret_cast<uint32_t*>(masks.raw_data()) + i * mask_words_per_row(n);
+    t.rows = 1;
+    t.n = n;
+    t.k = n / 2;
+    t.drop_threshold = bernoulli_threshold(1.0f);
+    t.stream = td_stream(0, static_cast<uint64_t>(i));
+    t.name = "layers." + std::to_string(i);
+  }
+  tasks.back().k = n + 1;
+  for (int path : {0, 1, 2}) {
+    SCOPED_TRACE("100 layers, path " + std::to_string(path));
+    TdCudaWorkspace ws;
+    try {
+      if (path < 2) targeted_dropout_fused_cuda(tasks, 1, ws, /*warp_rows=*/path == 0);
+      else targeted_dropout_unfused_cuda(tasks, 1, ws);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("layers.99"), std::string::npos) << e.what();
+    }
+    const std::vector<float> got = outs.to_vector<float>();
+    EXPECT_EQ(std::count(got.begin(), got.end(), 7.0f), layers * n) << "a layer was written";
   }
 }
 
