@@ -187,6 +187,16 @@ TEST_F(Cli, TopLevelHelpAndVersion) {
   EXPECT_NE(r.out.find("tdrop 0."), std::string::npos) << r.out;
 }
 
+TEST_F(Cli, NoArgumentsPrintsTheUsageScreen) {
+  const RunResult r = run("");
+  ASSERT_TRUE(r.exited()) << r.summary();
+  EXPECT_EQ(r.code(), 2) << r.summary();
+  EXPECT_TRUE(r.out.empty()) << r.summary();
+  for (const char* word : {"Usage:", "train", "eval", "inspect", "prune", "Examples:",
+                           "--td weight", "SUBCOMMAND --help"})
+    EXPECT_NE(r.err.find(word), std::string::npos) << word << "\n" << r.err;
+}
+
 TEST_F(Cli, EverySubcommandHasHelp) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
       {"train",
@@ -227,7 +237,6 @@ TEST_F(Cli, UnknownOptionsAndInvalidValuesAreErrors) {
   expect_clean_failure("prune --fractions 2 --device cpu --checkpoint x", "--fractions");
   expect_clean_failure("prune --fractions abc --device cpu --checkpoint x", "abc");
   expect_clean_failure("prune", "--checkpoint");
-  expect_clean_failure("", "subcommand");
   EXPECT_FALSE(fs::exists(tmp_.file("run"))) << "a rejected command must not create its run dir";
 }
 
