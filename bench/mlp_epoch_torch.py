@@ -28,10 +28,14 @@ import struct
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+try:
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:
+    sys.exit(f"mlp_epoch_torch.py: {e}; it needs Debian's python3-torch and python3-numpy "
+             "(apt-get install python3-torch python3-numpy), run with /usr/bin/python3")
 
 MEAN, STD = 0.2860, 0.3530
 

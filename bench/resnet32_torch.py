@@ -17,11 +17,15 @@ Usage: python3 bench/resnet32_torch.py [--steps 200] [--warmup 30] [--batch 128]
 import argparse
 import json
 import math
+import sys
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:
+    sys.exit(f"resnet32_torch.py: {e}; it needs PyTorch with CUDA (pip or Debian's python3-torch)")
 
 
 def targeted_mask(w, gamma, alpha):
