@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 namespace tdrop {
@@ -122,7 +123,8 @@ bool run_with_stdin(const std::string& cmd, const std::string& payload) {
   return written && status == 0;
 }
 
-// Runs `script` with `data` (plus the temp output path) on stdin, then renames the PNG into place.
+// Runs `script` with `data` (plus the temp output path) on stdin, then puts the PNG in place as
+// every result file is (fsync'ed, then renamed over the old one).
 void draw(const std::string& png_path, const char* script, nlohmann::json data) {
   const std::string tmp = png_path + ".tmp." + std::to_string(::getpid());
   data["out"] = tmp;
@@ -133,8 +135,7 @@ void draw(const std::string& png_path, const char* script, nlohmann::json data) 
   const std::string cmd = shell_quote(python_interpreter()) + " " + shell_quote(script_path);
   TDROP_CHECK(run_with_stdin(cmd, data.dump()), "plot: python3 with matplotlib failed to draw ",
               png_path, " (install the Debian package python3-matplotlib)");
-  TDROP_CHECK(std::rename(tmp.c_str(), png_path.c_str()) == 0, "plot: cannot rename ", tmp, " to ",
-              png_path);
+  write_file_atomic(png_path, read_file(tmp));
 }
 }  // namespace
 

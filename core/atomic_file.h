@@ -1,5 +1,5 @@
-// Atomic file writes: data goes to "<path>.tmp.<pid>", is fsync'ed, then renamed over <path>,
-// so a crash at any moment leaves either the old file or the new one, never a torn one.
+// Atomic file writes: data goes to a fresh "<path>.tmp.XXXXXX", is fsync'ed, then renamed over
+// <path>, so a crash at any moment leaves either the old file or the new one, never a torn one.
 #pragma once
 #include <string>
 #include <string_view>

@@ -12,11 +12,16 @@ Storage::Storage(size_t n, Device d, const char* what)
 Storage::~Storage() { device_free(device, data, bytes); }
 
 int64_t shape_numel(const Shape& shape) {
-  int64_t n = 1;
+  // The bound is on the product of the dimensions counted as at least 1 (the largest stride
+  // times its size), so an empty tensor cannot carry strides that overflow either, whatever the
+  // order of its dimensions.
+  int64_t n = 1, span = 1;
   for (int64_t s : shape) {
     TDROP_CHECK(s >= 0, "negative dimension in shape ", shape_str(shape));
-    TDROP_CHECK(s == 0 || n <= (int64_t{1} << 50) / s, "shape ", shape_str(shape),
+    const int64_t at_least_1 = std::max<int64_t>(s, 1);
+    TDROP_CHECK(span <= (int64_t{1} << 50) / at_least_1, "shape ", shape_str(shape),
                 " has too many elements");
+    span *= at_least_1;
     n *= s;
   }
   return n;
@@ -69,10 +74,9 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device
 
 const Shape& Tensor::shape() const { return impl("shape").shape; }
 const Shape& Tensor::strides() const { return impl("strides").strides; }
-int64_t Tensor::size(int64_t d) const {
-  const int64_t n = dim();
-  if (d < 0) d += n;
-  TDROP_CHECK(d >= 0 && d < n, "size(", d, ") out of range for ", describe());
+int64_t Tensor::size(int64_t dim_arg) const {
+  const int64_t n = dim(), d = dim_arg < 0 ? dim_arg + n : dim_arg;
+  TDROP_CHECK(d >= 0 && d < n, "size(", dim_arg, ") out of range for ", describe());
   return shape()[d];
 }
 int64_t Tensor::numel() const {
@@ -144,12 +148,13 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
   return v;
 }
 
-Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
-  const int64_t n = dim();
-  if (d < 0) d += n;
-  TDROP_CHECK(d >= 0 && d < n, "narrow: dim ", d, " out of range for ", describe());
-  TDROP_CHECK(start >= 0 && length >= 0 && start + length <= shape()[d], "narrow: [", start, ", ",
-              start + length, ") out of range on dim ", d, " of ", describe());
+Tensor Tensor::narrow(int64_t dim_arg, int64_t start, int64_t length) const {
+  const int64_t n = dim(), d = dim_arg < 0 ? dim_arg + n : dim_arg;
+  TDROP_CHECK(d >= 0 && d < n, "narrow: dim ", dim_arg, " out of range for ", describe());
+  // start + length could overflow; compared as length <= size - start, it cannot.
+  TDROP_CHECK(start >= 0 && length >= 0 && start <= shape()[d] && length <= shape()[d] - start,
+              "narrow: start ", start, " and length ", length, " out of range on dim ", d, " of ",
+              describe());
   Tensor v;
   v.impl_ = std::make_shared<Impl>(impl());
   v.impl_->shape[d] = length;
@@ -160,11 +165,9 @@ Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
   return v;
 }
 
-Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
-  const int64_t n = dim();
-  if (d0 < 0) d0 += n;
-  if (d1 < 0) d1 += n;
-  TDROP_CHECK(d0 >= 0 && d0 < n && d1 >= 0 && d1 < n, "transpose(", d0, ", ", d1,
+Tensor Tensor::transpose(int64_t dim0, int64_t dim1) const {
+  const int64_t n = dim(), d0 = dim0 < 0 ? dim0 + n : dim0, d1 = dim1 < 0 ? dim1 + n : dim1;
+  TDROP_CHECK(d0 >= 0 && d0 < n && d1 >= 0 && d1 < n, "transpose(", dim0, ", ", dim1,
               ") out of range for ", describe());
   Tensor v;
   v.impl_ = std::make_shared<Impl>(impl());
@@ -204,6 +207,12 @@ void Tensor::copy_(const Tensor& src) {
               describe());
   TDROP_CHECK(is_contiguous(), "copy_: destination must be contiguous, got ", describe());
   Tensor s = src;
+  if (s.storage() == storage()) {
+    if (s.offset() == offset() && s.strides() == strides()) return;  // the same elements
+    // Overlapping views (t.copy_(t.transpose(0, 1))): an element-by-element copy would read
+    // entries it has already overwritten, so the source is copied out first.
+    s = src.clone();
+  }
   if (s.device() != device()) s = s.contiguous().to(device());
   if (device() == Device::CPU) copy_cast_cpu(s, *this);
   else copy_cast_cuda(s, *this);
@@ -275,7 +284,8 @@ void Tensor::backward(const Tensor& seed) const {
                 " is not a scalar; pass a seed gradient of the same shape");
     s = full(shape(), 1.0, dtype(), device());
   }
-  TDROP_CHECK(s.shape() == shape(), "backward: seed ", s.describe(), " does not match ", describe());
+  TDROP_CHECK(s.shape() == shape() && s.dtype() == dtype() && s.device() == device(),
+              "backward: seed ", s.describe(), " does not match ", describe());
   run_backward(*this, s);
 }
 

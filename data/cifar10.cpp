@@ -1,9 +1,8 @@
 #include "data/cifar10.h"
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 namespace tdrop {
@@ -13,11 +12,13 @@ void read_cifar10_file(const std::string& path, ImageDataset& out) {
   TDROP_CHECK(std::filesystem::is_regular_file(path, ec), "cifar10: ", path,
               " not found; the CIFAR-10 binary version (cifar-10-batches-bin) is not shipped with "
               "tdrop: pass --data-dir DIR pointing at its files");
-  std::ifstream f(path, std::ios::binary);
-  TDROP_CHECK(f.good(), "cifar10: cannot open ", path);
-  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)),
-                                   std::istreambuf_iterator<char>());
-  TDROP_CHECK(!f.bad(), "cifar10: read error in ", path);
+  // The size is judged before anything is read: a file far larger than any CIFAR-10 batch is an
+  // error, not an attempt to hold it in memory.
+  const auto on_disk = std::filesystem::file_size(path, ec);
+  TDROP_CHECK(!ec, "cifar10: cannot read ", path, ": ", ec.message());
+  TDROP_CHECK(on_disk <= kCifar10MaxFileBytes, "cifar10: ", path, " has ", on_disk,
+              " bytes, more than any CIFAR-10 batch file (at most ", kCifar10MaxFileBytes, ")");
+  const std::string bytes = read_file(path);
   const int64_t size = static_cast<int64_t>(bytes.size());
   TDROP_CHECK(size > 0 && size % kCifar10RecordBytes == 0, "cifar10: ", path, " has ", size,
               " bytes, not a positive multiple of the ", kCifar10RecordBytes,
@@ -25,14 +26,19 @@ void read_cifar10_file(const std::string& path, ImageDataset& out) {
   TDROP_CHECK(out.count == 0 || (out.channels == 3 && out.height == 32 && out.width == 32),
               "cifar10: cannot append 3x32x32 images from ", path, " to a dataset of ",
               out.channels, "x", out.height, "x", out.width, " images");
-  const int64_t records = size / kCifar10RecordBytes, pixels = kCifar10RecordBytes - 1;
+  const int64_t records = size / kCifar10RecordBytes;
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  // Every label is checked before `out` changes: a bad file leaves the dataset as it was.
+  for (int64_t r = 0; r < records; ++r) {
+    const uint8_t label = data[r * kCifar10RecordBytes];
+    TDROP_CHECK(label < 10, "cifar10: ", path, ": record ", r, " has label ", int{label},
+                ", outside [0, 9]");
+  }
   out.channels = 3, out.height = 32, out.width = 32, out.num_classes = 10;
-  out.images.reserve(out.images.size() + static_cast<size_t>(records * pixels));
+  out.images.reserve(out.images.size() + static_cast<size_t>(records * (kCifar10RecordBytes - 1)));
   out.labels.reserve(out.labels.size() + static_cast<size_t>(records));
   for (int64_t r = 0; r < records; ++r) {
-    const uint8_t* rec = bytes.data() + r * kCifar10RecordBytes;
-    TDROP_CHECK(rec[0] < 10, "cifar10: ", path, ": record ", r, " has label ", int{rec[0]},
-                ", outside [0, 9]");
+    const uint8_t* rec = data + r * kCifar10RecordBytes;
     out.labels.push_back(rec[0]);
     out.images.insert(out.images.end(), rec + 1, rec + kCifar10RecordBytes);
   }

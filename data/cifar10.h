@@ -9,6 +9,8 @@
 namespace tdrop {
 
 inline constexpr int64_t kCifar10RecordBytes = 1 + 3 * 32 * 32;
+// A batch file holds 10000 records (30.7 MB); larger files are refused before they are read.
+inline constexpr uint64_t kCifar10MaxFileBytes = uint64_t{1} << 31;
 
 // split "train" reads data_batch_1.bin ... data_batch_5.bin (50000 images), "test" reads
 // test_batch.bin (10000) from dir. Errors name the file: missing, empty, not a whole number of
@@ -16,7 +18,7 @@ inline constexpr int64_t kCifar10RecordBytes = 1 + 3 * 32 * 32;
 ImageDataset load_cifar10(const std::string& dir, const std::string& split);
 
 // Appends the records of one CIFAR-10 binary file to `out` (which must be empty or hold 3x32x32
-// images already).
+// images already); on an error `out` is left as it was.
 void read_cifar10_file(const std::string& path, ImageDataset& out);
 
 // Per-channel mean and std of the training pixels in [0, 1] (R, G, B).

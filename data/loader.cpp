@@ -18,6 +18,8 @@ BatchLoader::BatchLoader(const ImageDataset& data, int64_t batch_size, bool shuf
   TDROP_CHECK(count_ > 0, "the dataset is empty");
   TDROP_CHECK(static_cast<int64_t>(data.images.size()) == count_ * sample_size_,
               "dataset holds ", data.images.size(), " pixels, expected ", count_ * sample_size_);
+  TDROP_CHECK(static_cast<int64_t>(data.labels.size()) == count_, "dataset holds ",
+              data.labels.size(), " labels for ", count_, " images");
   pixels_.resize(data.images.size());
   const int64_t plane = data.height * data.width;
   for (int64_t i = 0; i < count_; ++i)

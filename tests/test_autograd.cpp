@@ -152,6 +152,10 @@ TEST(Autograd, NonScalarNeedsASeed) {
   EXPECT_FALSE(x.grad().defined());
   expect_error([&] { y.backward(Tensor::zeros({3, 2}, DType::F64)); },
                {"backward", "seed", "[3, 2]", "[2, 3]"});
+  // A seed of another dtype would leave a gradient of that dtype on x.
+  expect_error([&] { y.backward(Tensor::zeros({2, 3}, DType::F32)); },
+               {"backward", "seed F32[2, 3]", "F64[2, 3]"});
+  EXPECT_FALSE(x.grad().defined());
   // With a seed: grad = seed * 2x.
   Tensor s = random_tensor({2, 3}, rng);
   y.backward(s);

@@ -223,6 +223,15 @@ TEST_F(HostileCheckpoint, FifosAndDevicesAreNotFiles) {
   }
 }
 
+// A regular file whose reads fail (Linux's /proc/self/mem fails at address 0): the read error,
+// naming the file, not a "truncated" verdict on the bytes read before it.
+TEST_F(HostileCheckpoint, AFailingReadIsAReadError) {
+  const std::string path = "/proc/self/mem";
+  if (!fs::is_regular_file(path)) GTEST_SKIP() << path << " is not there to fail a read";
+  expect_error(error_from([&] { load_safetensors(path); }), path, {"error while reading"});
+  expect_error(error_from([&] { load_checkpoint(path); }), path, {"error while reading"});
+}
+
 TEST_F(HostileCheckpoint, EveryTruncationIsAnError) {
   const std::string path = dir_.file("cut.safetensors");
   for (size_t len = 0; len < good_.size(); ++len) {

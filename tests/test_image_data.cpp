@@ -109,6 +109,37 @@ TEST(Cifar10, ErrorsNameTheFileAndTheProblem) {
   EXPECT_NE(m.find("not found"), std::string::npos) << m;
   m = error_message([&] { load_cifar10(dir.path().string(), "valid"); });
   EXPECT_NE(m.find("split"), std::string::npos) << m;
+  // A file larger than any batch file is refused by its size, before it is read (sparse here:
+  // no disk is used).
+  const std::string huge = dir.file("huge.bin");
+  write_file(huge, {});
+  fs::resize_file(huge, kCifar10MaxFileBytes / kCifar10RecordBytes * kCifar10RecordBytes +
+                            kCifar10RecordBytes);
+  expect_error([&] { read_cifar10_file(huge, ds); }, {"huge.bin", "more than any CIFAR-10"});
+  EXPECT_EQ(ds.count, 0);
+}
+
+// A bad file appended after a good one leaves the dataset as the good one made it.
+TEST(Cifar10, AFailedAppendLeavesTheDatasetAsItWas) {
+  TempDir dir;
+  write_file(dir.file("good.bin"), records({1, 2}, 0));
+  write_file(dir.file("bad.bin"), records({3, 4, 11}, 2));
+  ImageDataset ds;
+  read_cifar10_file(dir.file("good.bin"), ds);
+  expect_error([&] { read_cifar10_file(dir.file("bad.bin"), ds); },
+               {"bad.bin", "record 2 has label 11"});
+  EXPECT_EQ(ds.count, 2);
+  EXPECT_EQ(ds.labels, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(ds.images.size(), 2u * 3072u);
+}
+
+TEST(BatchLoaderInput, LabelsThatDoNotMatchTheImagesAreAnError) {
+  ImageDataset ds;
+  ds.count = 4, ds.channels = 1, ds.height = 2, ds.width = 2, ds.num_classes = 10;
+  ds.images.assign(16, 0);
+  ds.labels = {7};
+  expect_error([&] { BatchLoader(ds, 2, false, 1, Device::CPU, {0.0f}, {1.0f}); },
+               {"1 labels", "4 images"});
 }
 
 TEST(PadImages, CentresImagesOnAZeroCanvas) {

@@ -103,6 +103,11 @@ TEST(TensorCreate, BadShapesAreErrors) {
                {"from_vector", "3 values", "[2, 2]"});
   expect_error([] { Tensor::empty({2, -3}); }, {"negative dimension", "[2, -3]"});
   expect_error([] { Tensor::zeros({1 << 20, 1 << 20, 1 << 20}); }, {"too many elements"});
+  // Empty, but its strides would overflow: refused in any order of the dimensions.
+  const int64_t huge = int64_t{1} << 62;
+  expect_error([&] { Tensor::empty({0, huge, 8}); }, {"too many elements", "[0, "});
+  expect_error([&] { Tensor::empty({huge, 8, 0}); }, {"too many elements"});
+  EXPECT_EQ(Tensor::empty({0, 1 << 20, 1 << 20}).numel(), 0);  // large but representable
 }
 
 TEST(TensorCreate, ZeroDimensionalScalar) {
@@ -220,9 +225,15 @@ TEST(TensorViews, NarrowIsAViewWithOffset) {
   EXPECT_EQ(t.to_vector<float>()[2], 100.0f);
 
   EXPECT_EQ(t.narrow(1, 5, 0).numel(), 0);  // an empty slice at the end is allowed
-  expect_error([&] { t.narrow(0, 3, 2); }, {"narrow", "[3, 5)", "F32[4, 5]"});
+  expect_error([&] { t.narrow(0, 3, 2); }, {"narrow", "start 3", "length 2", "F32[4, 5]"});
   expect_error([&] { t.narrow(2, 0, 1); }, {"narrow", "dim 2"});
+  expect_error([&] { t.narrow(-3, 0, 1); }, {"narrow", "dim -3"});  // the index as given
   expect_error([&] { t.narrow(0, -1, 1); }, {"narrow"});
+  // start + length overflows int64: still out of range, not a view past the end.
+  expect_error([&] { t.narrow(0, 1, std::numeric_limits<int64_t>::max()); }, {"narrow"});
+  expect_error([&] { t.narrow(0, std::numeric_limits<int64_t>::max(), 2); }, {"narrow"});
+  expect_error([&] { t.size(-3); }, {"size(-3)", "F32[4, 5]"});
+  expect_error([&] { t.transpose(-3, 0); }, {"transpose(-3, 0)"});
 }
 
 TEST(TensorViews, TransposeSwapsShapeAndStrides) {
@@ -416,6 +427,20 @@ TEST(TensorCopy, CopyFromStridedSourceAndIntoViews) {
   Tensor mid = big.narrow(0, 1, 2);
   mid.copy_(dst);
   EXPECT_EQ(big.to_vector<float>(), (std::vector<float>{0, 0, 0, 0, 2, 4, 1, 3, 5, 0, 0, 0}));
+}
+
+// Source and destination share storage: every element must come from the source as it was
+// before the copy, as if it had been copied out first.
+TEST(TensorCopy, CopyBetweenOverlappingViewsReadsTheSourceAsItWas) {
+  Tensor t = Tensor::from_vector(iota_floats(9), {3, 3});
+  t.copy_(t.transpose(0, 1));
+  EXPECT_EQ(t.to_vector<float>(), (std::vector<float>{0, 3, 6, 1, 4, 7, 2, 5, 8}));
+  Tensor u = Tensor::from_vector(iota_floats(6), {6});
+  u.narrow(0, 1, 5).copy_(u.narrow(0, 0, 5));  // shift right by one, overlapping
+  EXPECT_EQ(u.to_vector<float>(), (std::vector<float>{0, 0, 1, 2, 3, 4}));
+  Tensor v = Tensor::from_vector(iota_floats(4), {4});
+  v.copy_(v);  // the same elements: unchanged
+  EXPECT_EQ(v.to_vector<float>(), iota_floats(4));
 }
 
 TEST(TensorCopy, CopyErrors) {
