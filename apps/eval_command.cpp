@@ -51,7 +51,8 @@ void add_eval_command(CLI::App& app) {
                           {"dataset", o->dataset},       {"device", device_name(d)},
                           {"count", r.count},            {"loss", r.loss},
                           {"accuracy", r.accuracy},      {"keep_all", o->keep_all}};
-      std::printf("%s\n", j.dump().c_str());
+      // A path may hold any bytes: those that are not UTF-8 print as U+FFFD.
+      std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
       std::printf("%s (%s) on %s test, %lld images, %s%s: accuracy %.2f%%  loss %.4f\n",
                   o->checkpoint.c_str(), ck.model_name.c_str(), o->dataset.c_str(),

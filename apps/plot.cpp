@@ -133,7 +133,9 @@ void draw(const std::string& png_path, const char* script, nlohmann::json data) 
   const RemoveOnExit cleanup{{script_path, tmp}};
   write_script(script_path, script);
   const std::string cmd = shell_quote(python_interpreter()) + " " + shell_quote(script_path);
-  TDROP_CHECK(run_with_stdin(cmd, data.dump()), "plot: python3 with matplotlib failed to draw ",
+  // Labels and titles may hold any bytes: those that are not UTF-8 go as U+FFFD.
+  const std::string payload = data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  TDROP_CHECK(run_with_stdin(cmd, payload), "plot: python3 with matplotlib failed to draw ",
               png_path, " (install the Debian package python3-matplotlib)");
   write_file_atomic(png_path, read_file(tmp));
 }

@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -32,6 +33,15 @@ std::vector<double> parse_fractions(const std::string& s) {
   }
   TDROP_CHECK(!out.empty(), "--fractions: no fractions given");
   return out;
+}
+
+// A fraction as the table shows it: two decimals where they say it exactly (0.25, 0.90), else
+// as many as it needs (0.995 is not 0.99 or 1.00).
+std::string fraction_label(double f) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", f);
+  if (std::strtod(buf, nullptr) != f) std::snprintf(buf, sizeof buf, "%.10g", f);
+  return buf;
 }
 
 // "runs/mlp-td/model.safetensors" -> "mlp-td".
@@ -124,7 +134,7 @@ void add_prune_command(CLI::App& app) {
                                              {"sparsity_all", r.sparsity_all},
                                              {"accuracy", r.accuracy},
                                              {"loss", r.loss}}
-                                  .dump()
+                                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)  // labels may be any bytes
                                   .c_str());
     } else {
       std::printf("%s pruning on %s test (sparsity: of targeted weights / of all weights)\n\n",
@@ -136,7 +146,7 @@ void add_prune_command(CLI::App& app) {
         std::printf(" | %8s %8s %12s", "targeted", "all", "accuracy");
       std::printf("\n");
       for (size_t f = 0; f < po.fractions.size(); ++f) {
-        std::printf("%-9.2f", po.fractions[f]);
+        std::printf("%-9s", fraction_label(po.fractions[f]).c_str());
         for (const auto& rows : results)
           std::printf(" | %7.1f%% %7.1f%% %11.2f%%", 100 * rows[f].sparsity_targeted,
                       100 * rows[f].sparsity_all, 100 * rows[f].accuracy);

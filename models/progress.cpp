@@ -6,9 +6,9 @@
 
 namespace tdrop {
 
-ProgressLine::ProgressLine(bool enabled)
-    : enabled_(enabled), tty_(::isatty(2) != 0), start_(std::chrono::steady_clock::now()),
-      last_(start_ - std::chrono::seconds(10)) {}
+ProgressLine::ProgressLine(bool enabled, long done_before)
+    : enabled_(enabled), tty_(::isatty(2) != 0), done_before_(done_before),
+      start_(std::chrono::steady_clock::now()), last_(start_ - std::chrono::seconds(10)) {}
 
 std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -29,7 +29,9 @@ void ProgressLine::update(const std::string& label, long done, long total,
   if (done < total && std::chrono::duration<double>(now - last_).count() < min_gap) return;
   last_ = now;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
-  const double eta = done > 0 ? elapsed * static_cast<double>(total - done) / done : NAN;
+  const long done_here = done - done_before_;
+  const double eta =
+      done_here > 0 ? elapsed * static_cast<double>(total - done) / done_here : NAN;
   char head[160];
   std::snprintf(head, sizeof head, "%s %ld/%ld (%3.0f%%) ", label.c_str(), done, total,
                 100.0 * done / std::max(total, 1L));

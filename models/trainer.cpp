@@ -337,12 +337,21 @@ TrainResult train(const TrainConfig& cfg_in) {
     r.save_every = cfg.save_every ? cfg.save_every : r.save_every;
     r.detect_anomaly = cfg.detect_anomaly;
     r.handle_signals = cfg.handle_signals;
+    r.stop_after_step = cfg.stop_after_step;
     cfg = r;
   }
   TDROP_CHECK(cfg.epochs >= 1, "--epochs must be at least 1, got ", cfg.epochs);
   TDROP_CHECK(cfg.batch_size >= 1, "--batch-size must be at least 1, got ", cfg.batch_size);
   TDROP_CHECK(std::isfinite(cfg.lr) && cfg.lr > 0, "--lr must be a positive number, got ", cfg.lr);
   TDROP_CHECK(std::isfinite(cfg.l1) && cfg.l1 >= 0, "--l1 must be >= 0, got ", cfg.l1);
+  // NaN passes a range check; it would also be written to config.json as null, which --resume
+  // then refuses.
+  TDROP_CHECK(std::isfinite(cfg.momentum) && cfg.momentum >= 0 && cfg.momentum < 1,
+              "--momentum must be in [0, 1), got ", cfg.momentum);
+  TDROP_CHECK(std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0 && cfg.weight_decay <= 1,
+              "--weight-decay must be in [0, 1], got ", cfg.weight_decay);
+  TDROP_CHECK(cfg.warmup_epochs >= 0 && cfg.warmup_epochs <= cfg.epochs, "--warmup-epochs (",
+              cfg.warmup_epochs, ") must be between 0 and --epochs (", cfg.epochs, ")");
   TDROP_CHECK(cfg.save_every >= 0, "--save-every must be >= 0, got ", cfg.save_every);
   cfg.td.validate("--td");
   const Device device = parse_device(cfg.device);
@@ -422,22 +431,38 @@ TrainResult train(const TrainConfig& cfg_in) {
                     ? "; pass --epochs larger than that to train more"
                     : " and its learning-rate schedule");
     std::printf("resuming %s at epoch %d, step %ld\n", cfg.out_dir.c_str(), at.epoch, at.step);
+    // The optimizer's rate as the last step left it: an epoch whose steps all ran before the
+    // interruption runs none now, and its log line reports this rate.
+    if (at.step > 0) opt->set_lr(sched.at(at.step - 1));
   }
+  // The run's configuration as config.json holds it and every checkpoint repeats it (resolved
+  // model config included, so a fresh and a resumed run write the same).
+  nlohmann::json run_config = cfg.to_json();
+  run_config["model_config"] = result.model_config;
+  run_config["resolved_device"] = device_name(device);
   if (writing) {
     std::error_code ec;
     std::filesystem::create_directories(cfg.out_dir, ec);
     TDROP_CHECK(!ec, "cannot create the run directory ", cfg.out_dir, ": ", ec.message());
-    nlohmann::json c = cfg.to_json();
-    c["model_config"] = result.model_config;
-    c["resolved_device"] = device_name(device);
-    write_file_atomic(cfg.out_dir + "/config.json", c.dump(2) + "\n");
+    write_file_atomic(cfg.out_dir + "/config.json", run_config.dump(2) + "\n");
   }
+  // What a divergence leaves behind, said as it is.
+  auto kept_checkpoint_note = [&]() -> std::string {
+    if (!writing) return "Nothing was saved (no --out).";
+    std::error_code ec;
+    if (std::filesystem::exists(resume_path(cfg.out_dir), ec))
+      return "The last good checkpoint in " + cfg.out_dir + " is kept.";
+    return "No checkpoint was saved in " + cfg.out_dir + " yet (rerun with --overwrite).";
+  };
   // Nothing non-finite is ever written: the last good checkpoint survives a divergence.
+  auto require_finite = [&](long step) {
+    const std::string bad = first_nonfinite_tensor(model);
+    TDROP_CHECK(bad.empty(), "training diverged before step ", step, ": ", bad,
+                " is not finite. ", kept_checkpoint_note());
+  };
   auto save_point = [&](const ResumePoint& p) {
     if (!writing) return;
-    const std::string bad = first_nonfinite_tensor(model);
-    TDROP_CHECK(bad.empty(), "training diverged before step ", p.step, ": ", bad,
-                " is not finite; the last good checkpoint in ", cfg.out_dir, " is kept");
+    require_finite(p.step);
     save_resume(cfg.out_dir, model, *opt, p);
   };
 
@@ -475,9 +500,9 @@ TrainResult train(const TrainConfig& cfg_in) {
       if (!std::isfinite(t.loss)) {
         const std::string bad = first_nonfinite_tensor(model);
         fail("training diverged: loss is ", t.loss, " at step ", p.step, " (epoch ", p.epoch, ")",
-             bad.empty() ? std::string() : "; first non-finite: " + bad,
-             "; lower --lr or check the data. The last good checkpoint in ",
-             writing ? cfg.out_dir : std::string("(none)"), " is kept");
+             bad.empty() ? "; rerun with --detect-anomaly to find the first layer that made it"
+                         : "; first non-finite: " + bad,
+             "; lower --lr or check the data. ", kept_checkpoint_note());
       }
       at.correct += t.correct;
       at.loss_sum += t.loss * static_cast<double>(t.count);
@@ -491,7 +516,7 @@ TrainResult train(const TrainConfig& cfg_in) {
     const double seconds_before = at.seconds;
     gpu_wait = data_wait = 0;
     train_loader.start_epoch(static_cast<uint64_t>(epoch - 1));
-    ProgressLine progress(cfg.progress);
+    ProgressLine progress(cfg.progress, at.batch);
     // The next batch is gathered (and copied to the device) while this one trains.
     std::future<Batch> next;
     if (at.batch < steps_per_epoch)
@@ -535,7 +560,8 @@ TrainResult train(const TrainConfig& cfg_in) {
       progress.update("epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs) +
                           " step",
                       i + 1, steps_per_epoch, extra);
-      const bool stop = g_stop.load();
+      const bool stop =
+          g_stop.load() || (cfg.stop_after_step > 0 && at.step == cfg.stop_after_step);
       if ((cfg.save_every > 0 && at.step % cfg.save_every == 0) || stop) {
         settle(0);  // a resume point holds every finished step's loss and accuracy
         save_point(at);
@@ -585,13 +611,17 @@ TrainResult train(const TrainConfig& cfg_in) {
     at.loss_sum = 0;
     at.correct = at.seen = 0;
     at.seconds = 0;
-    if (writing) {  // each write atomic; a kill between them replays at most this epoch
+    // Each write is atomic, and the resume point goes last: a kill between two writes replays
+    // this epoch, which writes the same files again (with the resume point first, a kill after
+    // the last epoch's would leave a finished run without its model).
+    if (writing) {
+      require_finite(at.step);
       write_file_atomic(cfg.out_dir + "/metrics.jsonl", at.metrics_jsonl);
-      save_point(at);
       save_checkpoint(cfg.out_dir + "/model.safetensors", model, cfg.model, result.model_config,
                       {{"epoch", std::to_string(epoch)},
                        {"test_accuracy", std::to_string(m.test_accuracy)},
-                       {"train_config", cfg.to_json().dump()}});
+                       {"train_config", run_config.dump()}});
+      save_point(at);
     }
   }
   model.eval();

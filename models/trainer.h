@@ -46,6 +46,9 @@ struct TrainConfig {
   int64_t save_every = 0;     // also save the resume file every N steps (0: at epoch ends only)
   bool detect_anomaly = false;  // check every op's output for NaN/Inf (slow)
   bool handle_signals = true;   // SIGINT/SIGTERM: finish the step, save, exit
+  // Stop after this global step as SIGINT would (save, report interrupted); 0: never. Not saved
+  // with the run; lets tests interrupt at an exact step.
+  long stop_after_step = 0;
   // Steps between computing a loss and looking at it on the host (-1: 2 on CUDA, where it keeps
   // the GPU busy, 0 on CPU). Not saved with the run; settable so tests can check both paths.
   int readback_lag = -1;

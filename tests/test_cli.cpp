@@ -229,6 +229,10 @@ TEST_F(Cli, UnknownOptionsAndInvalidValuesAreErrors) {
   expect_clean_failure("train --batch-size 0 --out " + out, "--batch-size");
   expect_clean_failure("train --schedule linear --out " + out, "linear");
   expect_clean_failure("train --momentum 1.5 --out " + out, "--momentum");
+  // NaN passes a range check; config.json would hold null, which --resume refuses.
+  expect_clean_failure("train --momentum nan --optimizer adam --out " + out, "--momentum");
+  expect_clean_failure("train --weight-decay nan --out " + out, "--weight-decay");
+  expect_clean_failure("train --epochs 2 --warmup-epochs 3 --out " + out, "--warmup-epochs");
   expect_clean_failure("train --model resnet9000 --out " + out, "resnet9000");
   expect_clean_failure("eval --device tpu --checkpoint x", "tpu");
   expect_clean_failure("eval", "--checkpoint");
@@ -486,6 +490,30 @@ TEST_F(Cli, PruneCsvQuotesLabels) {
   }
   EXPECT_NE(read_file(csv).find("\"run \"\"A\"\", lr=0.1\""), std::string::npos)
       << "quotes are doubled inside a quoted field";
+}
+
+// Fractions that two decimals cannot tell apart keep their own rows in the table, and a label
+// that is not UTF-8 (a file name may be any bytes) still gives JSON lines, not an exception
+// after the sweep.
+TEST_F(Cli, PruneTableAndJsonKeepFinalFractionsAndAnyLabel) {
+  const std::string data = fashion_mnist_dir();
+  if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
+  const std::string ckpt = quick_checkpoint(data);
+  const std::string common = "prune --device cpu --fractions 0.99,0.995,1 --data-dir " +
+                             quote(data) + " --checkpoint " + quote(ckpt);
+  RunResult r = run(common);
+  ASSERT_EQ(r.status, 0) << r.summary();
+  std::vector<std::string> firsts;
+  for (const std::string& line : lines_of(r.out))
+    if (line.find('|') != std::string::npos) firsts.push_back(line.substr(0, line.find(' ')));
+  EXPECT_EQ(firsts, (std::vector<std::string>{"fraction", "", "0.99", "0.995", "1.00"}))
+      << r.out;
+  r = run(common + " --json --label " + quote("run\xff"));
+  ASSERT_EQ(r.status, 0) << r.summary();
+  const std::vector<std::string> lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 3u) << r.out;
+  for (const std::string& line : lines)
+    EXPECT_EQ(json::parse(line).at("label").get<std::string>(), "run\xef\xbf\xbd") << line;
 }
 
 TEST_F(Cli, PlotFailureIsAnErrorNotASignal) {

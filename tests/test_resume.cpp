@@ -13,7 +13,9 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "core/safetensors.h"
@@ -71,6 +73,11 @@ std::map<std::string, std::string> weights_of(const std::string& path) {
   return out;
 }
 
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
 TrainConfig resume_of(const std::string& dir) {
   TrainConfig c;  // what `tdrop train --resume DIR` passes
   c.resume = true;
@@ -104,6 +111,54 @@ TEST(Resume, TwoEpochsEqualOnePlusOneBitForBit) {
   EXPECT_EQ(lines, 2);
   fs::remove_all(straight);
   fs::remove_all(split);
+}
+
+// The epoch lines of metrics.jsonl without their timings.
+std::vector<nlohmann::json> logged_epochs(const std::string& dir) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    for (const char* timing : {"seconds", "samples_per_second", "gpu_wait_seconds",
+                               "data_wait_seconds"})
+      j.erase(timing);
+    out.push_back(j);
+  }
+  return out;
+}
+
+// Interrupted after any step (mid-epoch, or after an epoch's last step but before its
+// evaluation), a resumed run ends with the checkpoint of a straight one, byte for byte (weights
+// and the configuration it records), and logs the same epochs, learning rate included.
+TEST(Resume, InterruptedAtAnyStepLogsWhatAStraightRunLogs) {
+  SKIP_WITHOUT_DATA();
+  const std::string straight = fresh_dir("straight3");
+  TrainConfig c = small_run(straight, 2);
+  c.schedule = "cosine";  // a rate that differs at every step
+  train(c);
+  const auto want_weights = weights_of(straight + "/model.safetensors");
+  const std::string want_file = read_text(straight + "/model.safetensors");
+  const auto want_log = logged_epochs(straight);
+  ASSERT_EQ(want_log.size(), 2u);
+  const long steps_per_epoch = want_log[0].at("step").get<long>();
+  for (long stop : {long{7}, steps_per_epoch}) {
+    SCOPED_TRACE("stopped after step " + std::to_string(stop));
+    const std::string dir = fresh_dir("stop" + std::to_string(stop));
+    TrainConfig first = c;
+    first.out_dir = dir;
+    first.stop_after_step = stop;
+    EXPECT_TRUE(train(first).interrupted);
+    train(resume_of(dir));
+    const auto got = weights_of(dir + "/model.safetensors");
+    for (const auto& [name, bytes] : want_weights)
+      EXPECT_TRUE(bytes == got.at(name)) << name << " differs";
+    EXPECT_TRUE(read_text(dir + "/model.safetensors") == want_file) << "the checkpoint differs";
+    const auto log = logged_epochs(dir);
+    ASSERT_EQ(log.size(), want_log.size());
+    for (size_t e = 0; e < log.size(); ++e) EXPECT_EQ(log[e], want_log[e]) << "epoch " << e + 1;
+    fs::remove_all(dir);
+  }
+  fs::remove_all(straight);
 }
 
 // A cosine schedule is laid out over the run's epochs: resuming with another total would give
@@ -144,11 +199,6 @@ TEST(Resume, SavingEveryNStepsChangesNothingAndFinishedRunsRefuse) {
   }
   fs::remove_all(straight);
   fs::remove_all(split);
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path);
-  return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
 // A fresh run into a directory that holds a run would replace its resume point (or, killed

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/ops.h"
@@ -77,6 +80,75 @@ TEST(TargetedLinear, TrainingUsesWPrimeAndTheGradientIsMasked) {
       }
     }
   }
+}
+
+// The untargeted dropout baselines (`--dropout weight|unit --dropout-rate P`, the paper's
+// comparison): every weight (or row) is a candidate, the kept ones are scaled by 1/(1 - P) in
+// training, and eval uses every weight unscaled.
+TEST(TargetedLinear, UntargetedDropoutBaselinesRescaleInTrainingAndKeepAllInEval) {
+  for (bool unit : {false, true}) {
+    SCOPED_TRACE(unit ? "unit dropout" : "weight dropout");
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    Linear layer(40, 64, false);  // 64 rows: unit mode drops none with p = 0.75^64
+    layer.reset_parameters(seed);
+    TargetedDropoutConfig c;
+    c.mode = unit ? TargetedDropoutConfig::Mode::Unit : TargetedDropoutConfig::Mode::Weight;
+    c.gamma = 1.0;
+    c.alpha = 0.25f;
+    c.rescale = true;
+    c.keep_all_in_eval = true;
+    layer.targeted().configure(c, "fc", 0);
+    layer.set_rng(seed, 3);
+    const Tensor x = random_tensor({5, 40}, rng, -1, 1, DType::F32);
+    Tensor y = layer.forward(x);
+    sum(y).backward();
+    const std::vector<float> w = layer.weight().to_vector<float>();
+    TdOutput ref;
+    targeted_dropout_reference(make_task(w, 64, 40, 1.0, 0.25f, unit, td_stream(3, 0), ref),
+                               seed);
+    const std::vector<float> xv = x.to_vector<float>(), yv = y.to_vector<float>();
+    const std::vector<float> g = layer.weight().grad().to_vector<float>();
+    int dropped = 0;
+    for (int r = 0; r < 64; ++r) {
+      int row_dropped = 0;
+      for (int c2 = 0; c2 < 40; ++c2) {
+        const bool kept = mask_bit(ref.mask, 40, r, c2);
+        row_dropped += !kept;
+        double col = 0;  // d sum(y) / dW'[r, c2] = sum_b x[b, c2], times the 1/(1 - P) scale
+        for (int i = 0; i < 5; ++i) col += xv[i * 40 + c2];
+        EXPECT_NEAR(g[r * 40 + c2], kept ? col / 0.75 : 0.0, 1e-4) << r << "," << c2;
+      }
+      if (unit) {
+        EXPECT_TRUE(row_dropped == 0 || row_dropped == 40) << "row " << r;
+      }
+      dropped += row_dropped;
+      for (int i = 0; i < 5; ++i) {
+        double want = 0;
+        for (int c2 = 0; c2 < 40; ++c2) want += double(xv[i * 40 + c2]) * ref.w_out[r * 40 + c2];
+        EXPECT_NEAR(yv[i * 64 + r], want / 0.75, 1e-4) << i << "," << r;
+      }
+    }
+    EXPECT_GT(dropped, 0) << "P = 0.25 dropped nothing";
+    EXPECT_LT(dropped, 64 * 40) << "P = 0.25 dropped everything";
+    layer.eval();
+    const std::vector<float> ye = layer.forward(x).to_vector<float>();
+    for (int i = 0; i < 5; ++i)
+      for (int r = 0; r < 64; ++r) {
+        double want = 0;
+        for (int c2 = 0; c2 < 40; ++c2) want += double(xv[i * 40 + c2]) * w[r * 40 + c2];
+        EXPECT_NEAR(ye[i * 64 + r], want, 1e-4) << "eval " << i << "," << r;
+      }
+  }
+}
+
+// The L1 baseline's subgradient: grad += l1 * sign(w), with sign(0) = sign(-0) = 0.
+TEST(L1Penalty, AddsL1TimesTheSignOfEachWeight) {
+  Tensor g = Tensor::from_vector<float>({1, 1, 1, 1, -2}, {5});
+  const Tensor w = Tensor::from_vector<float>({-2, 0, 3, -0.0f, 1e-30f}, {5});
+  add_l1_subgradient_(g, w, 0.25);
+  EXPECT_EQ(g.to_vector<float>(), (std::vector<float>{0.75f, 1, 1.25f, 1, -1.75f}));
 }
 
 // Two rows of 8 whose eval W' is easy to tell apart from W, targeted with gamma 0.5, in eval.

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <cstdlib>
@@ -18,6 +19,8 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "tests/temp_dir.h"
@@ -35,6 +38,7 @@
 #include "layers/optimizer.h"
 #include "layers/sequential.h"
 #include "models/checkpoint.h"
+#include "models/progress.h"
 #include "models/registry.h"
 #include "models/trainer.h"
 #include "tests/expect_error.h"
@@ -804,6 +808,22 @@ std::vector<int64_t> epoch_order(BatchLoader& loader, uint64_t epoch) {
   return order;
 }
 
+// A resumed epoch starts its progress line at the step it stopped at: the ETA extrapolates
+// from this run's steps only. 10 steps in at least 100 ms leave 40 steps, at least 0.4 s (the
+// steps before the resume, counted as done in no time, would make it 0.07 s).
+TEST(ProgressLine, EtaOfAResumedEpochCountsOnlyThisRunsSteps) {
+  ::testing::internal::CaptureStderr();
+  {
+    ProgressLine line(true, /*done_before=*/50);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    line.update("epoch 1/1 step", 60, 100, "");
+  }
+  const std::string out = ::testing::internal::GetCapturedStderr();
+  const size_t at = out.find("ETA ");
+  ASSERT_NE(at, std::string::npos) << out;
+  EXPECT_GE(std::strtod(out.c_str() + at + 4, nullptr), 0.4) << out;
+}
+
 TEST(BatchLoader, BatchesShapesAndLastPartialBatch) {
   const ImageDataset d = tagged_dataset(37);
   BatchLoader loader(d, 8, false, 1, Device::CPU, {0.0f}, {1.0f});
@@ -1041,6 +1061,23 @@ TrainConfig small_run(uint64_t seed) {
   return cfg;
 }
 
+// A ramp without --td-ramp-steps spans the whole run: T = steps per epoch x epochs, recorded in
+// the model's config (and so in its checkpoint), and the last epoch ends at the full gamma.
+TEST(EndToEnd, RampWithoutStepsSpansTheRun) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  TrainConfig cfg = small_run(fresh_seed());
+  cfg.td.mode = TargetedDropoutConfig::Mode::Weight;
+  cfg.td.gamma = 0.5;
+  cfg.td.alpha = 0.5f;
+  cfg.td.ramp = true;
+  const TrainResult r = train(cfg);
+  ASSERT_EQ(r.epochs.size(), 2u);
+  const long steps_per_epoch = r.epochs[0].step;
+  EXPECT_EQ(steps_per_epoch, 12);  // 1500 images in batches of 128
+  EXPECT_EQ(r.model_config.at("td").at("ramp_steps").get<long>(), 2 * steps_per_epoch);
+  EXPECT_EQ(r.epochs[1].sparsity_targeted, 0.5);
+}
+
 // On the GPU a step's loss and predictions are looked at two steps after they are computed.
 // The bookkeeping must give the run that looking at once gives, number for number.
 TEST(EndToEnd, LookingAtLossesLateGivesTheSameRun) {
@@ -1128,17 +1165,19 @@ TEST(EndToEnd, CudaTrainingFollowsTheCpuRun) {
 }
 
 // A learning rate of 1000 blows the MLP up within a few steps: the error names the step whose
-// loss was not finite, whether the loss was looked at at once or two steps late, and the resume
-// point saved every step before it is still finite.
+// loss was not finite, whether the loss was looked at at once or two steps late (with a save
+// every step the loss is looked at before each save, so only a run without saves shows the
+// late look), the resume point saved every step before it is still finite, and the message says
+// whether a checkpoint was kept.
 TEST(EndToEnd, DivergenceNamesTheStepAndKeepsTheLastGoodSave) {
   SKIP_WITHOUT_FASHION_MNIST();
   std::string first;
-  for (int lag : {0, 2}) {
-    SCOPED_TRACE("lag " + std::to_string(lag));
+  for (auto [lag, save_every] : {std::pair{0, 1}, std::pair{2, 1}, std::pair{2, 0}}) {
+    SCOPED_TRACE("lag " + std::to_string(lag) + ", save every " + std::to_string(save_every));
     TempDir dir;
     TrainConfig cfg = small_run(7);
     cfg.lr = 1000.0f;
-    cfg.save_every = 1;
+    cfg.save_every = save_every;
     cfg.readback_lag = lag;
     cfg.out_dir = dir.file("run");
     std::string msg;
@@ -1152,9 +1191,16 @@ TEST(EndToEnd, DivergenceNamesTheStepAndKeepsTheLastGoodSave) {
     ASSERT_NE(at, std::string::npos) << msg;
     const std::string step = msg.substr(at, msg.find(' ', at + 9) - at);
     if (first.empty()) first = step;
-    EXPECT_EQ(step, first) << "both lags must name the same step: " << msg;
+    EXPECT_EQ(step, first) << "every lag must name the same step: " << msg;
     EXPECT_NE(msg.find(cfg.out_dir), std::string::npos) << "the message names the run directory";
     EXPECT_FALSE(fs::exists(cfg.out_dir + "/model.safetensors")) << "no epoch finished";
+    if (save_every == 0) {
+      EXPECT_NE(msg.find("No checkpoint was saved"), std::string::npos) << msg;
+      EXPECT_FALSE(fs::exists(cfg.out_dir + "/resume.safetensors"));
+      continue;
+    }
+    EXPECT_NE(msg.find("The last good checkpoint in " + cfg.out_dir + " is kept"),
+              std::string::npos) << msg;
     ASSERT_TRUE(fs::exists(cfg.out_dir + "/resume.safetensors"));
     const SafetensorsFile saved = load_safetensors(cfg.out_dir + "/resume.safetensors");
     ASSERT_FALSE(saved.tensors.empty());
