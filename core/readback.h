@@ -31,6 +31,8 @@ class Readback {
   void wait();
   template <class T>
   std::vector<T> part(size_t i) const {
+    TDROP_CHECK(!pending_, "Readback::part: the copies are still in flight; call wait() first");
+    TDROP_CHECK(i < sizes_.size(), "Readback::part: part ", i, " of ", sizes_.size());
     std::vector<T> out(sizes_[i] / sizeof(T));
     if (!out.empty()) std::memcpy(out.data(), host_ + offsets_[i], out.size() * sizeof(T));
     return out;

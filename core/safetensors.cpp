@@ -254,18 +254,28 @@ SafetensorsFile decode_safetensors(std::string_view bytes, const std::string& fi
     out.tensors.emplace(name, std::move(t));
   }
 
-  // Tensors must not share bytes: sorted by (begin, end), each must start at or after the end
-  // of the one before it.
+  // Tensors must not share bytes, and (as the format requires) together they cover the data
+  // buffer with no hole and nothing after it: sorted by (begin, end), each starts where the one
+  // before it ended.
   std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) {
     return std::tie(x.begin, x.end) < std::tie(y.begin, y.end);
   });
-  for (size_t i = 1; i < spans.size(); ++i) {
-    const Span& p = spans[i - 1];
+  uint64_t covered = 0;
+  for (size_t i = 0; i < spans.size(); ++i) {
     const Span& c = spans[i];
-    TDROP_CHECK(c.begin >= p.end, "safetensors ", file, ": tensor \"", printable(*c.name), "\" [",
-                c.begin, ", ", c.end, ") overlaps tensor \"", printable(*p.name), "\" [", p.begin,
-                ", ", p.end, ")");
+    if (i > 0) {
+      const Span& p = spans[i - 1];
+      TDROP_CHECK(c.begin >= p.end, "safetensors ", file, ": tensor \"", printable(*c.name),
+                  "\" [", c.begin, ", ", c.end, ") overlaps tensor \"", printable(*p.name),
+                  "\" [", p.begin, ", ", p.end, ")");
+    }
+    TDROP_CHECK(c.begin == covered, "safetensors ", file, ": bytes [", covered, ", ", c.begin,
+                ") of the data buffer belong to no tensor (before \"", printable(*c.name), "\")");
+    covered = c.end;
   }
+  TDROP_CHECK(covered == data.size(), "safetensors ", file, ": ", data.size() - covered,
+              " bytes after the last tensor's data (the buffer holds ", data.size(),
+              ", the tensors ", covered, ")");
   return out;
 }
 

@@ -21,6 +21,9 @@ Tensor f32_tensor_from_raw(const RawTensor& r, const std::string& name, const st
   TDROP_CHECK(r.dtype == "F32", source, ": tensor '", printable(name), "' has dtype ",
               printable(r.dtype), "; tdrop files hold F32 tensors");
   Tensor t = Tensor::empty(r.shape, DType::F32, Device::CPU);
+  TDROP_CHECK(r.bytes.size() == static_cast<size_t>(t.numel()) * 4, source, ": tensor '",
+              printable(name), "' ", shape_str(r.shape), " holds ", r.bytes.size(),
+              " bytes, not ", t.numel() * 4);
   if (!r.bytes.empty()) std::memcpy(t.raw_data(), r.bytes.data(), r.bytes.size());
   return t;
 }

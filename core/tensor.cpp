@@ -50,8 +50,12 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   Tensor t;
   t.impl_ = std::make_shared<Impl>();
   const int64_t n = shape_numel(shape);
-  t.impl_->storage = std::make_shared<Storage>(static_cast<size_t>(n) * dtype_size(dtype), device,
-                                               "Tensor::empty");
+  try {
+    t.impl_->storage = std::make_shared<Storage>(static_cast<size_t>(n) * dtype_size(dtype),
+                                                 device, "Tensor::empty");
+  } catch (const Error& e) {  // out of memory: say for which tensor
+    fail(e.what(), " (for a tensor ", dtype_name(dtype), shape_str(shape), ")");
+  }
   t.impl_->shape = shape;
   t.impl_->strides = contiguous_strides(shape);
   t.impl_->dtype = dtype;

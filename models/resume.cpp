@@ -70,7 +70,7 @@ ResumePoint load_resume(const std::string& run_dir, Module& model, Optimizer& op
   for (auto& [name, r] : f.tensors) {
     if (name.rfind("model/", 0) == 0) model_state[name.substr(6)] = f32_tensor_from_raw(r, name, path);
     else if (name.rfind("optim/", 0) == 0) optim_state[name.substr(6)] = f32_tensor_from_raw(r, name, path);
-    else fail(path, ": unexpected tensor '", name, "'");
+    else fail(path, ": unexpected tensor '", printable(name), "'");
   }
   model.load_state(model_state, path);
   check_state_finite(model_state, path);  // the trainer never saves a NaN: a damaged file

@@ -47,8 +47,16 @@ TEST(Readback, StartingTwiceWithoutWaitingIsAnError) {
   Readback rb;
   const Tensor t = Tensor::zeros({4}).to(Device::CUDA);
   rb.start({t});
+  expect_error([&] { rb.part<float>(0); }, {"Readback::part", "wait()"});
   expect_error([&] { rb.start({t}); }, {"Readback", "never waited"});
   rb.wait();
+}
+
+TEST(Readback, PartsOutOfRangeAreAnError) {
+  Readback rb;
+  rb.start({Tensor::zeros({3})});
+  EXPECT_EQ(rb.part<float>(0), std::vector<float>(3, 0.0f));
+  expect_error([&] { rb.part<float>(1); }, {"Readback::part", "part 1 of 1"});
 }
 
 TEST(Readback, TensorsOnTwoDevicesAreAnError) {

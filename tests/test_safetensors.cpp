@@ -278,9 +278,26 @@ TEST(Safetensors, RejectsOverlapAndDuplicates) {
   const auto ok =
       decode_safetensors(make_file(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
                                    R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-                                   data),
+                                   data.substr(0, 8)),
                          "ok");
   EXPECT_EQ(ok.tensors.size(), 2u);
+}
+
+// The format leaves no byte of the data buffer unaccounted for: a hole between tensors or bytes
+// after the last one could carry anything (and make a file two formats at once).
+TEST(Safetensors, RejectsHolesAndTrailingBytes) {
+  const std::string data(16, '\0');
+  expect_decode_error(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                                data),
+                      "8 bytes after the last tensor");
+  expect_decode_error(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                                data),
+                      "bytes [0, 8) of the data buffer belong to no tensor");
+  expect_decode_error(make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                                data),
+                      "bytes [4, 8)");
+  expect_decode_error(make_file("{}", "x"), "1 bytes after the last tensor");
 }
 
 TEST(Safetensors, RejectsBadMetadata) {

@@ -108,6 +108,9 @@ TEST(TensorCreate, BadShapesAreErrors) {
   expect_error([&] { Tensor::empty({0, huge, 8}); }, {"too many elements", "[0, "});
   expect_error([&] { Tensor::empty({huge, 8, 0}); }, {"too many elements"});
   EXPECT_EQ(Tensor::empty({0, 1 << 20, 1 << 20}).numel(), 0);  // large but representable
+  // More memory than the machine has: the error names the tensor.
+  expect_error([] { Tensor::empty({int64_t{1} << 25, int64_t{1} << 24}); },
+               {"out of host memory", "F32[33554432, 16777216]"});
 }
 
 TEST(TensorCreate, ZeroDimensionalScalar) {
