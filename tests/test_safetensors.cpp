@@ -5,6 +5,9 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "core/safetensors.h"
@@ -286,17 +289,17 @@ TEST(Safetensors, RejectsOverlapAndDuplicates) {
 // The format leaves no byte of the data buffer unaccounted for: a hole between tensors or bytes
 // after the last one could carry anything (and make a file two formats at once).
 TEST(Safetensors, RejectsHolesAndTrailingBytes) {
-  const std::string data(16, '\0');
-  expect_decode_error(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-                                data),
-                      "8 bytes after the last tensor");
-  expect_decode_error(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
-                                data),
-                      "bytes [0, 8) of the data buffer belong to no tensor");
-  expect_decode_error(make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-                                R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
-                                data),
-                      "bytes [4, 8)");
+  const std::string f32 = R"("dtype":"F32","shape":)";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"{\"a\":{" + f32 + R"([2],"data_offsets":[0,8]}})", "8 bytes after the last tensor"},
+      {"{\"a\":{" + f32 + R"([2],"data_offsets":[8,16]}})",
+       "bytes [0, 8) of the data buffer belong to no tensor"},
+      {"{\"a\":{" + f32 + R"([1],"data_offsets":[0,4]},"b":{)" + f32 +
+           R"([2],"data_offsets":[8,16]}})",
+       "bytes [4, 8)"},
+  };
+  for (const auto& [header, reason] : cases)
+    expect_decode_error(make_file(header, std::string(16, '\0')), reason);
   expect_decode_error(make_file("{}", "x"), "1 bytes after the last tensor");
 }
 
