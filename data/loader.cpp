@@ -34,7 +34,9 @@ BatchLoader::BatchLoader(const ImageDataset& data, int64_t batch_size, bool shuf
   if (device_ == Device::CUDA) uploader_ = std::make_unique<Uploader>();
 }
 
-int64_t BatchLoader::num_batches() const { return (count_ + batch_size_ - 1) / batch_size_; }
+int64_t BatchLoader::num_batches() const {
+  return count_ / batch_size_ + (count_ % batch_size_ != 0);  // count + batch - 1 could overflow
+}
 
 void BatchLoader::start_epoch(uint64_t epoch) {
   epoch_ = epoch;

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -131,6 +132,17 @@ TEST(Cifar10, AFailedAppendLeavesTheDatasetAsItWas) {
   EXPECT_EQ(ds.count, 2);
   EXPECT_EQ(ds.labels, (std::vector<int64_t>{1, 2}));
   EXPECT_EQ(ds.images.size(), 2u * 3072u);
+}
+
+TEST(BatchLoaderInput, ABatchLargerThanTheDatasetIsOneBatch) {
+  ImageDataset ds;
+  ds.count = 3, ds.channels = 1, ds.height = 1, ds.width = 2, ds.num_classes = 10;
+  ds.images.assign(6, 0);
+  ds.labels = {1, 2, 3};
+  for (int64_t batch : {int64_t{3}, int64_t{4}, std::numeric_limits<int64_t>::max()})
+    EXPECT_EQ(BatchLoader(ds, batch, false, 1, Device::CPU, {0.0f}, {1.0f}).num_batches(), 1)
+        << "batch " << batch;
+  EXPECT_EQ(BatchLoader(ds, 2, false, 1, Device::CPU, {0.0f}, {1.0f}).num_batches(), 2);
 }
 
 TEST(BatchLoaderInput, LabelsThatDoNotMatchTheImagesAreAnError) {
