@@ -124,6 +124,8 @@ void add_prune_command(CLI::App& app) {
       labels.push_back(o->labels.empty() ? default_label(o->checkpoints[i]) : o->labels[i]);
     }
     if (o->json) {
+      // Labels and paths may hold any bytes: those that are not UTF-8 print as U+FFFD.
+      constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
       for (size_t i = 0; i < results.size(); ++i)
         for (const PruneRow& r : results[i])
           std::printf("%s\n", nlohmann::json{{"checkpoint", o->checkpoints[i]},
@@ -134,7 +136,7 @@ void add_prune_command(CLI::App& app) {
                                              {"sparsity_all", r.sparsity_all},
                                              {"accuracy", r.accuracy},
                                              {"loss", r.loss}}
-                                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)  // labels may be any bytes
+                                  .dump(-1, ' ', false, kReplace)
                                   .c_str());
     } else {
       std::printf("%s pruning on %s test (sparsity: of targeted weights / of all weights)\n\n",
