@@ -14,7 +14,9 @@ struct IdxArray {
 };
 
 // Throws tdrop::Error naming `path` when the file is missing, unreadable, malformed, truncated,
-// has trailing bytes, or is a corrupt gzip stream.
+// has bytes after its data, or is a corrupt gzip stream. (Bytes after the end of a gzip stream
+// that do not start another gzip member are ignored, as zlib's gzread ignores them; the data
+// itself is checked by the stream's CRC.)
 IdxArray read_idx(const std::string& path);
 
 }  // namespace tdrop
