@@ -21,7 +21,7 @@ namespace {
 template <class S, class D>
 void copy_typed(const S* src, const StridedIndex& si, D* dst, int64_t n, bool contiguous) {
   if (contiguous) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<D>(src[i]);
+    for (int64_t i = 0; i < n; ++i) dst[i] = convert_element<D>(src[i]);
     return;
   }
   // Row by row along the innermost dim, whose elements are `step` apart (1 for views that keep
@@ -35,9 +35,9 @@ void copy_typed(const S* src, const StridedIndex& si, D* dst, int64_t n, bool co
     const S* row = src + off;
     D* out = dst + i;
     if (step == 1) {
-      for (int64_t j = 0; j < inner; ++j) out[j] = static_cast<D>(row[j]);
+      for (int64_t j = 0; j < inner; ++j) out[j] = convert_element<D>(row[j]);
     } else {
-      for (int64_t j = 0; j < inner; ++j) out[j] = static_cast<D>(row[j * step]);
+      for (int64_t j = 0; j < inner; ++j) out[j] = convert_element<D>(row[j * step]);
     }
     for (int d = last - 1; d >= 0; --d) {  // odometer increment over the outer dims
       off += si.strides[d];
@@ -76,10 +76,10 @@ void copy_cast_cpu(const Tensor& src, const Tensor& dst) {
 void fill_cpu(const Tensor& t, double value) {
   const int64_t n = t.numel();
   switch (t.dtype()) {
-    case DType::F32: std::fill_n(t.data<float>(), n, static_cast<float>(value)); break;
+    case DType::F32: std::fill_n(t.data<float>(), n, convert_element<float>(value)); break;
     case DType::F64: std::fill_n(t.data<double>(), n, value); break;
-    case DType::I64: std::fill_n(t.data<int64_t>(), n, static_cast<int64_t>(value)); break;
-    case DType::U8: std::fill_n(t.data<uint8_t>(), n, static_cast<uint8_t>(value)); break;
+    case DType::I64: std::fill_n(t.data<int64_t>(), n, convert_element<int64_t>(value)); break;
+    case DType::U8: std::fill_n(t.data<uint8_t>(), n, convert_element<uint8_t>(value)); break;
   }
 }
 

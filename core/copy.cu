@@ -14,7 +14,7 @@ __global__ void copy_cast_kernel(const S* __restrict__ src, StridedIndex si, D* 
       off += (rem % si.shape[d]) * si.strides[d];
       rem /= si.shape[d];
     }
-    dst[i] = static_cast<D>(src[off]);
+    dst[i] = convert_element<D>(src[off]);
   }
 }
 
@@ -48,7 +48,7 @@ template <class T>
 void fill_typed(const Tensor& t, double value) {
   const int64_t n = t.numel();
   fill_kernel<T><<<cuda_blocks(n), 256, 0, cuda_stream()>>>(static_cast<T*>(t.raw_data()), n,
-                                                            static_cast<T>(value));
+                                                            convert_element<T>(value));
   TDROP_LAUNCH_CHECK("fill_kernel");
 }
 

@@ -2,9 +2,34 @@
 // and fill, behind Tensor::full.
 // dst must be contiguous and on the same device as src, with the same number of elements.
 #pragma once
+#include <limits>
+#include <type_traits>
+
 #include "core/tensor.h"
 
+#if defined(__CUDACC__)
+#define TDROP_CONVERT_HD __host__ __device__ inline
+#else
+#define TDROP_CONVERT_HD inline
+#endif
+
 namespace tdrop {
+
+// One element converted to dtype D, the same on the CPU and in CUDA kernels. A float going to an
+// integer type rounds toward zero and saturates at the type's range, and NaN gives 0 (as CUDA's
+// conversion instructions do; a plain C++ cast of such a value is undefined behaviour).
+template <class D, class S>
+TDROP_CONVERT_HD D convert_element(S x) {
+  if constexpr (std::is_floating_point_v<S> && std::is_integral_v<D>) {
+    if (!(x == x)) return D(0);
+    // Both bounds are exact doubles (2^63 for int64's max, one past it, which is why >=).
+    constexpr double lo = static_cast<double>(std::numeric_limits<D>::lowest());
+    constexpr double hi = static_cast<double>(std::numeric_limits<D>::max());
+    if (x <= lo) return std::numeric_limits<D>::lowest();
+    if (x >= hi) return std::numeric_limits<D>::max();
+  }
+  return static_cast<D>(x);
+}
 
 // Up to kMaxDims dimensions are supported by every strided kernel in tdrop.
 inline constexpr int kMaxDims = 8;

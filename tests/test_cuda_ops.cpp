@@ -936,6 +936,27 @@ TEST(CudaOpsFill, FullFillsEveryDtypeWithoutWaiting) {
   EXPECT_EQ(e.numel(), 0);
 }
 
+// Conversions of floats outside an integer type's range (and NaN) give the CPU's values:
+// saturated, NaN as 0, also from a strided source.
+TEST(CudaOpsConvert, FloatsOutsideAnIntegerRangeMatchTheCpu) {
+  if (!tdrop::cuda_available()) GTEST_SKIP() << "no CUDA GPU: conversion on CUDA skipped";
+  const float inf = std::numeric_limits<float>::infinity();
+  const Tensor x = Tensor::from_vector<float>(
+      {std::nanf(""), 300.0f, -5.0f, 1e30f, -1e30f, 2.9f, -inf, inf, 9.3e18f, -0.7f}, {2, 5});
+  for (const Tensor& src : {x, x.transpose(0, 1)})
+    for (DType t : {DType::U8, DType::I64}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + (src.is_contiguous() ? "" : ", strided"));
+      const Tensor cpu = src.to(t), gpu = src.to(Device::CUDA).to(t);
+      if (t == DType::U8) {
+        EXPECT_EQ(gpu.to_vector<uint8_t>(), cpu.to_vector<uint8_t>());
+      } else {
+        EXPECT_EQ(gpu.to_vector<int64_t>(), cpu.to_vector<int64_t>());
+      }
+    }
+  EXPECT_EQ(Tensor::full({3}, std::nan(""), DType::I64, Device::CUDA).to_vector<int64_t>(),
+            std::vector<int64_t>(3, 0));
+}
+
 // A label outside [0, C) is reported as a tdrop::Error with the CPU's message (the first bad
 // row), never as an out-of-bounds read; the GPU stays usable afterwards.
 TEST(CudaOpsCrossEntropy, BadLabelThrowsTheCpuError) {

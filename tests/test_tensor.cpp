@@ -375,6 +375,26 @@ TEST(TensorConvert, IntegerConversions) {
   EXPECT_EQ(i.to(DType::F64).to(DType::I64).to_vector<int64_t>(), (std::vector<int64_t>{big, -big}));
 }
 
+// Floats outside an integer type's range, and NaN, have no C++ cast (it is undefined): they
+// saturate, NaN gives 0, as CUDA's conversions do. The same for a strided source and for fill.
+TEST(TensorConvert, FloatsOutsideAnIntegerRangeSaturateAndNanIsZero) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  const std::vector<float> x = {nan, 300.0f, -5.0f, 1e30f, -1e30f, 2.9f, -inf, inf, 9.3e18f};
+  const int64_t top = std::numeric_limits<int64_t>::max();
+  const int64_t bottom = std::numeric_limits<int64_t>::min();
+  const std::vector<uint8_t> want_u8 = {0, 255, 0, 255, 0, 2, 0, 255, 255};
+  const std::vector<int64_t> want_i64 = {0, 300, -5, top, bottom, 2, bottom, top, top};
+  const Tensor f = Tensor::from_vector(x, {9});
+  EXPECT_EQ(f.to(DType::U8).to_vector<uint8_t>(), want_u8);
+  EXPECT_EQ(f.to(DType::I64).to_vector<int64_t>(), want_i64);
+  EXPECT_EQ(f.to(DType::F64).to(DType::I64).to_vector<int64_t>(), want_i64);
+  const Tensor strided = Tensor::from_vector(x, {9, 1}).transpose(0, 1);
+  EXPECT_EQ(strided.to(DType::U8).to_vector<uint8_t>(), want_u8);
+  EXPECT_EQ(Tensor::full({2}, std::nan(""), DType::I64).to_vector<int64_t>(),
+            (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(Tensor::full({1}, 1e300, DType::U8).to_vector<uint8_t>(), (std::vector<uint8_t>{255}));
+}
+
 TEST(TensorConvert, ConvertingAStridedViewKeepsLogicalOrder) {
   Tensor t = Tensor::from_vector(iota_floats(6), {2, 3});
   Tensor d = t.transpose(0, 1).to(DType::F64);
