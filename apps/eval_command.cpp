@@ -46,18 +46,27 @@ void add_eval_command(CLI::App& app) {
     check_checkpoint_fits(ck, o->checkpoint, test, o->dataset);
     BatchLoader loader(test, 1000, false, 0, d, spec.mean, spec.std);
     const EvalResult r = evaluate(*ck.model, loader);
+    const SparsityReport sp = measure_sparsity(*ck.model);  // of the weights evaluated
     if (o->json) {
-      nlohmann::json j = {{"checkpoint", o->checkpoint}, {"model", ck.model_name},
-                          {"dataset", o->dataset},       {"device", device_name(d)},
-                          {"count", r.count},            {"loss", r.loss},
-                          {"accuracy", r.accuracy},      {"keep_all", o->keep_all}};
+      nlohmann::json j = {{"checkpoint", o->checkpoint},
+                          {"model", ck.model_name},
+                          {"dataset", o->dataset},
+                          {"device", device_name(d)},
+                          {"count", r.count},
+                          {"loss", r.loss},
+                          {"accuracy", r.accuracy},
+                          {"keep_all", o->keep_all},
+                          {"sparsity_targeted", sp.targeted()},
+                          {"sparsity_all", sp.all()}};
       // A path may hold any bytes: those that are not UTF-8 print as U+FFFD.
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
-      std::printf("%s (%s) on %s test, %lld images, %s%s: accuracy %.2f%%  loss %.4f\n",
+      std::printf("%s (%s) on %s test, %lld images, %s%s: accuracy %.2f%%  loss %.4f  "
+                  "sparsity %.1f%% of targeted weights, %.1f%% of all\n",
                   o->checkpoint.c_str(), ck.model_name.c_str(), o->dataset.c_str(),
                   static_cast<long long>(r.count), device_name(d),
-                  o->keep_all ? ", all weights kept" : "", 100 * r.accuracy, r.loss);
+                  o->keep_all ? ", all weights kept" : "", 100 * r.accuracy, r.loss,
+                  100 * sp.targeted(), 100 * sp.all());
     }
   });
 }

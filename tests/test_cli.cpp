@@ -431,7 +431,7 @@ TEST_F(Cli, TrainThenEvalAgree) {
 }
 
 // eval removes a targeted-dropout model's targeted set (prune's fraction gamma); --keep-all
-// evaluates every weight (prune's fraction 0). The losses must agree to the bit.
+// evaluates every weight (prune's fraction 0). The losses and sparsities must agree to the bit.
 TEST_F(Cli, EvalKeepAllMatchesPruningNothing) {
   const std::string data = fashion_mnist_dir();
   if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
@@ -455,6 +455,12 @@ TEST_F(Cli, EvalKeepAllMatchesPruningNothing) {
   EXPECT_EQ(kept[0].at("loss").get<double>(), pruned[0].at("loss").get<double>());
   EXPECT_EQ(removed[0].at("loss").get<double>(), pruned[1].at("loss").get<double>());
   EXPECT_NE(kept[0].at("loss").get<double>(), removed[0].at("loss").get<double>());
+  // Sparsity of the weights each evaluated: prune's at 0 and at 0.75.
+  for (const char* key : {"sparsity_targeted", "sparsity_all"}) {
+    EXPECT_EQ(kept[0].at(key).get<double>(), pruned[0].at(key).get<double>()) << key;
+    EXPECT_EQ(removed[0].at(key).get<double>(), pruned[1].at(key).get<double>()) << key;
+  }
+  EXPECT_EQ(removed[0].at("sparsity_targeted").get<double>(), 0.75);
 }
 
 TEST_F(Cli, FractionsWithTrailingTextNameTheItem) {
