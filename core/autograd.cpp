@@ -14,8 +14,9 @@ bool g_anomaly = false;
 // written in place, so a tensor that a node hands to two inputs (an add's) may be shared. A
 // leaf's .grad is a copy on first write and then accumulated in place, so it never aliases a
 // tensor some op might still hold.
-void accumulate_between_nodes(Tensor& acc, const Tensor& g);
-void accumulate_into_leaf(Tensor& acc, const Tensor& g);
+// (`from` and `input` name where g came from, for the error of a wrong shape.)
+void accumulate_between_nodes(Tensor& acc, const Tensor& g, const Node* from, size_t input);
+void accumulate_into_leaf(Tensor& acc, const Tensor& g, const Node* from, size_t input);
 }  // namespace
 
 namespace {
@@ -65,26 +66,31 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
 
 namespace tdrop {
 namespace {
-void check_same_shape(const Tensor& acc, const Tensor& g) {
-  TDROP_CHECK(acc.shape() == g.shape(), "autograd: gradient of shape ", shape_str(g.shape()),
-              " cannot accumulate into ", shape_str(acc.shape()));
+// `from` returned g for its input `input` (no node: g is the seed): a wrong shape is that
+// node's error.
+void check_same_shape(const Tensor& acc, const Tensor& g, const Node* from, size_t input) {
+  TDROP_CHECK(acc.shape() == g.shape(), "autograd: the gradient ",
+              from ? std::string(from->name()) + " returned for its input " + std::to_string(input)
+                   : std::string("seed"),
+              " has shape ", shape_str(g.shape()), ", which cannot accumulate into ",
+              shape_str(acc.shape()));
 }
 
-void accumulate_between_nodes(Tensor& acc, const Tensor& g) {
+void accumulate_between_nodes(Tensor& acc, const Tensor& g, const Node* from, size_t input) {
   if (!acc.defined()) {
     acc = g.contiguous();  // nodes see contiguous gradients; a copy only for a strided view
     return;
   }
-  check_same_shape(acc, g);
+  check_same_shape(acc, g, from, input);
   acc = grad_sum_hook()(acc, g);
 }
 
-void accumulate_into_leaf(Tensor& acc, const Tensor& g) {
+void accumulate_into_leaf(Tensor& acc, const Tensor& g, const Node* from, size_t input) {
   if (!acc.defined()) {
     acc = g.clone();
     return;
   }
-  check_same_shape(acc, g);
+  check_same_shape(acc, g, from, input);
   grad_accumulate_hook()(acc, g);
 }
 }  // namespace
@@ -93,7 +99,7 @@ void run_backward(const Tensor& root, const Tensor& seed) {
   NoGradGuard no_grad;
   if (!root.grad_fn()) {  // a leaf: its gradient is the seed
     Tensor acc = root.grad();
-    accumulate_into_leaf(acc, seed);
+    accumulate_into_leaf(acc, seed, nullptr, 0);
     const_cast<Tensor&>(root).set_grad(acc);
     return;
   }
@@ -112,16 +118,27 @@ void run_backward(const Tensor& root, const Tensor& seed) {
       if (inserted) stack.push_back(m);
     }
   }
-  // 2. Kahn's algorithm: a node runs once all of its consumers have contributed.
+  // 2. Kahn's algorithm: a node is taken once all of its consumers have contributed. One that
+  // received no gradient (its consumers returned none for it) runs nothing, but still releases
+  // its own inputs, so that nodes below it that other paths feed still run.
   std::unordered_map<Node*, Tensor> grads;
   grads[root.grad_fn().get()] = seed;
   std::vector<std::shared_ptr<Node>> ready{root.grad_fn()};
+  auto release = [&](const Tensor& in) {  // one of in's consumers is done with it
+    if (--pending[in.grad_fn().get()] == 0) ready.push_back(in.grad_fn());
+  };
   while (!ready.empty()) {
     std::shared_ptr<Node> node = std::move(ready.back());
     ready.pop_back();
+    const auto got = grads.find(node.get());
+    if (got == grads.end()) {
+      for (const Tensor& in : node->inputs)
+        if (in.defined() && in.grad_fn()) release(in);
+      continue;
+    }
     const LayerScope scope(node->layer, /*backward=*/true);
-    Tensor g = std::move(grads[node.get()]);
-    grads.erase(node.get());
+    Tensor g = std::move(got->second);
+    grads.erase(got);
     std::vector<Tensor> in_grads = node->backward(g);
     TDROP_CHECK(in_grads.size() == node->inputs.size(), "autograd: ", node->name(), " returned ",
                 in_grads.size(), " gradients for ", node->inputs.size(), " inputs");
@@ -129,18 +146,14 @@ void run_backward(const Tensor& root, const Tensor& seed) {
       if (g_anomaly && in_grads[i].defined())
         anomaly_check_hook()(in_grads[i], node->name(), "gradient");
       Tensor& in = node->inputs[i];
-      if (!in.defined() || !in.requires_grad()) continue;
       const Tensor& gi = in_grads[i];
-      if (in.grad_fn()) {
-        Node* m = in.grad_fn().get();
-        if (gi.defined()) accumulate_between_nodes(grads[m], gi);
-        if (--pending[m] == 0) {
-          if (grads.count(m)) ready.push_back(in.grad_fn());
-          else grads.erase(m);
-        }
-      } else if (gi.defined()) {
+      if (!in.defined()) continue;
+      if (in.grad_fn()) {  // every counted edge is released, whether a gradient came or not
+        if (gi.defined()) accumulate_between_nodes(grads[in.grad_fn().get()], gi, node.get(), i);
+        release(in);
+      } else if (in.requires_grad() && gi.defined()) {
         Tensor acc = in.grad();
-        accumulate_into_leaf(acc, gi);
+        accumulate_into_leaf(acc, gi, node.get(), i);
         in.set_grad(acc);
       }
     }

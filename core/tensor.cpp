@@ -252,6 +252,9 @@ Tensor& Tensor::set_requires_grad(bool on) {
   TDROP_CHECK(impl_, "set_requires_grad on an undefined tensor");
   TDROP_CHECK(!on || dtype() == DType::F32 || dtype() == DType::F64,
               "only floating-point tensors can require gradients, got ", describe());
+  // A computed tensor's gradient flows on to its inputs; to stop it, take detach().
+  TDROP_CHECK(on || !impl_->grad_fn, "set_requires_grad(false) on ", describe(),
+              ", the output of an op: use detach() for a tensor without a gradient");
   impl_->requires_grad = on;
   return *this;
 }

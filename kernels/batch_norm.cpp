@@ -24,7 +24,7 @@ void normalize(const Tensor& x, const Tensor& gamma, const Tensor& beta, const T
       for (int64_t i = 0; i < d.hw; ++i) {
         T v = (px[base + i] - pm[c]) * pi[c] * pg[c] + pb[c];
         if (pr != nullptr) v = v + pr[base + i];
-        if (then.relu) v = v > T(0) ? v : T(0);
+        if (then.relu) v = v <= T(0) ? T(0) : v;  // as relu: NaN stays NaN
         py[base + i] = v;
       }
     }

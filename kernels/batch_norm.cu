@@ -225,7 +225,7 @@ __global__ void normalize_kernel(const T* __restrict__ x, const T* __restrict__ 
     }
     if (relu) {
 #pragma unroll
-      for (int k = 0; k < V; ++k) p.v[k] = p.v[k] > T(0) ? p.v[k] : T(0);
+      for (int k = 0; k < V; ++k) p.v[k] = p.v[k] <= T(0) ? T(0) : p.v[k];
     }
     store<T, V>(y, i, p);
   }

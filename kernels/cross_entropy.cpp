@@ -20,7 +20,9 @@ void forward_typed(const Tensor& logits, const Tensor& labels, const Tensor& los
     if (y[r] < 0 || y[r] >= c) fail(cross_entropy_label_error(y[r], r, logits.shape()));
     const T* row = x + r * c;
     const SoftmaxRowSums<T> s = softmax_row_cpu(row, p + r * c, c);
-    loss[r] = std::log(s.sum) + s.max - row[y[r]];
+    // max - x[label] first: exact when they are equal, so log(sum) is not rounded against a
+    // large max and lost (logits of 1e8 gave a loss of 0 instead of ln 2).
+    loss[r] = (s.max - row[y[r]]) + std::log(s.sum);
   }
 }
 

@@ -40,7 +40,7 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ x, const int6
     }
     const T* row = x + r * c;
     const SoftmaxRow<T> s = softmax_row(row, probs + r * c, c, lane);
-    if (lane == 0) loss[r] = log_of(s.sum) + s.max - row[label];
+    if (lane == 0) loss[r] = (s.max - row[label]) + log_of(s.sum);  // as the CPU: see there
   }
 }
 

@@ -51,7 +51,7 @@ inline T apply(BinaryOp op, T a, T b) {
     case BinaryOp::Sub: return a - b;
     case BinaryOp::Mul: return a * b;
     case BinaryOp::Div: return a / b;
-    case BinaryOp::ReluGrad: return b > T(0) ? a : T(0);
+    case BinaryOp::ReluGrad: return b <= T(0) ? T(0) : a;  // NaN passes, as in PyTorch
   }
   return T(0);
 }
@@ -111,7 +111,7 @@ void unary_typed(UnaryOp op, const Tensor& a_in, double alpha, double beta, cons
   const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
   switch (op) {
     case UnaryOp::Relu:
-      for (int64_t i = 0; i < n; ++i) po[i] = pa[i] > T(0) ? pa[i] : T(0);
+      for (int64_t i = 0; i < n; ++i) po[i] = pa[i] <= T(0) ? T(0) : pa[i];  // NaN stays NaN
       break;
     case UnaryOp::Affine:
       for (int64_t i = 0; i < n; ++i) po[i] = pa[i] * al + be;

@@ -24,7 +24,7 @@ __device__ __forceinline__ T apply(T a, T b) {
   else if constexpr (OP == BinaryOp::Sub) return a - b;
   else if constexpr (OP == BinaryOp::Mul) return a * b;
   else if constexpr (OP == BinaryOp::Div) return a / b;  // IEEE division (no fast-math)
-  else return b > T(0) ? a : T(0);                        // ReluGrad: a * (b > 0)
+  else return b <= T(0) ? T(0) : a;                       // ReluGrad: NaN b passes a
 }
 
 // Same-shape, contiguous operands: one element per thread, grid-stride.
@@ -118,7 +118,7 @@ void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& o
 // op(x) for one element. Affine is x * alpha + beta rounded twice, as on the CPU.
 template <class T, UnaryOp OP>
 __device__ __forceinline__ T unary_apply(T x, T alpha, T beta) {
-  if constexpr (OP == UnaryOp::Relu) return x > T(0) ? x : T(0);
+  if constexpr (OP == UnaryOp::Relu) return x <= T(0) ? T(0) : x;  // NaN stays NaN
   else if constexpr (OP == UnaryOp::Affine) return add_rn(mul_rn(x, alpha), beta);
   else if constexpr (OP == UnaryOp::Sign) return x > T(0) ? alpha : x < T(0) ? -alpha : T(0);
   else return abs_of(x);

@@ -2,12 +2,31 @@
 
 #include <cblas.h>
 
+#include <climits>
 #include <cstring>
 
 namespace tdrop {
 
+void check_gemm_operands(bool ta, bool tb, const Tensor& a, const Tensor& b, const Tensor& c) {
+  const int64_t m = c.size(0), n = c.size(1);
+  const int64_t k = ta ? a.size(0) : a.size(1);
+  TDROP_CHECK((ta ? a.size(1) : a.size(0)) == m && (tb ? b.size(1) : b.size(0)) == k &&
+                  (tb ? b.size(0) : b.size(1)) == n,
+              "gemm: op(A) of ", shape_str(a.shape()), (ta ? "^T" : ""), " times op(B) of ",
+              shape_str(b.shape()), (tb ? "^T" : ""), " does not give C ", shape_str(c.shape()));
+  TDROP_CHECK(a.dtype() == c.dtype() && b.dtype() == c.dtype() &&
+                  (c.dtype() == DType::F32 || c.dtype() == DType::F64),
+              "gemm: dtypes ", dtype_name(a.dtype()), ", ", dtype_name(b.dtype()), ", ",
+              dtype_name(c.dtype()), " are not one floating-point type");
+  TDROP_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && a.size(1) <= INT_MAX &&
+                  b.size(1) <= INT_MAX,
+              "gemm: dimensions of ", shape_str(a.shape()), " x ", shape_str(b.shape()),
+              " exceed BLAS's int range");
+}
+
 void gemm_cpu(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b, double beta,
               const Tensor& c) {
+  check_gemm_operands(ta, tb, a, b, c);
   const int m = static_cast<int>(c.size(0)), n = static_cast<int>(c.size(1));
   const int k = static_cast<int>(ta ? a.size(0) : a.size(1));
   if (m == 0 || n == 0) return;

@@ -37,20 +37,9 @@ void scale_cuda(const Tensor& c, double beta) {
 
 void gemm_cuda(bool ta, bool tb, double alpha, const Tensor& a, const Tensor& b, double beta,
                const Tensor& c) {
+  check_gemm_operands(ta, tb, a, b, c);
   const int64_t m = c.size(0), n = c.size(1);
   const int64_t k = ta ? a.size(0) : a.size(1);
-  TDROP_CHECK((ta ? a.size(1) : a.size(0)) == m && (tb ? b.size(1) : b.size(0)) == k &&
-                  (tb ? b.size(0) : b.size(1)) == n,
-              "gemm: op(A) of ", shape_str(a.shape()), (ta ? "^T" : ""), " times op(B) of ",
-              shape_str(b.shape()), (tb ? "^T" : ""), " does not give C ", shape_str(c.shape()));
-  TDROP_CHECK(a.dtype() == c.dtype() && b.dtype() == c.dtype() &&
-                  (c.dtype() == DType::F32 || c.dtype() == DType::F64),
-              "gemm: dtypes ", dtype_name(a.dtype()), ", ", dtype_name(b.dtype()), ", ",
-              dtype_name(c.dtype()), " are not one floating-point type");
-  TDROP_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && a.size(1) <= INT_MAX &&
-                  b.size(1) <= INT_MAX,
-              "gemm: dimensions of ", shape_str(a.shape()), " x ", shape_str(b.shape()),
-              " exceed cuBLAS's int range");
   if (m == 0 || n == 0) return;  // nothing to write; cuBLAS rejects some of these shapes
   if (k == 0) {  // an empty sum: C = beta * C, done here rather than relying on a cuBLAS corner
     scale_cuda(c, beta);

@@ -6,6 +6,10 @@
 
 namespace tdrop {
 
+// Shapes that multiply, one floating-point dtype, dimensions within BLAS's int: else an error
+// naming the shapes (both paths call it).
+void check_gemm_operands(bool trans_a, bool trans_b, const Tensor& a, const Tensor& b,
+                         const Tensor& c);
 void gemm_cpu(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b,
               double beta, const Tensor& c);
 void gemm_cuda(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b,

@@ -477,7 +477,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Tensor* bad_lab
   auto node = std::make_shared<CrossEntropyNode>();
   node->probs = probs;
   node->labels = y;
-  return record(out, node, {x});
+  return record(out, node, {logits});  // x may be a copy, which needs no gradient
 }
 
 Tensor argmax(const Tensor& x) {

@@ -14,6 +14,8 @@ Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p, const char* op)
               op, ": invalid window ", p.kernel_h, "x", p.kernel_w, ", stride ", p.stride_h, "x",
               p.stride_w, ", padding ", p.pad_h, "x", p.pad_w,
               " (padding may be at most half the window)");
+  // Padding can make a window "fit" an input of no pixels; every window would then be empty.
+  TDROP_CHECK(x[2] > 0 && x[3] > 0, op, ": input ", shape_str(x), " has no pixels");
   TDROP_CHECK(x[2] + 2 * p.pad_h >= p.kernel_h && x[3] + 2 * p.pad_w >= p.kernel_w, op,
               ": window ", p.kernel_h, "x", p.kernel_w, " does not fit input ", shape_str(x),
               " with padding ", p.pad_h, "x", p.pad_w);

@@ -95,12 +95,15 @@ std::string TransformerBlock::describe() const {
          " heads, mlp " + std::to_string(mlp_width_) + ")";
 }
 
-PatchEmbedding::PatchEmbedding(int64_t channels, int64_t width, int64_t patch, int64_t tokens)
-    : channels_(channels), width_(width), patch_(patch), tokens_(tokens) {
-  TDROP_CHECK(channels > 0 && width > 0 && patch > 0 && tokens > 0, "PatchEmbedding: channels ",
-              channels, ", width ", width, ", patch ", patch, " and tokens ", tokens,
-              " must be positive");
-  position_ = register_parameter("position", Tensor::zeros({1, tokens, width}));
+PatchEmbedding::PatchEmbedding(int64_t channels, int64_t width, int64_t patch, int64_t height,
+                               int64_t width_px)
+    : channels_(channels), width_(width), patch_(patch), height_(height), width_px_(width_px),
+      tokens_(patch > 0 ? (height / patch) * (width_px / patch) : 0) {
+  TDROP_CHECK(channels > 0 && width > 0 && patch > 0 && height > 0 && width_px > 0 &&
+                  height % patch == 0 && width_px % patch == 0,
+              "PatchEmbedding: channels ", channels, ", width ", width, " and ", patch, "x", patch,
+              " patches must be positive and tile the ", height, "x", width_px, " images");
+  position_ = register_parameter("position", Tensor::zeros({1, tokens_, width}));
   conv_ = register_module("patch", std::make_shared<Conv2d>(
                                        channels, width, patch,
                                        Conv2dOptions{.stride = patch, .targetable = false}));
@@ -111,11 +114,13 @@ void PatchEmbedding::init_own_parameters(uint64_t seed, uint64_t& next_stream) {
 }
 
 Tensor PatchEmbedding::forward(const Tensor& x) {
-  TDROP_CHECK(x.dim() == 4 && x.size(1) == channels_, "PatchEmbedding: input ", x.describe(),
-              " is not [batch, ", channels_, ", H, W]");
+  // Exactly the images the model was built for: any other size would be cut into patches that
+  // drop its last pixels, or laid out in a grid the position embedding does not describe.
+  TDROP_CHECK(x.dim() == 4 && x.size(1) == channels_ && x.size(2) == height_ &&
+                  x.size(3) == width_px_,
+              "PatchEmbedding: input ", x.describe(), " is not [batch, ", channels_, ", ",
+              height_, ", ", width_px_, "], the images the model was built for");
   const Tensor p = (*conv_)(x);  // [batch, width, rows, cols] of patches
-  TDROP_CHECK(p.size(2) * p.size(3) == tokens_, "PatchEmbedding: input ", x.describe(),
-              " gives ", p.size(2) * p.size(3), " patches, the model was built for ", tokens_);
   return add(transpose(reshape(p, {x.size(0), width_, tokens_}), 1, 2), position_);
 }
 

@@ -62,7 +62,8 @@ class TransformerBlock : public Module {
 // embedding: [batch, tokens, width]. The convolution is the model's stem (not targetable).
 class PatchEmbedding : public Module {
  public:
-  PatchEmbedding(int64_t channels, int64_t width, int64_t patch, int64_t tokens);
+  // For images of channels x height x width_px, which patch must tile.
+  PatchEmbedding(int64_t channels, int64_t width, int64_t patch, int64_t height, int64_t width_px);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "PatchEmbedding"; }
   std::string describe() const override;
@@ -73,7 +74,7 @@ class PatchEmbedding : public Module {
   void init_own_parameters(uint64_t seed, uint64_t& next_stream) override;
 
  private:
-  int64_t channels_, width_, patch_, tokens_;
+  int64_t channels_, width_, patch_, height_, width_px_, tokens_;
   Tensor position_;
   std::shared_ptr<Conv2d> conv_;
 };

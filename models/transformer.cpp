@@ -33,9 +33,8 @@ std::shared_ptr<Module> build_transformer(nlohmann::json& cfg) {
   cfg["depth"] = depth;
   cfg["heads"] = heads;
   cfg["mlp_width"] = mlp;
-  const int64_t tokens = (in[1] / patch) * (in[2] / patch);
   auto net = std::make_shared<Sequential>();
-  net->add(std::make_shared<PatchEmbedding>(in[0], width, patch, tokens));
+  net->add(std::make_shared<PatchEmbedding>(in[0], width, patch, in[1], in[2]));
   for (int64_t i = 0; i < depth; ++i) net->add(std::make_shared<TransformerBlock>(width, heads, mlp));
   net->add(std::make_shared<LayerNorm>(width));
   net->add(std::make_shared<MeanOverTokens>());

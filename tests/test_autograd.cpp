@@ -142,6 +142,33 @@ TEST(Autograd, NoGradGuardRecordsNothing) {
   EXPECT_FALSE(x.grad().defined());
 }
 
+// A node may return no gradient for an input (its contract allows it): nothing flows through
+// that path, but the nodes below it still run for the gradient their other consumers send.
+struct NoGradientNode : Node {
+  const char* name() const override { return "no_gradient"; }
+  std::vector<Tensor> backward(const Tensor&) override { return {Tensor()}; }
+};
+
+TEST(Autograd, APathWithoutAGradientLeavesTheOtherPathsGradient) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensor x = leaf({2, 3}, rng);
+  Tensor h = mul_scalar(x, 2.0);  // h feeds both paths
+  Tensor p = record(h.detach().clone(), std::make_shared<NoGradientNode>(), {mul_scalar(h, 3.0)});
+  sum(add(p, h)).backward();
+  ASSERT_TRUE(x.grad().defined()) << "the gradient through h was dropped";
+  expect_all_near(x.grad().to_double_vector(), std::vector<double>(6, 2.0));
+}
+
+TEST(Autograd, AnOpsOutputCannotBeToldToNeedNoGradient) {
+  std::mt19937_64 rng(fresh_seed());
+  Tensor x = leaf({2}, rng);
+  Tensor y = mul_scalar(x, 2.0);
+  expect_error([&] { y.set_requires_grad(false); }, {"set_requires_grad(false)", "detach()"});
+  EXPECT_FALSE(y.detach().requires_grad());
+}
+
 TEST(Autograd, NonScalarNeedsASeed) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));

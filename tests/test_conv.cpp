@@ -344,6 +344,13 @@ TEST(Pooling, RejectsBadWindows) {
   EXPECT_NE(m.find("does not fit"), std::string::npos) << m;
   expect_error([] { global_avg_pool(Tensor::zeros({2, 3})); },
                {"global_avg_pool", "[2, 3]", "is not [N, C, H, W]"});
+  // No pixels, though padding would make the window fit: refused, not an empty window.
+  for (const Shape& empty : {Shape{1, 1, 0, 3}, Shape{1, 1, 3, 0}}) {
+    expect_error([&] { max_pool2d(Tensor::zeros(empty), Pool2dParams::square(2, 2, 1)); },
+                 {"max_pool2d", shape_str(empty), "no pixels"});
+    expect_error([&] { avg_pool2d(Tensor::zeros(empty), Pool2dParams::square(2, 2, 1)); },
+                 {"avg_pool2d", "no pixels"});
+  }
 }
 
 // ---- option-A shortcut ---------------------------------------------------------------------

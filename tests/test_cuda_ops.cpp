@@ -34,6 +34,7 @@
 #include "kernels/ops.h"
 #include "kernels/optim_update.h"
 #include "kernels/reduce.h"
+#include "tests/expect_error.h"
 
 namespace tdrop {
 namespace {
@@ -45,6 +46,7 @@ constexpr Match kExact = Match::Exact, kClose = Match::Close;
 constexpr DType F32 = DType::F32, F64 = DType::F64;
 
 using Tensors = std::vector<Tensor>;
+using testing::expect_error;
 
 uint64_t draw_seed() {
   if (const char* s = std::getenv("TDROP_TEST_SEED")) return std::strtoull(s, nullptr, 10);
@@ -934,6 +936,24 @@ TEST(CudaOpsFill, FullFillsEveryDtypeWithoutWaiting) {
   EXPECT_EQ(i.to_vector<int64_t>(), std::vector<int64_t>(7, -1));
   EXPECT_EQ(u.to_vector<uint8_t>(), std::vector<uint8_t>(130, 200));
   EXPECT_EQ(e.numel(), 0);
+}
+
+// Operands that do not multiply, or of mixed dtypes, are errors naming them on both paths (the
+// CPU path once handed them to OpenBLAS unchecked).
+TEST(GemmChecks, BadOperandsAreErrorsOnEveryDevice) {
+  for (Device d : {Device::CPU, Device::CUDA}) {
+    if (d == Device::CUDA && !tdrop::cuda_available()) continue;  // the CPU half runs everywhere
+    SCOPED_TRACE(device_name(d));
+    const Tensor a = Tensor::zeros({2, 3}, DType::F32, d), b = Tensor::zeros({4, 5}, DType::F32, d);
+    const Tensor c = Tensor::zeros({2, 5}, DType::F32, d);
+    const Tensor b64 = Tensor::zeros({3, 5}, DType::F64, d);
+    auto gemm_on = [&](const Tensor& x, const Tensor& y, const Tensor& z) {
+      if (d == Device::CPU) gemm_cpu(false, false, 1.0, x, y, 0.0, z);
+      else gemm_cuda(false, false, 1.0, x, y, 0.0, z);
+    };
+    expect_error([&] { gemm_on(a, b, c); }, {"gemm", "[2, 3]", "[4, 5]", "[2, 5]"});
+    expect_error([&] { gemm_on(a, b64, c); }, {"gemm: dtypes F32, F64, F32"});
+  }
 }
 
 // Conversions of floats outside an integer type's range (and NaN) give the CPU's values:

@@ -2,7 +2,12 @@
 // One table: adding an op means adding one entry.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <vector>
+
+#include "core/device.h"
 #include "kernels/conv_ops.h"
+#include "kernels/ops.h"
 #include "tests/grad_check.h"
 
 namespace tdrop::testing {
@@ -175,6 +180,26 @@ TEST_P(OpGradient, MatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(AllOps, OpGradient, ::testing::ValuesIn(cases()),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// ReLU at the points finite differences cannot probe: NaN stays NaN and passes its gradient (a
+// diverging activation is not hidden), zeros of either sign give +0 and no gradient; the CUDA
+// kernels give the same bits.
+TEST(Relu, NanPassesAndZerosOfEitherSignGiveZero) {
+  const float nan = std::nanf("");
+  for (Device d : {Device::CPU, Device::CUDA}) {
+    if (d == Device::CUDA && !cuda_available()) continue;  // the CPU half runs everywhere
+    SCOPED_TRACE(device_name(d));
+    Tensor x = Tensor::from_vector<float>({nan, -0.0f, 0.0f, -1.0f, 2.0f}, {5}).to(d);
+    x.set_requires_grad(true);
+    Tensor y = relu(x);
+    sum(y).backward();
+    const std::vector<float> yv = y.to_vector<float>(), gv = x.grad().to_vector<float>();
+    EXPECT_TRUE(std::isnan(yv[0]));
+    for (int i = 1; i < 4; ++i) EXPECT_TRUE(yv[i] == 0.0f && !std::signbit(yv[i])) << i;
+    EXPECT_EQ(yv[4], 2.0f);
+    EXPECT_EQ(gv, (std::vector<float>{1, 0, 0, 0, 1}));
+  }
+}
 
 }  // namespace
 }  // namespace tdrop::testing

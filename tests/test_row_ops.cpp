@@ -46,6 +46,30 @@ TEST(CrossEntropy, LargeFloatLogitsGiveTheExactLossAndGradient) {
   loss.backward();
   EXPECT_EQ(logits.grad().to_vector<float>(),
             (std::vector<float>{0.5f, -0.5f, 0.0f, -0.25f, 0.25f, 0.0f}));
+  // Row 1 alone, at logits where a float's ulp is 8: the loss is ln 2 to the float, not
+  // rounded away against the large maximum.
+  for (float big : {3e4f, 1e8f}) {
+    const Tensor two = Tensor::from_vector<float>({big, big}, {1, 2});
+    EXPECT_EQ(cross_entropy(two, Tensor::from_vector<int64_t>({0}, {1})).item(),
+              static_cast<double>(std::log(2.0f)))
+        << big;
+  }
+}
+
+// Logits given as a strided view (a transposed leaf) get their gradient like contiguous ones.
+TEST(CrossEntropy, StridedLogitsGetTheirGradient) {
+  Tensor base = Tensor::from_vector<double>({1, -2, 0.5, 3, 0, -1}, {3, 2});
+  Tensor strided = base.transpose(0, 1);  // [2, 3]
+  strided.set_requires_grad(true);
+  Tensor dense = strided.contiguous().detach();
+  dense.set_requires_grad(true);
+  const Tensor labels = Tensor::from_vector<int64_t>({2, 0}, {2});
+  const Tensor a = cross_entropy(strided, labels), b = cross_entropy(dense, labels);
+  ASSERT_TRUE(a.requires_grad());
+  a.backward();
+  b.backward();
+  EXPECT_EQ(a.item(), b.item());
+  EXPECT_EQ(strided.grad().to_vector<double>(), dense.grad().to_vector<double>());
 }
 
 // A row op's output and input gradient for `rows` rows of `n`, computed on the whole tensor (its

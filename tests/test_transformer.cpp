@@ -161,8 +161,11 @@ TEST(TransformerZoo, ConfigIsCompletedAndBadSettingsAreErrors) {
   expect_error(build({{"depth", 0}}), {"transformer", "depth 0"});
   expect_error(build({{"input_shape", {28, 28}}}), {"transformer", "input_shape"});
   auto model = small_transformer();
-  expect_error([&] { model->forward(Tensor::zeros({2, 1, 15, 15})); },
-               {"PatchEmbedding", "25 patches", "built for 16"});
+  // Only the images it was built for: more pixels than the patches tile (their last rows would
+  // be dropped), another layout of as many patches, another count of patches.
+  for (const Shape& other : {Shape{2, 1, 13, 13}, Shape{2, 1, 3, 48}, Shape{2, 1, 15, 15}})
+    expect_error([&] { model->forward(Tensor::zeros(other)); },
+                 {"PatchEmbedding", shape_str(other), "[batch, 1, 12, 12]", "built for"});
   expect_error([] { LayerNorm(0); }, {"LayerNorm", "width must be positive"});
   expect_error([] { MultiHeadSelfAttention(10, 3); }, {"MultiHeadSelfAttention", "width 10"});
 }
