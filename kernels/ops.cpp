@@ -326,13 +326,16 @@ Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Mul, a, b
 Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Div, a, b); }
 
 Tensor add_scalar(const Tensor& a, double s) {
+  check_float("add_scalar", a);  // named here: unary_raw only knows its kernel
   return record(unary_raw(UnaryOp::Affine, a, 1.0, s), std::make_shared<AffineNode>(1.0), {a});
 }
 Tensor mul_scalar(const Tensor& a, double s) {
+  check_float("mul_scalar", a);
   return record(unary_raw(UnaryOp::Affine, a, s, 0.0), std::make_shared<AffineNode>(s), {a});
 }
 
 Tensor relu(const Tensor& x) {
+  check_float("relu", x);
   return record(unary_raw(UnaryOp::Relu, x), std::make_shared<ReluNode>(), {x});
 }
 
@@ -500,7 +503,11 @@ Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t stream) {
   Tensor mask = Tensor::empty(x.shape(), DType::U8, x.device());
   if (cuda(x)) dropout_cuda(xc, p, seed, stream, out, mask);
   else dropout_cpu(xc, p, seed, stream, out, mask);
-  const double scale = p < 1.0f ? 1.0 / (1.0 - static_cast<double>(p)) : 0.0;
+  // The backward scales by the forward's factor, computed as the kernels compute it (in the
+  // tensor's dtype): 1 / (1 - p) in double rounds to a float one ulp away for some p.
+  const double scale = p >= 1.0f                   ? 0.0
+                       : x.dtype() == DType::F32 ? static_cast<double>(1.0f / (1.0f - p))
+                                                 : 1.0 / (1.0 - static_cast<double>(p));
   return record(out, std::make_shared<MaskNode>(mask, scale), {x});
 }
 

@@ -8,6 +8,7 @@
 #include "core/device.h"
 #include "kernels/conv_ops.h"
 #include "kernels/ops.h"
+#include "tests/expect_error.h"
 #include "tests/grad_check.h"
 
 namespace tdrop::testing {
@@ -65,9 +66,9 @@ std::vector<GradCase> cases() {
       {"softmax", {{{3, 5}, -3.0, 3.0}}, [](auto& x) { return softmax(x[0]); }},
       {"softmax_3d_one_column", {{{2, 3, 1}}}, [](auto& x) { return softmax(x[0]); }},
       {"softmax_wide_row", {{{2, 37}, -2.0, 2.0}}, [](auto& x) { return softmax(x[0]); }},
-      // Large logits: values and gradients must not lose their precision to the shift by the
-      // row max (exp overflows a float here; the F32 case is in test_row_ops.cpp).
-      {"softmax_large_logits", {{{3, 5}, 500.0, 503.0}}, [](auto& x) { return softmax(x[0]); }},
+      // Large logits: exp overflows a double beyond 709, so only a softmax shifted by the row's
+      // max gets values and gradients here (the F32 case is in test_row_ops.cpp).
+      {"softmax_large_logits", {{{3, 5}, 800.0, 803.0}}, [](auto& x) { return softmax(x[0]); }},
       {"layer_norm", {{{4, 6}, -2.0, 2.0}, {{6}, 0.5, 2.0}, {{6}}},
        [](auto& x) { return layer_norm(x[0], x[1], x[2]); }},
       {"layer_norm_3d_wide", {{{2, 3, 33}, -2.0, 2.0}, {{33}, -1.0, 1.0}, {{33}}},
@@ -198,6 +199,26 @@ TEST(Relu, NanPassesAndZerosOfEitherSignGiveZero) {
     for (int i = 1; i < 4; ++i) EXPECT_TRUE(yv[i] == 0.0f && !std::signbit(yv[i])) << i;
     EXPECT_EQ(yv[4], 2.0f);
     EXPECT_EQ(gv, (std::vector<float>{1, 0, 0, 0, 1}));
+  }
+  // An integer tensor is an error naming the op that was called.
+  const Tensor i = Tensor::zeros({3}, DType::I64);
+  expect_error([&] { relu(i); }, {"relu: expects a floating-point tensor", "I64[3]"});
+  expect_error([&] { mul_scalar(i, 2); }, {"mul_scalar:"});
+  expect_error([&] { add_scalar(i, 2); }, {"add_scalar:"});
+}
+
+// Dropout's backward scales by exactly the forward's factor: with x = 1, the gradient of sum(y)
+// is y itself, for rates where 1 / (1 - p) in double and in float round apart (p = 0.021).
+TEST(Dropout, BackwardScalesByTheForwardsFactor) {
+  for (float p : {0.021f, 0.1f, 0.5f, 0.77f}) {
+    for (DType dt : {DType::F32, DType::F64}) {
+      SCOPED_TRACE("p " + std::to_string(p) + ", " + dtype_name(dt));
+      Tensor x = Tensor::full({1000}, 1.0, dt);
+      x.set_requires_grad(true);
+      Tensor y = dropout(x, p, 7, 3);
+      sum(y).backward();
+      EXPECT_EQ(x.grad().to_double_vector(), y.to_double_vector());
+    }
   }
 }
 

@@ -56,6 +56,20 @@ TEST(CrossEntropy, LargeFloatLogitsGiveTheExactLossAndGradient) {
   }
 }
 
+// Float logits whose exp overflows a float (beyond 88.7): the softmax, shifted by the row's
+// max, is the double one rounded, as if the logits were small.
+TEST(Softmax, FloatLogitsBeyondExpsRangeGiveTheSmallLogitsValues) {
+  const std::vector<float> small = {0.0f, 1.5f, 3.0f, -2.0f};
+  std::vector<float> large;
+  for (float v : small) large.push_back(v + 100.0f);  // exact in float
+  const std::vector<float> want = softmax(Tensor::from_vector(small, {1, 4})).to_vector<float>();
+  const std::vector<float> got = softmax(Tensor::from_vector(large, {1, 4})).to_vector<float>();
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(got[i])) << i;
+    EXPECT_NEAR(got[i], want[i], 1e-6) << i;
+  }
+}
+
 // Logits given as a strided view (a transposed leaf) get their gradient like contiguous ones.
 TEST(CrossEntropy, StridedLogitsGetTheirGradient) {
   Tensor base = Tensor::from_vector<double>({1, -2, 0.5, 3, 0, -1}, {3, 2});
