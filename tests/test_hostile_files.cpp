@@ -269,6 +269,7 @@ TEST_F(HostileCheckpoint, EverySingleBitFlip) {
         std::vector<float> want = params_.at(w.name);
         want[w.index] = bits_to_float(float_to_bits(want[w.index]) ^ (1u << (8 * w.byte + bit)));
         const std::string& got_bytes = raw->tensors.at(w.name).bytes;
+        ASSERT_EQ(got_bytes.size(), 4 * want.size()) << w.name;
         EXPECT_EQ(0, std::memcmp(got_bytes.data(), want.data(), got_bytes.size()));
         if (!std::isfinite(want[w.index])) {
           expect_error(ck_err, path, {"'" + w.name + "'", "non-finite"});

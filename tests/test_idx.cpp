@@ -233,30 +233,32 @@ TEST_F(IdxTest, GzipBadChecksum) {
 
 class FashionMnistTest : public IdxTest {
  protected:
-  // Writes a tiny split: n images of 28x28 and the given labels.
-  void write_split(const std::string& prefix, int n, const Bytes& labels) {
+  // Writes a tiny split: n images of 28x28 (random pixels, returned) and the given labels.
+  Bytes write_split(const std::string& prefix, int n, const Bytes& labels) {
     std::mt19937 rng(std::random_device{}());
     const uint32_t un = static_cast<uint32_t>(n);
-    write_gzip(path(prefix + "-images-idx3-ubyte.gz"),
-               idx_file({un, 28, 28}, random_bytes(size_t(n) * 28 * 28, rng)));
+    const Bytes pixels = random_bytes(size_t(n) * 28 * 28, rng);
+    write_gzip(path(prefix + "-images-idx3-ubyte.gz"), idx_file({un, 28, 28}, pixels));
     write_gzip(path(prefix + "-labels-idx1-ubyte.gz"),
                idx_file({static_cast<uint32_t>(labels.size())}, labels));
+    return pixels;
   }
 };
 
 TEST_F(FashionMnistTest, LoadsFakeSplits) {
-  write_split("train", 5, {0, 9, 3, 3, 7});
-  write_split("t10k", 2, {1, 2});
+  const Bytes train_pixels = write_split("train", 5, {0, 9, 3, 3, 7});
+  const Bytes test_pixels = write_split("t10k", 2, {1, 2});
   const tdrop::ImageDataset tr = tdrop::load_fashion_mnist(dir_.string(), "train");
   EXPECT_EQ(tr.count, 5);
   EXPECT_EQ(tr.channels, 1);
   EXPECT_EQ(tr.height, 28);
   EXPECT_EQ(tr.width, 28);
   EXPECT_EQ(tr.num_classes, 10);
-  EXPECT_EQ(tr.images.size(), 5u * 28 * 28);
+  EXPECT_TRUE(tr.images == train_pixels) << "the pixels are not the file's, in its order";
   EXPECT_EQ(tr.labels, (std::vector<int64_t>{0, 9, 3, 3, 7}));
   const tdrop::ImageDataset te = tdrop::load_fashion_mnist(dir_.string(), "test");
   EXPECT_EQ(te.count, 2);
+  EXPECT_TRUE(te.images == test_pixels);
   EXPECT_EQ(te.labels, (std::vector<int64_t>{1, 2}));
 }
 

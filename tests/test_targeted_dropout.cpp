@@ -66,13 +66,16 @@ TEST_P(TdReference, DropsOnlyTargetedEntriesAndAlphaOneDropsAllOfThem) {
       for (int64_t i = 0; i < rows * n; ++i)  // alpha = 1: dropped exactly when targeted
         ASSERT_EQ(!mask_bit(o.mask, n, i / n, i % n), targeted[i] != 0)
             << "gamma " << gamma << " entry " << i;
+      // alpha = 0.5: a targeted entry is dropped exactly when number i (= r * n + c) of the
+      // layer's Philox stream says so (DESIGN: keyed by seed, step, layer and element index).
       TdOutput half;
       targeted_dropout_reference(make_task(w, rows, n, gamma, 0.5f, false, 9, half), seed);
       expect_consistent(w, rows, n, half);
+      const uint32_t thr = bernoulli_threshold(0.5f);
       for (int64_t i = 0; i < rows * n; ++i) {
-        if (!mask_bit(half.mask, n, i / n, i % n)) {
-          ASSERT_TRUE(targeted[i]) << "entry " << i;
-        }
+        const bool drop =
+            targeted[i] && bernoulli_from_u32(philox_u32(seed, 9, static_cast<uint64_t>(i)), thr);
+        ASSERT_EQ(!mask_bit(half.mask, n, i / n, i % n), drop) << "entry " << i;
       }
     }
   }
@@ -110,12 +113,24 @@ TEST(TdReferenceSemantics, KeptNegativeZeroKeepsItsSign) {
   EXPECT_EQ(to_bits(o.w_out[2]), 0x80000000u);
 }
 
+// Order by magnitude: 0.0 (column 2), -denormal 3 (column 3), denormal 5 (column 1), then the
+// normals. Each k takes a prefix of that order, on both CPU paths: a denormal flushed to zero
+// (or ranked below it) would change the sets of k = 1 and k = 2.
 TEST(TdReferenceSemantics, DenormalsRankBelowNormalsAndAboveZero) {
   const std::vector<float> w = {1e-30f, from_bits(5), 0.0f, from_bits(0x80000003u), 1.0f};
-  TdOutput o;  // k = 3: 0.0, -denormal(3), denormal(5)
-  targeted_dropout_reference(make_task(w, 1, 5, 3.0 / 5.0, 1.0f, false, 1, o), 1);
-  const std::vector<bool> kept = {true, false, false, false, true};
-  for (int c = 0; c < 5; ++c) EXPECT_EQ(mask_bit(o.mask, 5, 0, c), kept[c]) << "column " << c;
+  const std::vector<std::vector<bool>> kept_for_k = {{true, true, false, true, true},
+                                                     {true, true, false, false, true},
+                                                     {true, false, false, false, true}};
+  for (int64_t k = 1; k <= 3; ++k)
+    for (bool training_path : {false, true}) {
+      SCOPED_TRACE("k " + std::to_string(k) + (training_path ? ", training path" : ""));
+      TdOutput o;
+      const TdTask t = make_task(w, 1, 5, static_cast<double>(k) / 5.0, 1.0f, false, 1, o);
+      if (training_path) targeted_dropout_cpu(t, 1);
+      else targeted_dropout_reference(t, 1);
+      for (int c = 0; c < 5; ++c)
+        EXPECT_EQ(mask_bit(o.mask, 5, 0, c), kept_for_k[k - 1][c]) << "column " << c;
+    }
 }
 
 TEST(TdReferenceSemantics, GammaZeroAndAlphaZeroKeepEverything) {
@@ -255,6 +270,38 @@ TEST(TdReferenceUnit, OneDrawPerRowUnlessPerWeight) {
   EXPECT_GT(partial_rows, 150);  // per-entry draws: almost every row is partly dropped
 }
 
+// Unit mode from the definition: rows ranked by their squared norm (ties by row), the first k
+// targeted, a targeted row dropped when number r of the stream says so (or, with per-weight
+// draws, entry (r, c) when number r * n + c does). Both CPU paths.
+TEST(TdReferenceUnit, DrawsFollowTheDefinition) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t rows = 64, n = 10, k = 32;
+  const std::vector<float> w = make_weights(rows * n, WeightKind::Normal, rng);
+  std::vector<std::pair<double, int64_t>> by_norm;
+  for (int64_t r = 0; r < rows; ++r) by_norm.push_back({unit_norm_sq_reference(&w[r * n], n), r});
+  std::sort(by_norm.begin(), by_norm.end());
+  std::vector<bool> targeted(rows, false);
+  for (int64_t j = 0; j < k; ++j) targeted[by_norm[j].second] = true;
+  const uint32_t thr = bernoulli_threshold(0.5f);
+  for (bool per_weight : {false, true})
+    for (bool training_path : {false, true}) {
+      SCOPED_TRACE(std::string(per_weight ? "per weight" : "per row") +
+                   (training_path ? ", training path" : ""));
+      TdOutput o;
+      const TdTask t = make_task(w, rows, n, 0.5, 0.5f, true, 21, o, per_weight);
+      if (training_path) targeted_dropout_cpu(t, seed);
+      else targeted_dropout_reference(t, seed);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < n; ++c) {
+          const uint64_t index = static_cast<uint64_t>(per_weight ? r * n + c : r);
+          const bool drop = targeted[r] && bernoulli_from_u32(philox_u32(seed, 21, index), thr);
+          ASSERT_EQ(!mask_bit(o.mask, n, r, c), drop) << "row " << r << ", column " << c;
+        }
+    }
+}
+
 TEST(TdReferenceUnit, CanonicalNormMatchesAPlainSumClosely) {
   std::mt19937_64 rng(fresh_seed());
   const std::vector<float> w = make_weights(10007, WeightKind::Normal, rng);
@@ -266,7 +313,8 @@ TEST(TdReferenceUnit, CanonicalNormMatchesAPlainSumClosely) {
 // The CPU training path against the reference, bit for bit, over the shapes, weight kinds,
 // gamma and alpha of the CUDA sweep (rows whose start is not a multiple of 4, so Philox blocks
 // straddle rows; ties; all zeros; -0.0; denormals), both modes. The last two shapes are large
-// enough for the training path to split their rows over threads.
+// enough for the training path to split their rows over threads (a range holds at least 64K
+// entries: [2, 70001] gives one row per range, [600, 257] two ranges of 300 rows).
 TEST(TdCpuPath, MatchesReferenceBitForBit) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -277,7 +325,7 @@ TEST(TdCpuPath, MatchesReferenceBitForBit) {
   int i = 0;
   for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{
            {1, 1}, {3, 7}, {5, 33}, {17, 100}, {7, 129}, {40, 576}, {6, 1024}, {3, 4099}, {2, 70001},
-           {301, 257}})
+           {600, 257}})
     for (double gamma : {0.0, 0.01, 0.5, 0.99, 1.0})
       for (float alpha : {0.0f, 0.5f, 1.0f})
         for (bool unit : {false, true}) {
@@ -332,19 +380,27 @@ TEST(TdCpuPath, KeysDifferingInOneDigitMatchReference) {
       }
 }
 
-// Empty layers (no rows, or rows of no entries) are no work, not an error, on both CPU paths;
-// a row of one entry is targeted whole at gamma 1 and not at all below.
+// Empty layers (no rows, or rows of no entries) are no work, not an error, on both CPU paths:
+// nothing is written (the buffers given hold a sentinel); a row of one entry is targeted whole
+// at gamma 1 and not at all below.
 TEST(TdCpuPath, EmptyAndOneEntryRows) {
   for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {3, 0}, {0, 0}})
-    for (bool unit : {false, true}) {
-      SCOPED_TRACE(shape_str({rows, n}) + (unit ? " unit" : " weight"));
-      const std::vector<float> w;
-      TdOutput want, got;
-      targeted_dropout_reference(make_task(w, rows, n, 0.5, 1.0f, unit, 1, want), 3);
-      targeted_dropout_cpu(make_task(w, rows, n, 0.5, 1.0f, unit, 1, got), 3);
-      EXPECT_TRUE(got.w_out.empty());
-      EXPECT_TRUE(got.mask.empty());
-    }
+    for (bool unit : {false, true})
+      for (bool training_path : {false, true}) {
+        SCOPED_TRACE(shape_str({rows, n}) + (unit ? " unit" : " weight") +
+                     (training_path ? ", training path" : ""));
+        const std::vector<float> w(1, 2.0f);
+        TdOutput o;
+        TdTask t = make_task(w, rows, n, 0.5, 1.0f, unit, 1, o);
+        float w_out = -1.0f;
+        uint32_t mask = 0xdeadbeefu;
+        t.w_out = &w_out;
+        t.mask = &mask;
+        EXPECT_NO_THROW(training_path ? targeted_dropout_cpu(t, 3)
+                                      : targeted_dropout_reference(t, 3));
+        EXPECT_EQ(w_out, -1.0f);
+        EXPECT_EQ(mask, 0xdeadbeefu);
+      }
   const std::vector<float> w = {0.25f, -3.0f, 0.0f};
   for (double gamma : {0.99, 1.0}) {
     TdOutput o;
@@ -373,13 +429,13 @@ TEST(TdCpuPath, NonFiniteWeightNamesTheLayer) {
 
 // Kept entries pass their gradient bit for bit (-0.0, NaN, denormals included), dropped ones
 // become +0.0; rows shorter than 8, not a multiple of 8 or 32, and (the last shape) enough entries
-// for the rows to be split over threads.
+// for the rows to be split over threads (two ranges of 300 rows).
 TEST(TdMaskGrad, ZeroesExactlyTheDroppedEntries) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{
-           {0, 5}, {3, 0}, {3, 45}, {5, 7}, {2, 1}, {4, 32}, {6, 40}, {3, 1000}, {301, 257}}) {
+           {0, 5}, {3, 0}, {3, 45}, {5, 7}, {2, 1}, {4, 32}, {6, 40}, {3, 1000}, {600, 257}}) {
     SCOPED_TRACE("[" + std::to_string(rows) + ", " + std::to_string(n) + "]");
     const std::vector<float> w = make_weights(rows * n, WeightKind::Normal, rng);
     TdOutput o;

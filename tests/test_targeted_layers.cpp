@@ -322,9 +322,20 @@ TEST(TargetedModel, MlpTargetsBothHiddenLayersAndPrunesThem) {
   EXPECT_EQ(sp.targeted_zero, 300 * 705 + 100 * 270);
   EXPECT_EQ(sp.all_total, 300 * 784 + 100 * 300 + 10 * 100);  // weights only: no biases
   EXPECT_EQ(sp.all_zero, sp.targeted_zero);  // the classifier keeps every weight
-  prune_model(*model, TargetedDropoutConfig::Mode::Unit, 0.5);  // unit pruning zeroes rows
+  // Unit pruning zeroes whole rows: half of each layer's, each adding the 79 (or 30) entries
+  // the weight pruning had kept.
+  prune_model(*model, TargetedDropoutConfig::Mode::Unit, 0.5);
   sp = measure_sparsity(*model);
-  EXPECT_GE(sp.targeted_zero, 150 * 784 + 50 * 300);
+  EXPECT_EQ(sp.targeted_zero, 300 * 705 + 150 * 79 + 100 * 270 + 50 * 30);
+  for (const auto& [name, layer] : layers) {
+    const std::vector<float> w = layer->weight().to_vector<float>();
+    const int64_t rows = layer->weight().size(0), n = layer->weight().size(1);
+    int64_t zero_rows = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      zero_rows += std::all_of(w.begin() + r * n, w.begin() + (r + 1) * n,
+                               [](float x) { return x == 0.0f; });
+    EXPECT_EQ(zero_rows, rows / 2) << "layer " << name;
+  }
 }
 
 }  // namespace
