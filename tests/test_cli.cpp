@@ -501,7 +501,7 @@ TEST_F(Cli, PruneCsvQuotesLabels) {
 // Fractions that two decimals cannot tell apart keep their own rows in the table, and a label
 // that is not UTF-8 (a file name may be any bytes) still gives JSON lines, not an exception
 // after the sweep.
-TEST_F(Cli, PruneTableAndJsonKeepFinalFractionsAndAnyLabel) {
+TEST_F(Cli, PruneTableAndJsonKeepCloseFractionsAndAnyLabel) {
   const std::string data = fashion_mnist_dir();
   if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
   const std::string ckpt = quick_checkpoint(data);

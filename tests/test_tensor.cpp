@@ -388,7 +388,10 @@ TEST(TensorConvert, FloatsOutsideAnIntegerRangeSaturateAndNanIsZero) {
   EXPECT_EQ(f.to(DType::U8).to_vector<uint8_t>(), want_u8);
   EXPECT_EQ(f.to(DType::I64).to_vector<int64_t>(), want_i64);
   EXPECT_EQ(f.to(DType::F64).to(DType::I64).to_vector<int64_t>(), want_i64);
-  const Tensor strided = Tensor::from_vector(x, {9, 1}).transpose(0, 1);
+  std::vector<float> every_other(18, 7.0f);  // x in the even places: column 0 is a strided view
+  for (size_t i = 0; i < x.size(); ++i) every_other[2 * i] = x[i];
+  const Tensor strided = Tensor::from_vector(every_other, {9, 2}).narrow(1, 0, 1);
+  ASSERT_FALSE(strided.is_contiguous());
   EXPECT_EQ(strided.to(DType::U8).to_vector<uint8_t>(), want_u8);
   EXPECT_EQ(Tensor::full({2}, std::nan(""), DType::I64).to_vector<int64_t>(),
             (std::vector<int64_t>{0, 0}));
