@@ -18,6 +18,11 @@ bundle=${2:-.gpu}
 peer=${3:-}
 data=${TDROP_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 bins="tdrop tests/tdrop_tests bench/bench_targeted_dropout bench/bench_step_kernels"
+# The binaries must be those of the tree whose commit the bundle records: bring the build up to
+# date first (nothing to do when it is).
+[ -f "$build/build.ninja" ] || [ -f "$build/Makefile" ] ||
+  { echo "gpu-bundle: $build is not a configured build (see the cmake line above)" >&2; exit 2; }
+cmake --build "$build" || { echo "gpu-bundle: $build does not build" >&2; exit 2; }
 for f in $bins; do
   [ -x "$build/$f" ] || { echo "gpu-bundle: $build/$f not built" >&2; exit 2; }
 done
