@@ -5,13 +5,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/host_device.h"
 #include "core/tensor.h"
-
-#if defined(__CUDACC__)
-#define TDROP_CONVERT_HD __host__ __device__ inline
-#else
-#define TDROP_CONVERT_HD inline
-#endif
 
 namespace tdrop {
 
@@ -19,7 +14,7 @@ namespace tdrop {
 // integer type rounds toward zero and saturates at the type's range, and NaN gives 0 (as CUDA's
 // conversion instructions do; a plain C++ cast of such a value is undefined behaviour).
 template <class D, class S>
-TDROP_CONVERT_HD D convert_element(S x) {
+TDROP_HD D convert_element(S x) {
   if constexpr (std::is_floating_point_v<S> && std::is_integral_v<D>) {
     if (!(x == x)) return D(0);
     // Both bounds are exact doubles (2^63 for int64's max, one past it, which is why >=).

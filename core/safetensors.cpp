@@ -260,18 +260,16 @@ SafetensorsFile decode_safetensors(std::string_view bytes, const std::string& fi
   std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) {
     return std::tie(x.begin, x.end) < std::tie(y.begin, y.end);
   });
-  uint64_t covered = 0;
-  for (size_t i = 0; i < spans.size(); ++i) {
-    const Span& c = spans[i];
-    if (i > 0) {
-      const Span& p = spans[i - 1];
-      TDROP_CHECK(c.begin >= p.end, "safetensors ", file, ": tensor \"", printable(*c.name),
-                  "\" [", c.begin, ", ", c.end, ") overlaps tensor \"", printable(*p.name),
-                  "\" [", p.begin, ", ", p.end, ")");
-    }
+  uint64_t covered = 0;  // the end of the tensors so far
+  const Span* prev = nullptr;
+  for (const Span& c : spans) {
+    TDROP_CHECK(c.begin >= covered, "safetensors ", file, ": tensor \"", printable(*c.name), "\" [",
+                c.begin, ", ", c.end, ") overlaps tensor \"", printable(*prev->name), "\" [",
+                prev->begin, ", ", prev->end, ")");
     TDROP_CHECK(c.begin == covered, "safetensors ", file, ": bytes [", covered, ", ", c.begin,
                 ") of the data buffer belong to no tensor (before \"", printable(*c.name), "\")");
     covered = c.end;
+    prev = &c;
   }
   TDROP_CHECK(covered == data.size(), "safetensors ", file, ": ", data.size() - covered,
               " bytes after the last tensor's data (the buffer holds ", data.size(),
