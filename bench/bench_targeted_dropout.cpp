@@ -111,9 +111,10 @@ void set_counters(benchmark::State& state, int64_t numel) {
       benchmark::Counter::kIsRate);
 }
 
-// FusedBlockRows: the grouped launch with every row on a whole block (no warp-per-row path for
-// rows of <= kTdWarpRowMax entries), to measure what that path gains.
-enum class CudaPath { FusedGrouped, FusedBlockRows, FusedPerLayer, Unfused };
+// FusedGrouped: one launch for the set, short rows (<= kTdWarpRowMax entries) placed by
+// TdRows::Auto; FusedWarpRows and FusedBlockRows: the same launch with short rows forced onto
+// warps or blocks, to check Auto's choice.
+enum class CudaPath { FusedGrouped, FusedWarpRows, FusedBlockRows, FusedPerLayer, Unfused };
 
 // W' and masks of the CPU reference for a shape set, computed once per process.
 const std::vector<std::pair<std::vector<float>, std::vector<uint8_t>>>& reference(
@@ -170,8 +171,11 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
   auto run = [&] {
     switch (path) {
       case CudaPath::FusedGrouped: targeted_dropout_fused_cuda(wl.tasks, kSeed, ws); break;
+      case CudaPath::FusedWarpRows:
+        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Warp);
+        break;
       case CudaPath::FusedBlockRows:
-        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, /*warp_rows=*/false);
+        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Block);
         break;
       case CudaPath::FusedPerLayer:
         for (const TdTask& t : wl.tasks) targeted_dropout_fused_cuda({t}, kSeed, ws);
@@ -223,11 +227,16 @@ void register_all() {
         ->Unit(benchmark::kMicrosecond);
     bool short_rows = false;
     for (const auto& [rows, n] : shapes) short_rows |= n <= kTdWarpRowMax;
-    if (short_rows)
+    if (short_rows) {
+      benchmark::RegisterBenchmark(("cuda_fused_warp_rows/" + name).c_str(), BM_Cuda, name,
+                                   CudaPath::FusedWarpRows)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
       benchmark::RegisterBenchmark(("cuda_fused_block_rows/" + name).c_str(), BM_Cuda, name,
                                    CudaPath::FusedBlockRows)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
+    }
     if (shapes.size() > 1)
       benchmark::RegisterBenchmark(("cuda_fused_per_layer/" + name).c_str(), BM_Cuda, name,
                                    CudaPath::FusedPerLayer)

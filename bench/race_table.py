@@ -36,15 +36,16 @@ def main():
         r = json.loads(line)
         torch[(r["variant"], r["shape_set"])] = r
     print(f"copy ceiling: {copy_gbps:.0f} GB/s (device-to-device, read + write)\n")
-    print("| shape set | weights | fused µs | fused GB/s | % of copy | block rows µs | per-layer µs "
+    print("| shape set | weights | fused µs | fused GB/s | % of copy | warp rows µs | block rows µs | per-layer µs "
           "| unfused µs | fastest PyTorch (weight) µs | fused vs unfused | fused vs PyTorch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in ORDER:
         f = ours.get(("cuda_fused", s))
         if f is None:
             continue
         u = ours.get(("cuda_unfused", s))
         pl = ours.get(("cuda_fused_per_layer", s))
+        wr = ours.get(("cuda_fused_warp_rows", s))
         br = ours.get(("cuda_fused_block_rows", s))
         peers = [torch[(v, s)] for v in WEIGHT_VARIANTS if (v, s) in torch]
         best = min(peers, key=lambda r: r["median_us"]) if peers else None
@@ -55,6 +56,7 @@ def main():
             f"{f['median_us']:.1f}",
             f"{gbps:.0f}",
             f"{100 * gbps / copy_gbps:.0f}%",
+            f"{wr['median_us']:.1f}" if wr else "–",
             f"{br['median_us']:.1f}" if br else "–",
             f"{pl['median_us']:.1f}" if pl else "–",
             f"{u['median_us']:.1f}" if u else "–",

@@ -44,6 +44,17 @@ void td_check_count(const TdTask& t) {
               "': k = ", t.k, " out of range for [", t.rows, ", ", t.n, "]");
 }
 
+bool td_short_rows_on_warps(std::span<const TdTask> tasks, TdRows rows, int multiprocessors) {
+  if (rows != TdRows::Auto) return rows == TdRows::Warp;
+  // The blocks the launch would give its short rows: each task's rows rounded up to whole
+  // blocks, as the kernel's task table counts them.
+  int64_t blocks = 0;
+  for (const TdTask& t : tasks)
+    if (!t.unit && t.rows > 0 && t.n > 0 && t.n <= kTdWarpRowMax)
+      blocks += (t.rows + kTdWarpRowsPerBlock - 1) / kTdWarpRowsPerBlock;
+  return blocks >= multiprocessors;
+}
+
 namespace {
 
 uint32_t bits_of(float x) {

@@ -18,6 +18,7 @@
 // (targeted_dropout_unfused.cu), and the fused grouped CUDA kernel (targeted_dropout_fused.cu).
 #pragma once
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -71,12 +72,22 @@ void td_mask_grad_cpu(const float* g, const uint32_t* mask, int64_t rows, int64_
 // CUDA. Each returns after queueing work on cuda_stream(); errors (non-finite weights) are
 // reported by td_check_nonfinite once the device has finished.
 class TdCudaWorkspace;
-// All tasks in one launch per phase (weight mode: one launch in total). Weight-mode rows of at
-// most kTdWarpRowMax entries are each selected by one warp; warp_rows = false gives every row a
-// whole block instead (the same results bit for bit; kept to compare the two).
+// How the fused kernel places weight-mode rows of at most kTdWarpRowMax entries ("short" rows;
+// longer rows always get a block each). Warp: one warp per row, kTdWarpRowsPerBlock rows per
+// block, no block barrier. Block: a whole block per row. Auto: warps when the launch's short
+// rows fill at least one block per multiprocessor, else blocks: a warp walks its row alone, so
+// a launch with few rows wants each spread over a block (on an H200 the MLP's 400 rows took
+// 29.3 us on warps, 50 blocks for 132 SMs, and 15.7 us on blocks; ResNet-32's 1120 rows, 140
+// blocks, 25.8 us on warps and 28.5 us on blocks). All three give the same bits.
+enum class TdRows { Auto, Warp, Block };
 inline constexpr int64_t kTdWarpRowMax = 1024;
+inline constexpr int64_t kTdWarpRowsPerBlock = 8;
+// Whether one fused launch of `tasks` puts its short rows on warps, on a device with
+// `multiprocessors` SMs (host-only, so the choice is tested without a GPU).
+bool td_short_rows_on_warps(std::span<const TdTask> tasks, TdRows rows, int multiprocessors);
+// All tasks in one launch per phase (weight mode: one launch in total for up to 96 layers).
 void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
-                                 TdCudaWorkspace& ws, bool warp_rows = true);
+                                 TdCudaWorkspace& ws, TdRows rows = TdRows::Auto);
 // One pipeline of separate kernels per task, as a general framework would compose it.
 void targeted_dropout_unfused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
                                    TdCudaWorkspace& ws);

@@ -61,6 +61,8 @@ struct TaskTable {
 
 constexpr int kWarpGroupsMax = static_cast<int>(kTdWarpRowMax / (32 * 4));
 static_assert(kWarpGroupsMax == 8, "a warp row is at most 8 groups of 128 entries");
+static_assert(kWarps == kTdWarpRowsPerBlock,
+              "td_short_rows_on_warps counts a block per kWarps rows");
 
 // Index of the task owning work item g (largest i with begin <= g; every task has >= 1).
 __device__ __forceinline__ int find_task(const TaskTable& table, int64_t g) {
@@ -486,8 +488,12 @@ __device__ void warp_row_any(const DevTask& t, int64_t r, uint64_t seed, bool* b
 // spills 48 bytes and keeps a 120-byte stack), and the warp path needs no shared memory.
 enum RowPaths : int { kWarpRowsOnly = 1, kBlockRowsOnly = 2, kBothRowPaths = 3 };
 
+// Four blocks of 256 threads per SM cap a thread at 64 registers, which the block path fits
+// without spilling. The warp path does not: every warp_row<G> spilled there (56 to 144 bytes,
+// `nvcc -Xptxas -v`, sm_90) and ResNet-32's launch made 112,942 local-memory requests (ncu).
+// A launch of only warp rows asks for three blocks (80 registers, no spills in warp_row).
 template <int kPaths>
-__global__ void __launch_bounds__(kThreads, 4)
+__global__ void __launch_bounds__(kThreads, kPaths == kWarpRowsOnly ? 3 : 4)
     td_weight_fused_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
                            int64_t smem_floats, int* nonfinite) {
   extern __shared__ __align__(16) uint32_t s_row[];
@@ -631,33 +637,50 @@ unsigned grid_for(int64_t items) {
   return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(items, 1), 1 << 20));
 }
 
+// `query(device)`'s answer for the current device, asked once per device: what it reads (or
+// sets) does not change while the process runs. Each query (a lambda type) has its own cache.
+template <class Query>
+int64_t once_per_device(Query query) {
+  static std::mutex mu;
+  static std::map<int, int64_t> answers;
+  int dev = 0;
+  TDROP_CUDA_CHECK(cudaGetDevice(&dev));
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = answers.find(dev); it != answers.end()) return it->second;
+  return answers[dev] = query(dev);
+}
+
 // Largest row (in floats) staged in shared memory: what the device allows beyond the
 // static shared state (the select's histogram and candidates), capped so several blocks still
 // fit on an SM. The opt-in to that much dynamic shared memory is a per-device attribute of the
 // kernel, so it is set (and the answer kept) once for each device launched on.
 int64_t smem_capacity_floats() {
-  static std::mutex mu;
-  static std::map<int, int64_t> caps;
-  int dev = 0;
-  TDROP_CUDA_CHECK(cudaGetDevice(&dev));
-  std::lock_guard<std::mutex> lock(mu);
-  if (auto it = caps.find(dev); it != caps.end()) return it->second;
-  int optin = 0;
-  TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  // The instantiations that stage rows (a warp-rows-only launch asks for no shared memory).
-  const void* staging[] = {reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly>),
-                           reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths>)};
-  int64_t bytes = 64 * 1024;
-  for (const void* kernel : staging) {
-    cudaFuncAttributes attr{};
-    TDROP_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
-    bytes = std::min<int64_t>(bytes, optin - static_cast<int64_t>(attr.sharedSizeBytes));
-  }
-  bytes = bytes / 16 * 16;
-  for (const void* kernel : staging)
-    TDROP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(bytes)));
-  return caps[dev] = bytes / 4;
+  return once_per_device([](int dev) {
+    int optin = 0;
+    TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    // The instantiations that stage rows (a warp-rows-only launch asks for no shared memory).
+    const void* staging[] = {reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly>),
+                             reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths>)};
+    int64_t bytes = 64 * 1024;
+    for (const void* kernel : staging) {
+      cudaFuncAttributes attr{};
+      TDROP_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+      bytes = std::min<int64_t>(bytes, optin - static_cast<int64_t>(attr.sharedSizeBytes));
+    }
+    bytes = bytes / 16 * 16;
+    for (const void* kernel : staging)
+      TDROP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+    return bytes / 4;
+  });
+}
+
+int multiprocessor_count() {
+  return static_cast<int>(once_per_device([](int dev) {
+    int sms = 0;
+    TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    return int64_t{sms};
+  }));
 }
 
 DevTask dev_task(const TdTask& s, int64_t begin, int flag, int warp_groups) {
@@ -668,7 +691,7 @@ DevTask dev_task(const TdTask& s, int64_t begin, int flag, int warp_groups) {
 }  // namespace
 
 void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
-                                 TdCudaWorkspace& ws, bool warp_rows) {
+                                 TdCudaWorkspace& ws, TdRows rows) {
   // Every task is checked before the first launch, so an error leaves every output untouched
   // (a model's tasks may span several launches).
   for (const TdTask& s : tasks) {
@@ -679,8 +702,11 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
   }
   int* flags = ws.nonfinite_flags(tasks.size());
   const int64_t cap = smem_capacity_floats();
+  const int sms = rows == TdRows::Auto ? multiprocessor_count() : 0;
   for (size_t first = 0; first < tasks.size(); first += kMaxTasks) {
     const size_t count = std::min<size_t>(kMaxTasks, tasks.size() - first);
+    const bool warp_rows =
+        td_short_rows_on_warps(std::span<const TdTask>(tasks).subspan(first, count), rows, sms);
     // Weight tasks and unit tasks go to different kernels, each with its own table.
     TaskTable weights{}, units{};
     int64_t max_staged = 0;

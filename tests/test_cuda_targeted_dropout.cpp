@@ -35,10 +35,11 @@ struct Case {
 };
 
 // Runs `cases` as one group on the device (fused: one launch; unfused: a pipeline per task)
-// and compares every task with the CPU reference. `warp_rows` = false makes the fused kernel
-// give short rows a whole block, as it does long ones.
+// and compares every task with the CPU reference. `rows` places the fused kernel's short rows
+// (Warp by default: a sweep's few rows would get blocks under Auto, leaving the warp path
+// untested).
 void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed,
-                     bool warp_rows = true) {
+                     TdRows rows = TdRows::Warp) {
   std::mt19937_64 rng(seed);
   std::vector<std::vector<float>> weights;
   std::vector<TdOutput> ref(cases.size());
@@ -60,12 +61,15 @@ void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed,
     tasks.push_back(t);
   }
   TdCudaWorkspace ws;
-  if (fused) targeted_dropout_fused_cuda(tasks, seed, ws, warp_rows);
+  if (fused) targeted_dropout_fused_cuda(tasks, seed, ws, rows);
   else targeted_dropout_unfused_cuda(tasks, seed, ws);
   td_check_nonfinite(tasks, ws);
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
-    SCOPED_TRACE(std::string(fused ? (warp_rows ? "fused" : "fused, block rows") : "unfused") +
+    SCOPED_TRACE(std::string(!fused                    ? "unfused"
+                             : rows == TdRows::Warp  ? "fused, warp rows"
+                             : rows == TdRows::Block ? "fused, block rows"
+                                                     : "fused, auto") +
                  " case " + std::to_string(i) + ": [" +
                  std::to_string(c.rows) + ", " + std::to_string(c.n) + "] " + kind_name(c.kind) +
                  " gamma " + std::to_string(c.gamma) + " alpha " + std::to_string(c.alpha) +
@@ -118,13 +122,13 @@ TEST(CudaTargetedDropout, FusedWeightModeMatchesReferenceBitForBit) {
   run_and_compare(sweep(false), true, seed);
 }
 
-// Rows of at most 1024 entries go to one warp each by default; the block-per-row path must
-// give the same bits for them.
+// Rows of at most 1024 entries go to one warp each in the sweep above; the block-per-row path
+// must give the same bits for them.
 TEST(CudaTargetedDropout, FusedWeightModeBlockRowsMatchReferenceBitForBit) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
-  run_and_compare(sweep(false), true, seed, /*warp_rows=*/false);
+  run_and_compare(sweep(false), true, seed, TdRows::Block);
 }
 
 TEST(CudaTargetedDropout, UnfusedWeightModeMatchesReferenceBitForBit) {
@@ -268,6 +272,10 @@ TEST(CudaTargetedDropout, UnfusedSmallOddShapes) {
   run_and_compare(cases, false, seed);
 }
 
+// The error tests' paths 0 and 1: fused with a warp per row, fused with a block per row (path 2
+// is the unfused pipeline).
+constexpr TdRows kPathRows[2] = {TdRows::Warp, TdRows::Block};
+
 // Three layers in one launch (one pipeline each when unfused), an Inf in the middle one only:
 // the error names that layer and no other.
 TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
@@ -297,7 +305,7 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
       tasks.push_back(t);
     }
     TdCudaWorkspace ws;
-    if (path < 2) targeted_dropout_fused_cuda(tasks, 1, ws, /*warp_rows=*/path == 0);
+    if (path < 2) targeted_dropout_fused_cuda(tasks, 1, ws, kPathRows[path]);
     else targeted_dropout_unfused_cuda(tasks, 1, ws);
     const std::string msg = error_message([&] { td_check_nonfinite(tasks, ws); });
     EXPECT_NE(msg.find("'blocks.1.fc'"), std::string::npos) << msg;
@@ -329,7 +337,7 @@ TEST(CudaTargetedDropout, CountOutsideTheRowNamesTheLayer) {
         t.name = "blocks.3.conv2";
         TdCudaWorkspace ws;
         try {
-          if (path < 2) targeted_dropout_fused_cuda({t}, 1, ws, /*warp_rows=*/path == 0);
+          if (path < 2) targeted_dropout_fused_cuda({t}, 1, ws, kPathRows[path]);
           else targeted_dropout_unfused_cuda({t}, 1, ws);
           FAIL() << "expected an error";
         } catch (const Error& e) {
@@ -362,7 +370,7 @@ TEST(CudaTargetedDropout, CountOutsideTheRowNamesTheLayer) {
     SCOPED_TRACE("100 layers, path " + std::to_string(path));
     TdCudaWorkspace ws;
     try {
-      if (path < 2) targeted_dropout_fused_cuda(tasks, 1, ws, /*warp_rows=*/path == 0);
+      if (path < 2) targeted_dropout_fused_cuda(tasks, 1, ws, kPathRows[path]);
       else targeted_dropout_unfused_cuda(tasks, 1, ws);
       FAIL() << "expected an error";
     } catch (const Error& e) {

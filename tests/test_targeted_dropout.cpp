@@ -450,5 +450,42 @@ TEST(TdMaskGrad, ZeroesExactlyTheDroppedEntries) {
   }
 }
 
+// Where the fused kernel puts short rows: Auto gives them warps only when they fill a block per
+// multiprocessor (rows rounded up to blocks of 8 per layer, as the kernel's table counts them);
+// long rows, unit-mode layers and empty layers count for nothing; Warp and Block are obeyed.
+TEST(TdFusedRowPlacement, AutoGivesWarpsOnlyWhenTheyFillTheDevice) {
+  auto layer = [](int64_t rows, int64_t n, bool unit = false) {
+    TdTask t;
+    t.rows = rows;
+    t.n = n;
+    t.unit = unit;
+    return t;
+  };
+  const int sms = 132;
+  // The MLP's targeted layers (400 rows: 50 blocks) and ResNet-32's (1120 rows: 140 blocks).
+  const std::vector<TdTask> mlp = {layer(300, 784), layer(100, 300)};
+  EXPECT_FALSE(td_short_rows_on_warps(mlp, TdRows::Auto, sms));
+  std::vector<TdTask> resnet;
+  for (int64_t c : {16, 32, 64})
+    for (int i = 0; i < 10; ++i) resnet.push_back(layer(c, 9 * c));
+  EXPECT_TRUE(td_short_rows_on_warps(resnet, TdRows::Auto, sms));
+  // The edge: 131 blocks stay on blocks, 132 go to warps; 9 rows are two blocks, not one.
+  const std::vector<TdTask> blocks131 = {layer(131 * 8, 1024)};
+  const std::vector<TdTask> blocks132 = {layer(131 * 8 + 1, 1024)};
+  EXPECT_FALSE(td_short_rows_on_warps(blocks131, TdRows::Auto, sms));
+  EXPECT_TRUE(td_short_rows_on_warps(blocks132, TdRows::Auto, sms));
+  std::vector<TdTask> nines(66, layer(9, 10));
+  EXPECT_TRUE(td_short_rows_on_warps(nines, TdRows::Auto, sms));
+  nines.pop_back();
+  EXPECT_FALSE(td_short_rows_on_warps(nines, TdRows::Auto, sms));
+  // Rows of 1025 entries, unit-mode layers and empty layers are not short rows.
+  const std::vector<TdTask> none = {layer(100000, 1025), layer(100000, 100, /*unit=*/true),
+                                    layer(0, 100), layer(100000, 0)};
+  EXPECT_FALSE(td_short_rows_on_warps(none, TdRows::Auto, 1));
+  // Forced placements ignore the count.
+  EXPECT_TRUE(td_short_rows_on_warps(mlp, TdRows::Warp, sms));
+  EXPECT_FALSE(td_short_rows_on_warps(resnet, TdRows::Block, sms));
+}
+
 }  // namespace
 }  // namespace tdrop::testing
