@@ -11,6 +11,10 @@
 # BASELINE_COMMIT=REV also builds bench_targeted_dropout at that commit (from a temporary git
 # worktree, with the build's CUDA flags, once per commit into build-baseline/REV) and packs it as
 # bench_baseline, which gpu-check.sh's bench stage times beside the current kernels.
+# BENCH_VARIANTS="NAME:FLAG[,FLAG...] ..." also builds bench_targeted_dropout from this tree
+# with those nvcc flags added (into build-variant/NAME) and packs each as bench_variant_NAME, for
+# the bench stage to time beside the defaults: compile-time knobs compared in one call, e.g.
+# BENCH_VARIANTS="blocks5:-DTDROP_TD_MIN_BLOCKS_BLOCK_ROWS=5 warps4:-DTDROP_TD_MIN_BLOCKS_WARP_ROWS=4".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
@@ -26,8 +30,10 @@ cmake --build "$build" || { echo "gpu-bundle: $build does not build" >&2; exit 2
 for f in $bins; do
   [ -x "$build/$f" ] || { echo "gpu-bundle: $build/$f not built" >&2; exit 2; }
 done
-# The baseline first (cached per commit under build-baseline/), so a failure there leaves any
-# previous bundle in place.
+# The baseline and the variants first (the baseline cached per commit under build-baseline/),
+# so a failure there leaves any previous bundle in place. Both get the current build's CUDA
+# flags, so that they are timed alike.
+cuda_flags=$(sed -n 's/^CMAKE_CUDA_FLAGS:STRING=//p' "$build/CMakeCache.txt")
 baseline=""
 if [ -n "${BASELINE_COMMIT:-}" ]; then
   rev=$(git rev-parse --verify "$BASELINE_COMMIT^{commit}")
@@ -39,8 +45,6 @@ if [ -n "${BASELINE_COMMIT:-}" ]; then
     log=build-baseline/$rev.log
     mkdir -p build-baseline
     echo "gpu-bundle: building bench_targeted_dropout at $rev (log: $log)"
-    # The same flags as the current build, so the two are timed alike.
-    cuda_flags=$(sed -n 's/^CMAKE_CUDA_FLAGS:STRING=//p' "$build/CMakeCache.txt")
     if ! { cmake -S "$tree" -B "build-baseline/$rev" -G Ninja -DCMAKE_BUILD_TYPE=Release \
              -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_FLAGS="$cuda_flags" &&
            cmake --build "build-baseline/$rev" --target bench_targeted_dropout; } > "$log" 2>&1; then
@@ -52,6 +56,25 @@ if [ -n "${BASELINE_COMMIT:-}" ]; then
     trap - EXIT
   fi
 fi
+variants=()
+for spec in ${BENCH_VARIANTS:-}; do
+  name=${spec%%:*}
+  [[ "$spec" == *:* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] ||
+    { echo "gpu-bundle: BENCH_VARIANTS entry '$spec' is not NAME:FLAG[,FLAG...]" >&2; exit 2; }
+  flags=${spec#*:}
+  flags=${flags//,/ }
+  log=build-variant/$name.log
+  mkdir -p build-variant
+  echo "gpu-bundle: building bench_targeted_dropout with $flags (log: $log)"
+  if ! { cmake -S . -B "build-variant/$name" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+           -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_FLAGS="$cuda_flags $flags" &&
+         cmake --build "build-variant/$name" --target bench_targeted_dropout; } > "$log" 2>&1; then
+    tail -30 "$log" >&2
+    echo "gpu-bundle: the variant $name did not build" >&2
+    exit 2
+  fi
+  variants+=("$name:$flags")
+done
 rm -rf "$bundle" && mkdir -p "$bundle/data"
 stage=$(mktemp -d -t tdrop_bundle.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
@@ -68,6 +91,10 @@ if [ -n "$baseline" ]; then
   strip --strip-debug -o "$stage/bin/bench_baseline" "$baseline"
   echo "$rev" > "$bundle/baseline_commit.txt"
 fi
+for v in ${variants[@]+"${variants[@]}"}; do
+  strip --strip-debug -o "$stage/bin/bench_variant_${v%%:*}" "build-variant/${v%%:*}/bench/bench_targeted_dropout"
+  echo "${v%%:*} ${v#*:}" >> "$bundle/variants.txt"
+done
 tar -C "$stage" -cJf "$bundle/tdrop-bin.tar.xz" bin lib
 cp "$data"/*-ubyte.gz "$bundle/data/"
 [ -n "$peer" ] && cp "$peer" "$bundle/torch_td.py"

@@ -22,6 +22,8 @@
 # With BASELINE_BENCH=FILE (a bench_targeted_dropout built from an earlier commit; by default
 # the one apps/gpu-bundle.sh packed with BASELINE_COMMIT), the bench stage also times that
 # binary's fused kernel right after ours: an A/B of a kernel change on one machine in one call.
+# Each bench_variant_NAME that apps/gpu-bundle.sh packed (BENCH_VARIANTS: this tree with other
+# nvcc flags) is timed the same way.
 # SECONDS is the whole script's budget (default 540): a stage gets what is left, and one that
 # cannot start in time is skipped and says so. A 15-minute device lease (start-up included) fits
 # one call: tests,sanitizer,bench,peer,speed,ncu,profile with SECONDS 500, under an outer
@@ -189,6 +191,18 @@ if want bench && t=$(stage_limit 30 150); then
     say ""; say "## baseline bench (BASELINE_BENCH, commit ${BASELINE_COMMIT:-unknown}), fused"
     say '```'; grep -E "^cuda_" "$logs/bench_baseline.txt" | tee -a "$summary"; say '```'
   fi
+  # Variants packed by gpu-bundle.sh (BENCH_VARIANTS): this tree built with other nvcc flags.
+  for vb in "$bin"/bench_variant_*; do
+    [ -x "$vb" ] || continue
+    v=${vb##*/bench_variant_}
+    t=$(stage_limit 20 40) || { say "variant $v: skipped, out of time"; continue; }
+    flags=$(awk -v v="$v" '$1 == v {$1 = ""; print substr($0, 2)}' .gpu/variants.txt 2>/dev/null)
+    timeout "$t" "$vb" --benchmark_filter='cuda_fused/' --benchmark_min_time=0.02 \
+      --benchmark_out="$logs/bench_variant_$v.json" --benchmark_out_format=json \
+      > "$logs/bench_variant_$v.txt" 2>&1 || status=1
+    say ""; say "## variant $v (${flags:-flags unknown}), fused"
+    say '```'; grep -E "^cuda_" "$logs/bench_variant_$v.txt" | tee -a "$summary"; say '```'
+  done
   if [ -x $bin/bench_step_kernels ] && t=$(stage_limit 20 40); then
     timeout "$t" $bin/bench_step_kernels --benchmark_filter=cuda --benchmark_min_time=0.02 \
       --benchmark_out="$logs/bench_step_kernels.json" --benchmark_out_format=json \

@@ -488,12 +488,22 @@ __device__ void warp_row_any(const DevTask& t, int64_t r, uint64_t seed, bool* b
 // spills 48 bytes and keeps a 120-byte stack), and the warp path needs no shared memory.
 enum RowPaths : int { kWarpRowsOnly = 1, kBlockRowsOnly = 2, kBothRowPaths = 3 };
 
-// Four blocks of 256 threads per SM cap a thread at 64 registers, which the block path fits
-// without spilling. The warp path does not: every warp_row<G> spilled there (56 to 144 bytes,
-// `nvcc -Xptxas -v`, sm_90) and ResNet-32's launch made 112,942 local-memory requests (ncu).
-// A launch of only warp rows asks for three blocks (80 registers, no spills in warp_row).
+// Blocks of 256 threads per SM that the launch bounds ask for; registers per thread follow
+// (4 blocks: 64, 3: 80). Four fit the block path without spilling. The warp path does not: every
+// warp_row<G> spilled there (56 to 144 bytes, `nvcc -Xptxas -v`, sm_90) and ResNet-32's launch
+// made 112,942 local-memory requests (ncu), so a launch of only warp rows asks for three (no
+// spills). Both can be set when compiling (-DTDROP_TD_MIN_BLOCKS_...=N in CMAKE_CUDA_FLAGS), so
+// that `BENCH_VARIANTS` of apps/gpu-bundle.sh builds other choices to time beside these.
+#ifndef TDROP_TD_MIN_BLOCKS_BLOCK_ROWS
+#define TDROP_TD_MIN_BLOCKS_BLOCK_ROWS 4
+#endif
+#ifndef TDROP_TD_MIN_BLOCKS_WARP_ROWS
+#define TDROP_TD_MIN_BLOCKS_WARP_ROWS 3
+#endif
 template <int kPaths>
-__global__ void __launch_bounds__(kThreads, kPaths == kWarpRowsOnly ? 3 : 4)
+__global__ void __launch_bounds__(kThreads, kPaths == kWarpRowsOnly
+                                                ? TDROP_TD_MIN_BLOCKS_WARP_ROWS
+                                                : TDROP_TD_MIN_BLOCKS_BLOCK_ROWS)
     td_weight_fused_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
                            int64_t smem_floats, int* nonfinite) {
   extern __shared__ __align__(16) uint32_t s_row[];
