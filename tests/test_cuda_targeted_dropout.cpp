@@ -131,6 +131,18 @@ TEST(CudaTargetedDropout, FusedWeightModeBlockRowsMatchReferenceBitForBit) {
   run_and_compare(sweep(false), true, seed, TdRows::Block);
 }
 
+// The default placement: the sweep's few short rows go to blocks, 4096 rows of 300 (512 blocks
+// of warps, more than any GPU has SMs) to warps; the same bits either way.
+TEST(CudaTargetedDropout, FusedWeightModeAutoPlacementMatchesReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare(sweep(false), true, seed, TdRows::Auto);
+  run_and_compare({{4096, 300, WeightKind::Normal, 0.5, 0.5f, false, false},
+                   {64, 1000, WeightKind::FewValues, 0.25, 0.5f, false, false}},
+                  true, seed, TdRows::Auto);
+}
+
 TEST(CudaTargetedDropout, UnfusedWeightModeMatchesReferenceBitForBit) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = fresh_seed();
