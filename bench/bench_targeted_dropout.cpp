@@ -112,9 +112,16 @@ void set_counters(benchmark::State& state, int64_t numel) {
 }
 
 // FusedGrouped: one launch for the set, short rows (<= kTdWarpRowMax entries) placed by
-// TdRows::Auto; FusedWarpRows and FusedBlockRows: the same launch with short rows forced onto
-// warps or blocks, to check Auto's choice.
-enum class CudaPath { FusedGrouped, FusedWarpRows, FusedBlockRows, FusedPerLayer, Unfused };
+// TdRows::Auto; FusedWarpRows, FusedBlockRows and FusedGroupRows: the same launch with short
+// rows forced onto warps, blocks or groups of 4 warps, to check Auto's choice.
+enum class CudaPath {
+  FusedGrouped,
+  FusedWarpRows,
+  FusedBlockRows,
+  FusedGroupRows,
+  FusedPerLayer,
+  Unfused
+};
 
 // W' and masks of the CPU reference for a shape set, computed once per process.
 const std::vector<std::pair<std::vector<float>, std::vector<uint8_t>>>& reference(
@@ -177,6 +184,9 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
       case CudaPath::FusedBlockRows:
         targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Block);
         break;
+      case CudaPath::FusedGroupRows:
+        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Group);
+        break;
       case CudaPath::FusedPerLayer:
         for (const TdTask& t : wl.tasks) targeted_dropout_fused_cuda({t}, kSeed, ws);
         break;
@@ -234,6 +244,10 @@ void register_all() {
           ->Unit(benchmark::kMicrosecond);
       benchmark::RegisterBenchmark(("cuda_fused_block_rows/" + name).c_str(), BM_Cuda, name,
                                    CudaPath::FusedBlockRows)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark(("cuda_fused_group_rows/" + name).c_str(), BM_Cuda, name,
+                                   CudaPath::FusedGroupRows)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
     }

@@ -36,9 +36,9 @@ def main():
         r = json.loads(line)
         torch[(r["variant"], r["shape_set"])] = r
     print(f"copy ceiling: {copy_gbps:.0f} GB/s (device-to-device, read + write)\n")
-    print("| shape set | weights | fused µs | fused GB/s | % of copy | warp rows µs | block rows µs | per-layer µs "
+    print("| shape set | weights | fused µs | fused GB/s | % of copy | warp rows µs | block rows µs | group rows µs | per-layer µs "
           "| unfused µs | fastest PyTorch (weight) µs | fused vs unfused | fused vs PyTorch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in ORDER:
         f = ours.get(("cuda_fused", s))
         if f is None:
@@ -47,6 +47,7 @@ def main():
         pl = ours.get(("cuda_fused_per_layer", s))
         wr = ours.get(("cuda_fused_warp_rows", s))
         br = ours.get(("cuda_fused_block_rows", s))
+        gr = ours.get(("cuda_fused_group_rows", s))
         peers = [torch[(v, s)] for v in WEIGHT_VARIANTS if (v, s) in torch]
         best = min(peers, key=lambda r: r["median_us"]) if peers else None
         gbps = 8.125 * f["weights"] / (f["median_us"] * 1e-6) / 1e9
@@ -58,6 +59,7 @@ def main():
             f"{100 * gbps / copy_gbps:.0f}%",
             f"{wr['median_us']:.1f}" if wr else "–",
             f"{br['median_us']:.1f}" if br else "–",
+            f"{gr['median_us']:.1f}" if gr else "–",
             f"{pl['median_us']:.1f}" if pl else "–",
             f"{u['median_us']:.1f}" if u else "–",
             f"{best['median_us']:.1f} ({best['variant']})" if best else "–",

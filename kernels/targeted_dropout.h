@@ -78,8 +78,10 @@ class TdCudaWorkspace;
 // rows fill at least one block per multiprocessor, else blocks: a warp walks its row alone, so
 // a launch with few rows wants each spread over a block (on an H200 the MLP's 400 rows took
 // 29.3 us on warps, 50 blocks for 132 SMs, and 15.7 us on blocks; ResNet-32's 1120 rows, 140
-// blocks, 25.8 us on warps and 28.5 us on blocks). All three give the same bits.
-enum class TdRows { Auto, Warp, Block };
+// blocks, 25.8 us on warps and 28.5 us on blocks). Group: a group of 4 warps per row, 2 rows per
+// block: a quarter of a warp's serial chain per thread, for short rows too few to fill the GPU
+// on warps (not yet timed on a GPU, so Auto does not choose it). All four give the same bits.
+enum class TdRows { Auto, Warp, Block, Group };
 inline constexpr int64_t kTdWarpRowMax = 1024;
 inline constexpr int64_t kTdWarpRowsPerBlock = 8;
 // Whether one fused launch of `tasks` puts its short rows on warps, on a device with

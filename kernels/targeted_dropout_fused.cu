@@ -15,9 +15,11 @@
 // with real weights; common after pruning).
 //
 // Short rows (n <= kTdWarpRowMax, e.g. every layer of ResNet-32) would leave most of a block
-// idle and pay its barriers: each warp takes a row of its own (warp_row), held in registers,
-// and finds the k-th key bit by bit with warp-wide sums, so 8 rows share a block and no block
-// barrier is involved. Its final pass is block_row's, with the same layout of 4 entries per lane.
+// idle and pay its barriers: each warp takes a row of its own (short_row with WarpRow), held in
+// registers, and finds the k-th key bit by bit with warp-wide sums, so 8 rows share a block and
+// no block barrier is involved. Its final pass is block_row's, with the same layout of 4 entries
+// per lane. TdRows::Group gives such a row 4 warps instead (GroupRow: 2 rows per block, the
+// warps' sums combined through shared memory behind a barrier of the group's 128 threads).
 //
 // Unit mode needs every row's norm before any row can be ranked, so it runs as three grouped
 // launches: norms (one block per row), selection (one block per layer, radix select over the
@@ -48,7 +50,8 @@ struct DevTask {
   uint32_t drop_threshold;
   int flag;       // index of this task's non-finite flag
   int per_weight_draws;
-  int warp_groups;  // > 0: one warp per row, the row in this many groups of 128 entries
+  int warp_groups;  // > 0: a warp per row, in this many chunks of 128 entries; < 0: a group
+                    // of 4 warps per row, in -warp_groups chunks of 512; 0: a block per row
 };
 
 constexpr int kMaxTasks = 96;  // 96 * 80 B: well inside the 32 KB kernel-parameter limit
@@ -380,26 +383,102 @@ __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t sm
   __syncthreads();  // s_row and sel are reused by the next row
 }
 
-// The k-th smallest key (0 < k < n) of a row held by one warp, G groups of 4 entries per lane
-// (entries past n were loaded as 0). Bit by bit from the top: `remaining` is the rank sought
-// among the keys that match `prefix` so far; the keys with a 0 next fix the bit. Bits that all
-// keys share are taken at once from the row's AND and OR.
-template <int G>
-__device__ __forceinline__ Threshold warp_select(const uint4 (&b)[G], int64_t n, int64_t k) {
-  const int lane = threadIdx.x & 31;
-  const unsigned padding = static_cast<unsigned>(128 * G - n);  // zero entries past the row
+// The threads that share a short row: one warp (WarpRow), or a group of four warps (GroupRow;
+// two rows per block). Thread `index()` of the row holds entries kSpan * g + 4 * index() + i of
+// chunk g, so each warp holds 128 consecutive entries of every chunk; sum, or_and and
+// exclusive_scan reduce over the row's threads. GroupRow reduces each warp first, then the four
+// warp totals through shared memory behind a barrier of the group's 128 threads (named barrier
+// 1 or 2; 0 is __syncthreads). Its two slot sets alternate, so one barrier per reduction keeps
+// a warp from overwriting totals another is still reading: a slot is written again only after
+// the next reduction's barrier, which every thread reaches after its reads.
+struct WarpRow {
+  static constexpr int kSpan = 32 * kEntries;
+  __device__ int index() const { return threadIdx.x & 31; }
+  __device__ int warp() const { return 0; }
+  __device__ unsigned sum(unsigned v) { return warp_sum(v); }
+  __device__ void or_and(unsigned* any, unsigned* all) { warp_or_and(any, all); }
+  // Sum of v over the row's threads before this one; *total gets the sum over all of them.
+  __device__ unsigned exclusive_scan(unsigned v, unsigned* total) {
+    const unsigned incl = warp_inclusive_scan(v);
+    *total = __shfl_sync(0xffffffffu, incl, 31);
+    return incl - v;
+  }
+};
+
+constexpr int kGroupWarps = 4;
+constexpr int kGroupThreads = 32 * kGroupWarps;
+constexpr int kGroupsPerBlock = kThreads / kGroupThreads;
+
+struct GroupShared {
+  __align__(16) unsigned slot[2][kGroupWarps];
+  __align__(16) unsigned any[kGroupWarps];
+  __align__(16) unsigned all[kGroupWarps];
+};
+
+struct GroupRow {
+  static constexpr int kSpan = kGroupThreads * kEntries;
+  GroupShared* s;
+  int phase = 0;  // which slot set the next reduction uses
+  __device__ int index() const { return threadIdx.x & (kGroupThreads - 1); }
+  __device__ int warp() const { return index() >> 5; }
+  __device__ void sync() const {
+    asm volatile("bar.sync %0, %1;" ::"r"(1 + static_cast<int>(threadIdx.x) / kGroupThreads),
+                 "n"(kGroupThreads)
+                 : "memory");
+  }
+  // The four warps' totals (each the same in every lane of its warp).
+  __device__ uint4 gather(unsigned warp_total) {
+    unsigned* slot = s->slot[phase++ & 1];
+    if ((threadIdx.x & 31) == 0) slot[warp()] = warp_total;
+    sync();
+    return *reinterpret_cast<const uint4*>(slot);
+  }
+  __device__ unsigned sum(unsigned v) {
+    const uint4 w = gather(warp_sum(v));
+    return w.x + w.y + w.z + w.w;
+  }
+  __device__ void or_and(unsigned* any, unsigned* all) {
+    warp_or_and(any, all);
+    if ((threadIdx.x & 31) == 0) {
+      s->any[warp()] = *any;
+      s->all[warp()] = *all;
+    }
+    sync();
+    const uint4 o = *reinterpret_cast<const uint4*>(s->any);
+    const uint4 a = *reinterpret_cast<const uint4*>(s->all);
+    *any = o.x | o.y | o.z | o.w;
+    *all = a.x & a.y & a.z & a.w;
+  }
+  __device__ unsigned exclusive_scan(unsigned v, unsigned* total) {
+    const unsigned incl = warp_inclusive_scan(v);
+    const uint4 w = gather(__shfl_sync(0xffffffffu, incl, 31));
+    const int me = warp();
+    *total = w.x + w.y + w.z + w.w;
+    return (me > 0 ? w.x : 0u) + (me > 1 ? w.y : 0u) + (me > 2 ? w.z : 0u) + incl - v;
+  }
+};
+
+// The k-th smallest key (0 < k < n) of a row held by `row`'s threads, G chunks of 4 entries per
+// thread (entries past n were loaded as 0). Bit by bit from the top: `remaining` is the rank
+// sought among the keys that match `prefix` so far; the keys with a 0 next fix the bit. Bits
+// that all keys share are taken at once from the row's AND and OR.
+template <int G, class Row>
+__device__ __forceinline__ Threshold short_select(const uint4 (&b)[G], int64_t n, int64_t k,
+                                                  Row& row) {
+  const int first = kEntries * row.index();
+  const unsigned padding = static_cast<unsigned>(Row::kSpan * G - n);  // zeros past the row
   unsigned all_or = 0, all_and = 0x7fffffffu;
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     const uint32_t bits[4] = {b[g].x, b[g].y, b[g].z, b[g].w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const bool valid = 128 * g + 4 * lane + i < n;
+      const bool valid = Row::kSpan * g + first + i < n;
       all_or |= valid ? magnitude_key(bits[i]) : 0u;
       all_and &= valid ? magnitude_key(bits[i]) : 0x7fffffffu;
     }
   }
-  warp_or_and(&all_or, &all_and);
+  row.or_and(&all_or, &all_and);
   const uint32_t differ = all_or ^ all_and;  // bits on which the keys disagree
   const int top = differ == 0 ? -1 : 31 - __clz(differ);
   uint32_t prefix = top < 0 ? all_and : all_and & ~((2u << top) - 1u);
@@ -415,7 +494,7 @@ __device__ __forceinline__ Threshold warp_select(const uint4 (&b)[G], int64_t n,
       zeros += (b[g].z & m) == prefix;
       zeros += (b[g].w & m) == prefix;
     }
-    zeros = warp_sum(zeros) - (prefix == 0 ? padding : 0u);
+    zeros = row.sum(zeros) - (prefix == 0 ? padding : 0u);
     if (remaining > zeros) {
       remaining -= zeros;
       prefix |= 1u << bit;
@@ -429,85 +508,114 @@ __device__ __forceinline__ Threshold warp_select(const uint4 (&b)[G], int64_t n,
     equal += magnitude_key(b[g].z) == prefix;
     equal += magnitude_key(b[g].w) == prefix;
   }
-  equal = warp_sum(equal) - (prefix == 0 ? padding : 0u);
+  equal = row.sum(equal) - (prefix == 0 ? padding : 0u);
   return Threshold{prefix, remaining, remaining < equal};
 }
 
-// One warp on row r of t (n <= 128 * G): load, select, then block_row's final pass with the
-// warp's own tie scan. No block barrier: the other warps of the block are on other rows. The
-// final pass reads the row again (from L1, where the first read left it) rather than keeping
-// it in registers next to the Philox state: that would spill.
-template <int G>
-__device__ __noinline__ void warp_row(const DevTask& t, int64_t r, uint64_t seed, bool* bad) {
-  const int lane = threadIdx.x & 31;
+// Row r of t (n <= Row::kSpan * G) on `row`'s threads: load, select, then block_row's final
+// pass with the row's own tie scan. No block barrier: the block's other threads are on other
+// rows. The final pass reads the row again (from L1, where the first read left it) rather than
+// keeping it in registers next to the Philox state: that would spill.
+template <int G, class Row>
+__device__ __noinline__ void short_row(const DevTask& t, int64_t r, uint64_t seed, Row row,
+                                       bool* bad) {
+  const int first = kEntries * row.index();
   const int64_t n = t.n, k = t.k;
-  const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
+  const uint32_t* src = reinterpret_cast<const uint32_t*>(t.w + r * n);
   const bool aligned = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w) & 15) == 0;
   Threshold th;
-  if (k > 0 && k < n) {
+  if (k > 0 && k < n) {  // row-uniform
     uint4 b[G];
 #pragma unroll
-    for (int g = 0; g < G; ++g) b[g] = load4(row, 128 * g + 4 * lane, n, aligned);
-    th = warp_select<G>(b, n, k);
+    for (int g = 0; g < G; ++g) b[g] = load4(src, Row::kSpan * g + first, n, aligned);
+    th = short_select<G>(b, n, k, row);
   }
   const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
   uint32_t* mask = t.mask + r * mask_words_per_row(n);
   unsigned tie_base = 0;
 #pragma unroll 1
   for (int g = 0; g < G; ++g) {
-    const int64_t c0 = 128 * g + 4 * lane;
-    const uint4 b = load4(row, c0, n, aligned);
+    const int64_t c0 = Row::kSpan * g + first;
+    const uint4 b = load4(src, c0, n, aligned);
     unsigned tie_rank = 0;
-    if (th.rank_ties) {  // warp-uniform branch
-      const unsigned mine = ties4(b, c0, n, th.T);
-      const unsigned incl = warp_inclusive_scan(mine);
-      tie_rank = tie_base + incl - mine;
-      tie_base += __shfl_sync(0xffffffffu, incl, 31);
+    if (th.rank_ties) {  // row-uniform branch
+      unsigned total;
+      tie_rank = tie_base + row.exclusive_scan(ties4(b, c0, n, th.T), &total);
+      tie_base += total;
     }
     const unsigned kept = apply4(t, r, c0, b, th, tie_rank, seed, vec_out, bad);
-    store_mask_words(mask, 128 * g, n, kept);
+    store_mask_words(mask, Row::kSpan * g + 32 * kEntries * row.warp(), n, kept);
   }
 }
 
+// A warp row of t: warp_groups chunks of 128 entries.
 __device__ void warp_row_any(const DevTask& t, int64_t r, uint64_t seed, bool* bad) {
+  const WarpRow row;
   switch (t.warp_groups) {
-    case 1: return warp_row<1>(t, r, seed, bad);
-    case 2: return warp_row<2>(t, r, seed, bad);
-    case 3: return warp_row<3>(t, r, seed, bad);
-    case 4: return warp_row<4>(t, r, seed, bad);
-    case 5: return warp_row<5>(t, r, seed, bad);
-    case 6: return warp_row<6>(t, r, seed, bad);
-    case 7: return warp_row<7>(t, r, seed, bad);
-    default: return warp_row<8>(t, r, seed, bad);
+    case 1: return short_row<1>(t, r, seed, row, bad);
+    case 2: return short_row<2>(t, r, seed, row, bad);
+    case 3: return short_row<3>(t, r, seed, row, bad);
+    case 4: return short_row<4>(t, r, seed, row, bad);
+    case 5: return short_row<5>(t, r, seed, row, bad);
+    case 6: return short_row<6>(t, r, seed, row, bad);
+    case 7: return short_row<7>(t, r, seed, row, bad);
+    default: return short_row<8>(t, r, seed, row, bad);
   }
+}
+
+static_assert(kTdWarpRowMax <= 2 * GroupRow::kSpan, "a group row is at most 2 chunks");
+
+// A group row of t: -warp_groups chunks of 512 entries. All 128 threads of the group call it.
+__device__ void group_row_any(const DevTask& t, int64_t r, uint64_t seed, GroupShared* s,
+                              bool* bad) {
+  const GroupRow row{s};
+  if (t.warp_groups == -1) short_row<1>(t, r, seed, row, bad);
+  else short_row<2>(t, r, seed, row, bad);
 }
 
 // Which row paths a launch holds. A launch of only short rows (ResNet-32's) or only long ones
 // (4096 x 4096) runs an instantiation without the other path: the block path then compiles as
 // it did before the warp path existed (64 registers, no spills; the kernel holding both paths
 // spills 48 bytes and keeps a 120-byte stack), and the warp path needs no shared memory.
-enum RowPaths : int { kWarpRowsOnly = 1, kBlockRowsOnly = 2, kBothRowPaths = 3 };
+// Group rows (TdRows::Group) come alone or with block rows, never with warp rows.
+enum RowPaths : int {
+  kWarpRowsOnly = 1,
+  kBlockRowsOnly = 2,
+  kBothRowPaths = 3,
+  kGroupRowsOnly = 4,
+  kGroupAndBlockRows = 6
+};
 
 // Blocks of 256 threads per SM that the launch bounds ask for; registers per thread follow
 // (4 blocks: 64, 3: 80). Four fit the block path without spilling. The warp path does not: every
 // warp_row<G> spilled there (56 to 144 bytes, `nvcc -Xptxas -v`, sm_90) and ResNet-32's launch
 // made 112,942 local-memory requests (ncu), so a launch of only warp rows asks for three (no
-// spills). Both can be set when compiling (-DTDROP_TD_MIN_BLOCKS_...=N in CMAKE_CUDA_FLAGS), so
-// that `BENCH_VARIANTS` of apps/gpu-bundle.sh builds other choices to time beside these.
+// spills). A launch of only group rows asks for four, so that ResNet-32's 560 blocks of group
+// rows nearly fit one wave (528 at four per SM, 396 at three), spilling 84 bytes in its
+// two-chunk rows. All three can be set when compiling (-DTDROP_TD_MIN_BLOCKS_...=N in
+// CMAKE_CUDA_FLAGS), so that `BENCH_VARIANTS` of apps/gpu-bundle.sh builds other choices to
+// time beside these.
 #ifndef TDROP_TD_MIN_BLOCKS_BLOCK_ROWS
 #define TDROP_TD_MIN_BLOCKS_BLOCK_ROWS 4
 #endif
 #ifndef TDROP_TD_MIN_BLOCKS_WARP_ROWS
 #define TDROP_TD_MIN_BLOCKS_WARP_ROWS 3
 #endif
+#ifndef TDROP_TD_MIN_BLOCKS_GROUP_ROWS
+#define TDROP_TD_MIN_BLOCKS_GROUP_ROWS 4
+#endif
+constexpr int min_blocks_per_sm(int paths) {
+  return paths == kWarpRowsOnly    ? TDROP_TD_MIN_BLOCKS_WARP_ROWS
+         : paths == kGroupRowsOnly ? TDROP_TD_MIN_BLOCKS_GROUP_ROWS
+                                   : TDROP_TD_MIN_BLOCKS_BLOCK_ROWS;
+}
 template <int kPaths>
-__global__ void __launch_bounds__(kThreads, kPaths == kWarpRowsOnly
-                                                ? TDROP_TD_MIN_BLOCKS_WARP_ROWS
-                                                : TDROP_TD_MIN_BLOCKS_BLOCK_ROWS)
+__global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
     td_weight_fused_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
                            int64_t smem_floats, int* nonfinite) {
   extern __shared__ __align__(16) uint32_t s_row[];
   __shared__ SelectState sel;
+  __shared__ GroupShared groups[kGroupsPerBlock];
   if constexpr ((kPaths & kBlockRowsOnly) != 0) {
     for (int i = threadIdx.x; i < kBins; i += kThreads) sel.hist[i] = 0;
     __syncthreads();
@@ -515,12 +623,17 @@ __global__ void __launch_bounds__(kThreads, kPaths == kWarpRowsOnly
   for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
     const DevTask& t = table.t[find_task(table, g)];
     bool bad = false;
-    // Block-uniform: every warp of a warp-row item takes one row of it.
-    const bool warp_item = kPaths == kBothRowPaths ? t.warp_groups > 0 : kPaths == kWarpRowsOnly;
-    if (warp_item) {
+    // Block-uniform: every warp (group) of a warp-row (group-row) item takes one row of it.
+    if (t.warp_groups > 0) {
       if constexpr ((kPaths & kWarpRowsOnly) != 0) {
         const int64_t r = (g - t.begin) * kWarps + (threadIdx.x >> 5);
         if (r < t.rows) warp_row_any(t, r, seed, &bad);
+      }
+    } else if (t.warp_groups < 0) {
+      if constexpr ((kPaths & kGroupRowsOnly) != 0) {
+        const int group = static_cast<int>(threadIdx.x) / kGroupThreads;
+        const int64_t r = (g - t.begin) * kGroupsPerBlock + group;
+        if (r < t.rows) group_row_any(t, r, seed, &groups[group], &bad);
       }
     } else {
       if constexpr ((kPaths & kBlockRowsOnly) != 0)
@@ -669,8 +782,10 @@ int64_t smem_capacity_floats() {
     int optin = 0;
     TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     // The instantiations that stage rows (a warp-rows-only launch asks for no shared memory).
-    const void* staging[] = {reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly>),
-                             reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths>)};
+    const void* staging[] = {
+        reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly>),
+        reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths>),
+        reinterpret_cast<const void*>(td_weight_fused_kernel<kGroupAndBlockRows>)};
     int64_t bytes = 64 * 1024;
     for (const void* kernel : staging) {
       cudaFuncAttributes attr{};
@@ -715,12 +830,13 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
   const int sms = rows == TdRows::Auto ? multiprocessor_count() : 0;
   for (size_t first = 0; first < tasks.size(); first += kMaxTasks) {
     const size_t count = std::min<size_t>(kMaxTasks, tasks.size() - first);
+    const bool group_rows = rows == TdRows::Group;
     const bool warp_rows =
         td_short_rows_on_warps(std::span<const TdTask>(tasks).subspan(first, count), rows, sms);
     // Weight tasks and unit tasks go to different kernels, each with its own table.
     TaskTable weights{}, units{};
     int64_t max_staged = 0;
-    bool has_warp_rows = false, has_block_rows = false;
+    bool has_warp_rows = false, has_group_rows = false, has_block_rows = false;
     for (size_t i = 0; i < count; ++i) {
       const TdTask& s = tasks[first + i];
       if (s.rows == 0 || s.n == 0) continue;
@@ -729,10 +845,15 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
         units.t[units.count++] = dev_task(s, units.total, flag, 0);
         units.total += s.rows;
       } else if (warp_rows && s.n <= kTdWarpRowMax) {
-        const int groups = static_cast<int>((s.n + 127) / 128);
-        weights.t[weights.count++] = dev_task(s, weights.total, flag, groups);
+        const int chunks = static_cast<int>((s.n + WarpRow::kSpan - 1) / WarpRow::kSpan);
+        weights.t[weights.count++] = dev_task(s, weights.total, flag, chunks);
         weights.total += (s.rows + kWarps - 1) / kWarps;  // a warp per row
         has_warp_rows = true;
+      } else if (group_rows && s.n <= kTdWarpRowMax) {
+        const int chunks = static_cast<int>((s.n + GroupRow::kSpan - 1) / GroupRow::kSpan);
+        weights.t[weights.count++] = dev_task(s, weights.total, flag, -chunks);
+        weights.total += (s.rows + kGroupsPerBlock - 1) / kGroupsPerBlock;  // 4 warps per row
+        has_group_rows = true;
       } else {
         has_block_rows = true;
         weights.t[weights.count++] = dev_task(s, weights.total, flag, 0);
@@ -742,9 +863,12 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
     }
     if (weights.count > 0) {
       const int64_t staged = (max_staged + 3) / 4 * 4;  // rows are read 4 entries at a time
-      const auto kernel = !has_block_rows  ? td_weight_fused_kernel<kWarpRowsOnly>
-                          : !has_warp_rows ? td_weight_fused_kernel<kBlockRowsOnly>
-                                           : td_weight_fused_kernel<kBothRowPaths>;
+      const auto kernel =
+          has_group_rows ? (has_block_rows ? td_weight_fused_kernel<kGroupAndBlockRows>
+                                           : td_weight_fused_kernel<kGroupRowsOnly>)
+          : !has_block_rows ? td_weight_fused_kernel<kWarpRowsOnly>
+          : !has_warp_rows  ? td_weight_fused_kernel<kBlockRowsOnly>
+                            : td_weight_fused_kernel<kBothRowPaths>;
       kernel<<<grid_for(weights.total), kThreads, static_cast<size_t>(staged) * 4,
                cuda_stream()>>>(weights, seed, max_staged, flags);
       TDROP_LAUNCH_CHECK("td_weight_fused_kernel");

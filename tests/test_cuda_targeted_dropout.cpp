@@ -69,6 +69,7 @@ void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed,
     SCOPED_TRACE(std::string(!fused                    ? "unfused"
                              : rows == TdRows::Warp  ? "fused, warp rows"
                              : rows == TdRows::Block ? "fused, block rows"
+                             : rows == TdRows::Group ? "fused, group rows"
                                                      : "fused, auto") +
                  " case " + std::to_string(i) + ": [" +
                  std::to_string(c.rows) + ", " + std::to_string(c.n) + "] " + kind_name(c.kind) +
@@ -122,13 +123,36 @@ TEST(CudaTargetedDropout, FusedWeightModeMatchesReferenceBitForBit) {
   run_and_compare(sweep(false), true, seed);
 }
 
-// Rows of at most 1024 entries go to one warp each in the sweep above; the block-per-row path
-// must give the same bits for them.
+// Rows of at most 1024 entries go to one warp each in the sweep above; the block-per-row and
+// group-per-row paths must give the same bits for them.
 TEST(CudaTargetedDropout, FusedWeightModeBlockRowsMatchReferenceBitForBit) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   run_and_compare(sweep(false), true, seed, TdRows::Block);
+}
+
+// Group rows: 2 rows of 1..1024 entries per block, each on 4 warps with their own barrier, so a
+// block's two groups run different rows, tasks and tie scans apart. The sweep puts long rows
+// (block rows) in the same launch; the small launch (short rows only, ties, one and two chunks
+// of 512, an odd row count) is racecheck's.
+TEST(CudaTargetedDropout, FusedWeightModeGroupRowsMatchReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare(sweep(false), true, seed, TdRows::Group);
+}
+
+TEST(CudaTargetedDropout, FusedGroupRowsSmallLaunch) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare({{1, 1024, WeightKind::FewValues, 0.5, 0.5f, false, false},
+                   {3, 513, WeightKind::Normal, 0.5, 1.0f, false, false},
+                   {5, 512, WeightKind::AllZero, 0.3, 0.5f, false, false},
+                   {4, 300, WeightKind::FewValues, 0.99, 0.5f, false, false},
+                   {33, 576, WeightKind::Normal, 0.5, 0.5f, false, false}},
+                  true, seed, TdRows::Group);
 }
 
 // The default placement: the sweep's few short rows go to blocks, 4096 rows of 300 (512 blocks
@@ -284,17 +308,17 @@ TEST(CudaTargetedDropout, UnfusedSmallOddShapes) {
   run_and_compare(cases, false, seed);
 }
 
-// The error tests' paths 0 and 1: fused with a warp per row, fused with a block per row (path 2
-// is the unfused pipeline).
-constexpr TdRows kPathRows[2] = {TdRows::Warp, TdRows::Block};
+// The error tests' fused paths: short rows on a warp, a block or a group of 4 warps each; path
+// kFusedPaths is the unfused pipeline.
+constexpr TdRows kPathRows[] = {TdRows::Warp, TdRows::Block, TdRows::Group};
+constexpr int kFusedPaths = 3;
 
 // Three layers in one launch (one pipeline each when unfused), an Inf in the middle one only:
 // the error names that layer and no other.
 TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
   SKIP_WITHOUT_GPU();
   const std::vector<std::string> names = {"blocks.0.fc", "blocks.1.fc", "blocks.2.fc"};
-  // Fused with a warp per row, fused with a block per row, unfused.
-  for (int path : {0, 1, 2}) {
+  for (int path = 0; path <= kFusedPaths; ++path) {
     SCOPED_TRACE("path " + std::to_string(path));
     std::vector<Tensor> keep;  // the device buffers, alive until the check has run
     std::vector<TdTask> tasks;
@@ -317,7 +341,7 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
       tasks.push_back(t);
     }
     TdCudaWorkspace ws;
-    if (path < 2) targeted_dropout_fused_cuda(tasks, 1, ws, kPathRows[path]);
+    if (path < kFusedPaths) targeted_dropout_fused_cuda(tasks, 1, ws, kPathRows[path]);
     else targeted_dropout_unfused_cuda(tasks, 1, ws);
     const std::string msg = error_message([&] { td_check_nonfinite(tasks, ws); });
     EXPECT_NE(msg.find("'blocks.1.fc'"), std::string::npos) << msg;
@@ -336,7 +360,7 @@ TEST(CudaTargetedDropout, CountOutsideTheRowNamesTheLayer) {
   Tensor mask = Tensor::empty({8, 4 * mask_words_per_row(2000)}, DType::U8, Device::CUDA);
   for (int64_t n : {int64_t{100}, int64_t{2000}}) {  // a warp row and a block row
     for (int64_t k : {int64_t{-1}, n + 1}) {
-      for (int path : {0, 1, 2}) {
+      for (int path = 0; path <= kFusedPaths; ++path) {
         SCOPED_TRACE("n " + std::to_string(n) + ", k " + std::to_string(k) + ", path " +
                      std::to_string(path));
         TdTask t;
@@ -349,7 +373,7 @@ TEST(CudaTargetedDropout, CountOutsideTheRowNamesTheLayer) {
         t.name = "blocks.3.conv2";
         TdCudaWorkspace ws;
         try {
-          if (path < 2) targeted_dropout_fused_cuda({t}, 1, ws, kPathRows[path]);
+          if (path < kFusedPaths) targeted_dropout_fused_cuda({t}, 1, ws, kPathRows[path]);
           else targeted_dropout_unfused_cuda({t}, 1, ws);
           FAIL() << "expected an error";
         } catch (const Error& e) {
@@ -378,11 +402,11 @@ TEST(CudaTargetedDropout, CountOutsideTheRowNamesTheLayer) {
     t.name = "layers." + std::to_string(i);
   }
   tasks.back().k = n + 1;
-  for (int path : {0, 1, 2}) {
+  for (int path = 0; path <= kFusedPaths; ++path) {
     SCOPED_TRACE("100 layers, path " + std::to_string(path));
     TdCudaWorkspace ws;
     try {
-      if (path < 2) targeted_dropout_fused_cuda(tasks, 1, ws, kPathRows[path]);
+      if (path < kFusedPaths) targeted_dropout_fused_cuda(tasks, 1, ws, kPathRows[path]);
       else targeted_dropout_unfused_cuda(tasks, 1, ws);
       FAIL() << "expected an error";
     } catch (const Error& e) {

@@ -482,9 +482,10 @@ TEST(TdFusedRowPlacement, AutoGivesWarpsOnlyWhenTheyFillTheDevice) {
   const std::vector<TdTask> none = {layer(100000, 1025), layer(100000, 100, /*unit=*/true),
                                     layer(0, 100), layer(100000, 0)};
   EXPECT_FALSE(td_short_rows_on_warps(none, TdRows::Auto, 1));
-  // Forced placements ignore the count.
+  // Forced placements ignore the count (Group puts short rows on groups of warps, not warps).
   EXPECT_TRUE(td_short_rows_on_warps(mlp, TdRows::Warp, sms));
   EXPECT_FALSE(td_short_rows_on_warps(resnet, TdRows::Block, sms));
+  EXPECT_FALSE(td_short_rows_on_warps(resnet, TdRows::Group, sms));
 }
 
 }  // namespace
