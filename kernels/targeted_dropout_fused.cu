@@ -576,7 +576,7 @@ __device__ void group_row_any(const DevTask& t, int64_t r, uint64_t seed, GroupS
 // Which row paths a launch holds. A launch of only short rows (ResNet-32's) or only long ones
 // (4096 x 4096) runs an instantiation without the other path: the block path then compiles as
 // it did before the warp path existed (64 registers, no spills; the kernel holding both paths
-// spills 48 bytes and keeps a 120-byte stack), and the warp path needs no shared memory.
+// spills and keeps a 120-byte stack), and the warp path needs no shared memory.
 // Group rows (TdRows::Group) come alone or with block rows, never with warp rows.
 enum RowPaths : int {
   kWarpRowsOnly = 1,
@@ -586,15 +586,15 @@ enum RowPaths : int {
   kGroupAndBlockRows = 6
 };
 
-// Blocks of 256 threads per SM that the launch bounds ask for; registers per thread follow
-// (4 blocks: 64, 3: 80). Four fit the block path without spilling. The warp path does not: every
-// warp_row<G> spilled there (56 to 144 bytes, `nvcc -Xptxas -v`, sm_90) and ResNet-32's launch
-// made 112,942 local-memory requests (ncu), so a launch of only warp rows asks for three (no
-// spills). A launch of only group rows asks for four, so that ResNet-32's 560 blocks of group
-// rows nearly fit one wave (528 at four per SM, 396 at three), spilling 84 bytes in its
-// two-chunk rows. All three can be set when compiling (-DTDROP_TD_MIN_BLOCKS_...=N in
-// CMAKE_CUDA_FLAGS), so that `BENCH_VARIANTS` of apps/gpu-bundle.sh builds other choices to
-// time beside these.
+// Blocks of 256 threads per SM that the launch bounds ask for; registers per thread follow (4
+// blocks: 64, 3: 80). Four fit the block path without spilling. The warp path does not: every
+// warp row's short_row<G> spilled there (56 to 144 bytes, `nvcc -Xptxas -v`, sm_90) and
+// ResNet-32's launch made 112,942 local-memory requests (ncu), so a launch of only warp rows
+// asks for three (no spills). A launch of only group rows asks for four, so that ResNet-32's 560
+// blocks of group rows nearly fit one wave (528 at four per SM, 396 at three), spilling 84 bytes
+// in its two-chunk rows. All three can be set when compiling (-DTDROP_TD_MIN_BLOCKS_...=N in
+// CMAKE_CUDA_FLAGS), so that `BENCH_VARIANTS` of apps/gpu-bundle.sh builds other choices to time
+// beside these.
 #ifndef TDROP_TD_MIN_BLOCKS_BLOCK_ROWS
 #define TDROP_TD_MIN_BLOCKS_BLOCK_ROWS 4
 #endif
@@ -828,9 +828,9 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
   int* flags = ws.nonfinite_flags(tasks.size());
   const int64_t cap = smem_capacity_floats();
   const int sms = rows == TdRows::Auto ? multiprocessor_count() : 0;
+  const bool group_rows = rows == TdRows::Group;
   for (size_t first = 0; first < tasks.size(); first += kMaxTasks) {
     const size_t count = std::min<size_t>(kMaxTasks, tasks.size() - first);
-    const bool group_rows = rows == TdRows::Group;
     const bool warp_rows =
         td_short_rows_on_warps(std::span<const TdTask>(tasks).subspan(first, count), rows, sms);
     // Weight tasks and unit tasks go to different kernels, each with its own table.
