@@ -124,6 +124,7 @@ if want sanitizer && tsan=$(stage_limit 40 90); then
     [racecheck-1]='CudaTargetedDropout.FusedWeightModeMatches*'
     [racecheck-5]='CudaTargetedDropout.FusedWeightModeBlockRows*'
     [racecheck-6]='CudaTargetedDropout.FusedGroupRowsSmallLaunch'
+    [racecheck-7]='CudaTargetedDropout.FusedRegisterSelectSmallLaunch'
     [racecheck-2]='CudaTargetedDropout.FusedUnit*'
     [racecheck-3]='CudaTargetedDropout.UnfusedSmallOddShapes'
     [racecheck-4]='CudaBatchNorm2d.MisalignedView*:CudaBatchNorm2d.FusedEpilogue*:CudaBatchNorm2d.Evaluation*'
@@ -200,7 +201,7 @@ if want bench && t=$(stage_limit 30 150); then
     t=$(stage_limit 20 40) || { say "variant $v: skipped, out of time"; continue; }
     flags=$(awk -v v="$v" '$1 == v {$1 = ""; print substr($0, 2)}' .gpu/variants.txt 2>/dev/null)
     # Every placement of short rows: a knob may act on one that Auto does not pick.
-    timeout "$t" "$vb" --benchmark_filter='^cuda_fused(_warp_rows|_block_rows|_group_rows)?/' \
+    timeout "$t" "$vb" --benchmark_filter='^cuda_fused(_warp_rows|_block_rows|_group_rows|_regsel|_block_rows_regsel)?/' \
       --benchmark_min_time=0.02 \
       --benchmark_out="$logs/bench_variant_$v.json" --benchmark_out_format=json \
       > "$logs/bench_variant_$v.txt" 2>&1 || status=1
@@ -275,22 +276,28 @@ if want speed && t=$(stage_limit 30 150); then
 elif want speed; then say "speed: skipped, out of time"; fi
 
 # --- Nsight Compute on the fused kernel -------------------------------------------------
-if want ncu && t=$(stage_limit 40 60); then  # two ncu runs of t/2: less is no profile
+if want ncu && t=$(stage_limit 45 90); then  # three ncu runs of t/3: less is no profile
   # Where the fused kernel's time goes: speed of light, occupancy, issue rate, warp stall
-  # reasons and shared-memory pressure, for a long-row set (block per row) and ResNet-32
-  # (warp per row).
+  # reasons and shared-memory pressure, for a long-row set (block per row, with the shared and
+  # the register select) and ResNet-32 (warp per row).
   sections=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
             --section ComputeWorkloadAnalysis --section InstructionStats --section MemoryWorkloadAnalysis)
-  for set in square resnet32; do
-    timeout $((t / 2)) ncu --clock-control none -k regex:td_weight_fused -c 1 "${sections[@]}" \
-      $bin/bench_targeted_dropout --benchmark_filter="cuda_fused/$set" --benchmark_min_time=0.01 \
-      > "$logs/ncu-fused-$set.txt" 2>&1
-    say ""; say "## ncu td_weight_fused_kernel, $set (logs/ncu-fused-$set.txt)"; say '```'
-    grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Size|Grid Size|L2 Hit|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Warp Cycles Per Issued|Local Memory Spilling|Shared Memory|Bank Conflicts|stalled" \
-      "$logs/ncu-fused-$set.txt" | cut -c1-220 | head -40 | tee -a "$summary"
+  for target in cuda_fused/square cuda_fused_regsel/square cuda_fused/resnet32; do
+    name=${target//\//-}
+    timeout $((t / 3)) ncu --clock-control none -k regex:td_weight_fused -c 1 "${sections[@]}" \
+      $bin/bench_targeted_dropout --benchmark_filter="^$target/" --benchmark_min_time=0.01 \
+      > "$logs/ncu-$name.txt" 2>&1
+    say ""; say "## ncu td_weight_fused_kernel, $target (logs/ncu-$name.txt)"; say '```'
+    grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Size|Grid Size|L2 Hit|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued|Local Memory Spilling|Shared Memory|Bank Conflicts|stalled" \
+      "$logs/ncu-$name.txt" | cut -c1-220 | head -40 | tee -a "$summary"
     say '```'
   done
   cuobjdump --dump-resource-usage $bin/bench_targeted_dropout 2>/dev/null | grep -A1 td_ > "$logs/resource-usage.txt"
+  # The SASS of the fused kernel file, for counting instructions per pass where no GPU is at
+  # hand (no disassembler is needed to read it later).
+  cuobjdump -sass $bin/bench_targeted_dropout 2>/dev/null |
+    awk '/Function : /{keep = /td_weight_fused|block_select|register_select|short_row/} keep' |
+    gzip > "$logs/sass-td-fused.txt.gz"
 elif want ncu; then say "ncu: skipped, out of time"; fi
 
 # --- where a ResNet-32 training step spends GPU time ----------------------------------------

@@ -114,11 +114,15 @@ void set_counters(benchmark::State& state, int64_t numel) {
 // FusedGrouped: one launch for the set, short rows (<= kTdWarpRowMax entries) placed by
 // TdRows::Auto; FusedWarpRows, FusedBlockRows and FusedGroupRows: the same launch with short
 // rows forced onto warps, blocks or groups of 4 warps, to check Auto's choice.
+// FusedRegisterSelect and FusedBlockRowsRegisterSelect: FusedGrouped and FusedBlockRows with
+// TdBlockSelect::Registers, for the rows of at most kTdRegisterRowMax entries that blocks own.
 enum class CudaPath {
   FusedGrouped,
   FusedWarpRows,
   FusedBlockRows,
   FusedGroupRows,
+  FusedRegisterSelect,
+  FusedBlockRowsRegisterSelect,
   FusedPerLayer,
   Unfused
 };
@@ -187,6 +191,13 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
       case CudaPath::FusedGroupRows:
         targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Group);
         break;
+      case CudaPath::FusedRegisterSelect:
+        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Auto, TdBlockSelect::Registers);
+        break;
+      case CudaPath::FusedBlockRowsRegisterSelect:
+        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Block,
+                                    TdBlockSelect::Registers);
+        break;
       case CudaPath::FusedPerLayer:
         for (const TdTask& t : wl.tasks) targeted_dropout_fused_cuda({t}, kSeed, ws);
         break;
@@ -235,8 +246,21 @@ void register_all() {
                                  CudaPath::FusedGrouped)
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
-    bool short_rows = false;
-    for (const auto& [rows, n] : shapes) short_rows |= n <= kTdWarpRowMax;
+    bool short_rows = false, register_rows = false;
+    for (const auto& [rows, n] : shapes) {
+      short_rows |= n <= kTdWarpRowMax;
+      register_rows |= n <= kTdRegisterRowMax;
+    }
+    if (register_rows)
+      benchmark::RegisterBenchmark(("cuda_fused_regsel/" + name).c_str(), BM_Cuda, name,
+                                   CudaPath::FusedRegisterSelect)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    if (short_rows)
+      benchmark::RegisterBenchmark(("cuda_fused_block_rows_regsel/" + name).c_str(), BM_Cuda,
+                                   name, CudaPath::FusedBlockRowsRegisterSelect)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
     if (short_rows) {
       benchmark::RegisterBenchmark(("cuda_fused_warp_rows/" + name).c_str(), BM_Cuda, name,
                                    CudaPath::FusedWarpRows)

@@ -10,8 +10,11 @@ The copy ceiling is the fastest device-to-device copy the benchmark measured in 
 (8 bytes per weight, one large matrix), so "% of copy" compares every set with the card's
 bandwidth rather than with a copy issued layer by layer. PyTorch's "unit" variant is
 unit-level dropout, a different operation, so the weight-level comparison uses the fastest of
-its sort, kthvalue, topk and compiled variants. "block rows" is the fused launch with every row
-on a whole block (no warp-per-row path for short rows), where the set has short rows.
+its sort, kthvalue, topk and compiled variants. "warp rows", "block rows" and "group rows" are
+the fused launch with every short row forced onto a warp, a whole block or 4 warps, where the
+set has short rows. "regsel" is the fused launch with the register select for the block rows
+of at most 4096 entries (TdBlockSelect::Registers), "block rows regsel" the same with every
+short row on a block.
 """
 import json
 import sys
@@ -36,9 +39,9 @@ def main():
         r = json.loads(line)
         torch[(r["variant"], r["shape_set"])] = r
     print(f"copy ceiling: {copy_gbps:.0f} GB/s (device-to-device, read + write)\n")
-    print("| shape set | weights | fused µs | fused GB/s | % of copy | warp rows µs | block rows µs | group rows µs | per-layer µs "
+    print("| shape set | weights | fused µs | fused GB/s | % of copy | warp rows µs | block rows µs | group rows µs | regsel µs | block rows regsel µs | per-layer µs "
           "| unfused µs | fastest PyTorch (weight) µs | fused vs unfused | fused vs PyTorch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in ORDER:
         f = ours.get(("cuda_fused", s))
         if f is None:
@@ -48,6 +51,8 @@ def main():
         wr = ours.get(("cuda_fused_warp_rows", s))
         br = ours.get(("cuda_fused_block_rows", s))
         gr = ours.get(("cuda_fused_group_rows", s))
+        rs = ours.get(("cuda_fused_regsel", s))
+        brs = ours.get(("cuda_fused_block_rows_regsel", s))
         peers = [torch[(v, s)] for v in WEIGHT_VARIANTS if (v, s) in torch]
         best = min(peers, key=lambda r: r["median_us"]) if peers else None
         gbps = 8.125 * f["weights"] / (f["median_us"] * 1e-6) / 1e9
@@ -60,6 +65,8 @@ def main():
             f"{wr['median_us']:.1f}" if wr else "–",
             f"{br['median_us']:.1f}" if br else "–",
             f"{gr['median_us']:.1f}" if gr else "–",
+            f"{rs['median_us']:.1f}" if rs else "–",
+            f"{brs['median_us']:.1f}" if brs else "–",
             f"{pl['median_us']:.1f}" if pl else "–",
             f"{u['median_us']:.1f}" if u else "–",
             f"{best['median_us']:.1f} ({best['variant']})" if best else "–",

@@ -12,7 +12,9 @@
 // atomic (hist_add4). In the final pass one Philox call (4 numbers) serves a thread's 4 entries,
 // and a warp's 128 entries become 4 mask words. Ties at the threshold are ranked by column with a
 // scan, only when the threshold value is shared by more entries than remain to be targeted (rare
-// with real weights; common after pruning).
+// with real weights; common after pruning). With TdBlockSelect::Registers, a block row of at
+// most 4096 entries keeps its keys in registers (register_select) and walks them in all three
+// passes instead of re-reading the row and setting candidates aside.
 //
 // Short rows (n <= kTdWarpRowMax, e.g. every layer of ResNet-32) would leave most of a block
 // idle and pay its barriers: each warp takes a row of its own (short_row with WarpRow), held in
@@ -52,9 +54,11 @@ struct DevTask {
   int per_weight_draws;
   int warp_groups;  // > 0: a warp per row, in this many chunks of 128 entries; < 0: a group
                     // of 4 warps per row, in -warp_groups chunks of 512; 0: a block per row
+  int block_tiles;  // block rows: > 0 selects with the row's keys in registers, this many
+                    // tiles of 1024 entries (TdBlockSelect::Registers); 0: the shared select
 };
 
-constexpr int kMaxTasks = 96;  // 96 * 80 B: well inside the 32 KB kernel-parameter limit
+constexpr int kMaxTasks = 96;  // 96 * 88 B: well inside the 32 KB kernel-parameter limit
 // Work items: one row of a block-row task, or kWarps rows of a warp-row task.
 struct TaskTable {
   DevTask t[kMaxTasks];
@@ -291,14 +295,17 @@ __device__ __forceinline__ void histogram_pass(const uint32_t* src, int64_t n, b
 
 // After a histogram pass: finds the digit holding rank `remaining` (thread t scans bins
 // 8t..8t+7), publishes it in s.digit/s.remaining/s.count, and zeroes the histogram and the
-// candidate count for the next pass. Starts and ends with a barrier.
-__device__ __forceinline__ void find_digit(unsigned remaining, SelectState& s) {
+// candidate count for the next pass. `bin0_excess` keys counted in bin 0 are not keys of the
+// row (the register select's padding). Starts and ends with a barrier.
+__device__ __forceinline__ void find_digit(unsigned remaining, SelectState& s,
+                                           unsigned bin0_excess = 0) {
   __syncthreads();  // the histogram (and any staged row or candidates) is complete
   uint4* mine = reinterpret_cast<uint4*>(s.hist + kBinsPerThread * threadIdx.x);
   const uint4 lo = mine[0], hi = mine[1];
   mine[0] = make_uint4(0, 0, 0, 0);
   mine[1] = make_uint4(0, 0, 0, 0);
-  const unsigned c[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+  unsigned c[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+  if (threadIdx.x == 0) c[0] -= bin0_excess;
   const unsigned sum = c[0] + c[1] + c[2] + c[3] + c[4] + c[5] + c[6] + c[7];
   unsigned total;
   unsigned below = block_inclusive_scan(sum, s.scan_scratch, &total) - sum;
@@ -348,6 +355,64 @@ __device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, i
   return Threshold{T, s.remaining, s.remaining < s.count};
 }
 
+// The same radix select for a row of at most G tiles of 1024 entries, its keys held in
+// registers: thread t holds entries 1024 g + 4 t + i of tile g, loaded once (and staged for
+// the final pass), and the three passes walk registers instead of re-reading the row. No
+// per-entry bounds test and no candidate list: entries past n are loaded as key 0, and while
+// the prefix is 0 they are taken off bin 0 (find_digit's bin0_excess). Each pass costs a few
+// instructions per key where the shared select pays for 64-bit bounds tests, loads and the
+// candidate append (on an H200 the 4096 x 4096 launch was bound by instruction issue).
+template <int G>
+__device__ __noinline__ Threshold register_select(const uint32_t* row, int64_t n, int64_t k,
+                                                  bool aligned, uint32_t* staged,
+                                                  SelectState& s) {
+  constexpr int kSpan = kThreads * kEntries;
+  const int first = kEntries * threadIdx.x;
+  uint4 b[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const int64_t c0 = kSpan * g + first;
+    b[g] = load4(row, c0, n, aligned);
+    if (staged != nullptr && c0 < n) *reinterpret_cast<uint4*>(staged + c0) = b[g];
+    b[g] = make_uint4(magnitude_key(b[g].x), magnitude_key(b[g].y), magnitude_key(b[g].z),
+                      magnitude_key(b[g].w));
+  }
+  const unsigned padding = static_cast<unsigned>(kSpan * G - n);
+  uint32_t prefix = 0, pmask = 0;
+  unsigned remaining = static_cast<unsigned>(k), count = 0;
+#pragma unroll
+  for (int d = 0; d < 3; ++d) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const uint32_t keys[4] = {b[g].x, b[g].y, b[g].z, b[g].w};
+      unsigned bins[4];
+      bool active[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        active[i] = (keys[i] & pmask) == prefix;
+        bins[i] = (keys[i] & digit_mask(d)) >> digit_shift(d);
+      }
+      hist_add4(s.hist, bins, active);
+    }
+    find_digit(remaining, s, prefix == 0 ? padding : 0u);
+    prefix |= s.digit << digit_shift(d);
+    pmask |= digit_mask(d);
+    remaining = s.remaining;
+    count = s.count;
+  }
+  return Threshold{prefix, remaining, remaining < count};
+}
+
+__device__ Threshold register_select_any(int tiles, const uint32_t* row, int64_t n, int64_t k,
+                                         bool aligned, uint32_t* staged, SelectState& s) {
+  switch (tiles) {
+    case 1: return register_select<1>(row, n, k, aligned, staged, s);
+    case 2: return register_select<2>(row, n, k, aligned, staged, s);
+    case 3: return register_select<3>(row, n, k, aligned, staged, s);
+    default: return register_select<4>(row, n, k, aligned, staged, s);
+  }
+}
+
 // A whole block on one row. The histogram is zero on entry and on return.
 __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t smem_floats,
                           uint32_t* s_row, SelectState& sel, bool* bad) {
@@ -361,7 +426,10 @@ __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t sm
   const bool select = k > 0 && k < n;
   uint32_t* staged = select && n <= smem_floats ? s_row : nullptr;
   Threshold th;
-  if (select) th = block_select(row, n, k, aligned, staged, sel);
+  if (select) {
+    th = t.block_tiles > 0 ? register_select_any(t.block_tiles, row, n, k, aligned, staged, sel)
+                           : block_select(row, n, k, aligned, staged, sel);
+  }
   const uint32_t* src = staged != nullptr ? staged : row;
   const bool vec = staged != nullptr || aligned;  // s_row is 16-byte aligned, padded to 4
   const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
@@ -808,15 +876,20 @@ int multiprocessor_count() {
   }));
 }
 
-DevTask dev_task(const TdTask& s, int64_t begin, int flag, int warp_groups) {
+DevTask dev_task(const TdTask& s, int64_t begin, int flag, int warp_groups,
+                 int block_tiles = 0) {
   return DevTask{s.w,     s.w_out, s.mask, s.rows, s.n, s.k, s.stream, begin, s.drop_threshold,
-                 flag, s.per_weight_draws ? 1 : 0, warp_groups};
+                 flag, s.per_weight_draws ? 1 : 0, warp_groups, block_tiles};
 }
+
+constexpr int kRegisterTilesMax = 4;
+static_assert(kTdRegisterRowMax == kRegisterTilesMax * kThreads * kEntries,
+              "register_select holds at most 4 tiles of 1024 entries");
 
 }  // namespace
 
 void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
-                                 TdCudaWorkspace& ws, TdRows rows) {
+                                 TdCudaWorkspace& ws, TdRows rows, TdBlockSelect select) {
   // Every task is checked before the first launch, so an error leaves every output untouched
   // (a model's tasks may span several launches).
   for (const TdTask& s : tasks) {
@@ -856,7 +929,11 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
         has_group_rows = true;
       } else {
         has_block_rows = true;
-        weights.t[weights.count++] = dev_task(s, weights.total, flag, 0);
+        const int tiles = select == TdBlockSelect::Registers && s.n <= kTdRegisterRowMax
+                              ? static_cast<int>((s.n + kThreads * kEntries - 1) /
+                                                 (kThreads * kEntries))
+                              : 0;
+        weights.t[weights.count++] = dev_task(s, weights.total, flag, 0, tiles);
         weights.total += s.rows;  // a block per row
         if (s.k > 0 && s.k < s.n && s.n <= cap) max_staged = std::max(max_staged, s.n);
       }

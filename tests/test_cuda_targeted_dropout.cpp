@@ -37,9 +37,10 @@ struct Case {
 // Runs `cases` as one group on the device (fused: one launch; unfused: a pipeline per task)
 // and compares every task with the CPU reference. `rows` places the fused kernel's short rows
 // (Warp by default: a sweep's few rows would get blocks under Auto, leaving the warp path
-// untested).
+// untested); `select` is how its block rows find their threshold.
 void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed,
-                     TdRows rows = TdRows::Warp) {
+                     TdRows rows = TdRows::Warp,
+                     TdBlockSelect select = TdBlockSelect::Shared) {
   std::mt19937_64 rng(seed);
   std::vector<std::vector<float>> weights;
   std::vector<TdOutput> ref(cases.size());
@@ -61,7 +62,7 @@ void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed,
     tasks.push_back(t);
   }
   TdCudaWorkspace ws;
-  if (fused) targeted_dropout_fused_cuda(tasks, seed, ws, rows);
+  if (fused) targeted_dropout_fused_cuda(tasks, seed, ws, rows, select);
   else targeted_dropout_unfused_cuda(tasks, seed, ws);
   td_check_nonfinite(tasks, ws);
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -71,6 +72,7 @@ void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed,
                              : rows == TdRows::Block ? "fused, block rows"
                              : rows == TdRows::Group ? "fused, group rows"
                                                      : "fused, auto") +
+                 (fused && select == TdBlockSelect::Registers ? ", register select" : "") +
                  " case " + std::to_string(i) + ": [" +
                  std::to_string(c.rows) + ", " + std::to_string(c.n) + "] " + kind_name(c.kind) +
                  " gamma " + std::to_string(c.gamma) + " alpha " + std::to_string(c.alpha) +
@@ -165,6 +167,40 @@ TEST(CudaTargetedDropout, FusedWeightModeAutoPlacementMatchesReferenceBitForBit)
   run_and_compare({{4096, 300, WeightKind::Normal, 0.5, 0.5f, false, false},
                    {64, 1000, WeightKind::FewValues, 0.25, 0.5f, false, false}},
                   true, seed, TdRows::Auto);
+}
+
+// The register select (block rows of at most 4096 entries, keys held in registers): every
+// short row on a block, so the sweep's rows of 1 to 4096 entries all take it, beside rows
+// longer than that (the shared select) in the same launch; then Auto's placement, where the
+// short rows go to warps; then rows of 1, 2, 3 and 4 tiles of 1024 with their last tile
+// partial or full, and ties across tiles.
+TEST(CudaTargetedDropout, FusedWeightModeRegisterSelectMatchesReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare(sweep(false), true, seed, TdRows::Block, TdBlockSelect::Registers);
+  run_and_compare(sweep(false), true, seed, TdRows::Auto, TdBlockSelect::Registers);
+  std::vector<Case> cases;
+  const WeightKind kinds[] = {WeightKind::Normal, WeightKind::FewValues, WeightKind::AllZero,
+                              WeightKind::SignedZeros, WeightKind::OneBinade};
+  int i = 0;
+  for (int64_t n : {1023, 1025, 2047, 2048, 2049, 3071, 3073, 4095, 4096})
+    for (double gamma : {0.001, 0.5, 0.999})
+      cases.push_back({5, n, kinds[i++ % 5], gamma, 0.5f, false, false});
+  run_and_compare(cases, true, seed, TdRows::Block, TdBlockSelect::Registers);
+}
+
+// A small launch of register-select rows (ties, padding, one to four tiles) for racecheck:
+// the three passes share the histogram with find_digit's barriers in between.
+TEST(CudaTargetedDropout, FusedRegisterSelectSmallLaunch) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare({{2, 4096, WeightKind::FewValues, 0.5, 0.5f, false, false},
+                   {3, 3001, WeightKind::Normal, 0.25, 1.0f, false, false},
+                   {2, 1500, WeightKind::AllZero, 0.5, 0.5f, false, false},
+                   {4, 37, WeightKind::SignedZeros, 0.7, 0.5f, false, false}},
+                  true, seed, TdRows::Block, TdBlockSelect::Registers);
 }
 
 TEST(CudaTargetedDropout, UnfusedWeightModeMatchesReferenceBitForBit) {
@@ -308,10 +344,15 @@ TEST(CudaTargetedDropout, UnfusedSmallOddShapes) {
   run_and_compare(cases, false, seed);
 }
 
-// The error tests' fused paths: short rows on a warp, a block or a group of 4 warps each; path
-// kFusedPaths is the unfused pipeline.
-constexpr TdRows kPathRows[] = {TdRows::Warp, TdRows::Block, TdRows::Group};
-constexpr int kFusedPaths = 3;
+// The error tests' fused paths: short rows on a warp, a block (shared select, then register
+// select) or a group of 4 warps each; path kFusedPaths is the unfused pipeline.
+constexpr TdRows kPathRows[] = {TdRows::Warp, TdRows::Block, TdRows::Block, TdRows::Group};
+constexpr TdBlockSelect kPathSelect[] = {TdBlockSelect::Shared, TdBlockSelect::Shared,
+                                         TdBlockSelect::Registers, TdBlockSelect::Shared};
+constexpr int kFusedPaths = 4;
+void run_fused_path(int path, const std::vector<TdTask>& tasks, TdCudaWorkspace& ws) {
+  targeted_dropout_fused_cuda(tasks, 1, ws, kPathRows[path], kPathSelect[path]);
+}
 
 // Three layers in one launch (one pipeline each when unfused), an Inf in the middle one only:
 // the error names that layer and no other.
@@ -341,7 +382,7 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
       tasks.push_back(t);
     }
     TdCudaWorkspace ws;
-    if (path < kFusedPaths) targeted_dropout_fused_cuda(tasks, 1, ws, kPathRows[path]);
+    if (path < kFusedPaths) run_fused_path(path, tasks, ws);
     else targeted_dropout_unfused_cuda(tasks, 1, ws);
     const std::string msg = error_message([&] { td_check_nonfinite(tasks, ws); });
     EXPECT_NE(msg.find("'blocks.1.fc'"), std::string::npos) << msg;
@@ -373,7 +414,7 @@ TEST(CudaTargetedDropout, CountOutsideTheRowNamesTheLayer) {
         t.name = "blocks.3.conv2";
         TdCudaWorkspace ws;
         try {
-          if (path < kFusedPaths) targeted_dropout_fused_cuda({t}, 1, ws, kPathRows[path]);
+          if (path < kFusedPaths) run_fused_path(path, {t}, ws);
           else targeted_dropout_unfused_cuda({t}, 1, ws);
           FAIL() << "expected an error";
         } catch (const Error& e) {
@@ -406,7 +447,7 @@ TEST(CudaTargetedDropout, CountOutsideTheRowNamesTheLayer) {
     SCOPED_TRACE("100 layers, path " + std::to_string(path));
     TdCudaWorkspace ws;
     try {
-      if (path < kFusedPaths) targeted_dropout_fused_cuda(tasks, 1, ws, kPathRows[path]);
+      if (path < kFusedPaths) run_fused_path(path, tasks, ws);
       else targeted_dropout_unfused_cuda(tasks, 1, ws);
       FAIL() << "expected an error";
     } catch (const Error& e) {
