@@ -361,7 +361,8 @@ __device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, i
 // per-entry bounds test and no candidate list: entries past n are loaded as key 0, and while
 // the prefix is 0 they are taken off bin 0 (find_digit's bin0_excess). Each pass costs a few
 // instructions per key where the shared select pays for 64-bit bounds tests, loads and the
-// candidate append (on an H200 the 4096 x 4096 launch was bound by instruction issue).
+// candidate append (on an H200 the 4096 x 4096 launch was bound by instruction issue). The
+// block-uniform early exit below skips the last pass for most rows.
 template <int G>
 __device__ __noinline__ Threshold register_select(const uint32_t* row, int64_t n, int64_t k,
                                                   bool aligned, uint32_t* staged,
@@ -399,6 +400,10 @@ __device__ __noinline__ Threshold register_select(const uint32_t* row, int64_t n
     pmask |= digit_mask(d);
     remaining = s.remaining;
     count = s.count;
+    // Every key left in the bin is targeted: then the k smallest keys are exactly those up to
+    // the bin's largest possible key, and the later digits need no pass. After the second
+    // digit this is the usual case (the bin of a row of real weights holds one key).
+    if (d < 2 && remaining == count) return Threshold{prefix | (~pmask & 0x7fffffffu), 0, false};
   }
   return Threshold{prefix, remaining, remaining < count};
 }

@@ -12,7 +12,9 @@ namespace tdrop::testing {
 
 // OneBinade: magnitudes in [1, 1.125), all sharing their top 11 key bits (the fused kernel's
 // first radix digit), with distinct lower bits: the whole row is one first-digit bin.
-enum class WeightKind { Normal, FewValues, AllZero, SignedZeros, Denormals, Mixed, OneBinade };
+// Ladder: entry i is +-(i % 64) / 64, so a row of a multiple of 64 entries holds each of 64
+// magnitudes equally often and a gamma of j/64 puts the k-th key at the end of a run of ties.
+enum class WeightKind { Normal, FewValues, AllZero, SignedZeros, Denormals, Mixed, OneBinade, Ladder };
 
 inline const char* kind_name(WeightKind k) {
   switch (k) {
@@ -23,6 +25,7 @@ inline const char* kind_name(WeightKind k) {
     case WeightKind::Denormals: return "denormals";
     case WeightKind::Mixed: return "mixed";
     case WeightKind::OneBinade: return "one-binade";
+    case WeightKind::Ladder: return "ladder";
   }
   return "?";
 }
@@ -42,7 +45,8 @@ inline std::vector<float> make_weights(int64_t count, WeightKind kind, std::mt19
   std::vector<float> w(static_cast<size_t>(count));
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_int_distribution<int> pick(0, 5);
-  for (auto& x : w) {
+  for (size_t i = 0; i < w.size(); ++i) {
+    float& x = w[i];
     switch (kind) {
       case WeightKind::Normal: x = normal(rng); break;
       case WeightKind::FewValues: x = 0.25f * static_cast<float>(pick(rng) - 2); break;  // heavy ties
@@ -54,6 +58,9 @@ inline std::vector<float> make_weights(int64_t count, WeightKind kind, std::mt19
       case WeightKind::OneBinade:
         x = from_bits(0x3f800000u | static_cast<uint32_t>(rng() & 0xfffffu) |
                       (pick(rng) < 3 ? 0x80000000u : 0u));
+        break;
+      case WeightKind::Ladder:
+        x = static_cast<float>(i % 64) / 64.0f * (pick(rng) < 3 ? -1.0f : 1.0f);
         break;
       case WeightKind::Mixed: {
         const int p = pick(rng);

@@ -323,6 +323,20 @@ TEST(TdCpuPath, MatchesReferenceBitForBit) {
                               WeightKind::SignedZeros, WeightKind::Denormals, WeightKind::Mixed,
                               WeightKind::OneBinade};
   int i = 0;
+  auto check = [&](int64_t rows, int64_t n, WeightKind kind, double gamma, float alpha,
+                   bool unit) {
+    SCOPED_TRACE("[" + std::to_string(rows) + ", " + std::to_string(n) + "] " +
+                 kind_name(kind) + " gamma " + std::to_string(gamma) + " alpha " +
+                 std::to_string(alpha) + (unit ? " unit" : " weight"));
+    const std::vector<float> w = make_weights(rows * n, kind, rng);
+    TdOutput want, got;
+    const uint64_t stream = td_stream(static_cast<uint64_t>(i), 3);
+    targeted_dropout_reference(make_task(w, rows, n, gamma, alpha, unit, stream, want), seed);
+    targeted_dropout_cpu(make_task(w, rows, n, gamma, alpha, unit, stream, got), seed);
+    ASSERT_EQ(got.mask, want.mask);
+    for (size_t j = 0; j < w.size(); ++j)
+      ASSERT_EQ(to_bits(got.w_out[j]), to_bits(want.w_out[j])) << "entry " << j;
+  };
   for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{
            {1, 1}, {3, 7}, {5, 33}, {17, 100}, {7, 129}, {40, 576}, {6, 1024}, {3, 4099}, {2, 70001},
            {600, 257}})
@@ -330,18 +344,16 @@ TEST(TdCpuPath, MatchesReferenceBitForBit) {
       for (float alpha : {0.0f, 0.5f, 1.0f})
         for (bool unit : {false, true}) {
           const WeightKind kind = kinds[i++ % 7];
-          SCOPED_TRACE("[" + std::to_string(rows) + ", " + std::to_string(n) + "] " +
-                       kind_name(kind) + " gamma " + std::to_string(gamma) + " alpha " +
-                       std::to_string(alpha) + (unit ? " unit" : " weight"));
-          const std::vector<float> w = make_weights(rows * n, kind, rng);
-          TdOutput want, got;
-          const uint64_t stream = td_stream(static_cast<uint64_t>(i), 3);
-          targeted_dropout_reference(make_task(w, rows, n, gamma, alpha, unit, stream, want), seed);
-          targeted_dropout_cpu(make_task(w, rows, n, gamma, alpha, unit, stream, got), seed);
-          ASSERT_EQ(got.mask, want.mask);
-          for (size_t j = 0; j < w.size(); ++j)
-            ASSERT_EQ(to_bits(got.w_out[j]), to_bits(want.w_out[j])) << "entry " << j;
+          check(rows, n, kind, gamma, alpha, unit);
+          if (::testing::Test::HasFatalFailure()) return;
         }
+  // Rows whose k-th key ends a run of ties: every key of its value is targeted, none above.
+  for (double gamma : {36.0 / 64, 33.0 / 64, 1.0 / 64})
+    for (int64_t n : {64, 4096}) {
+      ++i;
+      check(3, n, WeightKind::Ladder, gamma, 0.5f, false);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
 }
 
 // Rows whose keys differ only in a few bits: one digit of the training path's radix select (the
