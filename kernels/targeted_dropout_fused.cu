@@ -18,7 +18,8 @@
 //
 // Short rows (n <= kTdWarpRowMax, e.g. every layer of ResNet-32) would leave most of a block
 // idle and pay its barriers: each warp takes a row of its own (short_row with WarpRow), held in
-// registers, and finds the k-th key bit by bit with warp-wide sums, so 8 rows share a block and
+// registers, and finds the k-th key bit by bit with warp-wide sums (stopping at the first bit
+// where the keys left with a 0 are exactly those still to target), so 8 rows share a block and
 // no block barrier is involved. Its final pass is block_row's, with the same layout of 4 entries
 // per lane. TdRows::Group gives such a row 4 warps instead (GroupRow: 2 rows per block, the
 // warps' sums combined through shared memory behind a barrier of the group's 128 threads).
@@ -568,6 +569,11 @@ __device__ __forceinline__ Threshold short_select(const uint4 (&b)[G], int64_t n
       zeros += (b[g].w & m) == prefix;
     }
     zeros = row.sum(zeros) - (prefix == 0 ? padding : 0u);
+    // Exactly the keys left with a 0 here are targeted: the k smallest are those up to
+    // prefix with every lower bit set, and the lower bits need no step. Once the keys left are
+    // few (after about log2(n) bits), the first 0 bit of the k-th key ends the walk, where it
+    // went on to bit 0 before (ResNet-32's warps spent about 30 steps per row).
+    if (remaining == zeros) return Threshold{prefix | ((1u << bit) - 1u), 0, false};
     if (remaining > zeros) {
       remaining -= zeros;
       prefix |= 1u << bit;

@@ -104,12 +104,17 @@ std::vector<Case> sweep(bool unit) {
   const WeightKind kinds[] = {WeightKind::Normal,      WeightKind::FewValues,
                               WeightKind::AllZero,     WeightKind::SignedZeros,
                               WeightKind::Denormals,   WeightKind::Mixed,
-                              WeightKind::OneBinade};
+                              WeightKind::OneBinade,   WeightKind::Ladder};
   int i = 0;
   for (auto [rows, n] : shapes)
     for (double gamma : {0.0, 0.01, 0.5, 0.99, 1.0})
       for (float alpha : {0.0f, 0.5f, 1.0f})
-        cases.push_back({rows, n, kinds[i++ % 7], gamma, alpha, unit, unit && (i % 4 == 0)});
+        cases.push_back({rows, n, kinds[i++ % 8], gamma, alpha, unit, unit && (i % 4 == 0)});
+  // The k-th key at the end of a run of ties (gamma j/64 on Ladder rows): a select that stops
+  // early must stop exactly there.
+  for (int64_t n : {576, 1024, 4096})
+    for (double gamma : {36.0 / 64, 33.0 / 64})
+      cases.push_back({4, n, WeightKind::Ladder, gamma, 0.5f, unit, false});
   // Rows whose keys all share the fused kernel's first radix digit: 2048 of them are set aside
   // on chip for the last pass, 2049 are not (the last pass then reads the whole row).
   for (int64_t n : {2048, 2049, 20000})
