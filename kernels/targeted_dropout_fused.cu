@@ -327,7 +327,7 @@ __device__ __forceinline__ void find_digit(unsigned remaining, SelectState& s,
 
 // Radix select of the k-th smallest key (0 < k < n) of one row by a whole block; the histogram
 // is zero on entry and on return. With `staged`, the first pass also copies the row there and
-// the later passes read it from there.
+// the later passes read it from there. It stops after a digit whose bin is targeted whole.
 // Not inlined: block_row then keeps its 64 registers without spilling.
 __device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, int64_t k,
                                                bool aligned, uint32_t* staged, SelectState& s) {
@@ -340,6 +340,8 @@ __device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, i
   uint32_t pmask = digit_mask(0);
   unsigned remaining = s.remaining;
   const unsigned first_count = s.count;  // keys sharing the first digit
+  // Every key left in the bin targeted: the later digits need no pass (see register_select).
+  if (remaining == first_count) return Threshold{prefix | digit_mask(1) | digit_mask(2), 0, false};
   const bool collect = first_count <= kCandidates;  // block-uniform
   if (collect) histogram_pass<1, false, true>(src, n, vec, prefix, pmask, nullptr, s);
   else histogram_pass<1, false, false>(src, n, vec, prefix, pmask, nullptr, s);
@@ -347,6 +349,7 @@ __device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, i
   prefix |= s.digit << digit_shift(1);
   pmask |= digit_mask(1);
   remaining = s.remaining;
+  if (remaining == s.count) return Threshold{prefix | digit_mask(2), 0, false};
   if (collect)
     histogram_pass<2, false, false>(s.cand, first_count, true, prefix, pmask, nullptr, s);
   else

@@ -243,6 +243,8 @@ TEST(CudaTargetedDropout, LongRowsMatchReference) {
                                    {1, 1000000, WeightKind::Mixed, 0.75, 0.66f, false, false},
                                    {1, 1000003, WeightKind::FewValues, 0.3, 1.0f, false, false},
                                    {4, 70001, WeightKind::SignedZeros, 0.99, 0.5f, false, false},
+                                   {2, 65536, WeightKind::Ladder, 36.0 / 64, 0.5f, false, false},
+                                   {2, 65536, WeightKind::Ladder, 33.0 / 64, 0.5f, false, false},
                                    {65536, 16, WeightKind::Normal, 0.5, 0.5f, true, false}};
   run_and_compare(cases, true, seed);
   run_and_compare(cases, false, seed);
