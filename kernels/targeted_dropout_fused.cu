@@ -777,6 +777,12 @@ __global__ void __launch_bounds__(kThreads) td_unit_select_kernel(const __grid_c
         remaining = s.remaining;
         ties = s.count;
         __syncthreads();
+        // Every row left in the bin targeted: T becomes the bin's largest key and the rows up
+        // to it are exactly the k smallest (remaining == ties: no tie is ranked).
+        if (remaining == ties) {  // block-uniform
+          T |= ~pmask;
+          break;
+        }
       }
     }
     const bool rank_ties = k > 0 && k < R && remaining < ties;
