@@ -6,7 +6,9 @@
 // the 1-bit mask. A block owns a row. The first select pass reads the row from global memory and
 // stages it in shared memory when it fits (longer rows are re-read, mostly from L2); the second
 // pass also copies the keys that share the first digit (a few % of a row of real weights) aside,
-// so the third pass reads only those. Each thread handles 4 consecutive entries at a time.
+// so the third pass reads only those; a row whose k-th key is the only one left in its bin after
+// the second digit (the usual case) skips the third pass. Each thread handles 4 consecutive
+// entries at a time.
 // Weight magnitudes share few exponents, so histogram atomics would serialise on a few bins: the
 // keys of a warp that fall into one common bin are summed with a warp reduction and added by one
 // atomic (hist_add4). In the final pass one Philox call (4 numbers) serves a thread's 4 entries,
@@ -742,8 +744,9 @@ __global__ void __launch_bounds__(kThreads) td_unit_norms_kernel(const __grid_co
   }
 }
 
-// Unit mode, launch 2: one block per task ranks its rows by norm (8-pass radix select on the
-// 64-bit keys, ties by row index) and decides each row: 0 keep, 1 draw per entry, 2 drop.
+// Unit mode, launch 2: one block per task ranks its rows by norm (radix select on the 64-bit
+// keys, up to 8 passes of 8 bits, ties by row index) and decides each row: 0 keep, 1 draw per
+// entry, 2 drop.
 __global__ void __launch_bounds__(kThreads) td_unit_select_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
                                                                   const double* norms,
                                                                   uint8_t* row_state) {
