@@ -26,8 +26,9 @@
 # nvcc flags) is timed the same way.
 # SECONDS is the whole script's budget (default 540): a stage gets what is left, and one that
 # cannot start in time is skipped and says so. A 15-minute device lease (start-up included) fits
-# one call: tests,sanitizer,bench,peer,speed,ncu,profile with SECONDS 500, under an outer
-# timeout of 600 s, so that this script ends first and its logs come back.
+# one call under an outer timeout of 600 s, so that this script ends first and its logs come
+# back: e.g. tests,sanitizer,bench,peer,ncu with SECONDS 540 (speed and profile add about 150 s
+# more than that leaves).
 #
 # Binaries: a carried bundle (.gpu/, made by apps/gpu-bundle.sh) when present, else a build/
 # made here with cmake. cuDNN and cuBLAS come from the machine (the CUDA toolkit or PyTorch's
@@ -46,10 +47,11 @@ summary="$out/summary.md"
 say() { echo "$*" | tee -a "$summary"; }
 left() { echo $((budget - (SECONDS - start))); }
 want() { [[ ",$stages," == *",$1,"* ]]; }
-# Runs a stage if at least $2 seconds are left; the stage gets min($3, left - 10) seconds.
+# Runs a stage if at least $1 seconds are left; the stage gets min($2, left - 10) seconds.
+# A third argument keeps that many seconds more back for the stages after it.
 stage_limit() {
   local need=$1 cap=$2 l
-  l=$(($(left) - 10))
+  l=$(($(left) - 10 - ${3:-0}))
   ((l < need)) && return 1
   echo $((l < cap ? l : cap))
 }
@@ -180,41 +182,15 @@ fi
 
 # --- the benchmark and the PyTorch peer (same machine, same call) ----------------------
 # The benchmarks took about 60 s on an H200 (before the forced placements were added): a 60 s
-# box cut the JSON short, and the race table with it.
-if want bench && t=$(stage_limit 30 150); then
+# box cut the JSON short, and the race table with it. The peer runs right after them, so that
+# the race table does not wait on the A/B extras (baseline, variants, step kernels), which keep
+# ncu's 90 seconds back when it is wanted.
+if want bench && t=$(stage_limit 30 200); then
   timeout "$t" $bin/bench_targeted_dropout --benchmark_filter=cuda --benchmark_min_time=0.02 \
     --benchmark_out="$logs/bench_targeted_dropout.json" --benchmark_out_format=json \
     > "$logs/bench_targeted_dropout.txt" 2>&1 || status=1
   say ""; say "## bench_targeted_dropout (median_us, GBps at 8.125 B/weight, % of copy)"
   say '```'; grep -E "^cuda_|^---|^Benchmark" "$logs/bench_targeted_dropout.txt" | tee -a "$summary"; say '```'
-  if [ -n "${BASELINE_BENCH:-}" ] && t=$(stage_limit 20 40); then
-    timeout "$t" "$BASELINE_BENCH" --benchmark_filter='cuda_fused/' --benchmark_min_time=0.02 \
-      --benchmark_out="$logs/bench_baseline.json" --benchmark_out_format=json \
-      > "$logs/bench_baseline.txt" 2>&1 || status=1
-    say ""; say "## baseline bench (BASELINE_BENCH, commit ${BASELINE_COMMIT:-unknown}), fused"
-    say '```'; grep -E "^cuda_" "$logs/bench_baseline.txt" | tee -a "$summary"; say '```'
-  fi
-  # Variants packed by gpu-bundle.sh (BENCH_VARIANTS): this tree built with other nvcc flags.
-  for vb in "$bin"/bench_variant_*; do
-    [ -x "$vb" ] || continue
-    v=${vb##*/bench_variant_}
-    t=$(stage_limit 20 40) || { say "variant $v: skipped, out of time"; continue; }
-    flags=$(awk -v v="$v" '$1 == v {$1 = ""; print substr($0, 2)}' .gpu/variants.txt 2>/dev/null)
-    # Every placement of short rows: a knob may act on one that Auto does not pick.
-    timeout "$t" "$vb" --benchmark_filter='^cuda_fused(_warp_rows|_block_rows|_group_rows|_regsel|_block_rows_regsel)?/' \
-      --benchmark_min_time=0.02 \
-      --benchmark_out="$logs/bench_variant_$v.json" --benchmark_out_format=json \
-      > "$logs/bench_variant_$v.txt" 2>&1 || status=1
-    say ""; say "## variant $v (${flags:-flags unknown}), fused, each placement"
-    say '```'; grep -E "^cuda_" "$logs/bench_variant_$v.txt" | tee -a "$summary"; say '```'
-  done
-  if [ -x $bin/bench_step_kernels ] && t=$(stage_limit 20 40); then
-    timeout "$t" $bin/bench_step_kernels --benchmark_filter=cuda --benchmark_min_time=0.02 \
-      --benchmark_out="$logs/bench_step_kernels.json" --benchmark_out_format=json \
-      > "$logs/bench_step_kernels.txt" 2>&1 || status=1
-    say ""; say "## bench_step_kernels: ResNet-32 step kernels at batch 128 (median_us, GBps, % of copy)"
-    say '```'; grep -E "^cuda/" "$logs/bench_step_kernels.txt" | tee -a "$summary"; say '```'
-  fi
 elif want bench; then say "bench: skipped, out of time"; fi
 if want peer && [ -f "$peer" ] && t=$(stage_limit 30 60); then
   PYTHONUNBUFFERED=1 timeout "$t" python3 "$peer" --repeats 15 --json "$logs/torch_td.jsonl" \
@@ -227,6 +203,40 @@ if want peer && [ -f "$peer" ] && t=$(stage_limit 30 60); then
     say '```'
   fi
 elif want peer; then say "peer: skipped (no script or out of time)"; fi
+reserve=0
+want ncu && reserve=90
+if want bench && [ -f "$logs/bench_targeted_dropout.json" ]; then
+  if [ -n "${BASELINE_BENCH:-}" ] && t=$(stage_limit 20 40 $reserve); then
+    timeout "$t" "$BASELINE_BENCH" --benchmark_filter='cuda_fused/' --benchmark_min_time=0.02 \
+      --benchmark_out="$logs/bench_baseline.json" --benchmark_out_format=json \
+      > "$logs/bench_baseline.txt" 2>&1 || status=1
+    say ""; say "## baseline bench (BASELINE_BENCH, commit ${BASELINE_COMMIT:-unknown}), fused"
+    say '```'; grep -E "^cuda_" "$logs/bench_baseline.txt" | tee -a "$summary"; say '```'
+  fi
+  # Variants packed by gpu-bundle.sh (BENCH_VARIANTS): this tree built with other nvcc flags.
+  for vb in "$bin"/bench_variant_*; do
+    [ -x "$vb" ] || continue
+    v=${vb##*/bench_variant_}
+    t=$(stage_limit 20 60 $reserve) || { say "variant $v: skipped, out of time"; continue; }
+    flags=$(awk -v v="$v" '$1 == v {$1 = ""; print substr($0, 2)}' .gpu/variants.txt 2>/dev/null)
+    # Every placement of short rows and both selects (a knob may act on one that Auto does not
+    # pick), on the model sets and 4096 x 4096 (tall and wide take most of the time in
+    # generating their weights and the CPU reference).
+    timeout "$t" "$vb" --benchmark_filter='^cuda_fused(_warp_rows|_block_rows|_group_rows|_regsel|_block_rows_regsel)?/(mlp|resnet32|vgg16|transformer|square)/' \
+      --benchmark_min_time=0.02 \
+      --benchmark_out="$logs/bench_variant_$v.json" --benchmark_out_format=json \
+      > "$logs/bench_variant_$v.txt" 2>&1 || status=1
+    say ""; say "## variant $v (${flags:-flags unknown}), fused, each placement"
+    say '```'; grep -E "^cuda_" "$logs/bench_variant_$v.txt" | tee -a "$summary"; say '```'
+  done
+  if [ -x $bin/bench_step_kernels ] && t=$(stage_limit 20 40 $reserve); then
+    timeout "$t" $bin/bench_step_kernels --benchmark_filter=cuda --benchmark_min_time=0.02 \
+      --benchmark_out="$logs/bench_step_kernels.json" --benchmark_out_format=json \
+      > "$logs/bench_step_kernels.txt" 2>&1 || status=1
+    say ""; say "## bench_step_kernels: ResNet-32 step kernels at batch 128 (median_us, GBps, % of copy)"
+    say '```'; grep -E "^cuda/" "$logs/bench_step_kernels.txt" | tee -a "$summary"; say '```'
+  fi
+fi
 
 # --- ResNet-32 training speed ------------------------------------------------------------
 speed_end=$((start + budget))  # the speed stage sets its own end; until then, the script's
