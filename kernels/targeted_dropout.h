@@ -89,9 +89,9 @@ inline constexpr int64_t kTdWarpRowsPerBlock = 8;
 // shared memory. Shared: each pass reads the row again from where the first staged it, and the
 // keys of the first digit's bin are set aside for the last pass (timed on an H200: 151 us for
 // 4096 x 4096). Registers: rows of at most kTdRegisterRowMax entries stay in registers, 4 to 16
-// keys per thread, across all three passes, with no bounds test per key; a few times fewer
-// instructions per key, for a launch that was bound by instruction issue (not yet timed on a
-// GPU, so not the default). Both give the same bits.
+// keys per thread, across all three passes, with no bounds test per key and no candidate list:
+// fewer instructions per key, for a launch that was bound by instruction issue (not yet timed
+// on a GPU, so not the default). Both give the same bits.
 enum class TdBlockSelect { Shared, Registers };
 inline constexpr int64_t kTdRegisterRowMax = 4096;
 // Whether one fused launch of `tasks` puts its short rows on warps, on a device with
