@@ -74,6 +74,33 @@ def main():
             f"{best['median_us'] / f['median_us']:.1f}×" if best else "–",
         ]
         print("| " + " | ".join(cells) + " |")
+    print_targets(ours, torch, copy_gbps)
+
+
+# The fused launches of one shape set: the default and every forced placement or select.
+FUSED_PATHS = ("cuda_fused", "cuda_fused_warp_rows", "cuda_fused_block_rows",
+               "cuda_fused_group_rows", "cuda_fused_regsel", "cuda_fused_block_rows_regsel")
+
+
+def print_targets(ours, torch, copy_gbps):
+    """The issue's targets, each against the fastest fused launch that ran (named, since a
+    forced placement or the register select is not yet what the default picks)."""
+    def fastest(s):
+        runs = [(ours[(p, s)]["median_us"], p) for p in FUSED_PATHS if (p, s) in ours]
+        return min(runs) if runs else None
+    print("\ntargets (fastest fused launch of the set, and which):")
+    sq = fastest("square")
+    if sq:
+        us, path = sq
+        gbps = 8.125 * ours[(path, "square")]["weights"] / (us * 1e-6) / 1e9
+        u = ours.get(("cuda_unfused", "square"))
+        peers = [torch[(v, "square")]["median_us"] for v in WEIGHT_VARIANTS if (v, "square") in torch]
+        print(f"- 4096x4096: {us:.1f} us ({path}): {100 * gbps / copy_gbps:.0f}% of copy (target 70%)"
+              + (f", {u['median_us'] / us:.1f}x unfused (target 3x)" if u else "")
+              + (f", {min(peers) / us:.1f}x the fastest PyTorch (target 4x)" if peers else ""))
+    r32 = fastest("resnet32")
+    if r32:
+        print(f"- ResNet-32, one launch: {r32[0]:.1f} us ({r32[1]}) (target 10 us)")
 
 
 if __name__ == "__main__":
