@@ -170,17 +170,20 @@ TEST(TransformerZoo, ConfigIsCompletedAndBadSettingsAreErrors) {
   expect_error([] { MultiHeadSelfAttention(10, 3); }, {"MultiHeadSelfAttention", "width 10"});
 }
 
-// A few SGD steps on one small random batch: the loss must fall (the net memorises it).
+// SGD steps on one small random batch: the loss must fall (the net memorises it). At lr 0.01
+// over 40 steps it falls steadily: the last loss was at most 0.55 of the first over 400 random
+// batches, where 12 steps at lr 0.05 ended above 0.7 for a few batches in a hundred (and more
+// steps at that rate can climb again).
 TEST(TransformerZoo, LossFalls) {
   auto model = small_transformer();
   model->train();
   std::mt19937_64 rng(fresh_seed());
   const Tensor x = random_tensor({8, 1, 12, 12}, rng, -1, 1, DType::F32);
   const Tensor y = Tensor::from_vector<int64_t>({0, 1, 2, 3, 4, 5, 6, 7}, {8});
-  SGD opt(model->parameters(), 0.05f, 0.9f);
+  SGD opt(model->parameters(), 0.01f, 0.9f);
   std::vector<double> losses;
   const int64_t nodes = live_autograd_nodes();
-  for (int s = 0; s < 12; ++s) {
+  for (int s = 0; s < 40; ++s) {
     opt.zero_grad();
     Tensor loss = cross_entropy(model->forward(x), y);
     losses.push_back(loss.item());
