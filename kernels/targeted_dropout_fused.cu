@@ -43,6 +43,7 @@ using namespace td_device;
 namespace {
 
 constexpr int kEntries = 4;  // consecutive entries per thread
+constexpr int kBlockSpan = kThreads * kEntries;  // entries a block row's threads take per step
 
 // One table entry per task, passed by value as a kernel parameter (no per-step H2D copy).
 struct DevTask {
@@ -268,7 +269,7 @@ template <int kDigit, bool kStage, bool kCollect>
 __device__ __forceinline__ void histogram_pass(const uint32_t* src, int64_t n, bool vec,
                                                uint32_t prefix, uint32_t pmask,
                                                uint32_t* staged, SelectState& s) {
-  for (int64_t base = 0; base < n; base += kThreads * kEntries) {  // uniform trip count
+  for (int64_t base = 0; base < n; base += kBlockSpan) {  // uniform trip count
     const int64_t c0 = base + kEntries * threadIdx.x;
     const uint4 b = load4(src, c0, n, vec);
     if (kStage && c0 < n) *reinterpret_cast<uint4*>(staged + c0) = b;
@@ -373,18 +374,17 @@ template <int G>
 __device__ __noinline__ Threshold register_select(const uint32_t* row, int64_t n, int64_t k,
                                                   bool aligned, uint32_t* staged,
                                                   SelectState& s) {
-  constexpr int kSpan = kThreads * kEntries;
   const int first = kEntries * threadIdx.x;
   uint4 b[G];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
-    const int64_t c0 = kSpan * g + first;
+    const int64_t c0 = kBlockSpan * g + first;
     b[g] = load4(row, c0, n, aligned);
     if (staged != nullptr && c0 < n) *reinterpret_cast<uint4*>(staged + c0) = b[g];
     b[g] = make_uint4(magnitude_key(b[g].x), magnitude_key(b[g].y), magnitude_key(b[g].z),
                       magnitude_key(b[g].w));
   }
-  const unsigned padding = static_cast<unsigned>(kSpan * G - n);
+  const unsigned padding = static_cast<unsigned>(kBlockSpan * G - n);
   uint32_t prefix = 0, pmask = 0;
   unsigned remaining = static_cast<unsigned>(k), count = 0;
 #pragma unroll
@@ -414,6 +414,7 @@ __device__ __noinline__ Threshold register_select(const uint32_t* row, int64_t n
   return Threshold{prefix, remaining, remaining < count};
 }
 
+static_assert(kTdRegisterRowMax == 4 * kBlockSpan, "register_select_any goes up to 4 tiles");
 __device__ Threshold register_select_any(int tiles, const uint32_t* row, int64_t n, int64_t k,
                                          bool aligned, uint32_t* staged, SelectState& s) {
   switch (tiles) {
@@ -446,7 +447,7 @@ __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t sm
   const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
   uint32_t* mask = t.mask + r * mask_words_per_row(n);
   unsigned tie_base = 0;
-  for (int64_t base = 0; base < n; base += kThreads * kEntries) {  // uniform trip count
+  for (int64_t base = 0; base < n; base += kBlockSpan) {  // uniform trip count
     const int64_t c0 = base + kEntries * threadIdx.x;
     const uint4 b = load4(src, c0, n, vec);
     unsigned tie_rank = 0;
@@ -905,10 +906,6 @@ DevTask dev_task(const TdTask& s, int64_t begin, int flag, int warp_groups,
                  flag, s.per_weight_draws ? 1 : 0, warp_groups, block_tiles};
 }
 
-constexpr int kRegisterTilesMax = 4;
-static_assert(kTdRegisterRowMax == kRegisterTilesMax * kThreads * kEntries,
-              "register_select holds at most 4 tiles of 1024 entries");
-
 }  // namespace
 
 void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
@@ -953,8 +950,7 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
       } else {
         has_block_rows = true;
         const int tiles = select == TdBlockSelect::Registers && s.n <= kTdRegisterRowMax
-                              ? static_cast<int>((s.n + kThreads * kEntries - 1) /
-                                                 (kThreads * kEntries))
+                              ? static_cast<int>((s.n + kBlockSpan - 1) / kBlockSpan)
                               : 0;
         weights.t[weights.count++] = dev_task(s, weights.total, flag, 0, tiles);
         weights.total += s.rows;  // a block per row
