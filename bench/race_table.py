@@ -21,6 +21,10 @@ import sys
 
 WEIGHT_VARIANTS = ("sort", "kthvalue", "topk", "compiled")
 ORDER = ("mlp", "resnet32", "vgg16", "transformer", "square", "tall", "wide")
+# The fused launches of one shape set: the default, then every forced placement or select
+# (each its own column, in this order).
+FUSED_PATHS = ("cuda_fused", "cuda_fused_warp_rows", "cuda_fused_block_rows",
+               "cuda_fused_group_rows", "cuda_fused_regsel", "cuda_fused_block_rows_regsel")
 
 
 def main():
@@ -48,11 +52,7 @@ def main():
             continue
         u = ours.get(("cuda_unfused", s))
         pl = ours.get(("cuda_fused_per_layer", s))
-        wr = ours.get(("cuda_fused_warp_rows", s))
-        br = ours.get(("cuda_fused_block_rows", s))
-        gr = ours.get(("cuda_fused_group_rows", s))
-        rs = ours.get(("cuda_fused_regsel", s))
-        brs = ours.get(("cuda_fused_block_rows_regsel", s))
+        forced = [ours.get((p, s)) for p in FUSED_PATHS[1:]]
         peers = [torch[(v, s)] for v in WEIGHT_VARIANTS if (v, s) in torch]
         best = min(peers, key=lambda r: r["median_us"]) if peers else None
         gbps = 8.125 * f["weights"] / (f["median_us"] * 1e-6) / 1e9
@@ -62,11 +62,7 @@ def main():
             f"{f['median_us']:.1f}",
             f"{gbps:.0f}",
             f"{100 * gbps / copy_gbps:.0f}%",
-            f"{wr['median_us']:.1f}" if wr else "–",
-            f"{br['median_us']:.1f}" if br else "–",
-            f"{gr['median_us']:.1f}" if gr else "–",
-            f"{rs['median_us']:.1f}" if rs else "–",
-            f"{brs['median_us']:.1f}" if brs else "–",
+            *(f"{r['median_us']:.1f}" if r else "–" for r in forced),
             f"{pl['median_us']:.1f}" if pl else "–",
             f"{u['median_us']:.1f}" if u else "–",
             f"{best['median_us']:.1f} ({best['variant']})" if best else "–",
@@ -75,11 +71,6 @@ def main():
         ]
         print("| " + " | ".join(cells) + " |")
     print_targets(ours, torch, copy_gbps)
-
-
-# The fused launches of one shape set: the default and every forced placement or select.
-FUSED_PATHS = ("cuda_fused", "cuda_fused_warp_rows", "cuda_fused_block_rows",
-               "cuda_fused_group_rows", "cuda_fused_regsel", "cuda_fused_block_rows_regsel")
 
 
 def print_targets(ours, torch, copy_gbps):
