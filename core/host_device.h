@@ -7,3 +7,11 @@
 #else
 #define TDROP_HD inline
 #endif
+
+// Full unrolling where a loop indexes a small array that must stay in registers on the device
+// (the host compiler needs no hint).
+#if defined(__CUDA_ARCH__)
+#define TDROP_UNROLL _Pragma("unroll")
+#else
+#define TDROP_UNROLL
+#endif

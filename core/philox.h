@@ -14,9 +14,16 @@ struct Philox4 {
 };
 
 TDROP_HD void philox_mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
+#if defined(__CUDA_ARCH__)
+  // The same bits in 32-bit halves: written as one 64-bit product, the device compiler carried
+  // the whole round in 64-bit multiplies, shifts and xors (seen in the PTX).
+  hi = __umulhi(a, b);
+  lo = a * b;
+#else
   const uint64_t p = static_cast<uint64_t>(a) * b;
   hi = static_cast<uint32_t>(p >> 32);
   lo = static_cast<uint32_t>(p);
+#endif
 }
 
 // The raw generator: 10 rounds over a 128-bit counter with a 64-bit key.

@@ -12,7 +12,9 @@
 // Weight magnitudes share few exponents, so histogram atomics would serialise on a few bins: the
 // keys of a warp that fall into one common bin are summed with a warp reduction and added by one
 // atomic (hist_add4). In the final pass one Philox call (4 numbers) serves a thread's 4 entries,
-// and a warp's 128 entries become 4 mask words. Ties at the threshold are ranked by column with a
+// and a warp's 128 entries become 4 mask words; what a thread decides for its 4 entries (one
+// compare per key against the row's limit, the draws) is targeted_dropout_quad.h, which a CPU
+// test also runs against the reference. Ties at the threshold are ranked by column with a
 // scan, only when the threshold value is shared by more entries than remain to be targeted (rare
 // with real weights; common after pruning). With TdBlockSelect::Registers, a block row of at
 // most 4096 entries keeps its keys in registers (register_select) and walks them in all three
@@ -20,7 +22,8 @@
 //
 // Short rows (n <= kTdWarpRowMax, e.g. every layer of ResNet-32) would leave most of a block
 // idle and pay its barriers: each warp takes a row of its own (short_row with WarpRow), held in
-// registers, and finds the k-th key bit by bit with warp-wide sums (stopping at the first bit
+// registers, and finds the k-th key bit by bit with warp-wide sums (short_select, in
+// targeted_dropout_short_select.h so that a CPU test runs it too; it stops at the first bit
 // where the keys left with a 0 are exactly those still to target), so 8 rows share a block and
 // no block barrier is involved. Its final pass is block_row's, with the same layout of 4 entries
 // per lane. TdRows::Group gives such a row 4 warps instead (GroupRow: 2 rows per block, the
@@ -35,6 +38,8 @@
 
 #include "core/cuda_check.h"
 #include "kernels/targeted_dropout_device.cuh"
+#include "kernels/targeted_dropout_quad.h"
+#include "kernels/targeted_dropout_short_select.h"
 
 namespace tdrop {
 
@@ -163,15 +168,6 @@ __device__ __forceinline__ void hist_add4(unsigned* hist, const unsigned (&bins)
   if ((threadIdx.x & 31) == 0 && total > 0) atomicAdd(&hist[cand], total);
 }
 
-// What a row's selection found: entries with key < T are targeted, and of those with key == T
-// the first m by column; rank_ties says whether fewer than all of them are, i.e. whether ties
-// need ranking at all.
-struct Threshold {
-  uint32_t T = 0;
-  unsigned m = 0;
-  bool rank_ties = false;
-};
-
 // Loads 4 consecutive keys (bit patterns) of a row starting at column c0; missing ones are 0.
 __device__ __forceinline__ uint4 load4(const uint32_t* src, int64_t c0, int64_t n, bool vec) {
   if (vec && c0 + 3 < n) return *reinterpret_cast<const uint4*>(src + c0);
@@ -183,62 +179,35 @@ __device__ __forceinline__ uint4 load4(const uint32_t* src, int64_t c0, int64_t 
   return b;
 }
 
-__device__ __forceinline__ uint32_t pick(const Philox4& a, const Philox4& b, int j) {
-  const uint32_t lo = j == 0 ? a.v[0] : j == 1 ? a.v[1] : j == 2 ? a.v[2] : a.v[3];
-  const uint32_t hi = j == 4 ? b.v[0] : j == 5 ? b.v[1] : j == 6 ? b.v[2] : b.v[3];
-  return j < 4 ? lo : hi;
-}
-
-// The final pass for the 4 entries c0..c0+3 of row r: decides, writes W', returns the kept
-// nibble (bit i = entry c0 + i kept; 0 for entries >= n). `tie_rank` is the column rank among
-// ties of this thread's first tie (used only when th.rank_ties). Sets *bad on Inf/NaN.
+// The final pass for the 4 entries c0..c0+3 of row r: decides (targeted_dropout_quad.h), writes
+// W', returns the kept nibble (bit i = entry c0 + i kept; 0 for entries >= n). `tie_rank` is the
+// number of entries before c0 with the key cut.T (used only when cut.rank_ties). Sets *bad on
+// Inf/NaN.
 __device__ __forceinline__ unsigned apply4(const DevTask& t, int64_t r, int64_t c0, uint4 b,
-                                           const Threshold& th, unsigned tie_rank, uint64_t seed,
+                                           const TdCut& cut, unsigned tie_rank, uint64_t seed,
                                            bool vec_out, bool* bad) {
-  const int64_t n = t.n, k = t.k;
+  const int64_t n = t.n, left = n - c0;
+  const unsigned valid = left >= 4 ? 0xfu : left <= 0 ? 0u : (1u << left) - 1u;
+  const uint32_t keys[4] = {magnitude_key(b.x), magnitude_key(b.y), magnitude_key(b.z),
+                            magnitude_key(b.w)};
+  // Entries past the row were loaded as 0, so the largest key speaks for the valid ones.
+  *bad |= max(max(keys[0], keys[1]), max(keys[2], keys[3])) >= kNonFiniteKey;
+  const unsigned targeted = td_targeted4(keys, valid, cut, tie_rank);
+  const unsigned dropped =
+      td_dropped4(targeted, seed, t.stream,
+                  static_cast<uint64_t>(r) * static_cast<uint64_t>(n) + static_cast<uint64_t>(c0),
+                  t.drop_threshold);
   const uint32_t bits[4] = {b.x, b.y, b.z, b.w};
-  unsigned targeted = 0, valid = 0;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const bool v = c0 + i < n;
-    const uint32_t key = magnitude_key(bits[i]);
-    *bad |= v && key >= kNonFiniteKey;
-    bool tg;
-    if (k == 0) tg = false;
-    else if (k == n) tg = v;
-    else {
-      const bool tie = v && key == th.T;
-      tg = v && (key < th.T || (tie && (!th.rank_ties || tie_rank < th.m)));
-      tie_rank += tie ? 1u : 0u;
-    }
-    targeted |= (tg ? 1u : 0u) << i;
-    valid |= (v ? 1u : 0u) << i;
-  }
-  unsigned dropped = 0;
-  if (targeted && t.drop_threshold >= (1u << 24)) {
-    dropped = targeted;
-  } else if (targeted && t.drop_threshold > 0) {
-    const uint64_t idx0 = static_cast<uint64_t>(r) * static_cast<uint64_t>(n) +
-                          static_cast<uint64_t>(c0);
-    const int off = static_cast<int>(idx0 & 3);
-    const Philox4 a = philox_block(seed, t.stream, idx0 >> 2);
-    Philox4 b2{};
-    if (off != 0 && (targeted >> (4 - off)) != 0) b2 = philox_block(seed, t.stream, (idx0 >> 2) + 1);
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-      if ((targeted >> i) & 1u)
-        dropped |= (bernoulli_from_u32(pick(a, b2, off + i), t.drop_threshold) ? 1u : 0u) << i;
-  }
-  float* out = t.w_out + r * n;
   float o[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) o[i] = (dropped >> i) & 1u ? 0.0f : __uint_as_float(bits[i]);
-  if (vec_out && c0 + 3 < n) {
+  float* out = t.w_out + r * n;
+  if (vec_out && left >= 4) {
     *reinterpret_cast<float4*>(out + c0) = make_float4(o[0], o[1], o[2], o[3]);
   } else {
 #pragma unroll
     for (int i = 0; i < 4; ++i)
-      if (c0 + i < n) out[c0 + i] = o[i];
+      if ((valid >> i) & 1u) out[c0 + i] = o[i];
   }
   return valid & ~dropped;
 }
@@ -332,8 +301,8 @@ __device__ __forceinline__ void find_digit(unsigned remaining, SelectState& s,
 // is zero on entry and on return. With `staged`, the first pass also copies the row there and
 // the later passes read it from there. It stops after a digit whose bin is targeted whole.
 // Not inlined: block_row then keeps its 64 registers without spilling.
-__device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, int64_t k,
-                                               bool aligned, uint32_t* staged, SelectState& s) {
+__device__ __noinline__ TdThreshold block_select(const uint32_t* row, int64_t n, int64_t k,
+                                                 bool aligned, uint32_t* staged, SelectState& s) {
   if (staged != nullptr) histogram_pass<0, true, false>(row, n, aligned, 0, 0, staged, s);
   else histogram_pass<0, false, false>(row, n, aligned, 0, 0, nullptr, s);
   find_digit(static_cast<unsigned>(k), s);
@@ -344,7 +313,8 @@ __device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, i
   unsigned remaining = s.remaining;
   const unsigned first_count = s.count;  // keys sharing the first digit
   // Every key left in the bin targeted: the later digits need no pass (see register_select).
-  if (remaining == first_count) return Threshold{prefix | digit_mask(1) | digit_mask(2), 0, false};
+  if (remaining == first_count)
+    return TdThreshold{prefix | digit_mask(1) | digit_mask(2), 0, false};
   const bool collect = first_count <= kCandidates;  // block-uniform
   if (collect) histogram_pass<1, false, true>(src, n, vec, prefix, pmask, nullptr, s);
   else histogram_pass<1, false, false>(src, n, vec, prefix, pmask, nullptr, s);
@@ -352,14 +322,14 @@ __device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, i
   prefix |= s.digit << digit_shift(1);
   pmask |= digit_mask(1);
   remaining = s.remaining;
-  if (remaining == s.count) return Threshold{prefix | digit_mask(2), 0, false};
+  if (remaining == s.count) return TdThreshold{prefix | digit_mask(2), 0, false};
   if (collect)
     histogram_pass<2, false, false>(s.cand, first_count, true, prefix, pmask, nullptr, s);
   else
     histogram_pass<2, false, false>(src, n, vec, prefix, pmask, nullptr, s);
   find_digit(remaining, s);
   const uint32_t T = prefix | (s.digit << digit_shift(2));
-  return Threshold{T, s.remaining, s.remaining < s.count};
+  return TdThreshold{T, s.remaining, s.remaining < s.count};
 }
 
 // The same radix select for a row of at most G tiles of 1024 entries, its keys held in
@@ -371,9 +341,9 @@ __device__ __noinline__ Threshold block_select(const uint32_t* row, int64_t n, i
 // candidate append (on an H200 the 4096 x 4096 launch was bound by instruction issue). The
 // block-uniform early exit below skips the last pass for most rows.
 template <int G>
-__device__ __noinline__ Threshold register_select(const uint32_t* row, int64_t n, int64_t k,
-                                                  bool aligned, uint32_t* staged,
-                                                  SelectState& s) {
+__device__ __noinline__ TdThreshold register_select(const uint32_t* row, int64_t n, int64_t k,
+                                                    bool aligned, uint32_t* staged,
+                                                    SelectState& s) {
   const int first = kEntries * threadIdx.x;
   uint4 b[G];
 #pragma unroll
@@ -409,14 +379,14 @@ __device__ __noinline__ Threshold register_select(const uint32_t* row, int64_t n
     // Every key left in the bin is targeted: then the k smallest keys are exactly those up to
     // the bin's largest possible key, and the later digits need no pass. After the second
     // digit this is the usual case (the bin of a row of real weights holds one key).
-    if (d < 2 && remaining == count) return Threshold{prefix | (~pmask & 0x7fffffffu), 0, false};
+    if (d < 2 && remaining == count) return TdThreshold{prefix | (~pmask & 0x7fffffffu), 0, false};
   }
-  return Threshold{prefix, remaining, remaining < count};
+  return TdThreshold{prefix, remaining, remaining < count};
 }
 
 static_assert(kTdRegisterRowMax == 4 * kBlockSpan, "register_select_any goes up to 4 tiles");
-__device__ Threshold register_select_any(int tiles, const uint32_t* row, int64_t n, int64_t k,
-                                         bool aligned, uint32_t* staged, SelectState& s) {
+__device__ TdThreshold register_select_any(int tiles, const uint32_t* row, int64_t n, int64_t k,
+                                           bool aligned, uint32_t* staged, SelectState& s) {
   switch (tiles) {
     case 1: return register_select<1>(row, n, k, aligned, staged, s);
     case 2: return register_select<2>(row, n, k, aligned, staged, s);
@@ -437,11 +407,12 @@ __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t sm
   // read only once (k = 0 or n), come from global memory.
   const bool select = k > 0 && k < n;
   uint32_t* staged = select && n <= smem_floats ? s_row : nullptr;
-  Threshold th;
+  TdThreshold th;
   if (select) {
     th = t.block_tiles > 0 ? register_select_any(t.block_tiles, row, n, k, aligned, staged, sel)
                            : block_select(row, n, k, aligned, staged, sel);
   }
+  const TdCut cut = td_cut(k, n, th);
   const uint32_t* src = staged != nullptr ? staged : row;
   const bool vec = staged != nullptr || aligned;  // s_row is 16-byte aligned, padded to 4
   const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
@@ -451,13 +422,13 @@ __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t sm
     const int64_t c0 = base + kEntries * threadIdx.x;
     const uint4 b = load4(src, c0, n, vec);
     unsigned tie_rank = 0;
-    if (th.rank_ties) {  // block-uniform branch
-      const unsigned mine = ties4(b, c0, n, th.T);
+    if (cut.rank_ties) {  // block-uniform branch
+      const unsigned mine = ties4(b, c0, n, cut.T);
       unsigned total;
       tie_rank = tie_base + block_inclusive_scan(mine, sel.scan_scratch, &total) - mine;
       tie_base += total;
     }
-    const unsigned kept = apply4(t, r, c0, b, th, tie_rank, seed, vec_out, bad);
+    const unsigned kept = apply4(t, r, c0, b, cut, tie_rank, seed, vec_out, bad);
     store_mask_words(mask, base + 32 * kEntries * warp, n, kept);
   }
   __syncthreads();  // s_row and sel are reused by the next row
@@ -538,65 +509,6 @@ struct GroupRow {
   }
 };
 
-// The k-th smallest key (0 < k < n) of a row held by `row`'s threads, G chunks of 4 entries per
-// thread (entries past n were loaded as 0). Bit by bit from the top: `remaining` is the rank
-// sought among the keys that match `prefix` so far; the keys with a 0 next fix the bit. Bits
-// that all keys share are taken at once from the row's AND and OR.
-template <int G, class Row>
-__device__ __forceinline__ Threshold short_select(const uint4 (&b)[G], int64_t n, int64_t k,
-                                                  Row& row) {
-  const int first = kEntries * row.index();
-  const unsigned padding = static_cast<unsigned>(Row::kSpan * G - n);  // zeros past the row
-  unsigned all_or = 0, all_and = 0x7fffffffu;
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    const uint32_t bits[4] = {b[g].x, b[g].y, b[g].z, b[g].w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const bool valid = Row::kSpan * g + first + i < n;
-      all_or |= valid ? magnitude_key(bits[i]) : 0u;
-      all_and &= valid ? magnitude_key(bits[i]) : 0x7fffffffu;
-    }
-  }
-  row.or_and(&all_or, &all_and);
-  const uint32_t differ = all_or ^ all_and;  // bits on which the keys disagree
-  const int top = differ == 0 ? -1 : 31 - __clz(differ);
-  uint32_t prefix = top < 0 ? all_and : all_and & ~((2u << top) - 1u);
-  unsigned remaining = static_cast<unsigned>(k);
-  for (int bit = top; bit >= 0; --bit) {
-    // Masks stay inside bits 30..0, so a key's sign bit never matters.
-    const uint32_t m = ~((1u << bit) - 1u) & 0x7fffffffu;
-    unsigned zeros = 0;  // keys matching prefix above `bit` with a 0 at `bit`
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      zeros += (b[g].x & m) == prefix;
-      zeros += (b[g].y & m) == prefix;
-      zeros += (b[g].z & m) == prefix;
-      zeros += (b[g].w & m) == prefix;
-    }
-    zeros = row.sum(zeros) - (prefix == 0 ? padding : 0u);
-    // Exactly the keys left with a 0 here are targeted: the k smallest are those up to
-    // prefix with every lower bit set, and the lower bits need no step. Once the keys left are
-    // few (after about log2(n) bits), the first 0 bit of the k-th key ends the walk, where it
-    // went on to bit 0 before (ResNet-32's warps spent about 30 steps per row).
-    if (remaining == zeros) return Threshold{prefix | ((1u << bit) - 1u), 0, false};
-    if (remaining > zeros) {
-      remaining -= zeros;
-      prefix |= 1u << bit;
-    }
-  }
-  unsigned equal = 0;
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    equal += magnitude_key(b[g].x) == prefix;
-    equal += magnitude_key(b[g].y) == prefix;
-    equal += magnitude_key(b[g].z) == prefix;
-    equal += magnitude_key(b[g].w) == prefix;
-  }
-  equal = row.sum(equal) - (prefix == 0 ? padding : 0u);
-  return Threshold{prefix, remaining, remaining < equal};
-}
-
 // Row r of t (n <= Row::kSpan * G) on `row`'s threads: load, select, then block_row's final
 // pass with the row's own tie scan. No block barrier: the block's other threads are on other
 // rows. The final pass reads the row again (from L1, where the first read left it) rather than
@@ -608,13 +520,14 @@ __device__ __noinline__ void short_row(const DevTask& t, int64_t r, uint64_t see
   const int64_t n = t.n, k = t.k;
   const uint32_t* src = reinterpret_cast<const uint32_t*>(t.w + r * n);
   const bool aligned = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w) & 15) == 0;
-  Threshold th;
+  TdThreshold th;
   if (k > 0 && k < n) {  // row-uniform
     uint4 b[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) b[g] = load4(src, Row::kSpan * g + first, n, aligned);
     th = short_select<G>(b, n, k, row);
   }
+  const TdCut cut = td_cut(k, n, th);
   const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
   uint32_t* mask = t.mask + r * mask_words_per_row(n);
   unsigned tie_base = 0;
@@ -623,12 +536,12 @@ __device__ __noinline__ void short_row(const DevTask& t, int64_t r, uint64_t see
     const int64_t c0 = Row::kSpan * g + first;
     const uint4 b = load4(src, c0, n, aligned);
     unsigned tie_rank = 0;
-    if (th.rank_ties) {  // row-uniform branch
+    if (cut.rank_ties) {  // row-uniform branch
       unsigned total;
-      tie_rank = tie_base + row.exclusive_scan(ties4(b, c0, n, th.T), &total);
+      tie_rank = tie_base + row.exclusive_scan(ties4(b, c0, n, cut.T), &total);
       tie_base += total;
     }
-    const unsigned kept = apply4(t, r, c0, b, th, tie_rank, seed, vec_out, bad);
+    const unsigned kept = apply4(t, r, c0, b, cut, tie_rank, seed, vec_out, bad);
     store_mask_words(mask, Row::kSpan * g + 32 * kEntries * row.warp(), n, kept);
   }
 }

@@ -15,6 +15,9 @@ namespace tdrop::testing {
 // Ladder: entry i is +-(i % 64) / 64, so a row of a multiple of 64 entries holds each of 64
 // magnitudes equally often and a gamma of j/64 puts the k-th key at the end of a run of ties.
 enum class WeightKind { Normal, FewValues, AllZero, SignedZeros, Denormals, Mixed, OneBinade, Ladder };
+inline constexpr WeightKind kEveryWeightKind[] = {
+    WeightKind::Normal,    WeightKind::FewValues, WeightKind::AllZero,   WeightKind::SignedZeros,
+    WeightKind::Denormals, WeightKind::Mixed,     WeightKind::OneBinade, WeightKind::Ladder};
 
 inline const char* kind_name(WeightKind k) {
   switch (k) {

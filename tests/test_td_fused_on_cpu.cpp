@@ -1,0 +1,229 @@
+// The fused kernel's device code that is written for the host too, run on the CPU: rows walked
+// through td_cut, td_targeted4 and td_dropped4 (kernels/targeted_dropout_quad.h, what each
+// kernel thread runs in its final pass) in the kernel's steps of 4 entries must give the
+// reference's W' and mask bit for bit, with the selection stated by sorting, in both forms the
+// kernel's selects return (the exact k-th key; the largest key below the next larger one, as the
+// early stops give it), and as short_select (kernels/targeted_dropout_short_select.h, the warp
+// rows' select) finds it with one host thread holding the row.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/targeted_dropout_quad.h"
+#include "kernels/targeted_dropout_short_select.h"
+#include "tests/grad_check.h"
+#include "tests/td_test_util.h"
+
+namespace tdrop::testing {
+namespace {
+
+enum class CutForm { Exact, EarlyStop, ShortSelect };
+
+// short_select's Row with one host thread holding the whole row: chunk g is entries 4g..4g+3.
+struct HostRow {
+  static constexpr int kSpan = 4;
+  int index() const { return 0; }
+  unsigned sum(unsigned v) const { return v; }
+  void or_and(unsigned*, unsigned*) const {}
+};
+struct HostQuad {
+  uint32_t x = 0, y = 0, z = 0, w = 0;
+};
+
+template <int G>
+TdThreshold host_short_select(const std::vector<uint32_t>& bits, int64_t k) {
+  HostQuad b[G] = {};  // entries past the row stay 0, as the kernel loads them
+  for (size_t c = 0; c < bits.size(); ++c) {
+    HostQuad& q = b[c / 4];
+    (c % 4 == 0 ? q.x : c % 4 == 1 ? q.y : c % 4 == 2 ? q.z : q.w) = bits[c];
+  }
+  HostRow row;
+  return short_select<G>(b, static_cast<int64_t>(bits.size()), k, row);
+}
+
+// short_select of a row (raw float bits, sign included) of at most kTdWarpRowMax entries,
+// with as few chunks as fit it among a few counts (so the zero padding varies too).
+TdThreshold short_select_on_host(const std::vector<uint32_t>& bits, int64_t k) {
+  const size_t n = bits.size();
+  if (n <= 4) return host_short_select<1>(bits, k);
+  if (n <= 8) return host_short_select<2>(bits, k);
+  if (n <= 32) return host_short_select<8>(bits, k);
+  if (n <= 144) return host_short_select<36>(bits, k);
+  if (n <= 576) return host_short_select<144>(bits, k);
+  return host_short_select<256>(bits, k);
+}
+static_assert(4 * 256 == kTdWarpRowMax);
+
+// The row's cut (from its raw float bits), as the kernel's selects report the selection.
+TdCut row_cut(const std::vector<uint32_t>& bits, int64_t k, CutForm form) {
+  const int64_t n = static_cast<int64_t>(bits.size());
+  if (k <= 0 || k >= n) return td_cut(k, n, TdThreshold{});
+  if (form == CutForm::ShortSelect && n <= kTdWarpRowMax)
+    return td_cut(k, n, short_select_on_host(bits, k));
+  std::vector<uint32_t> sorted(bits.size());
+  for (size_t c = 0; c < bits.size(); ++c) sorted[c] = magnitude_key(bits[c]);
+  std::sort(sorted.begin(), sorted.end());
+  const uint32_t T = sorted[static_cast<size_t>(k - 1)];
+  const auto below = std::lower_bound(sorted.begin(), sorted.end(), T) - sorted.begin();
+  const auto upto = std::upper_bound(sorted.begin(), sorted.end(), T) - sorted.begin();
+  const auto m = static_cast<uint32_t>(k - below);
+  const bool rank_ties = k < upto;
+  if (form == CutForm::EarlyStop && !rank_ties) {
+    // Any key up to just below the next larger key targets the same set.
+    const uint32_t next = upto < n ? sorted[static_cast<size_t>(upto)] : 0x80000000u;
+    return td_cut(k, n, TdThreshold{next - 1, 0, false});
+  }
+  return td_cut(k, n, TdThreshold{T, m, rank_ties});
+}
+
+// W' and the mask of task t as the fused kernel's threads compute them, step by step. Returns
+// how many rows ranked ties at the threshold.
+int64_t final_pass(const TdTask& t, uint64_t seed, CutForm form) {
+  const int64_t n = t.n;
+  int64_t ranked = 0;
+  for (int64_t r = 0; r < t.rows; ++r) {
+    const float* w = t.w + r * n;
+    std::vector<uint32_t> bits(static_cast<size_t>(n)), keys(static_cast<size_t>(n));
+    for (int64_t c = 0; c < n; ++c) {
+      bits[static_cast<size_t>(c)] = to_bits(w[c]);
+      keys[static_cast<size_t>(c)] = magnitude_key(to_bits(w[c]));
+    }
+    const TdCut cut = row_cut(bits, t.k, form);
+    ranked += cut.rank_ties ? 1 : 0;
+    uint32_t* mask = t.mask + r * mask_words_per_row(n);
+    std::fill(mask, mask + mask_words_per_row(n), 0u);
+    unsigned ties_before = 0;  // the kernel's scan over the threads' tie counts
+    for (int64_t c0 = 0; c0 < n; c0 += 4) {
+      uint32_t quad[4] = {0, 0, 0, 0};  // entries past the row are loaded as 0
+      unsigned valid = 0;
+      for (int i = 0; i < 4 && c0 + i < n; ++i) {
+        quad[i] = keys[static_cast<size_t>(c0 + i)];
+        valid |= 1u << i;
+      }
+      const unsigned targeted = td_targeted4(quad, valid, cut, ties_before);
+      const unsigned dropped = td_dropped4(targeted, seed, t.stream,
+                                           static_cast<uint64_t>(r * n + c0), t.drop_threshold);
+      for (int i = 0; i < 4 && c0 + i < n; ++i) {
+        const int64_t c = c0 + i;
+        const bool drop = (dropped >> i) & 1u;
+        t.w_out[r * n + c] = drop ? 0.0f : w[c];
+        if (!drop) mask[c / 32] |= 1u << (c % 32);
+        ties_before += quad[i] == cut.T ? 1u : 0u;
+      }
+    }
+  }
+  return ranked;
+}
+
+TEST(TdFusedOnCpu, FinalPassMatchesReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  // Odd lengths put a row's first entry at every offset inside a Philox block (off != 0).
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {1, 1}, {3, 2}, {5, 3}, {4, 5}, {3, 7}, {5, 31},
+      {3, 33}, {2, 64}, {3, 127}, {2, 576}, {1, 4096}};
+  int64_t cases = 0, ranked = 0;
+  for (const auto& [rows, n] : shapes)
+    for (const WeightKind kind : kEveryWeightKind) {
+      const std::vector<float> w = make_weights(rows * n, kind, rng);
+      for (const double gamma : {0.0, 0.1, 0.5, 33.0 / 64, 36.0 / 64, 0.99, 1.0})
+        for (const float alpha : {0.0f, 0.5f, 1.0f})
+          for (const CutForm form : {CutForm::Exact, CutForm::EarlyStop, CutForm::ShortSelect}) {
+            const uint64_t stream = td_stream(static_cast<uint64_t>(cases), 3);
+            TdOutput ref, quad;
+            targeted_dropout_reference(make_task(w, rows, n, gamma, alpha, false, stream, ref),
+                                       seed);
+            const TdTask t = make_task(w, rows, n, gamma, alpha, false, stream, quad);
+            ranked += final_pass(t, seed, form);
+            for (size_t i = 0; i < w.size(); ++i)
+              ASSERT_EQ(to_bits(quad.w_out[i]), to_bits(ref.w_out[i]))
+                  << kind_name(kind) << " " << rows << "x" << n << " gamma " << gamma
+                  << " alpha " << alpha << " entry " << i;
+            ASSERT_EQ(quad.mask, ref.mask) << kind_name(kind) << " " << rows << "x" << n
+                                           << " gamma " << gamma << " alpha " << alpha;
+            ++cases;
+          }
+    }
+  // Rows must have ranked ties at the threshold (FewValues, zeros, Ladder), not only cut below.
+  EXPECT_GT(ranked, 100) << "rows in " << cases << " cases";
+}
+
+TEST(TdFusedOnCpu, ShortSelectFindsTheKthKey) {
+  // Every k of short rows, a spread of k on longer ones: the answer must be the k-th key with
+  // its tie count, or (no ties to rank) a key from the k-th up to below the next larger one.
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  int64_t checked = 0, early = 0;
+  for (const int64_t n : {2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 127, 144, 145, 576, 1000, 1024})
+    for (const WeightKind kind : kEveryWeightKind) {
+      const std::vector<float> w = make_weights(n, kind, rng);
+      std::vector<uint32_t> bits(w.size()), sorted(w.size());
+      for (size_t c = 0; c < w.size(); ++c) {
+        bits[c] = to_bits(w[c]);
+        sorted[c] = magnitude_key(bits[c]);
+      }
+      std::sort(sorted.begin(), sorted.end());
+      const int64_t step = n <= 40 ? 1 : n / 37;
+      for (int64_t k = 1; k < n; k += step) {
+        const uint32_t kth = sorted[static_cast<size_t>(k - 1)];
+        const auto below = std::lower_bound(sorted.begin(), sorted.end(), kth) - sorted.begin();
+        const auto upto = std::upper_bound(sorted.begin(), sorted.end(), kth) - sorted.begin();
+        const TdThreshold th = short_select_on_host(bits, k);
+        if (th.rank_ties) {
+          ASSERT_EQ(th.T, kth) << kind_name(kind) << " n " << n << " k " << k;
+          ASSERT_EQ(th.m, static_cast<uint32_t>(k - below)) << kind_name(kind) << " n " << n;
+          ASSERT_LT(k, upto) << kind_name(kind) << " n " << n << " k " << k;
+        } else {
+          const uint32_t next = upto < n ? sorted[static_cast<size_t>(upto)] : 0x80000000u;
+          ASSERT_EQ(k, upto) << kind_name(kind) << " n " << n << " k " << k << ": ties left";
+          ASSERT_GE(th.T, kth) << kind_name(kind) << " n " << n << " k " << k;
+          ASSERT_LT(th.T, next) << kind_name(kind) << " n " << n << " k " << k;
+          early += th.T != kth;
+        }
+        ++checked;
+      }
+    }
+  // The early stops answered for some rows (a key above the k-th), the full walk for others.
+  EXPECT_GT(early, checked / 10) << "of " << checked;
+  EXPECT_LT(early, checked) << "of " << checked;
+}
+
+TEST(TdFusedOnCpu, CutCoversTheWholeKeyRange) {
+  // k = n targets every key, the largest non-finite one included; k = 0 none.
+  const uint32_t all[4] = {0u, 1u, 0x7f7fffffu, 0x7fffffffu};
+  EXPECT_EQ(td_targeted4(all, 0xfu, td_cut(4, 4, TdThreshold{0, 0, false}), 0), 0xfu);
+  EXPECT_EQ(td_targeted4(all, 0xfu, td_cut(0, 4, TdThreshold{0, 0, false}), 0), 0u);
+  // An early stop at the largest key cannot wrap around: limit is 2^31.
+  EXPECT_EQ(td_cut(3, 4, TdThreshold{0x7fffffffu, 0, false}).limit, 0x80000000u);
+  EXPECT_EQ(td_targeted4(all, 0x7u, td_cut(3, 4, TdThreshold{0x7fffffffu, 0, false}), 0), 0x7u);
+  // Ranked ties: of four keys equal to T, with 1 tie already before them, the first m - 1.
+  const uint32_t ties[4] = {5u, 5u, 4u, 5u};
+  EXPECT_EQ(td_targeted4(ties, 0xfu, td_cut(2, 9, TdThreshold{5u, 3, true}), 1), 0x7u);
+  // Entries past the row are never targeted, ties or not.
+  EXPECT_EQ(td_targeted4(ties, 0x3u, td_cut(2, 9, TdThreshold{5u, 3, true}), 1), 0x3u);
+}
+
+TEST(TdFusedOnCpu, DropsFollowTheDrawsOfTheirOwnElements) {
+  // Each targeted entry's draw is philox_u32 of its element index, at every offset in a block.
+  const uint64_t seed = fresh_seed(), stream = td_stream(7, 2);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const uint32_t threshold = bernoulli_threshold(0.5f);
+  for (uint64_t idx0 = 0; idx0 < 64; ++idx0)
+    for (unsigned targeted = 0; targeted < 16; ++targeted) {
+      unsigned expect = 0;
+      for (int i = 0; i < 4; ++i)
+        if ((targeted >> i) & 1u)
+          expect |= (bernoulli_from_u32(philox_u32(seed, stream, idx0 + i), threshold) ? 1u : 0u)
+                    << i;
+      ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, threshold), expect)
+          << "idx0 " << idx0 << " targeted " << targeted;
+      ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, 0), 0u);
+      ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, 1u << 24), targeted);
+    }
+}
+
+}  // namespace
+}  // namespace tdrop::testing
