@@ -42,8 +42,10 @@ TDROP_HD TdCut td_cut(int64_t k, int64_t n, const TdThreshold& th) {
 // the entries inside the row; `tie_rank`: how many entries before c0 have the key cut.T.
 TDROP_HD unsigned td_targeted4(const uint32_t (&keys)[4], unsigned valid, const TdCut& cut,
                                unsigned tie_rank) {
+  // Written as `c ? 1u << i : 0u`: GCC 12 with -fsanitize=shift,bounds miscompiled the form
+  // `(c ? 1u : 0u) << i` in this loop (it dropped a bit), which the CPU test caught.
   unsigned targeted = 0;
-  for (int i = 0; i < 4; ++i) targeted |= (keys[i] < cut.limit ? 1u : 0u) << i;
+  for (int i = 0; i < 4; ++i) targeted |= keys[i] < cut.limit ? 1u << i : 0u;
   if (cut.rank_ties) {
     for (int i = 0; i < 4; ++i) {
       const bool tie = ((valid >> i) & 1u) != 0 && keys[i] == cut.T;
@@ -80,7 +82,7 @@ TDROP_HD unsigned td_dropped4(unsigned targeted, uint64_t seed, uint64_t stream,
     for (int i = 0; i < 4; ++i) u[i] = td_run_lane(a, b, off + static_cast<unsigned>(i));
   }
   unsigned dropped = 0;
-  for (int i = 0; i < 4; ++i) dropped |= (bernoulli_from_u32(u[i], threshold) ? 1u : 0u) << i;
+  for (int i = 0; i < 4; ++i) dropped |= bernoulli_from_u32(u[i], threshold) ? 1u << i : 0u;
   return dropped & targeted;
 }
 
