@@ -39,6 +39,7 @@
 #include "core/cuda_check.h"
 #include "kernels/targeted_dropout_device.cuh"
 #include "kernels/targeted_dropout_quad.h"
+#include "kernels/targeted_dropout_radix_select.h"
 #include "kernels/targeted_dropout_short_select.h"
 
 namespace tdrop {
@@ -91,18 +92,9 @@ __device__ __forceinline__ int find_task(const TaskTable& table, int64_t g) {
   return lo;
 }
 
-// The weight-mode radix select takes the 31-bit keys in three digits (bits 30..20, 19..9, 8..0):
-// one pass fewer than 8-bit digits, and the first digit (exponent and 3 mantissa bits) spreads
-// a row of weights over 8x more bins, so fewer histogram atomics collide.
-__host__ __device__ constexpr int digit_shift(int d) { return d == 0 ? 20 : d == 1 ? 9 : 0; }
-__host__ __device__ constexpr int digit_bits(int d) { return d == 2 ? 9 : 11; }
-__host__ __device__ constexpr uint32_t digit_mask(int d) {
-  return ((1u << digit_bits(d)) - 1) << digit_shift(d);
-}
-constexpr int kBins = 1 << 11;
+constexpr int kBins = kTdRadixBins;
 constexpr int kBinsPerThread = kBins / kThreads;
 static_assert(kBinsPerThread == 8, "each thread scans 8 consecutive bins (two uint4)");
-static_assert(digit_mask(0) + digit_mask(1) + digit_mask(2) == 0x7fffffffu, "digits tile the key");
 // After the first digit, the keys sharing it are copied to shared memory while the second
 // pass counts them, so the third pass reads only those (a few % of a row of real weights)
 // instead of the whole row. A row whose first-digit bin holds more keys than this is read whole.
@@ -250,7 +242,7 @@ __device__ __forceinline__ void histogram_pass(const uint32_t* src, int64_t n, b
     for (int i = 0; i < 4; ++i) {
       keys[i] = magnitude_key(bits[i]);
       active[i] = c0 + i < n && (keys[i] & pmask) == prefix;
-      bins[i] = (keys[i] & digit_mask(kDigit)) >> digit_shift(kDigit);
+      bins[i] = (keys[i] & td_digit_mask(kDigit)) >> td_digit_shift(kDigit);
     }
     hist_add4(s.hist, bins, active);
     if (kCollect) {  // warp-aggregated append: one shared atomic per warp and group of 4
@@ -308,29 +300,43 @@ __device__ __noinline__ TdThreshold block_select(const uint32_t* row, int64_t n,
   find_digit(static_cast<unsigned>(k), s);
   const uint32_t* src = staged != nullptr ? staged : row;
   const bool vec = staged != nullptr || aligned;
-  uint32_t prefix = s.digit << digit_shift(0);
-  uint32_t pmask = digit_mask(0);
+  uint32_t prefix = s.digit << td_digit_shift(0);
+  uint32_t pmask = td_digit_mask(0);
   unsigned remaining = s.remaining;
   const unsigned first_count = s.count;  // keys sharing the first digit
   // Every key left in the bin targeted: the later digits need no pass (see register_select).
   if (remaining == first_count)
-    return TdThreshold{prefix | digit_mask(1) | digit_mask(2), 0, false};
+    return TdThreshold{prefix | td_digit_mask(1) | td_digit_mask(2), 0, false};
   const bool collect = first_count <= kCandidates;  // block-uniform
   if (collect) histogram_pass<1, false, true>(src, n, vec, prefix, pmask, nullptr, s);
   else histogram_pass<1, false, false>(src, n, vec, prefix, pmask, nullptr, s);
   find_digit(remaining, s);
-  prefix |= s.digit << digit_shift(1);
-  pmask |= digit_mask(1);
+  prefix |= s.digit << td_digit_shift(1);
+  pmask |= td_digit_mask(1);
   remaining = s.remaining;
-  if (remaining == s.count) return TdThreshold{prefix | digit_mask(2), 0, false};
+  if (remaining == s.count) return TdThreshold{prefix | td_digit_mask(2), 0, false};
   if (collect)
     histogram_pass<2, false, false>(s.cand, first_count, true, prefix, pmask, nullptr, s);
   else
     histogram_pass<2, false, false>(src, n, vec, prefix, pmask, nullptr, s);
   find_digit(remaining, s);
-  const uint32_t T = prefix | (s.digit << digit_shift(2));
+  const uint32_t T = prefix | (s.digit << td_digit_shift(2));
   return TdThreshold{T, s.remaining, s.remaining < s.count};
 }
+
+// radix_select_held's histogram on the device: the block's shared one, each warp's keys of one
+// common bin added by one atomic (hist_add4), the digit found by find_digit.
+struct BlockHistogram {
+  static constexpr int kSpan = kBlockSpan;
+  SelectState& s;
+  __device__ void add4(const unsigned (&bins)[4], const bool (&active)[4]) {
+    hist_add4(s.hist, bins, active);
+  }
+  __device__ TdDigit find(unsigned remaining, unsigned bin0_excess) {
+    find_digit(remaining, s, bin0_excess);
+    return TdDigit{s.digit, s.remaining, s.count};
+  }
+};
 
 // The same radix select for a row of at most G tiles of 1024 entries, its keys held in
 // registers: thread t holds entries 1024 g + 4 t + i of tile g, loaded once (and staged for
@@ -339,7 +345,8 @@ __device__ __noinline__ TdThreshold block_select(const uint32_t* row, int64_t n,
 // the prefix is 0 they are taken off bin 0 (find_digit's bin0_excess). Each pass costs a few
 // instructions per key where the shared select pays for 64-bit bounds tests, loads and the
 // candidate append (on an H200 the 4096 x 4096 launch was bound by instruction issue). The
-// block-uniform early exit below skips the last pass for most rows.
+// passes are radix_select_held (targeted_dropout_radix_select.h, which a CPU test runs too),
+// whose block-uniform early exit skips the last pass for most rows.
 template <int G>
 __device__ __noinline__ TdThreshold register_select(const uint32_t* row, int64_t n, int64_t k,
                                                     bool aligned, uint32_t* staged,
@@ -354,34 +361,8 @@ __device__ __noinline__ TdThreshold register_select(const uint32_t* row, int64_t
     b[g] = make_uint4(magnitude_key(b[g].x), magnitude_key(b[g].y), magnitude_key(b[g].z),
                       magnitude_key(b[g].w));
   }
-  const unsigned padding = static_cast<unsigned>(kBlockSpan * G - n);
-  uint32_t prefix = 0, pmask = 0;
-  unsigned remaining = static_cast<unsigned>(k), count = 0;
-#pragma unroll
-  for (int d = 0; d < 3; ++d) {
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const uint32_t keys[4] = {b[g].x, b[g].y, b[g].z, b[g].w};
-      unsigned bins[4];
-      bool active[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        active[i] = (keys[i] & pmask) == prefix;
-        bins[i] = (keys[i] & digit_mask(d)) >> digit_shift(d);
-      }
-      hist_add4(s.hist, bins, active);
-    }
-    find_digit(remaining, s, prefix == 0 ? padding : 0u);
-    prefix |= s.digit << digit_shift(d);
-    pmask |= digit_mask(d);
-    remaining = s.remaining;
-    count = s.count;
-    // Every key left in the bin is targeted: then the k smallest keys are exactly those up to
-    // the bin's largest possible key, and the later digits need no pass. After the second
-    // digit this is the usual case (the bin of a row of real weights holds one key).
-    if (d < 2 && remaining == count) return TdThreshold{prefix | (~pmask & 0x7fffffffu), 0, false};
-  }
-  return TdThreshold{prefix, remaining, remaining < count};
+  BlockHistogram hist{s};
+  return radix_select_held<G>(b, n, k, hist);
 }
 
 static_assert(kTdRegisterRowMax == 4 * kBlockSpan, "register_select_any goes up to 4 tiles");

@@ -3,14 +3,17 @@
 // kernel thread runs in its final pass) in the kernel's steps of 4 entries must give the
 // reference's W' and mask bit for bit, with the selection stated by sorting, in both forms the
 // kernel's selects return (the exact k-th key; the largest key below the next larger one, as the
-// early stops give it), and as short_select (kernels/targeted_dropout_short_select.h, the warp
-// rows' select) finds it with one host thread holding the row.
+// early stops give it), and as the kernel's selects find it with one host thread holding the
+// row: short_select (kernels/targeted_dropout_short_select.h, the warp and group rows') and
+// radix_select_held (kernels/targeted_dropout_radix_select.h, the block rows' register select).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "kernels/targeted_dropout_quad.h"
+#include "kernels/targeted_dropout_radix_select.h"
 #include "kernels/targeted_dropout_short_select.h"
 #include "tests/grad_check.h"
 #include "tests/td_test_util.h"
@@ -18,7 +21,7 @@
 namespace tdrop::testing {
 namespace {
 
-enum class CutForm { Exact, EarlyStop, ShortSelect };
+enum class CutForm { Exact, EarlyStop, ShortSelect, RadixSelect };
 
 // short_select's Row with one host thread holding the whole row: chunk g is entries 4g..4g+3.
 struct HostRow {
@@ -55,12 +58,59 @@ TdThreshold short_select_on_host(const std::vector<uint32_t>& bits, int64_t k) {
 }
 static_assert(4 * 256 == kTdWarpRowMax);
 
+// radix_select_held's histogram with one host thread: plain counts.
+struct HostHistogram {
+  static constexpr int kSpan = 4;
+  std::vector<unsigned> counts = std::vector<unsigned>(kTdRadixBins, 0u);
+  void add4(const unsigned (&bins)[4], const bool (&active)[4]) {
+    for (int i = 0; i < 4; ++i) counts[bins[i]] += active[i] ? 1u : 0u;
+  }
+  TdDigit find(unsigned remaining, unsigned bin0_excess) {
+    counts[0] -= bin0_excess;
+    TdDigit found;
+    unsigned below = 0;
+    for (unsigned d = 0; d < counts.size(); ++d) {
+      if (below < remaining && remaining <= below + counts[d])
+        found = TdDigit{d, remaining - below, counts[d]};
+      below += counts[d];
+    }
+    std::fill(counts.begin(), counts.end(), 0u);
+    return found;
+  }
+};
+
+template <int G>
+TdThreshold host_radix_select(const std::vector<uint32_t>& bits, int64_t k) {
+  struct Held {
+    HostQuad q[G];  // keys; entries past the row stay 0
+  };
+  const auto held = std::make_unique<Held>();
+  for (size_t c = 0; c < bits.size(); ++c) {
+    HostQuad& q = held->q[c / 4];
+    (c % 4 == 0 ? q.x : c % 4 == 1 ? q.y : c % 4 == 2 ? q.z : q.w) = magnitude_key(bits[c]);
+  }
+  HostHistogram hist;
+  return radix_select_held<G>(held->q, static_cast<int64_t>(bits.size()), k, hist);
+}
+
+// radix_select_held of a row of at most kTdRegisterRowMax entries (raw float bits).
+TdThreshold radix_select_on_host(const std::vector<uint32_t>& bits, int64_t k) {
+  const size_t n = bits.size();
+  if (n <= 4) return host_radix_select<1>(bits, k);
+  if (n <= 32) return host_radix_select<8>(bits, k);
+  if (n <= 1024) return host_radix_select<256>(bits, k);
+  return host_radix_select<1024>(bits, k);
+}
+static_assert(4 * 1024 == kTdRegisterRowMax);
+
 // The row's cut (from its raw float bits), as the kernel's selects report the selection.
 TdCut row_cut(const std::vector<uint32_t>& bits, int64_t k, CutForm form) {
   const int64_t n = static_cast<int64_t>(bits.size());
   if (k <= 0 || k >= n) return td_cut(k, n, TdThreshold{});
   if (form == CutForm::ShortSelect && n <= kTdWarpRowMax)
     return td_cut(k, n, short_select_on_host(bits, k));
+  if (form == CutForm::RadixSelect && n <= kTdRegisterRowMax)
+    return td_cut(k, n, radix_select_on_host(bits, k));
   std::vector<uint32_t> sorted(bits.size());
   for (size_t c = 0; c < bits.size(); ++c) sorted[c] = magnitude_key(bits[c]);
   std::sort(sorted.begin(), sorted.end());
@@ -130,7 +180,8 @@ TEST(TdFusedOnCpu, FinalPassMatchesReferenceBitForBit) {
       const std::vector<float> w = make_weights(rows * n, kind, rng);
       for (const double gamma : {0.0, 0.1, 0.5, 33.0 / 64, 36.0 / 64, 0.99, 1.0})
         for (const float alpha : {0.0f, 0.5f, 1.0f})
-          for (const CutForm form : {CutForm::Exact, CutForm::EarlyStop, CutForm::ShortSelect}) {
+          for (const CutForm form : {CutForm::Exact, CutForm::EarlyStop, CutForm::ShortSelect,
+                                     CutForm::RadixSelect}) {
             const uint64_t stream = td_stream(static_cast<uint64_t>(cases), 3);
             TdOutput ref, quad;
             targeted_dropout_reference(make_task(w, rows, n, gamma, alpha, false, stream, ref),
@@ -150,14 +201,15 @@ TEST(TdFusedOnCpu, FinalPassMatchesReferenceBitForBit) {
   EXPECT_GT(ranked, 100) << "rows in " << cases << " cases";
 }
 
-TEST(TdFusedOnCpu, ShortSelectFindsTheKthKey) {
-  // Every k of short rows, a spread of k on longer ones: the answer must be the k-th key with
-  // its tie count, or (no ties to rank) a key from the k-th up to below the next larger one.
+// Every k of short rows, a spread of k on longer ones: the answer must be the k-th key with its
+// tie count, or (no ties to rank) a key from the k-th up to below the next larger one.
+void expect_kth_keys(TdThreshold (*select)(const std::vector<uint32_t>&, int64_t),
+                     const std::vector<int64_t>& lengths) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   int64_t checked = 0, early = 0;
-  for (const int64_t n : {2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 127, 144, 145, 576, 1000, 1024})
+  for (const int64_t n : lengths)
     for (const WeightKind kind : kEveryWeightKind) {
       const std::vector<float> w = make_weights(n, kind, rng);
       std::vector<uint32_t> bits(w.size()), sorted(w.size());
@@ -171,7 +223,7 @@ TEST(TdFusedOnCpu, ShortSelectFindsTheKthKey) {
         const uint32_t kth = sorted[static_cast<size_t>(k - 1)];
         const auto below = std::lower_bound(sorted.begin(), sorted.end(), kth) - sorted.begin();
         const auto upto = std::upper_bound(sorted.begin(), sorted.end(), kth) - sorted.begin();
-        const TdThreshold th = short_select_on_host(bits, k);
+        const TdThreshold th = select(bits, k);
         if (th.rank_ties) {
           ASSERT_EQ(th.T, kth) << kind_name(kind) << " n " << n << " k " << k;
           ASSERT_EQ(th.m, static_cast<uint32_t>(k - below)) << kind_name(kind) << " n " << n;
@@ -189,6 +241,16 @@ TEST(TdFusedOnCpu, ShortSelectFindsTheKthKey) {
   // The early stops answered for some rows (a key above the k-th), the full walk for others.
   EXPECT_GT(early, checked / 10) << "of " << checked;
   EXPECT_LT(early, checked) << "of " << checked;
+}
+
+TEST(TdFusedOnCpu, ShortSelectFindsTheKthKey) {
+  expect_kth_keys(short_select_on_host, {2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 127, 144, 145, 576,
+                                         1000, 1024});
+}
+
+TEST(TdFusedOnCpu, RadixSelectHeldFindsTheKthKey) {
+  expect_kth_keys(radix_select_on_host, {2, 3, 4, 5, 9, 31, 33, 576, 1023, 1025, 2048, 4095,
+                                         4096});
 }
 
 TEST(TdFusedOnCpu, CutCoversTheWholeKeyRange) {
