@@ -6,7 +6,6 @@
 #include <cstdint>
 
 #include "core/host_device.h"
-#include "kernels/targeted_dropout.h"
 #include "kernels/targeted_dropout_quad.h"
 
 namespace tdrop {

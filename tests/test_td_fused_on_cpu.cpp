@@ -34,15 +34,27 @@ struct HostQuad {
   uint32_t x = 0, y = 0, z = 0, w = 0;
 };
 
+// A row as one host thread holds it: entry c in member c % 4 of quad c / 4; entries past the
+// row stay 0, as the kernel loads them.
+template <int G>
+struct HeldRow {
+  HostQuad q[G];
+};
+template <int G>
+std::unique_ptr<HeldRow<G>> hold(const std::vector<uint32_t>& values) {
+  auto held = std::make_unique<HeldRow<G>>();
+  for (size_t c = 0; c < values.size(); ++c) {
+    HostQuad& q = held->q[c / 4];
+    (c % 4 == 0 ? q.x : c % 4 == 1 ? q.y : c % 4 == 2 ? q.z : q.w) = values[c];
+  }
+  return held;
+}
+
 template <int G>
 TdThreshold host_short_select(const std::vector<uint32_t>& bits, int64_t k) {
-  HostQuad b[G] = {};  // entries past the row stay 0, as the kernel loads them
-  for (size_t c = 0; c < bits.size(); ++c) {
-    HostQuad& q = b[c / 4];
-    (c % 4 == 0 ? q.x : c % 4 == 1 ? q.y : c % 4 == 2 ? q.z : q.w) = bits[c];
-  }
+  const auto held = hold<G>(bits);
   HostRow row;
-  return short_select<G>(b, static_cast<int64_t>(bits.size()), k, row);
+  return short_select<G>(held->q, static_cast<int64_t>(bits.size()), k, row);
 }
 
 // short_select of a row (raw float bits, sign included) of at most kTdWarpRowMax entries,
@@ -81,14 +93,9 @@ struct HostHistogram {
 
 template <int G>
 TdThreshold host_radix_select(const std::vector<uint32_t>& bits, int64_t k) {
-  struct Held {
-    HostQuad q[G];  // keys; entries past the row stay 0
-  };
-  const auto held = std::make_unique<Held>();
-  for (size_t c = 0; c < bits.size(); ++c) {
-    HostQuad& q = held->q[c / 4];
-    (c % 4 == 0 ? q.x : c % 4 == 1 ? q.y : c % 4 == 2 ? q.z : q.w) = magnitude_key(bits[c]);
-  }
+  std::vector<uint32_t> keys(bits.size());  // the register select holds keys, not bit patterns
+  std::transform(bits.begin(), bits.end(), keys.begin(), magnitude_key);
+  const auto held = hold<G>(keys);
   HostHistogram hist;
   return radix_select_held<G>(held->q, static_cast<int64_t>(bits.size()), k, hist);
 }
