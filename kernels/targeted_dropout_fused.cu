@@ -49,6 +49,7 @@ using namespace td_device;
 namespace {
 
 constexpr int kEntries = 4;  // consecutive entries per thread
+static_assert(kEntries == 4, "td_targeted4, td_dropped4 and short_select take 4 per thread");
 constexpr int kBlockSpan = kThreads * kEntries;  // entries a block row's threads take per step
 
 // One table entry per task, passed by value as a kernel parameter (no per-step H2D copy).
@@ -92,8 +93,7 @@ __device__ __forceinline__ int find_task(const TaskTable& table, int64_t g) {
   return lo;
 }
 
-constexpr int kBins = kTdRadixBins;
-constexpr int kBinsPerThread = kBins / kThreads;
+constexpr int kBinsPerThread = kTdRadixBins / kThreads;
 static_assert(kBinsPerThread == 8, "each thread scans 8 consecutive bins (two uint4)");
 // After the first digit, the keys sharing it are copied to shared memory while the second
 // pass counts them, so the third pass reads only those (a few % of a row of real weights)
@@ -102,7 +102,7 @@ constexpr int kCandidates = 2048;
 
 // Shared state of a block's weight-mode radix select.
 struct SelectState {
-  __align__(16) unsigned hist[kBins];
+  __align__(16) unsigned hist[kTdRadixBins];
   __align__(16) uint32_t cand[kCandidates];
   unsigned scan_scratch[kWarps];
   unsigned digit, remaining, count, ncand;
@@ -596,7 +596,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
   __shared__ SelectState sel;
   __shared__ GroupShared groups[kGroupsPerBlock];
   if constexpr ((kPaths & kBlockRowsOnly) != 0) {
-    for (int i = threadIdx.x; i < kBins; i += kThreads) sel.hist[i] = 0;
+    for (int i = threadIdx.x; i < kTdRadixBins; i += kThreads) sel.hist[i] = 0;
     __syncthreads();
   }
   for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {

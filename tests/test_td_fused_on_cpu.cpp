@@ -110,6 +110,21 @@ TdThreshold radix_select_on_host(const std::vector<uint32_t>& bits, int64_t k) {
 }
 static_assert(4 * 1024 == kTdRegisterRowMax);
 
+// The k-th smallest (1 <= k < n) of a row's sorted keys: its value, how many keys lie below it
+// and up to it, and the next larger key (2^31, above every key, when there is none).
+struct KthKey {
+  uint32_t key, next;
+  int64_t below, upto;
+};
+KthKey kth_key(const std::vector<uint32_t>& sorted, int64_t k) {
+  const uint32_t key = sorted[static_cast<size_t>(k - 1)];
+  const int64_t below = std::lower_bound(sorted.begin(), sorted.end(), key) - sorted.begin();
+  const int64_t upto = std::upper_bound(sorted.begin(), sorted.end(), key) - sorted.begin();
+  const uint32_t next =
+      upto < static_cast<int64_t>(sorted.size()) ? sorted[static_cast<size_t>(upto)] : 0x80000000u;
+  return KthKey{key, next, below, upto};
+}
+
 // The row's cut (from its raw float bits), as the kernel's selects report the selection.
 TdCut row_cut(const std::vector<uint32_t>& bits, int64_t k, CutForm form) {
   const int64_t n = static_cast<int64_t>(bits.size());
@@ -121,17 +136,12 @@ TdCut row_cut(const std::vector<uint32_t>& bits, int64_t k, CutForm form) {
   std::vector<uint32_t> sorted(bits.size());
   for (size_t c = 0; c < bits.size(); ++c) sorted[c] = magnitude_key(bits[c]);
   std::sort(sorted.begin(), sorted.end());
-  const uint32_t T = sorted[static_cast<size_t>(k - 1)];
-  const auto below = std::lower_bound(sorted.begin(), sorted.end(), T) - sorted.begin();
-  const auto upto = std::upper_bound(sorted.begin(), sorted.end(), T) - sorted.begin();
-  const auto m = static_cast<uint32_t>(k - below);
-  const bool rank_ties = k < upto;
-  if (form == CutForm::EarlyStop && !rank_ties) {
-    // Any key up to just below the next larger key targets the same set.
-    const uint32_t next = upto < n ? sorted[static_cast<size_t>(upto)] : 0x80000000u;
-    return td_cut(k, n, TdThreshold{next - 1, 0, false});
-  }
-  return td_cut(k, n, TdThreshold{T, m, rank_ties});
+  const KthKey kth = kth_key(sorted, k);
+  const bool rank_ties = k < kth.upto;
+  // Any key up to just below the next larger key targets the same set.
+  if (form == CutForm::EarlyStop && !rank_ties)
+    return td_cut(k, n, TdThreshold{kth.next - 1, 0, false});
+  return td_cut(k, n, TdThreshold{kth.key, static_cast<uint32_t>(k - kth.below), rank_ties});
 }
 
 // W' and the mask of task t as the fused kernel's threads compute them, step by step. Returns
@@ -141,11 +151,8 @@ int64_t final_pass(const TdTask& t, uint64_t seed, CutForm form) {
   int64_t ranked = 0;
   for (int64_t r = 0; r < t.rows; ++r) {
     const float* w = t.w + r * n;
-    std::vector<uint32_t> bits(static_cast<size_t>(n)), keys(static_cast<size_t>(n));
-    for (int64_t c = 0; c < n; ++c) {
-      bits[static_cast<size_t>(c)] = to_bits(w[c]);
-      keys[static_cast<size_t>(c)] = magnitude_key(to_bits(w[c]));
-    }
+    std::vector<uint32_t> bits(static_cast<size_t>(n));
+    for (int64_t c = 0; c < n; ++c) bits[static_cast<size_t>(c)] = to_bits(w[c]);
     const TdCut cut = row_cut(bits, t.k, form);
     ranked += cut.rank_ties ? 1 : 0;
     uint32_t* mask = t.mask + r * mask_words_per_row(n);
@@ -155,7 +162,7 @@ int64_t final_pass(const TdTask& t, uint64_t seed, CutForm form) {
       uint32_t quad[4] = {0, 0, 0, 0};  // entries past the row are loaded as 0
       unsigned valid = 0;
       for (int i = 0; i < 4 && c0 + i < n; ++i) {
-        quad[i] = keys[static_cast<size_t>(c0 + i)];
+        quad[i] = magnitude_key(bits[static_cast<size_t>(c0 + i)]);
         valid |= 1u << i;
       }
       const unsigned targeted = td_targeted4(quad, valid, cut, ties_before);
@@ -227,20 +234,17 @@ void expect_kth_keys(TdThreshold (*select)(const std::vector<uint32_t>&, int64_t
       std::sort(sorted.begin(), sorted.end());
       const int64_t step = n <= 40 ? 1 : n / 37;
       for (int64_t k = 1; k < n; k += step) {
-        const uint32_t kth = sorted[static_cast<size_t>(k - 1)];
-        const auto below = std::lower_bound(sorted.begin(), sorted.end(), kth) - sorted.begin();
-        const auto upto = std::upper_bound(sorted.begin(), sorted.end(), kth) - sorted.begin();
+        const KthKey kth = kth_key(sorted, k);
         const TdThreshold th = select(bits, k);
         if (th.rank_ties) {
-          ASSERT_EQ(th.T, kth) << kind_name(kind) << " n " << n << " k " << k;
-          ASSERT_EQ(th.m, static_cast<uint32_t>(k - below)) << kind_name(kind) << " n " << n;
-          ASSERT_LT(k, upto) << kind_name(kind) << " n " << n << " k " << k;
+          ASSERT_EQ(th.T, kth.key) << kind_name(kind) << " n " << n << " k " << k;
+          ASSERT_EQ(th.m, static_cast<uint32_t>(k - kth.below)) << kind_name(kind) << " n " << n;
+          ASSERT_LT(k, kth.upto) << kind_name(kind) << " n " << n << " k " << k;
         } else {
-          const uint32_t next = upto < n ? sorted[static_cast<size_t>(upto)] : 0x80000000u;
-          ASSERT_EQ(k, upto) << kind_name(kind) << " n " << n << " k " << k << ": ties left";
-          ASSERT_GE(th.T, kth) << kind_name(kind) << " n " << n << " k " << k;
-          ASSERT_LT(th.T, next) << kind_name(kind) << " n " << n << " k " << k;
-          early += th.T != kth;
+          ASSERT_EQ(k, kth.upto) << kind_name(kind) << " n " << n << " k " << k << ": ties left";
+          ASSERT_GE(th.T, kth.key) << kind_name(kind) << " n " << n << " k " << k;
+          ASSERT_LT(th.T, kth.next) << kind_name(kind) << " n " << n << " k " << k;
+          early += th.T != kth.key;
         }
         ++checked;
       }
@@ -268,7 +272,8 @@ TEST(TdFusedOnCpu, CutCoversTheWholeKeyRange) {
   // An early stop at the largest key cannot wrap around: limit is 2^31.
   EXPECT_EQ(td_cut(3, 4, TdThreshold{0x7fffffffu, 0, false}).limit, 0x80000000u);
   EXPECT_EQ(td_targeted4(all, 0x7u, td_cut(3, 4, TdThreshold{0x7fffffffu, 0, false}), 0), 0x7u);
-  // Ranked ties: of four keys equal to T, with 1 tie already before them, the first m - 1.
+  // Ranked ties: the key below T, and of the three keys equal to T, with 1 tie already before
+  // them, the first m - 1 = 2.
   const uint32_t ties[4] = {5u, 5u, 4u, 5u};
   EXPECT_EQ(td_targeted4(ties, 0xfu, td_cut(2, 9, TdThreshold{5u, 3, true}), 1), 0x7u);
   // Entries past the row are never targeted, ties or not.
@@ -284,9 +289,9 @@ TEST(TdFusedOnCpu, DropsFollowTheDrawsOfTheirOwnElements) {
     for (unsigned targeted = 0; targeted < 16; ++targeted) {
       unsigned expect = 0;
       for (int i = 0; i < 4; ++i)
-        if ((targeted >> i) & 1u)
-          expect |= (bernoulli_from_u32(philox_u32(seed, stream, idx0 + i), threshold) ? 1u : 0u)
-                    << i;
+        if (((targeted >> i) & 1u) &&
+            bernoulli_from_u32(philox_u32(seed, stream, idx0 + i), threshold))
+          expect |= 1u << i;
       ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, threshold), expect)
           << "idx0 " << idx0 << " targeted " << targeted;
       ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, 0), 0u);
