@@ -94,6 +94,9 @@ inline constexpr int64_t kTdWarpRowsPerBlock = 8;
 // on a GPU, so not the default). Both give the same bits.
 enum class TdBlockSelect { Shared, Registers };
 inline constexpr int64_t kTdRegisterRowMax = 4096;
+// Longest row the fused kernel takes: it indexes a row's columns in 32 bits, with room for a
+// step of up to 1024 columns past the end.
+inline constexpr int64_t kTdFusedRowMax = (int64_t{1} << 31) - 4096;
 // Whether one fused launch of `tasks` puts its short rows on warps, on a device with
 // `multiprocessors` SMs (host-only, so the choice is tested without a GPU).
 bool td_short_rows_on_warps(std::span<const TdTask> tasks, TdRows rows, int multiprocessors);

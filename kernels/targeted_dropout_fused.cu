@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <type_traits>
 
 #include "core/cuda_check.h"
 #include "kernels/targeted_dropout_device.cuh"
@@ -161,7 +162,7 @@ __device__ __forceinline__ void hist_add4(unsigned* hist, const unsigned (&bins)
 }
 
 // Loads 4 consecutive keys (bit patterns) of a row starting at column c0; missing ones are 0.
-__device__ __forceinline__ uint4 load4(const uint32_t* src, int64_t c0, int64_t n, bool vec) {
+__device__ __forceinline__ uint4 load4(const uint32_t* src, int c0, int n, bool vec) {
   if (vec && c0 + 3 < n) return *reinterpret_cast<const uint4*>(src + c0);
   uint4 b;
   b.x = c0 < n ? src[c0] : 0u;
@@ -171,67 +172,117 @@ __device__ __forceinline__ uint4 load4(const uint32_t* src, int64_t c0, int64_t 
   return b;
 }
 
-// The final pass for the 4 entries c0..c0+3 of row r: decides (targeted_dropout_quad.h), writes
+// What the final pass needs of one row, worked out once per row. Columns are 32-bit: the host
+// refuses rows of 2^31 entries or more.
+struct FinalRow {
+  const uint32_t* src;  // the row's bits: staged in shared memory, or W's row
+  float* out;           // the row of W'
+  uint32_t* mask;       // the row's mask words
+  uint64_t idx0;        // r * n, the element index of the row's entry 0 (for the draws)
+  int n;
+  bool vec;      // src can be read 16 bytes at a time at columns that are multiples of 4
+  bool vec_out;  // n % 4 == 0 and out is 16-byte aligned: W' can be written 16 bytes at a time
+};
+
+// The final pass for the 4 entries c0..c0+3 of a row: decides (targeted_dropout_quad.h), writes
 // W', returns the kept nibble (bit i = entry c0 + i kept; 0 for entries >= n). `tie_rank` is the
 // number of entries before c0 with the key cut.T (used only when cut.rank_ties). Sets *bad on
-// Inf/NaN.
-__device__ __forceinline__ unsigned apply4(const DevTask& t, int64_t r, int64_t c0, uint4 b,
+// Inf/NaN. kFull: all 4 entries lie inside the row and fr.vec_out holds, so no entry is tested
+// against n: most steps of a long row (for a row of 4096, sm_90 SASS: 166 instructions on the
+// common path of a step, 202 with the tests and 64-bit columns).
+template <bool kFull>
+__device__ __forceinline__ unsigned apply4(const DevTask& t, const FinalRow& fr, int c0, uint4 b,
                                            const TdCut& cut, unsigned tie_rank, uint64_t seed,
-                                           bool vec_out, bool* bad) {
-  const int64_t n = t.n, left = n - c0;
-  const unsigned valid = left >= 4 ? 0xfu : left <= 0 ? 0u : (1u << left) - 1u;
+                                           bool* bad) {
+  const int left = fr.n - c0;
+  const unsigned valid = kFull || left >= 4 ? 0xfu : left <= 0 ? 0u : (1u << left) - 1u;
   const uint32_t keys[4] = {magnitude_key(b.x), magnitude_key(b.y), magnitude_key(b.z),
                             magnitude_key(b.w)};
   // Entries past the row were loaded as 0, so the largest key speaks for the valid ones.
   *bad |= max(max(keys[0], keys[1]), max(keys[2], keys[3])) >= kNonFiniteKey;
   const unsigned targeted = td_targeted4(keys, valid, cut, tie_rank);
-  const unsigned dropped =
-      td_dropped4(targeted, seed, t.stream,
-                  static_cast<uint64_t>(r) * static_cast<uint64_t>(n) + static_cast<uint64_t>(c0),
-                  t.drop_threshold);
+  const unsigned dropped = td_dropped4(targeted, seed, t.stream,
+                                       fr.idx0 + static_cast<uint64_t>(c0), t.drop_threshold);
   const uint32_t bits[4] = {b.x, b.y, b.z, b.w};
   float o[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) o[i] = (dropped >> i) & 1u ? 0.0f : __uint_as_float(bits[i]);
-  float* out = t.w_out + r * n;
-  if (vec_out && left >= 4) {
-    *reinterpret_cast<float4*>(out + c0) = make_float4(o[0], o[1], o[2], o[3]);
+  if (kFull || (fr.vec_out && left >= 4)) {
+    *reinterpret_cast<float4*>(fr.out + c0) = make_float4(o[0], o[1], o[2], o[3]);
   } else {
 #pragma unroll
     for (int i = 0; i < 4; ++i)
-      if ((valid >> i) & 1u) out[c0 + i] = o[i];
+      if ((valid >> i) & 1u) fr.out[c0 + i] = o[i];
   }
   return valid & ~dropped;
 }
 
 // Ties among the 4 entries of a thread (for the column rank scan).
-__device__ __forceinline__ unsigned ties4(uint4 b, int64_t c0, int64_t n, uint32_t T) {
+__device__ __forceinline__ unsigned ties4(uint4 b, int c0, int n, uint32_t T) {
   return (c0 < n && magnitude_key(b.x) == T) + (c0 + 1 < n && magnitude_key(b.y) == T) +
          (c0 + 2 < n && magnitude_key(b.z) == T) + (c0 + 3 < n && magnitude_key(b.w) == T);
 }
 
 // Merges the lanes' kept nibbles into mask words (lane l holds entries 4l..4l+3 of the warp's
-// 128) and writes the words that start inside the row.
-__device__ __forceinline__ void store_mask_words(uint32_t* mask, int64_t warp_c0, int64_t n,
+// 128, which start at column warp_c0) and writes the words that start inside the row (kFull:
+// all of them).
+template <bool kFull>
+__device__ __forceinline__ void store_mask_words(uint32_t* mask, int warp_c0, int n,
                                                  unsigned nibble) {
   const int lane = threadIdx.x & 31;
   unsigned word = nibble << (4 * (lane & 7));
   word |= __shfl_xor_sync(0xffffffffu, word, 1);
   word |= __shfl_xor_sync(0xffffffffu, word, 2);
   word |= __shfl_xor_sync(0xffffffffu, word, 4);
-  const int64_t first = warp_c0 + 32 * (lane >> 3);
-  if ((lane & 7) == 0 && first < n) mask[first / 32] = word;
+  const int first = warp_c0 + 32 * (lane >> 3);
+  if ((lane & 7) == 0 && (kFull || first < n)) mask[first / 32] = word;
+}
+
+// The final pass over a row whose threads (a block, a group of warps or a warp, `kSpan` entries
+// a step) each hold 4 entries a step, entry `first` of the step its first; the row's warps start
+// at warp_c0 within the step. `scan(v, &total)`: sum of v over the row's threads before this
+// one (total: over all). With kFullSteps, the steps that lie wholly inside the row take
+// apply4<true>, and the last partial one (and every step of a row not read and written 16 bytes
+// at a time) the general path. Short rows leave it off: a second copy of the step made their
+// functions spill (`nvcc -Xptxas -v`), and their rows have few whole steps. The trip counts are
+// uniform over the row's threads, as the scans need.
+template <int kSpan, bool kFullSteps, class Scan>
+__device__ __forceinline__ void final_pass(const DevTask& t, const FinalRow& fr, int first,
+                                           int warp_c0, const TdCut& cut, uint64_t seed,
+                                           Scan&& scan, bool* bad) {
+  unsigned tie_base = 0;
+  const auto step = [&](int base, auto full) {
+    constexpr bool kFull = decltype(full)::value;
+    const int c0 = base + first;
+    const uint4 b = kFull ? *reinterpret_cast<const uint4*>(fr.src + c0)
+                          : load4(fr.src, c0, fr.n, fr.vec);
+    unsigned tie_rank = 0;
+    if (cut.rank_ties) {  // uniform over the row's threads
+      unsigned total;
+      tie_rank = tie_base + scan(ties4(b, c0, fr.n, cut.T), &total);
+      tie_base += total;
+    }
+    const unsigned kept = apply4<kFull>(t, fr, c0, b, cut, tie_rank, seed, bad);
+    store_mask_words<kFull>(fr.mask, base + warp_c0, fr.n, kept);
+  };
+  int base = 0;
+  if (kFullSteps && fr.vec && fr.vec_out) {
+#pragma unroll 1
+    for (; base + kSpan <= fr.n; base += kSpan) step(base, std::true_type{});
+  }
+#pragma unroll 1
+  for (; base < fr.n; base += kSpan) step(base, std::false_type{});
 }
 
 // Counts the keys src[0, n) whose bits under pmask equal prefix into the histogram of digit
 // kDigit. With kStage, also copies src to `staged` (the row's first read); with kCollect, also
 // appends the counted keys to s.cand (the caller knows they fit).
 template <int kDigit, bool kStage, bool kCollect>
-__device__ __forceinline__ void histogram_pass(const uint32_t* src, int64_t n, bool vec,
+__device__ __forceinline__ void histogram_pass(const uint32_t* src, int n, bool vec,
                                                uint32_t prefix, uint32_t pmask,
                                                uint32_t* staged, SelectState& s) {
-  for (int64_t base = 0; base < n; base += kBlockSpan) {  // uniform trip count
-    const int64_t c0 = base + kEntries * threadIdx.x;
+  for (int base = 0; base < n; base += kBlockSpan) {  // uniform trip count
+    const int c0 = base + kEntries * threadIdx.x;
     const uint4 b = load4(src, c0, n, vec);
     if (kStage && c0 < n) *reinterpret_cast<uint4*>(staged + c0) = b;
     const uint32_t bits[4] = {b.x, b.y, b.z, b.w};
@@ -293,7 +344,7 @@ __device__ __forceinline__ void find_digit(unsigned remaining, SelectState& s,
 // is zero on entry and on return. With `staged`, the first pass also copies the row there and
 // the later passes read it from there. It stops after a digit whose bin is targeted whole.
 // Not inlined: block_row then keeps its 64 registers without spilling.
-__device__ __noinline__ TdThreshold block_select(const uint32_t* row, int64_t n, int64_t k,
+__device__ __noinline__ TdThreshold block_select(const uint32_t* row, int n, int64_t k,
                                                  bool aligned, uint32_t* staged, SelectState& s) {
   if (staged != nullptr) histogram_pass<0, true, false>(row, n, aligned, 0, 0, staged, s);
   else histogram_pass<0, false, false>(row, n, aligned, 0, 0, nullptr, s);
@@ -316,7 +367,8 @@ __device__ __noinline__ TdThreshold block_select(const uint32_t* row, int64_t n,
   remaining = s.remaining;
   if (remaining == s.count) return TdThreshold{prefix | td_digit_mask(2), 0, false};
   if (collect)
-    histogram_pass<2, false, false>(s.cand, first_count, true, prefix, pmask, nullptr, s);
+    histogram_pass<2, false, false>(s.cand, static_cast<int>(first_count), true, prefix, pmask,
+                                    nullptr, s);
   else
     histogram_pass<2, false, false>(src, n, vec, prefix, pmask, nullptr, s);
   find_digit(remaining, s);
@@ -348,14 +400,14 @@ struct BlockHistogram {
 // passes are radix_select_held (targeted_dropout_radix_select.h, which a CPU test runs too),
 // whose block-uniform early exit skips the last pass for most rows.
 template <int G>
-__device__ __noinline__ TdThreshold register_select(const uint32_t* row, int64_t n, int64_t k,
+__device__ __noinline__ TdThreshold register_select(const uint32_t* row, int n, int64_t k,
                                                     bool aligned, uint32_t* staged,
                                                     SelectState& s) {
   const int first = kEntries * threadIdx.x;
   uint4 b[G];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
-    const int64_t c0 = kBlockSpan * g + first;
+    const int c0 = kBlockSpan * g + first;
     b[g] = load4(row, c0, n, aligned);
     if (staged != nullptr && c0 < n) *reinterpret_cast<uint4*>(staged + c0) = b[g];
     b[g] = make_uint4(magnitude_key(b[g].x), magnitude_key(b[g].y), magnitude_key(b[g].z),
@@ -366,7 +418,7 @@ __device__ __noinline__ TdThreshold register_select(const uint32_t* row, int64_t
 }
 
 static_assert(kTdRegisterRowMax == 4 * kBlockSpan, "register_select_any goes up to 4 tiles");
-__device__ TdThreshold register_select_any(int tiles, const uint32_t* row, int64_t n, int64_t k,
+__device__ TdThreshold register_select_any(int tiles, const uint32_t* row, int n, int64_t k,
                                            bool aligned, uint32_t* staged, SelectState& s) {
   switch (tiles) {
     case 1: return register_select<1>(row, n, k, aligned, staged, s);
@@ -380,7 +432,8 @@ __device__ TdThreshold register_select_any(int tiles, const uint32_t* row, int64
 __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t smem_floats,
                           uint32_t* s_row, SelectState& sel, bool* bad) {
   const int warp = threadIdx.x >> 5;
-  const int64_t n = t.n, k = t.k;
+  const int n = static_cast<int>(t.n);  // at most kTdFusedRowMax
+  const int64_t k = t.k;
   const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
   const bool aligned = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w) & 15) == 0;
   // A row with something to select is staged on chip when it fits: the select's first pass
@@ -394,24 +447,18 @@ __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t sm
                            : block_select(row, n, k, aligned, staged, sel);
   }
   const TdCut cut = td_cut(k, n, th);
-  const uint32_t* src = staged != nullptr ? staged : row;
-  const bool vec = staged != nullptr || aligned;  // s_row is 16-byte aligned, padded to 4
-  const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
-  uint32_t* mask = t.mask + r * mask_words_per_row(n);
-  unsigned tie_base = 0;
-  for (int64_t base = 0; base < n; base += kBlockSpan) {  // uniform trip count
-    const int64_t c0 = base + kEntries * threadIdx.x;
-    const uint4 b = load4(src, c0, n, vec);
-    unsigned tie_rank = 0;
-    if (cut.rank_ties) {  // block-uniform branch
-      const unsigned mine = ties4(b, c0, n, cut.T);
-      unsigned total;
-      tie_rank = tie_base + block_inclusive_scan(mine, sel.scan_scratch, &total) - mine;
-      tie_base += total;
-    }
-    const unsigned kept = apply4(t, r, c0, b, cut, tie_rank, seed, vec_out, bad);
-    store_mask_words(mask, base + 32 * kEntries * warp, n, kept);
-  }
+  const FinalRow fr{staged != nullptr ? staged : row,
+                    t.w_out + r * n,
+                    t.mask + r * mask_words_per_row(n),
+                    static_cast<uint64_t>(r) * static_cast<uint64_t>(n),
+                    n,
+                    staged != nullptr || aligned,  // s_row is 16-byte aligned, padded to 4
+                    n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0};
+  const auto scan = [&sel](unsigned v, unsigned* total) {
+    return block_inclusive_scan(v, sel.scan_scratch, total) - v;
+  };
+  final_pass<kBlockSpan, true>(t, fr, kEntries * threadIdx.x, 32 * kEntries * warp, cut, seed,
+                               scan, bad);
   __syncthreads();  // s_row and sel are reused by the next row
 }
 
@@ -498,7 +545,8 @@ template <int G, class Row>
 __device__ __noinline__ void short_row(const DevTask& t, int64_t r, uint64_t seed, Row row,
                                        bool* bad) {
   const int first = kEntries * row.index();
-  const int64_t n = t.n, k = t.k;
+  const int n = static_cast<int>(t.n);  // at most kTdWarpRowMax
+  const int64_t k = t.k;
   const uint32_t* src = reinterpret_cast<const uint32_t*>(t.w + r * n);
   const bool aligned = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w) & 15) == 0;
   TdThreshold th;
@@ -509,22 +557,15 @@ __device__ __noinline__ void short_row(const DevTask& t, int64_t r, uint64_t see
     th = short_select<G>(b, n, k, row);
   }
   const TdCut cut = td_cut(k, n, th);
-  const bool vec_out = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0;
-  uint32_t* mask = t.mask + r * mask_words_per_row(n);
-  unsigned tie_base = 0;
-#pragma unroll 1
-  for (int g = 0; g < G; ++g) {
-    const int64_t c0 = Row::kSpan * g + first;
-    const uint4 b = load4(src, c0, n, aligned);
-    unsigned tie_rank = 0;
-    if (cut.rank_ties) {  // row-uniform branch
-      unsigned total;
-      tie_rank = tie_base + row.exclusive_scan(ties4(b, c0, n, cut.T), &total);
-      tie_base += total;
-    }
-    const unsigned kept = apply4(t, r, c0, b, cut, tie_rank, seed, vec_out, bad);
-    store_mask_words(mask, Row::kSpan * g + 32 * kEntries * row.warp(), n, kept);
-  }
+  const FinalRow fr{src,
+                    t.w_out + r * n,
+                    t.mask + r * mask_words_per_row(n),
+                    static_cast<uint64_t>(r) * static_cast<uint64_t>(n),
+                    n,
+                    aligned,
+                    n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0};
+  const auto scan = [&row](unsigned v, unsigned* total) { return row.exclusive_scan(v, total); };
+  final_pass<Row::kSpan, false>(t, fr, first, 32 * kEntries * row.warp(), cut, seed, scan, bad);
 }
 
 // A warp row of t: warp_groups chunks of 128 entries.
@@ -808,9 +849,10 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
   // (a model's tasks may span several launches).
   for (const TdTask& s : tasks) {
     td_check_count(s);
-    TDROP_CHECK(s.n < (int64_t{1} << 31) && s.rows < (int64_t{1} << 31),
+    TDROP_CHECK(s.n <= kTdFusedRowMax && s.rows < (int64_t{1} << 31),
                 "targeted dropout: layer '", s.name, "' [", s.rows, ", ", s.n,
-                "] is too large for one launch");
+                "] is too large for the fused kernel (rows of at most ", kTdFusedRowMax,
+                " entries, fewer than 2^31 rows)");
   }
   int* flags = ws.nonfinite_flags(tasks.size());
   const int64_t cap = smem_capacity_floats();

@@ -81,8 +81,11 @@ TDROP_HD unsigned td_dropped4(unsigned targeted, uint64_t seed, uint64_t stream,
     const Philox4 b = next ? philox_block(seed, stream, (idx0 >> 2) + 1) : Philox4{};
     for (int i = 0; i < 4; ++i) u[i] = td_run_lane(a, b, off + static_cast<unsigned>(i));
   }
+  // bernoulli_from_u32's (u >> 8) < threshold is u < threshold * 2^8 for threshold < 2^24
+  // (alpha = 1 returned above): one compare per draw, no shift.
+  const uint32_t below = threshold << 8;
   unsigned dropped = 0;
-  for (int i = 0; i < 4; ++i) dropped |= bernoulli_from_u32(u[i], threshold) ? 1u << i : 0u;
+  for (int i = 0; i < 4; ++i) dropped |= u[i] < below ? 1u << i : 0u;
   return dropped & targeted;
 }
 

@@ -400,6 +400,24 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
   }
 }
 
+// Rows too long for the fused kernel's 32-bit column index are refused before anything touches
+// the device, with the layer and its shape: no GPU needed (nor any memory behind the pointers).
+TEST(CudaTargetedDropout, FusedRefusesRowsPastItsColumnIndex) {
+  for (const int64_t n : {kTdFusedRowMax + 1, int64_t{1} << 31, int64_t{1} << 40}) {
+    for (int path = 0; path < kFusedPaths; ++path) {
+      SCOPED_TRACE("n " + std::to_string(n) + ", path " + std::to_string(path));
+      TdTask t;
+      t.rows = 2;
+      t.n = n;
+      t.k = n / 2;
+      t.name = "embed.huge";
+      TdCudaWorkspace ws;
+      expect_error([&] { run_fused_path(path, {t}, ws); },
+                   {"embed.huge", "[2, " + std::to_string(n) + "]", "too large"});
+    }
+  }
+}
+
 TEST(CudaTargetedDropout, CountOutsideTheRowNamesTheLayer) {
   SKIP_WITHOUT_GPU();
   // k beyond the row (or below 0) has no threshold to find: an error before any launch, on

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "kernels/targeted_dropout_quad.h"
@@ -284,19 +285,42 @@ TEST(TdFusedOnCpu, DropsFollowTheDrawsOfTheirOwnElements) {
   // Each targeted entry's draw is philox_u32 of its element index, at every offset in a block.
   const uint64_t seed = fresh_seed(), stream = td_stream(7, 2);
   SCOPED_TRACE("seed " + std::to_string(seed));
-  const uint32_t threshold = bernoulli_threshold(0.5f);
+  // The edges of the threshold too: the kernel compares a draw with threshold << 8.
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  const uint32_t thresholds[] = {1u, bernoulli_threshold(0.5f), (1u << 24) - 1u,
+                                 1u + static_cast<uint32_t>(rng() % ((1u << 24) - 1u))};
+  for (const uint32_t threshold : thresholds)
+    for (uint64_t idx0 = 0; idx0 < 64; ++idx0)
+      for (unsigned targeted = 0; targeted < 16; ++targeted) {
+        unsigned expect = 0;
+        for (int i = 0; i < 4; ++i)
+          if (((targeted >> i) & 1u) &&
+              bernoulli_from_u32(philox_u32(seed, stream, idx0 + i), threshold))
+            expect |= 1u << i;
+        ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, threshold), expect)
+            << "threshold " << threshold << " idx0 " << idx0 << " targeted " << targeted;
+      }
   for (uint64_t idx0 = 0; idx0 < 64; ++idx0)
     for (unsigned targeted = 0; targeted < 16; ++targeted) {
-      unsigned expect = 0;
-      for (int i = 0; i < 4; ++i)
-        if (((targeted >> i) & 1u) &&
-            bernoulli_from_u32(philox_u32(seed, stream, idx0 + i), threshold))
-          expect |= 1u << i;
-      ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, threshold), expect)
-          << "idx0 " << idx0 << " targeted " << targeted;
       ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, 0), 0u);
       ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, 1u << 24), targeted);
     }
+  // At the boundary: a threshold equal to a draw's top 24 bits does not fire for it, one more
+  // does. Draws whose low 8 bits are 0 (about 1 in 256: some 64 of these 16384) are where a
+  // compare of the whole draw could slip.
+  int low_zero = 0;
+  for (uint64_t idx0 = 0; idx0 < 16384; ++idx0) {
+    const uint32_t u = philox_u32(seed, stream, idx0), top = u >> 8;
+    if (idx0 >= 64 && (u & 0xffu) != 0) continue;
+    low_zero += (u & 0xffu) == 0;
+    if (top > 0) {
+      ASSERT_EQ(td_dropped4(1u, seed, stream, idx0, top), 0u) << "idx0 " << idx0;
+    }
+    if (top + 1 < (1u << 24)) {
+      ASSERT_EQ(td_dropped4(1u, seed, stream, idx0, top + 1), 1u) << "idx0 " << idx0;
+    }
+  }
+  EXPECT_GT(low_zero, 0);
 }
 
 }  // namespace
