@@ -26,27 +26,67 @@ TDROP_HD void philox_mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo)
 #endif
 }
 
+// Philox4x32's multipliers and key increments (Weyl constants).
+inline constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+inline constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+
+// One round under the round's keys.
+TDROP_HD Philox4 philox_round(const Philox4& ctr, uint32_t key0, uint32_t key1) {
+  uint32_t hi0, lo0, hi1, lo1;
+  philox_mulhilo(kPhiloxM0, ctr.v[0], hi0, lo0);
+  philox_mulhilo(kPhiloxM1, ctr.v[2], hi1, lo1);
+  return Philox4{{hi1 ^ ctr.v[1] ^ key0, lo1, hi0 ^ ctr.v[3] ^ key1, lo0}};
+}
+
 // The raw generator: 10 rounds over a 128-bit counter with a 64-bit key.
 TDROP_HD Philox4 philox4x32_10(Philox4 ctr, uint32_t key0, uint32_t key1) {
-  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
-  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   for (int round = 0; round < 10; ++round) {
-    uint32_t hi0, lo0, hi1, lo1;
-    philox_mulhilo(kM0, ctr.v[0], hi0, lo0);
-    philox_mulhilo(kM1, ctr.v[2], hi1, lo1);
-    ctr = Philox4{{hi1 ^ ctr.v[1] ^ key0, lo1, hi0 ^ ctr.v[3] ^ key1, lo0}};
-    key0 += kW0;
-    key1 += kW1;
+    ctr = philox_round(ctr, key0, key1);
+    key0 += kPhiloxW0;
+    key1 += kPhiloxW1;
   }
+  return ctr;
+}
+
+// The round keys of a seed, for a kernel that draws many blocks under one seed: computed once on
+// the host and passed in the kernel's parameters, they are read (from constant memory, or once
+// into registers) where philox4x32_10 above adds them up in every thread for every block: 20
+// adds per block of four numbers.
+struct PhiloxKeys {
+  uint32_t k0[10], k1[10];
+};
+
+TDROP_HD PhiloxKeys philox_keys(uint64_t seed) {
+  PhiloxKeys keys{};
+  uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    keys.k0[round] = key0;
+    keys.k1[round] = key1;
+    key0 += kPhiloxW0;
+    key1 += kPhiloxW1;
+  }
+  return keys;
+}
+
+// philox4x32_10 with the keys of philox_keys(): the same bits.
+TDROP_HD Philox4 philox4x32_10(Philox4 ctr, const PhiloxKeys& keys) {
+  for (int round = 0; round < 10; ++round) ctr = philox_round(ctr, keys.k0[round], keys.k1[round]);
   return ctr;
 }
 
 // tdrop's stream convention: element `index` of stream `stream` under `seed` is lane index % 4
 // of the block at counter (index / 4, stream). Each block of four numbers is one Philox call.
+TDROP_HD Philox4 philox_counter(uint64_t stream, uint64_t block) {
+  return Philox4{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
+                  static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32)}};
+}
 TDROP_HD Philox4 philox_block(uint64_t seed, uint64_t stream, uint64_t block) {
-  return philox4x32_10(Philox4{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
-                                static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32)}},
-                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return philox4x32_10(philox_counter(stream, block), static_cast<uint32_t>(seed),
+                       static_cast<uint32_t>(seed >> 32));
+}
+// The same block from philox_keys(seed).
+TDROP_HD Philox4 philox_block(const PhiloxKeys& keys, uint64_t stream, uint64_t block) {
+  return philox4x32_10(philox_counter(stream, block), keys);
 }
 
 TDROP_HD uint32_t philox_u32(uint64_t seed, uint64_t stream, uint64_t index) {

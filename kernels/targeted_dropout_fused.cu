@@ -11,8 +11,9 @@
 // entries at a time.
 // Weight magnitudes share few exponents, so histogram atomics would serialise on a few bins: the
 // keys of a warp that fall into one common bin are summed with a warp reduction and added by one
-// atomic (hist_add4). In the final pass one Philox call (4 numbers) serves a thread's 4 entries,
-// and a warp's 128 entries become 4 mask words; what a thread decides for its 4 entries (one
+// atomic (hist_add4). In the final pass one Philox call (4 numbers) serves a thread's 4 entries
+// (its round keys computed once on the host and passed as a kernel parameter, PhiloxKeys), and
+// a warp's 128 entries become 4 mask words; what a thread decides for its 4 entries (one
 // compare per key against the row's limit, the draws) is targeted_dropout_quad.h, which a CPU
 // test also runs against the reference. Ties at the threshold are ranked by column with a
 // scan, only when the threshold value is shared by more entries than remain to be targeted (rare
@@ -192,8 +193,8 @@ struct FinalRow {
 // common path of a step, 202 with the tests and 64-bit columns).
 template <bool kFull>
 __device__ __forceinline__ unsigned apply4(const DevTask& t, const FinalRow& fr, int c0, uint4 b,
-                                           const TdCut& cut, unsigned tie_rank, uint64_t seed,
-                                           bool* bad) {
+                                           const TdCut& cut, unsigned tie_rank,
+                                           const PhiloxKeys& philox, bool* bad) {
   const int left = fr.n - c0;
   const unsigned valid = kFull || left >= 4 ? 0xfu : left <= 0 ? 0u : (1u << left) - 1u;
   const uint32_t keys[4] = {magnitude_key(b.x), magnitude_key(b.y), magnitude_key(b.z),
@@ -201,7 +202,7 @@ __device__ __forceinline__ unsigned apply4(const DevTask& t, const FinalRow& fr,
   // Entries past the row were loaded as 0, so the largest key speaks for the valid ones.
   *bad |= max(max(keys[0], keys[1]), max(keys[2], keys[3])) >= kNonFiniteKey;
   const unsigned targeted = td_targeted4(keys, valid, cut, tie_rank);
-  const unsigned dropped = td_dropped4(targeted, seed, t.stream,
+  const unsigned dropped = td_dropped4(targeted, philox, t.stream,
                                        fr.idx0 + static_cast<uint64_t>(c0), t.drop_threshold);
   const uint32_t bits[4] = {b.x, b.y, b.z, b.w};
   float o[4];
@@ -248,7 +249,7 @@ __device__ __forceinline__ void store_mask_words(uint32_t* mask, int warp_c0, in
 // uniform over the row's threads, as the scans need.
 template <int kSpan, bool kFullSteps, class Scan>
 __device__ __forceinline__ void final_pass(const DevTask& t, const FinalRow& fr, int first,
-                                           int warp_c0, const TdCut& cut, uint64_t seed,
+                                           int warp_c0, const TdCut& cut, const PhiloxKeys& philox,
                                            Scan&& scan, bool* bad) {
   unsigned tie_base = 0;
   const auto step = [&](int base, auto full) {
@@ -262,7 +263,7 @@ __device__ __forceinline__ void final_pass(const DevTask& t, const FinalRow& fr,
       tie_rank = tie_base + scan(ties4(b, c0, fr.n, cut.T), &total);
       tie_base += total;
     }
-    const unsigned kept = apply4<kFull>(t, fr, c0, b, cut, tie_rank, seed, bad);
+    const unsigned kept = apply4<kFull>(t, fr, c0, b, cut, tie_rank, philox, bad);
     store_mask_words<kFull>(fr.mask, base + warp_c0, fr.n, kept);
   };
   int base = 0;
@@ -429,8 +430,8 @@ __device__ TdThreshold register_select_any(int tiles, const uint32_t* row, int n
 }
 
 // A whole block on one row. The histogram is zero on entry and on return.
-__device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t smem_floats,
-                          uint32_t* s_row, SelectState& sel, bool* bad) {
+__device__ void block_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
+                          int64_t smem_floats, uint32_t* s_row, SelectState& sel, bool* bad) {
   const int warp = threadIdx.x >> 5;
   const int n = static_cast<int>(t.n);  // at most kTdFusedRowMax
   const int64_t k = t.k;
@@ -457,7 +458,7 @@ __device__ void block_row(const DevTask& t, int64_t r, uint64_t seed, int64_t sm
   const auto scan = [&sel](unsigned v, unsigned* total) {
     return block_inclusive_scan(v, sel.scan_scratch, total) - v;
   };
-  final_pass<kBlockSpan, true>(t, fr, kEntries * threadIdx.x, 32 * kEntries * warp, cut, seed,
+  final_pass<kBlockSpan, true>(t, fr, kEntries * threadIdx.x, 32 * kEntries * warp, cut, philox,
                                scan, bad);
   __syncthreads();  // s_row and sel are reused by the next row
 }
@@ -542,8 +543,8 @@ struct GroupRow {
 // rows. The final pass reads the row again (from L1, where the first read left it) rather than
 // keeping it in registers next to the Philox state: that would spill.
 template <int G, class Row>
-__device__ __noinline__ void short_row(const DevTask& t, int64_t r, uint64_t seed, Row row,
-                                       bool* bad) {
+__device__ __noinline__ void short_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
+                                       Row row, bool* bad) {
   const int first = kEntries * row.index();
   const int n = static_cast<int>(t.n);  // at most kTdWarpRowMax
   const int64_t k = t.k;
@@ -565,32 +566,32 @@ __device__ __noinline__ void short_row(const DevTask& t, int64_t r, uint64_t see
                     aligned,
                     n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0};
   const auto scan = [&row](unsigned v, unsigned* total) { return row.exclusive_scan(v, total); };
-  final_pass<Row::kSpan, false>(t, fr, first, 32 * kEntries * row.warp(), cut, seed, scan, bad);
+  final_pass<Row::kSpan, false>(t, fr, first, 32 * kEntries * row.warp(), cut, philox, scan, bad);
 }
 
 // A warp row of t: warp_groups chunks of 128 entries.
-__device__ void warp_row_any(const DevTask& t, int64_t r, uint64_t seed, bool* bad) {
+__device__ void warp_row_any(const DevTask& t, int64_t r, const PhiloxKeys& philox, bool* bad) {
   const WarpRow row;
   switch (t.warp_groups) {
-    case 1: return short_row<1>(t, r, seed, row, bad);
-    case 2: return short_row<2>(t, r, seed, row, bad);
-    case 3: return short_row<3>(t, r, seed, row, bad);
-    case 4: return short_row<4>(t, r, seed, row, bad);
-    case 5: return short_row<5>(t, r, seed, row, bad);
-    case 6: return short_row<6>(t, r, seed, row, bad);
-    case 7: return short_row<7>(t, r, seed, row, bad);
-    default: return short_row<8>(t, r, seed, row, bad);
+    case 1: return short_row<1>(t, r, philox, row, bad);
+    case 2: return short_row<2>(t, r, philox, row, bad);
+    case 3: return short_row<3>(t, r, philox, row, bad);
+    case 4: return short_row<4>(t, r, philox, row, bad);
+    case 5: return short_row<5>(t, r, philox, row, bad);
+    case 6: return short_row<6>(t, r, philox, row, bad);
+    case 7: return short_row<7>(t, r, philox, row, bad);
+    default: return short_row<8>(t, r, philox, row, bad);
   }
 }
 
 static_assert(kTdWarpRowMax <= 2 * GroupRow::kSpan, "a group row is at most 2 chunks");
 
 // A group row of t: -warp_groups chunks of 512 entries. All 128 threads of the group call it.
-__device__ void group_row_any(const DevTask& t, int64_t r, uint64_t seed, GroupShared* s,
+__device__ void group_row_any(const DevTask& t, int64_t r, const PhiloxKeys& philox, GroupShared* s,
                               bool* bad) {
   const GroupRow row{s};
-  if (t.warp_groups == -1) short_row<1>(t, r, seed, row, bad);
-  else short_row<2>(t, r, seed, row, bad);
+  if (t.warp_groups == -1) short_row<1>(t, r, philox, row, bad);
+  else short_row<2>(t, r, philox, row, bad);
 }
 
 // Which row paths a launch holds. A launch of only short rows (ResNet-32's) or only long ones
@@ -631,7 +632,8 @@ constexpr int min_blocks_per_sm(int paths) {
 }
 template <int kPaths>
 __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
-    td_weight_fused_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
+    td_weight_fused_kernel(const __grid_constant__ TaskTable table,
+                           const __grid_constant__ PhiloxKeys philox,
                            int64_t smem_floats, int* nonfinite) {
   extern __shared__ __align__(16) uint32_t s_row[];
   __shared__ SelectState sel;
@@ -647,17 +649,17 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
     if (t.warp_groups > 0) {
       if constexpr ((kPaths & kWarpRowsOnly) != 0) {
         const int64_t r = (g - t.begin) * kWarps + (threadIdx.x >> 5);
-        if (r < t.rows) warp_row_any(t, r, seed, &bad);
+        if (r < t.rows) warp_row_any(t, r, philox, &bad);
       }
     } else if (t.warp_groups < 0) {
       if constexpr ((kPaths & kGroupRowsOnly) != 0) {
         const int group = static_cast<int>(threadIdx.x) / kGroupThreads;
         const int64_t r = (g - t.begin) * kGroupsPerBlock + group;
-        if (r < t.rows) group_row_any(t, r, seed, &groups[group], &bad);
+        if (r < t.rows) group_row_any(t, r, philox, &groups[group], &bad);
       }
     } else {
       if constexpr ((kPaths & kBlockRowsOnly) != 0)
-        block_row(t, g - t.begin, seed, smem_floats, s_row, sel, &bad);
+        block_row(t, g - t.begin, philox, smem_floats, s_row, sel, &bad);
     }
     if (bad) atomicExch(&nonfinite[t.flag], 1);
   }
@@ -902,7 +904,7 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
           : !has_warp_rows  ? td_weight_fused_kernel<kBlockRowsOnly>
                             : td_weight_fused_kernel<kBothRowPaths>;
       kernel<<<grid_for(weights.total), kThreads, static_cast<size_t>(staged) * 4,
-               cuda_stream()>>>(weights, seed, max_staged, flags);
+               cuda_stream()>>>(weights, philox_keys(seed), max_staged, flags);
       TDROP_LAUNCH_CHECK("td_weight_fused_kernel");
     }
     if (units.count > 0) {

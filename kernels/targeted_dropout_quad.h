@@ -69,16 +69,19 @@ TDROP_HD uint32_t td_run_lane(const Philox4& a, const Philox4& b, unsigned j) {
 // idx0 / 4, so the 4 entries take numbers off..3 of that block and, when off > 0, numbers
 // 0..off-1 of the next, which is drawn only when one of those entries is targeted. Rows of a
 // multiple of 4 entries always have off = 0: one block, no selects.
-TDROP_HD unsigned td_dropped4(unsigned targeted, uint64_t seed, uint64_t stream, uint64_t idx0,
+// `key` is the seed (uint64_t) or its round keys (PhiloxKeys, as the kernel has them): the same
+// draws.
+template <class Key>
+TDROP_HD unsigned td_dropped4(unsigned targeted, const Key& key, uint64_t stream, uint64_t idx0,
                               uint32_t threshold) {
   if (targeted == 0 || threshold == 0) return 0;
   if (threshold >= (1u << 24)) return targeted;  // alpha = 1: every draw fires
   const unsigned off = static_cast<unsigned>(idx0 & 3);
-  const Philox4 a = philox_block(seed, stream, idx0 >> 2);
+  const Philox4 a = philox_block(key, stream, idx0 >> 2);
   uint32_t u[4] = {a.v[0], a.v[1], a.v[2], a.v[3]};
   if (off != 0) {
     const bool next = (targeted >> (4 - off)) != 0;
-    const Philox4 b = next ? philox_block(seed, stream, (idx0 >> 2) + 1) : Philox4{};
+    const Philox4 b = next ? philox_block(key, stream, (idx0 >> 2) + 1) : Philox4{};
     for (int i = 0; i < 4; ++i) u[i] = td_run_lane(a, b, off + static_cast<unsigned>(i));
   }
   // bernoulli_from_u32's (u >> 8) < threshold is u < threshold * 2^8 for threshold < 2^24

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <set>
 
 #include "core/philox.h"
@@ -27,6 +28,24 @@ TEST(Philox, Random123KnownAnswerOnes) {
 TEST(Philox, Random123KnownAnswerPi) {
   expect_block({{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}}, 0xa4093822u, 0x299f31d0u,
                {{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}});
+}
+
+// The round keys precomputed once (as kernels take the seed) give the same blocks as the keys
+// added up round by round: on the known answers and on random counters and seeds.
+TEST(Philox, PrecomputedRoundKeysGiveTheSameBlocks) {
+  const uint64_t pi_seed = 0xa4093822ull | (0x299f31d0ull << 32);
+  const Philox4 pi = philox4x32_10({{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}},
+                                   tdrop::philox_keys(pi_seed));
+  const uint32_t want[4] = {0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u};
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(pi.v[i], want[i]) << "lane " << i;
+  std::mt19937_64 rng(std::random_device{}());
+  for (int trial = 0; trial < 1000; ++trial) {
+    const uint64_t seed = rng(), stream = rng(), block = rng();
+    const Philox4 a = tdrop::philox_block(seed, stream, block);
+    const Philox4 b = tdrop::philox_block(tdrop::philox_keys(seed), stream, block);
+    for (int i = 0; i < 4; ++i)
+      ASSERT_EQ(a.v[i], b.v[i]) << "seed " << seed << " stream " << stream << " block " << block;
+  }
 }
 
 TEST(Philox, UniformIsInUnitIntervalWithRightMean) {

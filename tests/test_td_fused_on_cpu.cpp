@@ -148,6 +148,7 @@ TdCut row_cut(const std::vector<uint32_t>& bits, int64_t k, CutForm form) {
 // W' and the mask of task t as the fused kernel's threads compute them, step by step. Returns
 // how many rows ranked ties at the threshold.
 int64_t final_pass(const TdTask& t, uint64_t seed, CutForm form) {
+  const PhiloxKeys keys = philox_keys(seed);  // as the kernel takes the seed
   const int64_t n = t.n;
   int64_t ranked = 0;
   for (int64_t r = 0; r < t.rows; ++r) {
@@ -167,7 +168,7 @@ int64_t final_pass(const TdTask& t, uint64_t seed, CutForm form) {
         valid |= 1u << i;
       }
       const unsigned targeted = td_targeted4(quad, valid, cut, ties_before);
-      const unsigned dropped = td_dropped4(targeted, seed, t.stream,
+      const unsigned dropped = td_dropped4(targeted, keys, t.stream,
                                            static_cast<uint64_t>(r * n + c0), t.drop_threshold);
       for (int i = 0; i < 4 && c0 + i < n; ++i) {
         const int64_t c = c0 + i;
@@ -285,6 +286,7 @@ TEST(TdFusedOnCpu, DropsFollowTheDrawsOfTheirOwnElements) {
   // Each targeted entry's draw is philox_u32 of its element index, at every offset in a block.
   const uint64_t seed = fresh_seed(), stream = td_stream(7, 2);
   SCOPED_TRACE("seed " + std::to_string(seed));
+  const PhiloxKeys keys = philox_keys(seed);  // the kernel's form of the seed
   // The edges of the threshold too: the kernel compares a draw with threshold << 8.
   std::mt19937 rng(static_cast<uint32_t>(seed));
   const uint32_t thresholds[] = {1u, bernoulli_threshold(0.5f), (1u << 24) - 1u,
@@ -297,13 +299,14 @@ TEST(TdFusedOnCpu, DropsFollowTheDrawsOfTheirOwnElements) {
           if (((targeted >> i) & 1u) &&
               bernoulli_from_u32(philox_u32(seed, stream, idx0 + i), threshold))
             expect |= 1u << i;
-        ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, threshold), expect)
+        ASSERT_EQ(td_dropped4(targeted, keys, stream, idx0, threshold), expect)
             << "threshold " << threshold << " idx0 " << idx0 << " targeted " << targeted;
+        ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, threshold), expect);
       }
   for (uint64_t idx0 = 0; idx0 < 64; ++idx0)
     for (unsigned targeted = 0; targeted < 16; ++targeted) {
-      ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, 0), 0u);
-      ASSERT_EQ(td_dropped4(targeted, seed, stream, idx0, 1u << 24), targeted);
+      ASSERT_EQ(td_dropped4(targeted, keys, stream, idx0, 0), 0u);
+      ASSERT_EQ(td_dropped4(targeted, keys, stream, idx0, 1u << 24), targeted);
     }
   // At the boundary: a threshold equal to a draw's top 24 bits does not fire for it, one more
   // does. Draws whose low 8 bits are 0 (about 1 in 256: some 64 of these 16384) are where a
@@ -314,10 +317,10 @@ TEST(TdFusedOnCpu, DropsFollowTheDrawsOfTheirOwnElements) {
     if (idx0 >= 64 && (u & 0xffu) != 0) continue;
     low_zero += (u & 0xffu) == 0;
     if (top > 0) {
-      ASSERT_EQ(td_dropped4(1u, seed, stream, idx0, top), 0u) << "idx0 " << idx0;
+      ASSERT_EQ(td_dropped4(1u, keys, stream, idx0, top), 0u) << "idx0 " << idx0;
     }
     if (top + 1 < (1u << 24)) {
-      ASSERT_EQ(td_dropped4(1u, seed, stream, idx0, top + 1), 1u) << "idx0 " << idx0;
+      ASSERT_EQ(td_dropped4(1u, keys, stream, idx0, top + 1), 1u) << "idx0 " << idx0;
     }
   }
   EXPECT_GT(low_zero, 0);
