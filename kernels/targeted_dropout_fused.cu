@@ -143,8 +143,21 @@ __device__ __forceinline__ void warp_or_and(unsigned* any, unsigned* all) {
 // magnitudes share few exponents, so in the first passes most keys of a warp fall into one bin
 // and plain atomics would serialise on it: the keys in the bin of lane 0's first key are summed
 // over the warp and added with one atomic; the others are added one by one. All lanes call it.
+// Whether that pays was never timed on its own (it came with other changes, kernel v3), and for
+// sm_90 ptxas compiles each `atomicAdd(&hist[bin], 1u)` to ATOMS.POPC.INC, an increment that may
+// already merge a warp's lanes on one address: -DTDROP_TD_WARP_AGGREGATE_BINS=0 builds the plain
+// atomics (register_select<4>: 833 SASS instructions instead of 1255) for a benchmark variant.
+#ifndef TDROP_TD_WARP_AGGREGATE_BINS
+#define TDROP_TD_WARP_AGGREGATE_BINS 1
+#endif
 __device__ __forceinline__ void hist_add4(unsigned* hist, const unsigned (&bins)[4],
                                           const bool (&active)[4]) {
+  if constexpr (!TDROP_TD_WARP_AGGREGATE_BINS) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      if (active[i]) atomicAdd(&hist[bins[i]], 1u);
+    return;
+  }
   const unsigned first = active[0]   ? bins[0]
                          : active[1] ? bins[1]
                          : active[2] ? bins[2]
