@@ -257,9 +257,10 @@ __device__ __forceinline__ void store_mask_words(uint32_t* mask, int warp_c0, in
 // at warp_c0 within the step. `scan(v, &total)`: sum of v over the row's threads before this
 // one (total: over all). With kFullSteps, the steps that lie wholly inside the row take
 // apply4<true>, and the last partial one (and every step of a row not read and written 16 bytes
-// at a time) the general path. Short rows leave it off: a second copy of the step made their
-// functions spill (`nvcc -Xptxas -v`), and their rows have few whole steps. The trip counts are
-// uniform over the row's threads, as the scans need.
+// at a time) the general path. Of the short rows only the warp rows of the warp-only
+// instantiation take it (80 registers, no spill): elsewhere the second copy of the step made
+// their functions spill (`nvcc -Xptxas -v`). The trip counts are uniform over the row's
+// threads, as the scans need.
 template <int kSpan, bool kFullSteps, class Scan>
 __device__ __forceinline__ void final_pass(const DevTask& t, const FinalRow& fr, int first,
                                            int warp_c0, const TdCut& cut, const PhiloxKeys& philox,
@@ -554,8 +555,9 @@ struct GroupRow {
 // Row r of t (n <= Row::kSpan * G) on `row`'s threads: load, select, then block_row's final
 // pass with the row's own tie scan. No block barrier: the block's other threads are on other
 // rows. The final pass reads the row again (from L1, where the first read left it) rather than
-// keeping it in registers next to the Philox state: that would spill.
-template <int G, class Row>
+// keeping it in registers next to the Philox state: that would spill. kFullSteps: see
+// final_pass.
+template <int G, class Row, bool kFullSteps = false>
 __device__ __noinline__ void short_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
                                        Row row, bool* bad) {
   const int first = kEntries * row.index();
@@ -579,21 +581,22 @@ __device__ __noinline__ void short_row(const DevTask& t, int64_t r, const Philox
                     aligned,
                     n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0};
   const auto scan = [&row](unsigned v, unsigned* total) { return row.exclusive_scan(v, total); };
-  final_pass<Row::kSpan, false>(t, fr, first, 32 * kEntries * row.warp(), cut, philox, scan, bad);
+  final_pass<Row::kSpan, kFullSteps>(t, fr, first, 32 * kEntries * row.warp(), cut, philox, scan, bad);
 }
 
 // A warp row of t: warp_groups chunks of 128 entries.
+template <bool kFullSteps>
 __device__ void warp_row_any(const DevTask& t, int64_t r, const PhiloxKeys& philox, bool* bad) {
   const WarpRow row;
   switch (t.warp_groups) {
-    case 1: return short_row<1>(t, r, philox, row, bad);
-    case 2: return short_row<2>(t, r, philox, row, bad);
-    case 3: return short_row<3>(t, r, philox, row, bad);
-    case 4: return short_row<4>(t, r, philox, row, bad);
-    case 5: return short_row<5>(t, r, philox, row, bad);
-    case 6: return short_row<6>(t, r, philox, row, bad);
-    case 7: return short_row<7>(t, r, philox, row, bad);
-    default: return short_row<8>(t, r, philox, row, bad);
+    case 1: return short_row<1, WarpRow, kFullSteps>(t, r, philox, row, bad);
+    case 2: return short_row<2, WarpRow, kFullSteps>(t, r, philox, row, bad);
+    case 3: return short_row<3, WarpRow, kFullSteps>(t, r, philox, row, bad);
+    case 4: return short_row<4, WarpRow, kFullSteps>(t, r, philox, row, bad);
+    case 5: return short_row<5, WarpRow, kFullSteps>(t, r, philox, row, bad);
+    case 6: return short_row<6, WarpRow, kFullSteps>(t, r, philox, row, bad);
+    case 7: return short_row<7, WarpRow, kFullSteps>(t, r, philox, row, bad);
+    default: return short_row<8, WarpRow, kFullSteps>(t, r, philox, row, bad);
   }
 }
 
@@ -662,7 +665,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
     if (t.warp_groups > 0) {
       if constexpr ((kPaths & kWarpRowsOnly) != 0) {
         const int64_t r = (g - t.begin) * kWarps + (threadIdx.x >> 5);
-        if (r < t.rows) warp_row_any(t, r, philox, &bad);
+        if (r < t.rows) warp_row_any<kPaths == kWarpRowsOnly>(t, r, philox, &bad);
       }
     } else if (t.warp_groups < 0) {
       if constexpr ((kPaths & kGroupRowsOnly) != 0) {
