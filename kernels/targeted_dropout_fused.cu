@@ -187,7 +187,7 @@ __device__ __forceinline__ uint4 load4(const uint32_t* src, int c0, int n, bool 
 }
 
 // What the final pass needs of one row, worked out once per row. Columns are 32-bit: the host
-// refuses rows of 2^31 entries or more.
+// refuses rows longer than kTdFusedRowMax.
 struct FinalRow {
   const uint32_t* src;  // the row's bits: staged in shared memory, or W's row
   float* out;           // the row of W'
@@ -202,8 +202,8 @@ struct FinalRow {
 // W', returns the kept nibble (bit i = entry c0 + i kept; 0 for entries >= n). `tie_rank` is the
 // number of entries before c0 with the key cut.T (used only when cut.rank_ties). Sets *bad on
 // Inf/NaN. kFull: all 4 entries lie inside the row and fr.vec_out holds, so no entry is tested
-// against n: most steps of a long row (for a row of 4096, sm_90 SASS: 166 instructions on the
-// common path of a step, 202 with the tests and 64-bit columns).
+// against n: most steps of a long row (for a row of 4096, sm_90 SASS: 157 instructions on the
+// common path of a step; 202 with the tests, 64-bit columns and the Philox keys added up).
 template <bool kFull>
 __device__ __forceinline__ unsigned apply4(const DevTask& t, const FinalRow& fr, int c0, uint4 b,
                                            const TdCut& cut, unsigned tie_rank,
@@ -581,7 +581,8 @@ __device__ __noinline__ void short_row(const DevTask& t, int64_t r, const Philox
                     aligned,
                     n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0};
   const auto scan = [&row](unsigned v, unsigned* total) { return row.exclusive_scan(v, total); };
-  final_pass<Row::kSpan, kFullSteps>(t, fr, first, 32 * kEntries * row.warp(), cut, philox, scan, bad);
+  final_pass<Row::kSpan, kFullSteps>(t, fr, first, 32 * kEntries * row.warp(), cut, philox, scan,
+                                     bad);
 }
 
 // A warp row of t: warp_groups chunks of 128 entries.
@@ -603,8 +604,8 @@ __device__ void warp_row_any(const DevTask& t, int64_t r, const PhiloxKeys& phil
 static_assert(kTdWarpRowMax <= 2 * GroupRow::kSpan, "a group row is at most 2 chunks");
 
 // A group row of t: -warp_groups chunks of 512 entries. All 128 threads of the group call it.
-__device__ void group_row_any(const DevTask& t, int64_t r, const PhiloxKeys& philox, GroupShared* s,
-                              bool* bad) {
+__device__ void group_row_any(const DevTask& t, int64_t r, const PhiloxKeys& philox,
+                              GroupShared* s, bool* bad) {
   const GroupRow row{s};
   if (t.warp_groups == -1) short_row<1>(t, r, philox, row, bad);
   else short_row<2>(t, r, philox, row, bad);
