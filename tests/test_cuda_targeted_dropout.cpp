@@ -130,6 +130,19 @@ TEST(CudaTargetedDropout, FusedWeightModeMatchesReferenceBitForBit) {
   run_and_compare(sweep(false), true, seed);
 }
 
+// A launch of only short rows on warps (ResNet-32's) runs its own instantiation of the kernel,
+// where whole steps of the final pass skip the tests per entry: the sweep's short rows alone.
+TEST(CudaTargetedDropout, FusedWarpOnlyLaunchMatchesReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<Case> cases;
+  for (const Case& c : sweep(false))
+    if (c.n <= kTdWarpRowMax) cases.push_back(c);
+  ASSERT_GT(cases.size(), 100u);
+  run_and_compare(cases, true, seed, TdRows::Warp);
+}
+
 // Rows of at most 1024 entries go to one warp each in the sweep above; the block-per-row and
 // group-per-row paths must give the same bits for them.
 TEST(CudaTargetedDropout, FusedWeightModeBlockRowsMatchReferenceBitForBit) {
