@@ -38,20 +38,11 @@ TDROP_HD Philox4 philox_round(const Philox4& ctr, uint32_t key0, uint32_t key1) 
   return Philox4{{hi1 ^ ctr.v[1] ^ key0, lo1, hi0 ^ ctr.v[3] ^ key1, lo0}};
 }
 
-// The raw generator: 10 rounds over a 128-bit counter with a 64-bit key.
-TDROP_HD Philox4 philox4x32_10(Philox4 ctr, uint32_t key0, uint32_t key1) {
-  for (int round = 0; round < 10; ++round) {
-    ctr = philox_round(ctr, key0, key1);
-    key0 += kPhiloxW0;
-    key1 += kPhiloxW1;
-  }
-  return ctr;
-}
-
-// The round keys of a seed, for a kernel that draws many blocks under one seed: computed once on
-// the host and passed in the kernel's parameters, they are read (from constant memory, or once
-// into registers) where philox4x32_10 above adds them up in every thread for every block: 20
-// adds per block of four numbers.
+// The round keys of a seed: key0 and key1 (its low and high words), then each round adds the Weyl
+// constants. A kernel that draws many blocks under one seed takes them computed once on the host,
+// in its parameters: they are read (from constant memory, or once into registers) where the key
+// schedule would otherwise be added up in every thread for every block (20 adds per block of
+// four numbers).
 struct PhiloxKeys {
   uint32_t k0[10], k1[10];
 };
@@ -68,10 +59,14 @@ TDROP_HD PhiloxKeys philox_keys(uint64_t seed) {
   return keys;
 }
 
-// philox4x32_10 with the keys of philox_keys(): the same bits.
+// The raw generator: 10 rounds over a 128-bit counter under the round keys of a seed.
 TDROP_HD Philox4 philox4x32_10(Philox4 ctr, const PhiloxKeys& keys) {
   for (int round = 0; round < 10; ++round) ctr = philox_round(ctr, keys.k0[round], keys.k1[round]);
   return ctr;
+}
+// The same with the 64-bit key as two words (the compiler folds the schedule into the rounds).
+TDROP_HD Philox4 philox4x32_10(Philox4 ctr, uint32_t key0, uint32_t key1) {
+  return philox4x32_10(ctr, philox_keys(key0 | static_cast<uint64_t>(key1) << 32));
 }
 
 // tdrop's stream convention: element `index` of stream `stream` under `seed` is lane index % 4

@@ -30,8 +30,8 @@ TEST(Philox, Random123KnownAnswerPi) {
                {{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}});
 }
 
-// The round keys precomputed once (as kernels take the seed) give the same blocks as the keys
-// added up round by round: on the known answers and on random counters and seeds.
+// The round keys precomputed once (as kernels take the seed) give the published block, and the
+// same blocks as the seed given whole (split into its two key words) on random counters and seeds.
 TEST(Philox, PrecomputedRoundKeysGiveTheSameBlocks) {
   const uint64_t pi_seed = 0xa4093822ull | (0x299f31d0ull << 32);
   const Philox4 pi = philox4x32_10({{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}},
