@@ -198,6 +198,18 @@ struct FinalRow {
   bool vec_out;  // n % 4 == 0 and out is 16-byte aligned: W' can be written 16 bytes at a time
 };
 
+// Row r of t (n entries) read from src, 16 bytes at a time when vec.
+__device__ __forceinline__ FinalRow final_row(const DevTask& t, int64_t r, int n,
+                                              const uint32_t* src, bool vec) {
+  return FinalRow{src,
+                  t.w_out + r * n,
+                  t.mask + r * mask_words_per_row(n),
+                  static_cast<uint64_t>(r) * static_cast<uint64_t>(n),
+                  n,
+                  vec,
+                  n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0};
+}
+
 // The final pass for the 4 entries c0..c0+3 of a row: decides (targeted_dropout_quad.h), writes
 // W', returns the kept nibble (bit i = entry c0 + i kept; 0 for entries >= n). `tie_rank` is the
 // number of entries before c0 with the key cut.T (used only when cut.rank_ties). Sets *bad on
@@ -462,13 +474,9 @@ __device__ void block_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
                            : block_select(row, n, k, aligned, staged, sel);
   }
   const TdCut cut = td_cut(k, n, th);
-  const FinalRow fr{staged != nullptr ? staged : row,
-                    t.w_out + r * n,
-                    t.mask + r * mask_words_per_row(n),
-                    static_cast<uint64_t>(r) * static_cast<uint64_t>(n),
-                    n,
-                    staged != nullptr || aligned,  // s_row is 16-byte aligned, padded to 4
-                    n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0};
+  // s_row is 16-byte aligned and padded to 4 entries: a staged row is read 16 bytes at a time.
+  const FinalRow fr =
+      final_row(t, r, n, staged != nullptr ? staged : row, staged != nullptr || aligned);
   const auto scan = [&sel](unsigned v, unsigned* total) {
     return block_inclusive_scan(v, sel.scan_scratch, total) - v;
   };
@@ -573,13 +581,7 @@ __device__ __noinline__ void short_row(const DevTask& t, int64_t r, const Philox
     th = short_select<G>(b, n, k, row);
   }
   const TdCut cut = td_cut(k, n, th);
-  const FinalRow fr{src,
-                    t.w_out + r * n,
-                    t.mask + r * mask_words_per_row(n),
-                    static_cast<uint64_t>(r) * static_cast<uint64_t>(n),
-                    n,
-                    aligned,
-                    n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w_out) & 15) == 0};
+  const FinalRow fr = final_row(t, r, n, src, aligned);
   const auto scan = [&row](unsigned v, unsigned* total) { return row.exclusive_scan(v, total); };
   final_pass<Row::kSpan, kFullSteps>(t, fr, first, 32 * kEntries * row.warp(), cut, philox, scan,
                                      bad);
