@@ -29,4 +29,20 @@ CLI::Validator whole_number() {
       },
       "");  // the option type (UINT, INT) says enough in --help
 }
+
+// --dataset and --data-dir, the same in every command that reads a dataset.
+inline void add_dataset_options(CLI::App* cmd, std::string& dataset, std::string& data_dir) {
+  cmd->add_option("--dataset", dataset, "dataset")
+      ->check(CLI::IsMember({"fashion-mnist", "cifar10"}))
+      ->capture_default_str();
+  cmd->add_option("--data-dir", data_dir,
+                  "directory with the dataset files (default: where the Debian package puts them)");
+}
+
+// --device, the same in every command that runs a model.
+inline void add_device_option(CLI::App* cmd, std::string& device) {
+  cmd->add_option("--device", device, "auto|cpu|cuda (auto: CUDA when a GPU is present)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+}
 }  // namespace tdrop

@@ -20,13 +20,8 @@ void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "test accuracy of a checkpoint");
   cmd->add_option("--checkpoint", o->checkpoint, "model.safetensors written by tdrop train")
       ->required();
-  cmd->add_option("--dataset", o->dataset, "dataset")
-      ->check(CLI::IsMember({"fashion-mnist", "cifar10"}))
-      ->capture_default_str();
-  cmd->add_option("--data-dir", o->data_dir, "directory with the dataset files");
-  cmd->add_option("--device", o->device, "auto|cpu|cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
-      ->capture_default_str();
+  add_dataset_options(cmd, o->dataset, o->data_dir);
+  add_device_option(cmd, o->device);
   cmd->add_flag("--keep-all", o->keep_all,
                 "keep every weight (a model trained with targeted dropout otherwise removes its "
                 "targeted set in eval, at the final gamma)");

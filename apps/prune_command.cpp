@@ -97,13 +97,8 @@ void add_prune_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--fractions", o->fractions, "comma-separated fractions in [0, 1]")
       ->capture_default_str();
-  cmd->add_option("--dataset", o->dataset, "dataset")
-      ->check(CLI::IsMember({"fashion-mnist", "cifar10"}))
-      ->capture_default_str();
-  cmd->add_option("--data-dir", o->data_dir, "directory with the dataset files");
-  cmd->add_option("--device", o->device, "auto|cpu|cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
-      ->capture_default_str();
+  add_dataset_options(cmd, o->dataset, o->data_dir);
+  add_device_option(cmd, o->device);
   cmd->add_flag("--json", o->json, "print one JSON object per (checkpoint, fraction)");
   cmd->add_option("--csv", o->csv, "also write the table as CSV to this file");
   cmd->add_option("--plot", o->plot, "draw accuracy against sparsity into this PNG");

@@ -92,11 +92,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--model", cfg->model, "model name (see `tdrop inspect --list`)")
       ->check(CLI::IsMember(model_names()))
       ->capture_default_str();
-  cmd->add_option("--dataset", cfg->dataset, "dataset")
-      ->check(CLI::IsMember({"fashion-mnist", "cifar10"}))
-      ->capture_default_str();
-  cmd->add_option("--data-dir", cfg->data_dir,
-                  "directory with the dataset files (default: where the Debian package puts them)");
+  add_dataset_options(cmd, cfg->dataset, cfg->data_dir);
   cmd->add_option("--epochs", cfg->epochs, "training epochs")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
@@ -127,9 +123,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--warmup-epochs", cfg->warmup_epochs, "linear LR warm-up epochs")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
-  cmd->add_option("--device", cfg->device, "auto|cpu|cuda (auto: CUDA when a GPU is present)")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
-      ->capture_default_str();
+  add_device_option(cmd, cfg->device);
   cmd->add_option("--seed", cfg->seed, "random seed (initialisation, shuffling, dropout)")
       ->check(whole_number<uint64_t>())
       ->capture_default_str();

@@ -27,8 +27,7 @@ void adam_update_cpu(const Tensor& w, const Tensor& g, const Tensor& m, const Te
   float* pm = m.data<float>();
   float* pv = v.data<float>();
   const int64_t n = w.numel();
-  const float bc1 = 1.0f - std::pow(p.beta1, static_cast<float>(p.step));
-  const float bc2 = 1.0f - std::pow(p.beta2, static_cast<float>(p.step));
+  const auto [bc1, bc2] = adam_bias_correction(p);
   for (int64_t i = 0; i < n; ++i) {
     float gi = pg[i];
     if (p.decoupled) pw[i] -= p.lr * p.weight_decay * pw[i];

@@ -129,9 +129,7 @@ void adam_update_cuda(const Tensor& w, const Tensor& g, const Tensor& m, const T
   float* pv = v.data<float>();
   const int64_t n = w.numel();
   if (n == 0) return;
-  // Host-side, with exactly the CPU reference's expressions.
-  const float bc1 = 1.0f - std::pow(p.beta1, static_cast<float>(p.step));
-  const float bc2 = 1.0f - std::pow(p.beta2, static_cast<float>(p.step));
+  const auto [bc1, bc2] = adam_bias_correction(p);
   const float one_m_b1 = 1.0f - p.beta1, one_m_b2 = 1.0f - p.beta2;
   adam_kernel<<<cuda_blocks(n, kThreads), kThreads, 0, cuda_stream()>>>(
       pw, pg, pm, pv, n, p, one_m_b1, one_m_b2, bc1, bc2);

@@ -1,5 +1,6 @@
 // Optimizer updates as single fused passes over (param, grad, state), float32.
 #pragma once
+#include <cmath>
 #include <vector>
 
 #include "core/tensor.h"
@@ -26,6 +27,15 @@ struct AdamParams {
   bool decoupled;  // AdamW: w -= lr*wd*w; Adam: g += wd*w
   int64_t step;    // 1-based, for bias correction
 };
+// Adam's bias corrections 1 - beta1^step and 1 - beta2^step, worked out on the host by both
+// updates, so that the CPU and CUDA paths divide by the same two floats.
+struct AdamBiasCorrection {
+  float bc1, bc2;
+};
+inline AdamBiasCorrection adam_bias_correction(const AdamParams& p) {
+  return {1.0f - std::pow(p.beta1, static_cast<float>(p.step)),
+          1.0f - std::pow(p.beta2, static_cast<float>(p.step))};
+}
 void adam_update_cpu(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v,
                      AdamParams p);
 void adam_update_cuda(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v,
