@@ -67,6 +67,16 @@ TEST_P(Conv2dValues, MatchDirectConvolution) {
     const Tensor y = conv2d(x, w, b, c.p);
     const Shape ys = conv2d_output_shape(c.x, c.w, c.p, "test");
     ASSERT_EQ(y.shape(), ys);
+    // One output per window that lies inside the padded input: window i starts at i * stride
+    // (padded coordinates) and spans dilation * (k - 1) + 1 pixels.
+    const auto windows = [](int64_t in, int64_t pad, int64_t k, int64_t stride, int64_t dil) {
+      int64_t count = 0;
+      while (count * stride + dil * (k - 1) + 1 <= in + 2 * pad) ++count;
+      return count;
+    };
+    const int64_t ho = windows(c.x[2], c.p.pad_h, c.w[2], c.p.stride_h, c.p.dilation_h);
+    const int64_t wo = windows(c.x[3], c.p.pad_w, c.w[3], c.p.stride_w, c.p.dilation_w);
+    ASSERT_EQ(ys, (Shape{c.x[0], c.w[0], ho, wo}));
     const std::vector<double> want = direct_conv(x, w, b, c.p, ys), got = y.to_double_vector();
     const double tol = dt == DType::F64 ? 1e-12 : 2e-5;
     for (size_t i = 0; i < want.size(); ++i)

@@ -199,6 +199,7 @@ TEST(Augment, CropAndFlipFollowTheDraw) {
   std::vector<float> dst(src.size());
   const AugmentConfig cfg{.pad = 2, .flip = true, .fill = {-7.0f, -9.0f}};
   int flips = 0;
+  int dys[5] = {}, dxs[5] = {};  // how often each offset 0..2 * pad was drawn
   for (uint64_t sample = 0; sample < 64; ++sample) {
     const AugmentDraw d = augment_draw(cfg, 99, 3, sample);
     ASSERT_GE(d.dy, 0);
@@ -206,6 +207,8 @@ TEST(Augment, CropAndFlipFollowTheDraw) {
     ASSERT_GE(d.dx, 0);
     ASSERT_LE(d.dx, 4);
     flips += d.flip;
+    ++dys[d.dy];
+    ++dxs[d.dx];
     augment_image(src.data(), dst.data(), C, H, W, cfg, 99, 3, sample);
     for (int64_t c = 0; c < C; ++c)
       for (int64_t y = 0; y < H; ++y)
@@ -220,6 +223,10 @@ TEST(Augment, CropAndFlipFollowTheDraw) {
   }
   EXPECT_GT(flips, 16);  // about half of 64
   EXPECT_LT(flips, 48);
+  for (int o = 0; o < 5; ++o) {  // every crop offset, the outermost ones included, is drawn
+    EXPECT_GT(dys[o], 0) << "dy " << o;
+    EXPECT_GT(dxs[o], 0) << "dx " << o;
+  }
 }
 
 // The trainer's padding is black after normalisation: a raw 0 pixel normalised is exactly the

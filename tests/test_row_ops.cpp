@@ -70,6 +70,18 @@ TEST(Softmax, FloatLogitsBeyondExpsRangeGiveTheSmallLogitsValues) {
   }
 }
 
+// The shift is the row's maximum wherever it stands: logits far beyond exp's range in each
+// position in turn (and the rest far below it) give a one-hot softmax, not Inf or NaN.
+TEST(Softmax, TheLargestLogitInAnyPositionIsTheShift) {
+  const int64_t n = 5;
+  for (int64_t at = 0; at < n; ++at) {
+    std::vector<double> row(n, -1000.0);
+    row[static_cast<size_t>(at)] = 1000.0;
+    const std::vector<double> y = softmax(Tensor::from_vector(row, {1, n})).to_vector<double>();
+    for (int64_t j = 0; j < n; ++j) EXPECT_EQ(y[j], j == at ? 1.0 : 0.0) << at << ", " << j;
+  }
+}
+
 // Logits given as a strided view (a transposed leaf) get their gradient like contiguous ones.
 TEST(CrossEntropy, StridedLogitsGetTheirGradient) {
   Tensor base = Tensor::from_vector<double>({1, -2, 0.5, 3, 0, -1}, {3, 2});

@@ -336,6 +336,22 @@ TEST(TargetedModel, MlpTargetsBothHiddenLayersAndPrunesThem) {
                                [](float x) { return x == 0.0f; });
     EXPECT_EQ(zero_rows, rows / 2) << "layer " << name;
   }
+  // Zeros outside the targeted layers count towards the sparsity of all weights only: a quarter
+  // of the classifier's weights set to 0.
+  bool found = false;
+  for (auto& [name, p] : model->named_parameters()) {
+    if (name != "5.weight") continue;
+    found = true;
+    std::vector<float> v = p.to_vector<float>();
+    std::fill(v.begin(), v.begin() + 250, 0.0f);
+    NoGradGuard no_grad;
+    p.copy_(Tensor::from_vector(v, p.shape()));
+  }
+  ASSERT_TRUE(found) << "the classifier's weight is not named 5.weight";
+  const SparsityReport zeroed = measure_sparsity(*model);
+  EXPECT_EQ(zeroed.targeted_zero, sp.targeted_zero);
+  EXPECT_EQ(zeroed.all_zero, sp.all_zero + 250);
+  EXPECT_EQ(zeroed.all_total, sp.all_total);
 }
 
 }  // namespace

@@ -119,6 +119,36 @@ TEST(MultiHeadSelfAttention, MatchesADirectPerHeadLoop) {
   }
 }
 
+// Layer norm's forward against its definition, (x - mean) / sqrt(var + eps) * gamma + beta with
+// the biased variance, per row: random rows, a row whose variance is near eps (so eps shows in
+// the value), and a constant row (all of it beta).
+TEST(LayerNorm, ForwardMatchesTheDefinition) {
+  std::mt19937_64 rng(fresh_seed());
+  const int64_t R = 4, D = 7;
+  const double eps = 1e-5;
+  std::vector<double> xv = random_tensor({R, D}, rng, -3, 3, DType::F64).to_vector<double>();
+  for (int64_t j = 0; j < D; ++j) {
+    xv[2 * D + j] = 1.0 + 2e-3 * static_cast<double>(j % 2);  // variance about 1e-6
+    xv[3 * D + j] = -0.75;
+  }
+  const Tensor gamma = random_tensor({D}, rng, 0.5, 2, DType::F64);
+  const Tensor beta = random_tensor({D}, rng, -1, 1, DType::F64);
+  const std::vector<double> g = gamma.to_vector<double>(), b = beta.to_vector<double>();
+  const std::vector<double> y =
+      layer_norm(Tensor::from_vector(xv, {R, D}), gamma, beta, eps).to_vector<double>();
+  for (int64_t r = 0; r < R; ++r) {
+    double mean = 0, var = 0;
+    for (int64_t j = 0; j < D; ++j) mean += xv[r * D + j] / D;
+    for (int64_t j = 0; j < D; ++j) var += (xv[r * D + j] - mean) * (xv[r * D + j] - mean) / D;
+    for (int64_t j = 0; j < D; ++j) {
+      const double want = (xv[r * D + j] - mean) / std::sqrt(var + eps) * g[j] + b[j];
+      EXPECT_NEAR(y[r * D + j], want, 1e-12) << "row " << r << ", column " << j;
+    }
+  }
+  // Near-eps row: without eps its entries would be +-1 before gamma; with it about +-0.3.
+  EXPECT_LT(std::abs(y[2 * D] - b[0]) / g[0], 0.5);
+}
+
 // A product over an empty inner dimension is a sum of nothing: zeros, not uninitialised memory;
 // shapes that do not fit are errors naming both.
 TEST(Bmm, EmptyInnerDimensionGivesZerosAndBadShapesAreErrors) {
