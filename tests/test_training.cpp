@@ -421,6 +421,13 @@ TEST(ClipGradNorm, ScalesOnlyAboveTheLimitAlongTheSameDirection) {
     sq2 += static_cast<double>(b2[i]) * b2[i];
   }
   EXPECT_NEAR(std::sqrt(sq2), limit, 1e-5 * limit);
+
+  // Just above the limit is above it: a norm 10 % over is scaled down to the limit too.
+  params[0].set_grad(Tensor::from_vector(w, {2, 3}));
+  params[1].set_grad(Tensor::from_vector(b, {2}));
+  EXPECT_NEAR(clip_grad_norm(lin, norm / 1.1), norm, 1e-5 * norm);
+  const std::vector<float> w3 = params[0].grad().to_vector<float>();
+  for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(w3[i], w[i] / 1.1, 1e-6 * std::abs(w[i]) + 1e-7) << i;
 }
 
 // A diverging step's gradients (entries past sqrt(FLT_MAX), so their squares overflow float)
