@@ -82,6 +82,53 @@ TEST(TargetedLinear, TrainingUsesWPrimeAndTheGradientIsMasked) {
   }
 }
 
+// configure_targeted_dropout numbers the targeted layers in model order, and layer i draws
+// from its own stream td_stream(step, i): two layers never repeat each other's draws.
+TEST(TargetedModel, EachLayerDrawsFromItsOwnStream) {
+  nlohmann::json cfg = nlohmann::json::object();
+  auto model = build_model("mlp", cfg);
+  model->reset_parameters(4);
+  configure_targeted_dropout(*model, weight_td(0.5, 0.5f));
+  const uint64_t seed = fresh_seed(), step = 9;
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t index = 0;
+  for (auto& [name, layer] : targetable_layers(*model)) {
+    const Tensor& weight = layer->weight();
+    const std::vector<float> w = weight.to_vector<float>();
+    const int64_t rows = weight.size(0), n = weight.size(1);
+    const std::vector<float> got =
+        layer->targeted().effective(weight, true, seed, step).to_vector<float>();
+    TdOutput ref;
+    targeted_dropout_reference(
+        make_task(w, rows, n, 0.5, 0.5f, false, td_stream(step, index), ref), seed);
+    EXPECT_EQ(got, ref.w_out) << "layer " << name << " (targeted layer " << index << ")";
+    ++index;
+  }
+  EXPECT_EQ(index, 2u);
+}
+
+// A W' precomputed for one step (the whole-model launch) serves that step's forward once; any
+// other step computes its own.
+TEST(TargetedLinear, PrecomputedWPrimeServesOnlyItsStepAndOnlyOnce) {
+  Linear layer(40, 6);
+  layer.reset_parameters(3);
+  layer.targeted().configure(weight_td(0.5, 0.5f), "fc", 1);
+  const Tensor& weight = layer.weight();
+  const Tensor marked = Tensor::full({6, 40}, 7.0);
+  const Tensor mask = Tensor::zeros({6, mask_words_per_row(40) * 4}, DType::U8);
+  TdOutput ref;
+  const std::vector<float> w = weight.to_vector<float>();
+  targeted_dropout_reference(make_task(w, 6, 40, 0.5, 0.5f, false, td_stream(6, 1), ref), 11);
+  layer.targeted().set_precomputed(marked, mask, 5);
+  EXPECT_EQ(layer.targeted().effective(weight, true, 11, 6).to_vector<float>(), ref.w_out)
+      << "step 6 used the W' precomputed for step 5";
+  layer.targeted().set_precomputed(marked, mask, 6);
+  EXPECT_EQ(layer.targeted().effective(weight, true, 11, 6).to_vector<float>(),
+            std::vector<float>(240, 7.0f));
+  EXPECT_EQ(layer.targeted().effective(weight, true, 11, 6).to_vector<float>(), ref.w_out)
+      << "the precomputed W' was used twice";
+}
+
 // The untargeted dropout baselines (`--dropout weight|unit --dropout-rate P`, the paper's
 // comparison): every weight (or row) is a candidate, the kept ones are scaled by 1/(1 - P) in
 // training, and eval uses every weight unscaled.
