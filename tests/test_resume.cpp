@@ -228,6 +228,70 @@ TEST(Resume, AFreshRunRefusesADirectoryHoldingARun) {
 }
 
 // A hand-edited config.json is checked as the CLI checks options, naming the file and key.
+// A run's config.json holds every setting that shapes the run and reads back to the same
+// settings (--resume continues from it): each one is set away from its default here.
+TEST(Resume, ConfigRoundTripsEverySavedSetting) {
+  TrainConfig c;
+  c.model = "lenet5";
+  c.model_config = {{"note", "kept as given"}};
+  c.dataset = "cifar10";
+  c.data_dir = "some/dir";
+  c.epochs = 7;
+  c.batch_size = 33;
+  c.optimizer = "adamw";
+  c.lr = 0.125f;
+  c.momentum = 0.5f;
+  c.weight_decay = 0.25f;
+  c.schedule = "step";
+  c.warmup_epochs = 2;
+  c.device = "cpu";
+  c.seed = std::numeric_limits<uint64_t>::max();
+  c.train_limit = 500;
+  c.td.mode = TargetedDropoutConfig::Mode::Unit;
+  c.td.gamma = 0.625;
+  c.td.alpha = 0.375f;
+  c.td.ramp = true;
+  c.td.ramp_steps = 99;
+  c.td.unit_per_weight_draws = true;
+  c.td.keep_all_in_eval = true;
+  c.td.rescale = true;
+  c.l1 = 0.001f;
+  c.save_every = 13;
+  c.augment = "crop-flip";
+  c.augment_fill = "zero";
+  c.clip_grad_norm = 2.5f;
+  const TrainConfig b = TrainConfig::from_json(c.to_json(), "config.json");
+  EXPECT_EQ(b.model, c.model);
+  EXPECT_EQ(b.model_config, c.model_config);
+  EXPECT_EQ(b.dataset, c.dataset);
+  EXPECT_EQ(b.data_dir, c.data_dir);
+  EXPECT_EQ(b.epochs, c.epochs);
+  EXPECT_EQ(b.batch_size, c.batch_size);
+  EXPECT_EQ(b.optimizer, c.optimizer);
+  EXPECT_EQ(b.lr, c.lr);
+  EXPECT_EQ(b.momentum, c.momentum);
+  EXPECT_EQ(b.weight_decay, c.weight_decay);
+  EXPECT_EQ(b.schedule, c.schedule);
+  EXPECT_EQ(b.warmup_epochs, c.warmup_epochs);
+  EXPECT_EQ(b.device, c.device);
+  EXPECT_EQ(b.seed, c.seed);
+  EXPECT_EQ(b.train_limit, c.train_limit);
+  EXPECT_EQ(b.td.mode, c.td.mode);
+  EXPECT_EQ(b.td.gamma, c.td.gamma);
+  EXPECT_EQ(b.td.alpha, c.td.alpha);
+  EXPECT_EQ(b.td.ramp, c.td.ramp);
+  EXPECT_EQ(b.td.ramp_steps, c.td.ramp_steps);
+  EXPECT_EQ(b.td.unit_per_weight_draws, c.td.unit_per_weight_draws);
+  EXPECT_EQ(b.td.keep_all_in_eval, c.td.keep_all_in_eval);
+  EXPECT_EQ(b.td.rescale, c.td.rescale);
+  EXPECT_EQ(b.l1, c.l1);
+  EXPECT_EQ(b.save_every, c.save_every);
+  EXPECT_EQ(b.augment, c.augment);
+  EXPECT_EQ(b.augment_fill, c.augment_fill);
+  EXPECT_EQ(b.clip_grad_norm, c.clip_grad_norm);
+  EXPECT_EQ(b.to_json(), c.to_json());
+}
+
 TEST(Resume, DamagedConfigIsAnErrorNamingTheFile) {
   SKIP_WITHOUT_DATA();
   const std::string dir = fresh_dir("config");
