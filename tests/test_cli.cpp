@@ -522,6 +522,66 @@ TEST_F(Cli, PruneTableAndJsonKeepCloseFractionsAndAnyLabel) {
     EXPECT_EQ(json::parse(line).at("label").get<std::string>(), "run\xef\xbf\xbd") << line;
 }
 
+// The JSON lines, the CSV, the table and the plot's data of one sweep carry the same numbers in
+// the same places: at 0.5 the targeted and all-weights sparsities, the accuracy and the loss
+// all differ, so a swapped column shows. The plot's interpreter (TDROP_PYTHON) is replaced by
+// one that keeps the data it is given and writes a stand-in PNG.
+TEST_F(Cli, PruneTableCsvJsonAndPlotShowTheSameNumbers) {
+  const std::string data = fashion_mnist_dir();
+  if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
+  const std::string ckpt = quick_checkpoint(data);
+  const std::string csv = tmp_.file("prune.csv"), png = tmp_.file("prune.png");
+  const std::string seen = tmp_.file("plot-data.json"), python = tmp_.file("python.sh");
+  {
+    std::ofstream sh(python);
+    sh << "#!/bin/sh\nexec python3 -c 'import json, sys\nd = json.load(sys.stdin)\n"
+          "open(sys.argv[1], \"w\").write(json.dumps(d))\nopen(d[\"out\"], \"wb\").write(b\"png\")' "
+       << quote(seen) << "\n";
+  }
+  fs::permissions(python, fs::perms::owner_all);
+  const ScopedEnv env("TDROP_PYTHON", python.c_str());
+  const std::string common = "prune --device cpu --fractions 0,0.5 --data-dir " + quote(data) +
+                             " --checkpoint " + quote(ckpt);
+  const RunResult r = run(common + " --json --csv " + quote(csv) + " --plot " + quote(png));
+  ASSERT_EQ(r.status, 0) << r.summary();
+  std::vector<json> rows;
+  for (const std::string& line : lines_of(r.out)) rows.push_back(json::parse(line));
+  ASSERT_EQ(rows.size(), 2u) << r.out;
+  const json& half = rows[1];
+  const double targeted = half.at("sparsity_targeted"), all = half.at("sparsity_all");
+  const double accuracy = half.at("accuracy"), loss = half.at("loss");
+  EXPECT_EQ(targeted, 0.5);
+  EXPECT_GT(all, 0.0);
+  EXPECT_LT(all, targeted);  // the classifier keeps its weights
+  EXPECT_NE(accuracy, targeted);
+  EXPECT_NE(accuracy, all);
+  auto fixed = [](const char* fmt, double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, fmt, v);
+    return std::string(buf);
+  };
+  // CSV: fraction, then the two sparsities, accuracy and loss.
+  const std::vector<std::vector<std::string>> table = parse_csv(read_file(csv));
+  ASSERT_EQ(table.size(), 3u) << read_file(csv);
+  EXPECT_EQ(table[2], (std::vector<std::string>{ckpt, "run", "weight", "0.5",
+                                                fixed("%.6f", targeted), fixed("%.6f", all),
+                                                fixed("%.6f", accuracy), fixed("%.6f", loss)}));
+  // Plot: x is the targeted sparsity in %, y the accuracy in %.
+  ASSERT_TRUE(fs::exists(png));
+  const json plot = json::parse(read_file(seen));
+  ASSERT_EQ(plot.at("series").size(), 1u);
+  EXPECT_EQ(plot["series"][0].at("x"), json({0.0, 100 * targeted}));
+  EXPECT_EQ(plot["series"][0].at("y"), json({100 * rows[0].at("accuracy").get<double>(),
+                                             100 * accuracy}));
+  // Table: the row of 0.5 as the prune command lays it out.
+  const RunResult t = run(common);
+  ASSERT_EQ(t.status, 0) << t.summary();
+  char want[128];
+  std::snprintf(want, sizeof want, "0.50      | %7.1f%% %7.1f%% %11.2f%%", 100 * targeted,
+                100 * all, 100 * accuracy);
+  EXPECT_NE(t.out.find(want), std::string::npos) << "no row \"" << want << "\" in\n" << t.out;
+}
+
 TEST_F(Cli, PlotFailureIsAnErrorNotASignal) {
   const std::string data = fashion_mnist_dir();
   if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
