@@ -1094,12 +1094,49 @@ TEST(EndToEnd, RampWithoutStepsSpansTheRun) {
   cfg.td.gamma = 0.5;
   cfg.td.alpha = 0.5f;
   cfg.td.ramp = true;
+  TempDir dir;
+  cfg.out_dir = dir.file("run");
+  cfg.print_epochs = true;
+  ::testing::internal::CaptureStdout();
   const TrainResult r = train(cfg);
+  const std::string printed = ::testing::internal::GetCapturedStdout();
   ASSERT_EQ(r.epochs.size(), 2u);
   const long steps_per_epoch = r.epochs[0].step;
   EXPECT_EQ(steps_per_epoch, 12);  // 1500 images in batches of 128
   EXPECT_EQ(r.model_config.at("td").at("ramp_steps").get<long>(), 2 * steps_per_epoch);
-  EXPECT_EQ(r.epochs[1].sparsity_targeted, 0.5);
+  const EpochMetrics& last = r.epochs[1];
+  EXPECT_EQ(last.sparsity_targeted, 0.5);
+  EXPECT_GT(last.sparsity_all, 0.0);
+  EXPECT_LT(last.sparsity_all, 0.5);  // the classifier is not targeted
+
+  // What the run reports, metrics.jsonl and the epoch lines, is each epoch's own numbers, field
+  // for field (train and test differ, as do the two sparsities).
+  std::ifstream in(cfg.out_dir + "/metrics.jsonl");
+  std::vector<json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(json::parse(line));
+  ASSERT_EQ(lines.size(), 2u);
+  for (size_t e = 0; e < 2; ++e) {
+    const EpochMetrics& m = r.epochs[e];
+    const json& j = lines[e];
+    EXPECT_EQ(j.at("epoch"), m.epoch);
+    EXPECT_EQ(j.at("step"), m.step);
+    EXPECT_EQ(j.at("lr").get<double>(), m.lr);
+    EXPECT_EQ(j.at("train_loss").get<double>(), m.train_loss);
+    EXPECT_EQ(j.at("train_accuracy").get<double>(), m.train_accuracy);
+    EXPECT_EQ(j.at("test_loss").get<double>(), m.test_loss);
+    EXPECT_EQ(j.at("test_accuracy").get<double>(), m.test_accuracy);
+    EXPECT_EQ(j.at("sparsity_targeted").get<double>(), m.sparsity_targeted);
+    EXPECT_EQ(j.at("sparsity_all").get<double>(), m.sparsity_all);
+  }
+  EXPECT_NE(last.train_accuracy, last.test_accuracy);
+  char want[160];
+  std::snprintf(want, sizeof want,
+                "epoch  2/2  loss %.4f  train acc %6.2f%%  test acc %6.2f%%  lr %.4g",
+                last.train_loss, 100 * last.train_accuracy, 100 * last.test_accuracy, last.lr);
+  EXPECT_NE(printed.find(want), std::string::npos) << "no \"" << want << "\" in\n" << printed;
+  std::snprintf(want, sizeof want, "sparsity %.1f%%/%.1f%%\n", 100 * last.sparsity_targeted,
+                100 * last.sparsity_all);
+  EXPECT_NE(printed.find(want), std::string::npos) << "no \"" << want << "\" in\n" << printed;
 }
 
 // On the GPU a step's loss and predictions are looked at two steps after they are computed.
