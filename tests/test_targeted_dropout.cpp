@@ -229,6 +229,16 @@ TEST(TdReferenceStatistics, DrawsDifferBetweenStepsAndRepeatForOneSeed) {
   EXPECT_NE(a.mask, e.mask);
 }
 
+// Each (step, layer) pair has a stream of its own: the 65536 layer slots of one step never
+// reach into the next step's, at the edges of the slots included.
+TEST(TdReferenceStatistics, StepsAndLayersNeverShareAStream) {
+  for (uint64_t step : {uint64_t{0}, uint64_t{1}, uint64_t{12345}, (uint64_t{1} << 40) + 3}) {
+    EXPECT_NE(td_stream(step, 65535), td_stream(step + 1, 0)) << step;
+    EXPECT_NE(td_stream(step, 0), td_stream(step, 65535)) << step;
+    EXPECT_EQ(td_stream(step + 1, 0) - td_stream(step, 65535), 1u) << step;  // adjacent, apart
+  }
+}
+
 TEST(TdReferenceUnit, TargetsTheRowsOfSmallestNormTiesByIndex) {
   // Rows 2 and 3 share the smallest norm (0.01), row 0 is next (0.5), then rows 4 and 1.
   const int64_t n = 3;
