@@ -357,6 +357,11 @@ TEST(TdCpuPath, MatchesReferenceBitForBit) {
           check(rows, n, kind, gamma, alpha, unit);
           if (::testing::Test::HasFatalFailure()) return;
         }
+  // Rows of a million entries: one alone, and two that go to different CPU threads where
+  // there are several.
+  check(1, 1000000, WeightKind::Mixed, 0.75, 0.66f, false);
+  check(2, 1000000, WeightKind::Normal, 0.5, 0.5f, true);
+  if (::testing::Test::HasFatalFailure()) return;
   // Rows whose k-th key ends a run of ties: every key of its value is targeted, none above.
   for (double gamma : {36.0 / 64, 33.0 / 64, 1.0 / 64})
     for (int64_t n : {64, 4096}) {
