@@ -1110,7 +1110,7 @@ TEST(EndToEnd, RampWithoutStepsSpansTheRun) {
   EXPECT_LT(last.sparsity_all, 0.5);  // the classifier is not targeted
 
   // What the run reports, metrics.jsonl and the epoch lines, is each epoch's own numbers, field
-  // for field (train and test differ, as do the two sparsities).
+  // for field (the two sparsities differ, so a swap of them shows).
   std::ifstream in(cfg.out_dir + "/metrics.jsonl");
   std::vector<json> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(json::parse(line));
@@ -1128,7 +1128,6 @@ TEST(EndToEnd, RampWithoutStepsSpansTheRun) {
     EXPECT_EQ(j.at("sparsity_targeted").get<double>(), m.sparsity_targeted);
     EXPECT_EQ(j.at("sparsity_all").get<double>(), m.sparsity_all);
   }
-  EXPECT_NE(last.train_accuracy, last.test_accuracy);
   char want[160];
   std::snprintf(want, sizeof want,
                 "epoch  2/2  loss %.4f  train acc %6.2f%%  test acc %6.2f%%  lr %.4g",

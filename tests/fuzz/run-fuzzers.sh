@@ -30,7 +30,7 @@ OUTDIR="$(cd "$OUTDIR" && pwd)"
 declare -A SOURCES=(
   [safetensors]="core/safetensors.cpp core/atomic_file.cpp core/json_parse.cpp core/error.cpp"
   [idx]="data/idx.cpp data/fashion_mnist.cpp core/error.cpp"
-  [cifar10]="data/cifar10.cpp core/error.cpp"
+  [cifar10]="data/cifar10.cpp core/atomic_file.cpp core/error.cpp"
 )
 declare -A MAX_LEN=([safetensors]=16384 [idx]=16384 [cifar10]=16384)
 FLAGS=(-std=c++20 -g -O1 -fno-omit-frame-pointer -I.)
