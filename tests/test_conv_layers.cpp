@@ -9,7 +9,9 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
+#include <tuple>
 
 #include "core/autograd.h"
 #include "kernels/conv_ops.h"
@@ -166,6 +168,44 @@ TEST(ResidualBlocks, ShapesAndShortcuts) {
   expect_error([] { BasicBlock(32, 16, 1); }, {"BasicBlock(32 -> 16", "needs out >= in"});
   expect_error([] { PreActBlock(16, 32, 1, false); },
                {"PreActBlock(16 -> 32", "identity shortcut needs in == out"});
+}
+
+// Each block's forward against its definition, composed here from its own sub-layers and plain
+// ops (the blocks fuse the ReLU and the shortcut's add into batch norm's output pass):
+//   basic:   relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), shortcut = x or option A;
+//   pre-act: a = relu(bn1(x)); conv2(relu(bn2(conv1(a)))) + (projection(a) or x).
+TEST(ResidualBlocks, ForwardsFollowTheirDefinitions) {
+  std::mt19937_64 rng(fresh_seed());
+  const Tensor x = random_tensor({2, 16, 8, 8}, rng, -1, 1, DType::F32);
+  auto child = [](Module& m, const std::string& name) -> Module& {
+    for (auto& [n, c] : m.children())
+      if (n == name) return *c;
+    throw std::runtime_error("no child " + name);
+  };
+  auto expect_same = [](const Tensor& got, const Tensor& want, const char* what) {
+    const std::vector<float> g = got.to_vector<float>(), w = want.to_vector<float>();
+    ASSERT_EQ(got.shape(), want.shape()) << what;
+    for (size_t i = 0; i < g.size(); ++i) ASSERT_NEAR(g[i], w[i], 1e-5f) << what << " at " << i;
+  };
+  for (auto [in, out, stride] : {std::tuple{16, 16, 1}, std::tuple{16, 32, 2}}) {
+    BasicBlock b(in, out, stride);
+    b.reset_parameters(rng());
+    const Tensor got = b.forward(x);
+    const Tensor h = relu(child(b, "bn1").forward(child(b, "conv1").forward(x)));
+    const Tensor skip = out == in && stride == 1 ? x : pad_channels_subsample(x, out, stride);
+    expect_same(got, relu(add(child(b, "bn2").forward(child(b, "conv2").forward(h)), skip)),
+                out == in ? "basic block, identity" : "basic block, option A");
+  }
+  for (bool projection : {false, true}) {
+    PreActBlock b(16, projection ? 32 : 16, projection ? 2 : 1, projection);
+    b.reset_parameters(rng());
+    const Tensor got = b.forward(x);
+    const Tensor a = relu(child(b, "bn1").forward(x));
+    const Tensor h = relu(child(b, "bn2").forward(child(b, "conv1").forward(a)));
+    const Tensor skip = projection ? child(b, "shortcut").forward(a) : x;
+    expect_same(got, add(child(b, "conv2").forward(h), skip),
+                projection ? "pre-activation block, projection" : "pre-activation block, identity");
+  }
 }
 
 // ---- the zoo -------------------------------------------------------------------------------
