@@ -6,6 +6,7 @@
 #include <functional>
 #include <string>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -91,6 +92,14 @@ inline void expect_close_l2(const Tensor& want, const Tensor& got, double rtol,
   double diff = 0, norm = 0;
   for (size_t k = 0; k < a.size(); ++k) diff += (a[k] - b[k]) * (a[k] - b[k]), norm += a[k] * a[k];
   EXPECT_LE(std::sqrt(diff), rtol * std::sqrt(norm) + 1e-7) << what;
+}
+
+// The sub-layer of `m` registered as `name` (a test composes a block's forward from its parts).
+inline Module& child_module(Module& m, const std::string& name) {
+  for (auto& [n, c] : m.children())
+    if (n == name) return *c;
+  ADD_FAILURE() << "no child module '" << name << "'";
+  throw std::runtime_error("no child module " + name);
 }
 
 }  // namespace tdrop::testing

@@ -9,7 +9,6 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
-#include <stdexcept>
 #include <string>
 #include <tuple>
 
@@ -177,33 +176,29 @@ TEST(ResidualBlocks, ShapesAndShortcuts) {
 TEST(ResidualBlocks, ForwardsFollowTheirDefinitions) {
   std::mt19937_64 rng(fresh_seed());
   const Tensor x = random_tensor({2, 16, 8, 8}, rng, -1, 1, DType::F32);
-  auto child = [](Module& m, const std::string& name) -> Module& {
-    for (auto& [n, c] : m.children())
-      if (n == name) return *c;
-    throw std::runtime_error("no child " + name);
-  };
   auto expect_same = [](const Tensor& got, const Tensor& want, const char* what) {
-    const std::vector<float> g = got.to_vector<float>(), w = want.to_vector<float>();
     ASSERT_EQ(got.shape(), want.shape()) << what;
-    for (size_t i = 0; i < g.size(); ++i) ASSERT_NEAR(g[i], w[i], 1e-5f) << what << " at " << i;
+    expect_close_l2(want, got, 1e-6, what);
   };
   for (auto [in, out, stride] : {std::tuple{16, 16, 1}, std::tuple{16, 32, 2}}) {
     BasicBlock b(in, out, stride);
     b.reset_parameters(rng());
+    auto part = [&b](const char* name, const Tensor& t) { return child_module(b, name).forward(t); };
     const Tensor got = b.forward(x);
-    const Tensor h = relu(child(b, "bn1").forward(child(b, "conv1").forward(x)));
+    const Tensor h = relu(part("bn1", part("conv1", x)));
     const Tensor skip = out == in && stride == 1 ? x : pad_channels_subsample(x, out, stride);
-    expect_same(got, relu(add(child(b, "bn2").forward(child(b, "conv2").forward(h)), skip)),
+    expect_same(got, relu(add(part("bn2", part("conv2", h)), skip)),
                 out == in ? "basic block, identity" : "basic block, option A");
   }
   for (bool projection : {false, true}) {
     PreActBlock b(16, projection ? 32 : 16, projection ? 2 : 1, projection);
     b.reset_parameters(rng());
+    auto part = [&b](const char* name, const Tensor& t) { return child_module(b, name).forward(t); };
     const Tensor got = b.forward(x);
-    const Tensor a = relu(child(b, "bn1").forward(x));
-    const Tensor h = relu(child(b, "bn2").forward(child(b, "conv1").forward(a)));
-    const Tensor skip = projection ? child(b, "shortcut").forward(a) : x;
-    expect_same(got, add(child(b, "conv2").forward(h), skip),
+    const Tensor a = relu(part("bn1", x));
+    const Tensor h = relu(part("bn2", part("conv1", a)));
+    const Tensor skip = projection ? part("shortcut", a) : x;
+    expect_same(got, add(part("conv2", h), skip),
                 projection ? "pre-activation block, projection" : "pre-activation block, identity");
   }
 }

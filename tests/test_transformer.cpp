@@ -149,6 +149,24 @@ TEST(LayerNorm, ForwardMatchesTheDefinition) {
   EXPECT_LT(std::abs(y[2 * D] - b[0]) / g[0], 0.5);
 }
 
+// A block's forward against its pre-norm definition, composed from its own sub-layers:
+//   h = x + attention(norm1(x)), y = h + fc2(relu(fc1(norm2(h)))).
+TEST(TransformerZoo, BlockForwardFollowsItsDefinition) {
+  std::mt19937_64 rng(fresh_seed());
+  TransformerBlock block(8, 2, 12);
+  block.reset_parameters(rng());
+  const Tensor x = random_tensor({2, 5, 8}, rng, -1, 1, DType::F32);
+  const Tensor got = block.forward(x);
+  auto part = [&](const char* name, const Tensor& in) {
+    return child_module(block, name).forward(in);
+  };
+  const Tensor h = add(x, part("attention", part("norm1", x)));
+  const Tensor flat = reshape(part("norm2", h), {10, 8});
+  const Tensor want = add(h, reshape(part("fc2", relu(part("fc1", flat))), {2, 5, 8}));
+  ASSERT_EQ(got.shape(), want.shape());
+  expect_close_l2(want, got, 1e-6, "transformer block");
+}
+
 // A product over an empty inner dimension is a sum of nothing: zeros, not uninitialised memory;
 // shapes that do not fit are errors naming both.
 TEST(Bmm, EmptyInnerDimensionGivesZerosAndBadShapesAreErrors) {
