@@ -259,6 +259,30 @@ TEST(Zoo, EveryConvNetMarksStemAndClassifierOnly) {
   }
 }
 
+// The sequential models hold their layers in the order of their papers (a ReLU or pooling
+// missing or moved would still train, and pass every shape and gradient check).
+TEST(Zoo, SequentialModelsHoldTheirLayersInOrder) {
+  auto kinds = [](const std::string& name) {
+    nlohmann::json cfg = name == "vgg16" ? nlohmann::json{{"input_shape", {1, 32, 32}}}
+                                         : nlohmann::json::object();
+    auto model = build_model(name, cfg);
+    std::string out;
+    for (auto& [n, layer] : model->children()) {
+      const std::string d = layer->describe();
+      if (!out.empty()) out += ' ';
+      out += d.substr(0, d.find_first_of("( "));
+    }
+    return out;
+  };
+  EXPECT_EQ(kinds("mlp"), "Flatten Linear ReLU Linear ReLU Linear");
+  EXPECT_EQ(kinds("lenet5"),
+            "Conv2d ReLU MaxPool2d Conv2d ReLU MaxPool2d Flatten Linear ReLU Linear ReLU Linear");
+  std::string vgg;
+  for (int v : {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0})
+    vgg += v == 0 ? "MaxPool2d " : "Conv2d BatchNorm2d ReLU ";
+  EXPECT_EQ(kinds("vgg16"), vgg + "Flatten Linear ReLU Linear");
+}
+
 TEST(Zoo, OutputShapesAndConfigDefaults) {
   NoGradGuard ng;
   struct Case {
