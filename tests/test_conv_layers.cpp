@@ -259,28 +259,64 @@ TEST(Zoo, EveryConvNetMarksStemAndClassifierOnly) {
   }
 }
 
-// The sequential models hold their layers in the order of their papers (a ReLU or pooling
-// missing or moved would still train, and pass every shape and gradient check).
-TEST(Zoo, SequentialModelsHoldTheirLayersInOrder) {
-  auto kinds = [](const std::string& name) {
-    nlohmann::json cfg = name == "vgg16" ? nlohmann::json{{"input_shape", {1, 32, 32}}}
-                                         : nlohmann::json::object();
-    auto model = build_model(name, cfg);
-    std::string out;
-    for (auto& [n, layer] : model->children()) {
-      const std::string d = layer->describe();
-      if (!out.empty()) out += ' ';
-      out += d.substr(0, d.find_first_of("( "));
+// A model's layers in order, nested Sequentials flattened: residual blocks by their whole
+// description (channels, stride, shortcut), other layers by kind; joined by " | ".
+void list_layers(Module& m, std::string& out) {
+  for (auto& [name, layer] : m.children()) {
+    if (dynamic_cast<Sequential*>(layer.get()) != nullptr) {
+      list_layers(*layer, out);
+      continue;
     }
+    const std::string d = layer->describe();
+    const bool block = d.rfind("BasicBlock", 0) == 0 || d.rfind("PreActBlock", 0) == 0;
+    if (!out.empty()) out += " | ";
+    out += block ? d : d.substr(0, d.find_first_of("( "));
+  }
+}
+
+// The zoo's models hold their layers in their papers' order: a ReLU or pooling missing or
+// moved, or a stage's stride on the wrong block, would still train and pass every shape and
+// gradient check.
+TEST(Zoo, ModelsHoldTheirLayersInOrder) {
+  auto layers = [](const std::string& name) {
+    nlohmann::json cfg = nlohmann::json::object();
+    std::string out;
+    list_layers(*build_model(name, cfg), out);
     return out;
   };
-  EXPECT_EQ(kinds("mlp"), "Flatten Linear ReLU Linear ReLU Linear");
-  EXPECT_EQ(kinds("lenet5"),
-            "Conv2d ReLU MaxPool2d Conv2d ReLU MaxPool2d Flatten Linear ReLU Linear ReLU Linear");
+  EXPECT_EQ(layers("mlp"), "Flatten | Linear | ReLU | Linear | ReLU | Linear");
+  EXPECT_EQ(layers("lenet5"),
+            "Conv2d | ReLU | MaxPool2d | Conv2d | ReLU | MaxPool2d | Flatten | Linear | ReLU | "
+            "Linear | ReLU | Linear");
   std::string vgg;
   for (int v : {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0})
-    vgg += v == 0 ? "MaxPool2d " : "Conv2d BatchNorm2d ReLU ";
-  EXPECT_EQ(kinds("vgg16"), vgg + "Flatten Linear ReLU Linear");
+    vgg += v == 0 ? "MaxPool2d | " : "Conv2d | BatchNorm2d | ReLU | ";
+  EXPECT_EQ(layers("vgg16"), vgg + "Flatten | Linear | ReLU | Linear");
+  // He et al.'s CIFAR ResNets: each stage after the first starts with a stride-2 block.
+  auto stages = [](const char* kind, const int (&widths)[3], int first_in, int blocks,
+                   const char* first_shortcut) {
+    std::string out;
+    int in = first_in;
+    for (int s = 0; s < 3; ++s)
+      for (int b = 0; b < blocks; ++b) {
+        const int w = widths[s];
+        const bool first = b == 0 && (s > 0 || in != w);
+        out += std::string(kind) + "(" + std::to_string(in) + " -> " + std::to_string(w) +
+               (b == 0 && s > 0 ? ", stride 2" : "") +
+               (first ? std::string(", ") + first_shortcut : ", identity") + ") | ";
+        in = w;
+      }
+    return out;
+  };
+  for (auto [name, blocks] : {std::pair{"resnet20", 3}, std::pair{"resnet32", 5}})
+    EXPECT_EQ(layers(name), "Conv2d | BatchNorm2d | ReLU | " +
+                                stages("BasicBlock", {16, 32, 64}, 16, blocks,
+                                       "option-A shortcut") +
+                                "GlobalAvgPool | Linear")
+        << name;
+  EXPECT_EQ(layers("resnet32-wide"),
+            "Conv2d | " + stages("PreActBlock", {32, 64, 128}, 16, 5, "1x1 projection") +
+                "BatchNorm2d | ReLU | GlobalAvgPool | Linear");
 }
 
 TEST(Zoo, OutputShapesAndConfigDefaults) {
