@@ -98,6 +98,21 @@ TEST(BatchNorm2dLayer, RunningStatisticsAreBuffersNotParameters) {
   bn.reset_parameters(1);
   EXPECT_EQ(bn.running_mean().to_vector<float>(), std::vector<float>(3, 0.0f));
   EXPECT_EQ(bn.running_var().to_vector<float>(), std::vector<float>(3, 1.0f));
+
+  // A layer's own momentum and eps are the ones it normalises with (resnet32-wide's 0.003, 1e-3).
+  BatchNorm2d slow(3, 1e-3, 0.003);
+  slow.train();
+  slow.forward(x);
+  const Tensor fresh_mean = Tensor::zeros({3}), fresh_var = Tensor::full({3}, 1.0);
+  batch_norm2d(x, slow.weight(), slow.bias(), fresh_mean, fresh_var, true, 0.003, 1e-3);
+  EXPECT_EQ(slow.running_mean().to_vector<float>(), fresh_mean.to_vector<float>());
+  EXPECT_EQ(slow.running_var().to_vector<float>(), fresh_var.to_vector<float>());
+  for (float m : slow.running_mean().to_vector<float>()) EXPECT_NEAR(m, 0.009f, 0.001f);
+  slow.eval();
+  EXPECT_EQ(slow.forward(x).to_vector<float>(),
+            batch_norm2d(x, slow.weight(), slow.bias(), fresh_mean.clone(), fresh_var.clone(),
+                         false, 0.003, 1e-3)
+                .to_vector<float>());
 }
 
 TEST(BatchNorm2dLayer, LoadStateRestoresBuffersAndRequiresThem) {
