@@ -218,28 +218,30 @@ TEST_P(SgdMatchesPyTorch, FiveSteps) {
   Tensor p0 = Tensor::from_vector(w0, {3, 4}), p1 = Tensor::from_vector(w1, {5});
   p0.set_requires_grad(true);
   p1.set_requires_grad(true);
-  SGD opt({p0, p1}, c.lr, c.momentum, c.wd, c.nesterov);
+  // Through the factory the CLI uses, so that --optimizer nesterov is the one tested.
+  const auto opt = make_optimizer(c.nesterov ? "nesterov" : "sgd", {p0, p1}, c.lr, c.momentum,
+                                  c.wd);
   SgdReference r0(c.lr, c.momentum, c.wd, c.nesterov), r1 = r0;
   std::vector<double> e0(w0.begin(), w0.end()), e1(w1.begin(), w1.end());
   for (int step = 0; step < 5; ++step) {
     SCOPED_TRACE("step " + std::to_string(step));
     if (step == 3) {  // the schedule changes the rate between steps
-      opt.set_lr(c.lr * 0.5f);
+      opt->set_lr(c.lr * 0.5f);
       r0.lr = r1.lr = c.lr * 0.5f;
     }
     const std::vector<float> g0 = random_floats(12, rng), g1 = random_floats(5, rng);
-    opt.zero_grad();
+    opt->zero_grad();
     p0.set_grad(Tensor::from_vector(g0, {3, 4}));
     r0.step(e0, g0);
     if (step != 2) {
       p1.set_grad(Tensor::from_vector(g1, {5}));
       r1.step(e1, g1);
     }
-    opt.step();
+    opt->step();
     expect_close(p0.to_double_vector(), e0, "param 0");
     expect_close(p1.to_double_vector(), e1, "param 1");
   }
-  EXPECT_EQ(opt.steps_taken(), 5);
+  EXPECT_EQ(opt->steps_taken(), 5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Optimizer, SgdMatchesPyTorch,
