@@ -94,10 +94,11 @@ inline void expect_close_l2(const Tensor& want, const Tensor& got, double rtol,
   EXPECT_LE(std::sqrt(diff), rtol * std::sqrt(norm) + 1e-7) << what;
 }
 
-// The sub-layer of `m` registered as `name` (a test composes a block's forward from its parts).
-inline Module& child_module(Module& m, const std::string& name) {
+// The forward of the sub-layer of `m` registered as `name`, on x (a test composes a block's
+// forward from its parts).
+inline Tensor forward_child(Module& m, const std::string& name, const Tensor& x) {
   for (auto& [n, c] : m.children())
-    if (n == name) return *c;
+    if (n == name) return c->forward(x);
   ADD_FAILURE() << "no child module '" << name << "'";
   throw std::runtime_error("no child module " + name);
 }

@@ -535,7 +535,8 @@ TEST_F(Cli, PruneTableCsvJsonAndPlotShowTheSameNumbers) {
   {
     std::ofstream sh(python);
     sh << "#!/bin/sh\nexec python3 -c 'import json, sys\nd = json.load(sys.stdin)\n"
-          "open(sys.argv[1], \"w\").write(json.dumps(d))\nopen(d[\"out\"], \"wb\").write(b\"png\")' "
+          "open(sys.argv[1], \"w\").write(json.dumps(d))\n"
+          "open(d[\"out\"], \"wb\").write(b\"png\")' "
        << quote(seen) << "\n";
   }
   fs::permissions(python, fs::perms::owner_all);

@@ -198,7 +198,7 @@ TEST(ResidualBlocks, ForwardsFollowTheirDefinitions) {
   for (auto [in, out, stride] : {std::tuple{16, 16, 1}, std::tuple{16, 32, 2}}) {
     BasicBlock b(in, out, stride);
     b.reset_parameters(rng());
-    auto part = [&b](const char* name, const Tensor& t) { return child_module(b, name).forward(t); };
+    auto part = [&b](const char* name, const Tensor& t) { return forward_child(b, name, t); };
     const Tensor got = b.forward(x);
     const Tensor h = relu(part("bn1", part("conv1", x)));
     const Tensor skip = out == in && stride == 1 ? x : pad_channels_subsample(x, out, stride);
@@ -208,7 +208,7 @@ TEST(ResidualBlocks, ForwardsFollowTheirDefinitions) {
   for (bool projection : {false, true}) {
     PreActBlock b(16, projection ? 32 : 16, projection ? 2 : 1, projection);
     b.reset_parameters(rng());
-    auto part = [&b](const char* name, const Tensor& t) { return child_module(b, name).forward(t); };
+    auto part = [&b](const char* name, const Tensor& t) { return forward_child(b, name, t); };
     const Tensor got = b.forward(x);
     const Tensor a = relu(part("bn1", x));
     const Tensor h = relu(part("bn2", part("conv1", a)));

@@ -157,9 +157,7 @@ TEST(TransformerZoo, BlockForwardFollowsItsDefinition) {
   block.reset_parameters(rng());
   const Tensor x = random_tensor({2, 5, 8}, rng, -1, 1, DType::F32);
   const Tensor got = block.forward(x);
-  auto part = [&](const char* name, const Tensor& in) {
-    return child_module(block, name).forward(in);
-  };
+  auto part = [&](const char* name, const Tensor& in) { return forward_child(block, name, in); };
   const Tensor h = add(x, part("attention", part("norm1", x)));
   const Tensor flat = reshape(part("norm2", h), {10, 8});
   const Tensor want = add(h, reshape(part("fc2", relu(part("fc1", flat))), {2, 5, 8}));
