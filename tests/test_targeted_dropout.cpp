@@ -235,7 +235,7 @@ TEST(TdReferenceStatistics, StepsAndLayersNeverShareAStream) {
   for (uint64_t step : {uint64_t{0}, uint64_t{1}, uint64_t{12345}, (uint64_t{1} << 40) + 3}) {
     EXPECT_NE(td_stream(step, 65535), td_stream(step + 1, 0)) << step;
     EXPECT_NE(td_stream(step, 0), td_stream(step, 65535)) << step;
-    EXPECT_EQ(td_stream(step + 1, 0) - td_stream(step, 65535), 1u) << step;  // adjacent, apart
+    EXPECT_EQ(td_stream(step + 1, 0) - td_stream(step, 65535), 1u) << step;  // the next one
   }
 }
 
