@@ -227,7 +227,6 @@ TEST(Resume, AFreshRunRefusesADirectoryHoldingARun) {
   fs::remove_all(dir);
 }
 
-// A hand-edited config.json is checked as the CLI checks options, naming the file and key.
 // A run's config.json holds every setting that shapes the run and reads back to the same
 // settings (--resume continues from it): each one is set away from its default here.
 TEST(Resume, ConfigRoundTripsEverySavedSetting) {
@@ -292,6 +291,7 @@ TEST(Resume, ConfigRoundTripsEverySavedSetting) {
   EXPECT_EQ(b.to_json(), c.to_json());
 }
 
+// A hand-edited config.json is checked as the CLI checks options, naming the file and key.
 TEST(Resume, DamagedConfigIsAnErrorNamingTheFile) {
   SKIP_WITHOUT_DATA();
   const std::string dir = fresh_dir("config");
