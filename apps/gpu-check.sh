@@ -117,10 +117,12 @@ if want sanitizer && tsan=$(stage_limit 40 90); then
   # memcheck: every targeted-dropout kernel, batch norm, the multi-tensor SGD update and the
   # warp-per-row kernels (softmax, layer norm, cross-entropy) with batched GEMM; racecheck: the
   # targeted-dropout kernels (their shared-memory stage, histograms and scans) and batch norm
-  # (block sums, the last block of a channel reading the others' partials) on small shapes.
+  # (block sums, the last block of a channel reading the others' partials) on small shapes;
+  # synccheck: the group rows' named barriers (bar.sync 1 and 2 over 128 threads), which
+  # racecheck does not judge, and the register select's block barriers.
   declare -A san_filter=(
     [memcheck-0]='CudaTargetedDropout.Fused*:CudaTargetedDropout.Grouped*:Cuda/CudaOps.CpuAndCudaAgree/sgd*'
-    [memcheck-1]='CudaBatchNorm2d.*:CudaTargetedDropout.Unfused*:CudaTargetedDropout.NonFinite*:CudaTargetedDropout.MaskGrad*:CudaTargetedDropout.LongRows*'
+    [memcheck-1]='CudaBatchNorm2d.*:CudaTargetedDropout.Unfused*:CudaTargetedDropout.NonFinite*:CudaTargetedDropout.MaskGrad*:CudaTargetedDropout.LongRows*:CudaTargetedDropout.Unaligned*'
     [memcheck-2]='Cuda/CudaOps.CpuAndCudaAgree/softmax*:Cuda/CudaOps.CpuAndCudaAgree/layer_norm*:Cuda/CudaOps.CpuAndCudaAgree/bmm*:Cuda/CudaOps.CpuAndCudaAgree/cross_entropy*:CudaOpsCrossEntropy.*:CudaOpsFill.*'
     [racecheck-0]='CudaTargetedDropout.GroupedLaunchMixes*:CudaTargetedDropout.NonFinite*:CudaTargetedDropout.MaskGrad*'
     [racecheck-1]='CudaTargetedDropout.FusedWeightModeMatches*'
@@ -130,6 +132,7 @@ if want sanitizer && tsan=$(stage_limit 40 90); then
     [racecheck-2]='CudaTargetedDropout.FusedUnit*'
     [racecheck-3]='CudaTargetedDropout.UnfusedSmallOddShapes'
     [racecheck-4]='CudaBatchNorm2d.MisalignedView*:CudaBatchNorm2d.FusedEpilogue*:CudaBatchNorm2d.Evaluation*'
+    [synccheck-0]='CudaTargetedDropout.FusedGroupRowsSmallLaunch:CudaTargetedDropout.FusedRegisterSelectSmallLaunch'
   )
   for key in "${!san_filter[@]}"; do
     san_tools+=("$key")

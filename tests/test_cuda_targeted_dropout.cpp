@@ -37,10 +37,16 @@ struct Case {
 // Runs `cases` as one group on the device (fused: one launch; unfused: a pipeline per task)
 // and compares every task with the CPU reference. `rows` places the fused kernel's short rows
 // (Warp by default: a sweep's few rows would get blocks under Auto, leaving the warp path
-// untested); `select` is how its block rows find their threshold.
+// untested); `select` is how its block rows find their threshold. `w_shift` and `out_shift`
+// move W and W' that many floats past the start of their allocations (which are 16-byte
+// aligned): 1 makes every row of 4k entries miss the 16-byte loads and stores. W' is fenced by
+// sentinels before and after it, which must survive.
 void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed,
                      TdRows rows = TdRows::Warp,
-                     TdBlockSelect select = TdBlockSelect::Shared) {
+                     TdBlockSelect select = TdBlockSelect::Shared, int64_t w_shift = 0,
+                     int64_t out_shift = 0) {
+  constexpr int64_t kTail = 8;  // sentinels after W'
+  constexpr float kSentinel = -1.0f;
   std::mt19937_64 rng(seed);
   std::vector<std::vector<float>> weights;
   std::vector<TdOutput> ref(cases.size());
@@ -52,12 +58,15 @@ void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed,
     TdTask t = make_task(weights[i], c.rows, c.n, c.gamma, c.alpha, c.unit,
                          td_stream(1000 + i, i), ref[i], c.per_weight);
     targeted_dropout_reference(t, seed);
-    dw.push_back(Tensor::from_vector(weights[i], {c.rows, c.n}, Device::CUDA));
-    dout.push_back(Tensor::full({c.rows, c.n}, -1.0, DType::F32, Device::CUDA));
+    std::vector<float> shifted(static_cast<size_t>(w_shift), 3.0f);
+    shifted.insert(shifted.end(), weights[i].begin(), weights[i].end());
+    dw.push_back(Tensor::from_vector(shifted, {w_shift + c.rows * c.n}, Device::CUDA));
+    dout.push_back(Tensor::full({out_shift + c.rows * c.n + kTail}, kSentinel, DType::F32,
+                                Device::CUDA));
     dmask.push_back(Tensor::full({c.rows, mask_words_per_row(c.n) * 4}, 0xAB, DType::U8,
                                  Device::CUDA));
-    t.w = dw.back().data<float>();
-    t.w_out = dout.back().data<float>();
+    t.w = dw.back().data<float>() + w_shift;
+    t.w_out = dout.back().data<float>() + out_shift;
     t.mask = reinterpret_cast<uint32_t*>(dmask.back().raw_data());
     tasks.push_back(t);
   }
@@ -73,11 +82,20 @@ void run_and_compare(const std::vector<Case>& cases, bool fused, uint64_t seed,
                              : rows == TdRows::Group ? "fused, group rows"
                                                      : "fused, auto") +
                  (fused && select == TdBlockSelect::Registers ? ", register select" : "") +
+                 (w_shift || out_shift ? ", W shifted by " + std::to_string(w_shift) +
+                                             ", W' by " + std::to_string(out_shift)
+                                       : std::string()) +
                  " case " + std::to_string(i) + ": [" +
                  std::to_string(c.rows) + ", " + std::to_string(c.n) + "] " + kind_name(c.kind) +
                  " gamma " + std::to_string(c.gamma) + " alpha " + std::to_string(c.alpha) +
                  (c.unit ? " unit" : " weight") + (c.per_weight ? " per-weight" : ""));
-    const std::vector<float> out = dout[i].to_vector<float>();
+    std::vector<float> out = dout[i].to_vector<float>();
+    for (int64_t j = 0; j < out_shift; ++j)
+      EXPECT_EQ(to_bits(out[j]), to_bits(kSentinel)) << "written before W' at " << j - out_shift;
+    for (int64_t j = 0; j < kTail; ++j)
+      EXPECT_EQ(to_bits(out[out.size() - kTail + j]), to_bits(kSentinel))
+          << "written past the end of W' at " << j;
+    out = std::vector<float>(out.begin() + out_shift, out.end() - kTail);
     const std::vector<uint8_t> mask_bytes = dmask[i].to_vector<uint8_t>();
     std::vector<uint32_t> mask(ref[i].mask.size());
     std::memcpy(mask.data(), mask_bytes.data(), mask.size() * 4);
@@ -175,8 +193,10 @@ TEST(CudaTargetedDropout, FusedGroupRowsSmallLaunch) {
                   true, seed, TdRows::Group);
 }
 
-// The default placement: the sweep's few short rows go to blocks, 4096 rows of 300 (512 blocks
-// of warps, more than any GPU has SMs) to warps; the same bits either way.
+// The default placement. The whole sweep's short rows fill more blocks of warps than a GPU has
+// SMs, so they go to warps, as do 4096 rows of 300 (512 blocks of warps); a launch of a few
+// short rows (8 blocks' worth of warps, fewer than any GPU has SMs) puts them on blocks instead.
+// The same bits every way.
 TEST(CudaTargetedDropout, FusedWeightModeAutoPlacementMatchesReferenceBitForBit) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = fresh_seed();
@@ -185,13 +205,43 @@ TEST(CudaTargetedDropout, FusedWeightModeAutoPlacementMatchesReferenceBitForBit)
   run_and_compare({{4096, 300, WeightKind::Normal, 0.5, 0.5f, false, false},
                    {64, 1000, WeightKind::FewValues, 0.25, 0.5f, false, false}},
                   true, seed, TdRows::Auto);
+  run_and_compare({{17, 100, WeightKind::Normal, 0.5, 0.5f, false, false},
+                   {40, 576, WeightKind::FewValues, 0.75, 0.5f, false, false},
+                   {3, 4099, WeightKind::SignedZeros, 0.5, 1.0f, false, false}},
+                  true, seed, TdRows::Auto);
+}
+
+// W and W' at addresses that are not 16-byte aligned (a view into a larger buffer): every path
+// must fall back from its 16-byte loads and stores and give the same bits, and write nothing
+// outside W'. Each pointer is shifted alone and both together, through warp rows, block rows
+// (shared and register select), group rows and the unfused path; the rows have 4k entries (the
+// ones a vector path would take) and one odd length, short and past the on-chip limit.
+TEST(CudaTargetedDropout, UnalignedWeightsAndOutputMatchReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const std::vector<Case> cases = {{7, 576, WeightKind::Normal, 0.5, 0.5f, false, false},
+                                   {5, 1024, WeightKind::FewValues, 0.75, 0.5f, false, false},
+                                   {3, 4096, WeightKind::SignedZeros, 0.5, 1.0f, false, false},
+                                   {4, 333, WeightKind::Normal, 0.25, 0.5f, false, false},
+                                   {2, 20000, WeightKind::OneBinade, 0.5, 0.5f, false, false},
+                                   {6, 64, WeightKind::Normal, 0.5, 0.5f, true, false}};
+  for (auto [w_shift, out_shift] : {std::pair<int64_t, int64_t>{1, 0}, {0, 1}, {1, 3}}) {
+    run_and_compare(cases, true, seed, TdRows::Warp, TdBlockSelect::Shared, w_shift, out_shift);
+    run_and_compare(cases, true, seed, TdRows::Block, TdBlockSelect::Shared, w_shift, out_shift);
+    run_and_compare(cases, true, seed, TdRows::Block, TdBlockSelect::Registers, w_shift,
+                    out_shift);
+    run_and_compare(cases, true, seed, TdRows::Group, TdBlockSelect::Shared, w_shift, out_shift);
+    run_and_compare(cases, false, seed, TdRows::Warp, TdBlockSelect::Shared, w_shift, out_shift);
+  }
 }
 
 // The register select (block rows of at most 4096 entries, keys held in registers): every
 // short row on a block, so the sweep's rows of 1 to 4096 entries all take it, beside rows
 // longer than that (the shared select) in the same launch, and its Ladder rows make it stop
 // early after the first digit (gamma 36/64: magnitudes up to 35/64) and after the second
-// (33/64); then Auto's placement, where the short rows go to warps; then rows of 1, 2, 3 and 4
+// (33/64); then Auto's placement, where the short rows go to warps, and group rows beside
+// register-select block rows in one launch; then rows of 1, 2, 3 and 4
 // tiles of 1024 with their last tile partial or full, and ties across tiles.
 TEST(CudaTargetedDropout, FusedWeightModeRegisterSelectMatchesReferenceBitForBit) {
   SKIP_WITHOUT_GPU();
@@ -199,6 +249,7 @@ TEST(CudaTargetedDropout, FusedWeightModeRegisterSelectMatchesReferenceBitForBit
   SCOPED_TRACE("seed " + std::to_string(seed));
   run_and_compare(sweep(false), true, seed, TdRows::Block, TdBlockSelect::Registers);
   run_and_compare(sweep(false), true, seed, TdRows::Auto, TdBlockSelect::Registers);
+  run_and_compare(sweep(false), true, seed, TdRows::Group, TdBlockSelect::Registers);
   std::vector<Case> cases;
   const WeightKind kinds[] = {WeightKind::Normal, WeightKind::FewValues, WeightKind::AllZero,
                               WeightKind::SignedZeros, WeightKind::OneBinade};
