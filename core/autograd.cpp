@@ -9,14 +9,13 @@ namespace {
 thread_local bool g_grad_enabled = true;
 bool g_anomaly = false;
 
-// acc += g. Between nodes, the first gradient is taken as it is (no copy unless it is a
-// strided view) and later ones are summed into a fresh tensor: those gradients are never
-// written in place, so a tensor that a node hands to two inputs (an add's) may be shared. A
-// leaf's .grad is a copy on first write and then accumulated in place, so it never aliases a
-// tensor some op might still hold.
-// (`from` and `input` name where g came from, for the error of a wrong shape.)
-void accumulate_between_nodes(Tensor& acc, const Tensor& g, const Node* from, size_t input);
-void accumulate_into_leaf(Tensor& acc, const Tensor& g, const Node* from, size_t input);
+// acc += g, for a g of acc's shape. Between nodes, the first gradient is taken as it is (no
+// copy unless it is a strided view) and later ones are summed into a fresh tensor: those
+// gradients are never written in place, so a tensor that a node hands to two inputs (an add's)
+// may be shared. A leaf's .grad is a copy on first write and then accumulated in place, so it
+// never aliases a tensor some op might still hold.
+void accumulate_between_nodes(Tensor& acc, const Tensor& g);
+void accumulate_into_leaf(Tensor& acc, const Tensor& g);
 }  // namespace
 
 namespace {
@@ -66,31 +65,23 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
 
 namespace tdrop {
 namespace {
-// `from` returned g for its input `input` (no node: g is the seed): a wrong shape is that
-// node's error.
-void check_same_shape(const Tensor& acc, const Tensor& g, const Node* from, size_t input) {
-  TDROP_CHECK(acc.shape() == g.shape(), "autograd: the gradient ",
-              from ? std::string(from->name()) + " returned for its input " + std::to_string(input)
-                   : std::string("seed"),
-              " has shape ", shape_str(g.shape()), ", which cannot accumulate into ",
-              shape_str(acc.shape()));
-}
-
-void accumulate_between_nodes(Tensor& acc, const Tensor& g, const Node* from, size_t input) {
+void accumulate_between_nodes(Tensor& acc, const Tensor& g) {
   if (!acc.defined()) {
     acc = g.contiguous();  // nodes see contiguous gradients; a copy only for a strided view
     return;
   }
-  check_same_shape(acc, g, from, input);
   acc = grad_sum_hook()(acc, g);
 }
 
-void accumulate_into_leaf(Tensor& acc, const Tensor& g, const Node* from, size_t input) {
+void accumulate_into_leaf(Tensor& acc, const Tensor& g) {
   if (!acc.defined()) {
     acc = g.clone();
     return;
   }
-  check_same_shape(acc, g, from, input);
+  // A .grad given by hand (set_grad) may have any shape.
+  TDROP_CHECK(acc.shape() == g.shape(), "autograd: a leaf's .grad has shape ",
+              shape_str(acc.shape()), ", which a gradient of shape ", shape_str(g.shape()),
+              " cannot accumulate into");
   grad_accumulate_hook()(acc, g);
 }
 }  // namespace
@@ -99,7 +90,7 @@ void run_backward(const Tensor& root, const Tensor& seed) {
   NoGradGuard no_grad;
   if (!root.grad_fn()) {  // a leaf: its gradient is the seed
     Tensor acc = root.grad();
-    accumulate_into_leaf(acc, seed, nullptr, 0);
+    accumulate_into_leaf(acc, seed);  // Tensor::backward checked the seed's shape
     const_cast<Tensor&>(root).set_grad(acc);
     return;
   }
@@ -148,12 +139,17 @@ void run_backward(const Tensor& root, const Tensor& seed) {
       Tensor& in = node->inputs[i];
       const Tensor& gi = in_grads[i];
       if (!in.defined()) continue;
+      // A gradient of the wrong shape is the node's error, caught where it is made: passed on,
+      // it would reach the next node's backward (or a .grad) as garbage.
+      TDROP_CHECK(!gi.defined() || gi.shape() == in.shape(), "autograd: the gradient ",
+                  node->name(), " returned for its input ", i, " has shape ",
+                  shape_str(gi.shape()), ", but that input has shape ", shape_str(in.shape()));
       if (in.grad_fn()) {  // every counted edge is released, whether a gradient came or not
-        if (gi.defined()) accumulate_between_nodes(grads[in.grad_fn().get()], gi, node.get(), i);
+        if (gi.defined()) accumulate_between_nodes(grads[in.grad_fn().get()], gi);
         release(in);
       } else if (in.requires_grad() && gi.defined()) {
         Tensor acc = in.grad();
-        accumulate_into_leaf(acc, gi, node.get(), i);
+        accumulate_into_leaf(acc, gi);
         in.set_grad(acc);
       }
     }

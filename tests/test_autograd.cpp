@@ -283,6 +283,95 @@ TEST(Autograd, DetachSharesDataAndStopsGradients) {
   EXPECT_FALSE(xd.grad().defined());
 }
 
+// A node that returns the gradients it is given, whatever its inputs need, and keeps the
+// gradient it received: with it the engine's own contract is tested, not the ops' manners.
+struct FixedGradNode : Node {
+  std::vector<Tensor> grads;
+  Tensor received;
+  const char* name() const override { return "fixed_grad"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    received = g;
+    return grads;
+  }
+};
+
+// An output of `shape` recorded with a FixedGradNode over `inputs`.
+Tensor fixed_grad_op(std::vector<Tensor> inputs, std::vector<Tensor> grads, const Shape& shape,
+                     std::shared_ptr<FixedGradNode>* node_out = nullptr) {
+  auto node = std::make_shared<FixedGradNode>();
+  node->grads = std::move(grads);
+  if (node_out) *node_out = node;
+  return record(Tensor::zeros(shape, DType::F64), node, std::move(inputs));
+}
+
+Tensor f64(std::vector<double> v, const Shape& shape) { return Tensor::from_vector(v, shape); }
+
+// A gradient a node returns for an input that needs none (a constant, not a leaf that trains)
+// is dropped, not stored in that input's .grad.
+TEST(Autograd, GradientsForInputsThatNeedNoneAreDropped) {
+  Tensor x = f64({1, 2}, {2});
+  x.set_requires_grad(true);
+  const Tensor c = f64({3, 4}, {2});
+  fixed_grad_op({x, c}, {f64({5, 6}, {2}), f64({7, 8}, {2})}, {}).backward();
+  EXPECT_EQ(x.grad().to_double_vector(), (std::vector<double>{5, 6}));
+  EXPECT_FALSE(c.grad().defined());
+}
+
+// A node that returns a gradient of the wrong shape is named at once, on a single path (the
+// gradient would reach the next node as garbage) as on a path that accumulates, and for a leaf.
+TEST(Autograd, AGradientOfTheWrongShapeNamesTheNode) {
+  Tensor x = f64({1, 2, 3}, {3});
+  x.set_requires_grad(true);
+  const Tensor h = mul_scalar(x, 2.0);
+  expect_error([&] { fixed_grad_op({h}, {f64({1, 2}, {2})}, {}).backward(); },
+               {"fixed_grad returned for its input 0", "shape [2]", "input has shape [3]"});
+  expect_error(
+      [&] {
+        const Tensor a = fixed_grad_op({h}, {f64({1, 1, 1}, {3})}, {});
+        const Tensor b = fixed_grad_op({x, h}, {f64({1, 1, 1}, {3}), f64({1}, {1})}, {});
+        add(a, b).backward();
+      },
+      {"fixed_grad returned for its input 1", "shape [1]", "input has shape [3]"});
+  expect_error([&] { fixed_grad_op({x}, {f64({1, 2, 3, 4}, {2, 2})}, {}).backward(); },
+               {"fixed_grad returned for its input 0", "shape [2, 2]"});
+  // A .grad set by hand to another shape cannot take a gradient either.
+  x.set_grad(f64({0, 0}, {2}));
+  expect_error([&] { sum(x).backward(); }, {"leaf's .grad has shape [2]", "shape [3]"});
+}
+
+// A strided gradient (a view a node returns) reaches the next node contiguous, in logical order.
+TEST(Autograd, NodesReceiveContiguousGradients) {
+  Tensor x = f64({1, 2, 3, 4, 5, 6}, {3, 2});
+  x.set_requires_grad(true);
+  std::shared_ptr<FixedGradNode> probe;
+  const Tensor h = fixed_grad_op({x}, {f64({0, 0, 0, 0, 0, 0}, {3, 2})}, {3, 2}, &probe);
+  const Tensor g = f64({1, 2, 3, 4, 5, 6}, {2, 3}).transpose(0, 1);  // [3, 2], strided
+  ASSERT_FALSE(g.is_contiguous());
+  fixed_grad_op({h}, {g}, {}).backward();
+  ASSERT_TRUE(probe->received.defined());
+  EXPECT_TRUE(probe->received.is_contiguous());
+  EXPECT_EQ(probe->received.to_double_vector(), (std::vector<double>{1, 4, 2, 5, 3, 6}));
+}
+
+// A leaf's .grad is its own tensor: add() hands one gradient to both of its inputs and the seed
+// is the caller's, yet a later backward that accumulates into one .grad changes nothing else.
+TEST(Autograd, LeafGradientsShareNoStorage) {
+  Tensor x = f64({1, 2}, {2}), z = f64({3, 4}, {2});
+  x.set_requires_grad(true);
+  z.set_requires_grad(true);
+  for (int i = 0; i < 2; ++i) sum(add(x, z)).backward();
+  EXPECT_EQ(x.grad().to_double_vector(), (std::vector<double>{2, 2}));
+  EXPECT_EQ(z.grad().to_double_vector(), (std::vector<double>{2, 2}));
+  EXPECT_NE(x.grad().storage(), z.grad().storage());
+  const Tensor seed = f64({0.5, 0.25}, {2});
+  Tensor w = f64({1, 1}, {2});
+  w.set_requires_grad(true);
+  w.backward(seed);
+  w.backward(seed);
+  EXPECT_EQ(w.grad().to_double_vector(), (std::vector<double>{1, 0.5}));
+  EXPECT_EQ(seed.to_double_vector(), (std::vector<double>{0.5, 0.25}));
+}
+
 TEST(Autograd, BroadcastGradientsAreReducedToTheInputShape) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
