@@ -572,6 +572,11 @@ TEST(HostileJson, ParseJsonBounded) {
   const std::string text = R"({"a\"[{":"\\[[","b":[1]})";
   EXPECT_EQ(json_nesting_depth(text), 2u);
   EXPECT_EQ(parse_json_bounded(text, what), json({{"a\"[{", "\\[["}, {"b", {1}}}));
+  // A stray closing bracket does not lower the count below zero: the nesting after it is still
+  // seen (the text is invalid either way, but deep nesting must be refused before parsing).
+  EXPECT_EQ(json_nesting_depth("]}[[[1]]]"), 3u);
+  expect_error(error_from([&] { parse_json_bounded("]" + nested(kMaxJsonDepth + 1), what); }),
+               what, {"nests deeper than 64 levels"});
   expect_error(error_from([&] { parse_json_bounded("{\"a\":", what); }), what,
                {"is not valid JSON"});
 }

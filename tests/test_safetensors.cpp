@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -9,9 +11,11 @@
 #include <utility>
 #include <vector>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "tests/expect_error.h"
+#include "tests/temp_dir.h"
 
 namespace tdrop {
 namespace {
@@ -142,6 +146,31 @@ TEST(Safetensors, SaveLoadLeavesNoTempFile) {
   fs::remove(path);
 }
 
+// A write that fails part way (here: a file size limit, EFBIG, as a full disk gives ENOSPC) is
+// an error naming the temp file, which is removed; the file it was to replace is untouched.
+TEST(AtomicFile, AFailedWriteKeepsTheOldFileAndLeavesNoTemporary) {
+  testing::TempDir dir;
+  const std::string path = dir.file("out.bin");
+  write_file_atomic(path, "old contents");
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &before), 0);
+  rlimit small = before;
+  small.rlim_cur = 4096;
+  const auto handler = std::signal(SIGXFSZ, SIG_IGN);  // or the limit kills the process
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string error;
+  try {
+    write_file_atomic(path, std::string(100000, 'x'));
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &before);
+  std::signal(SIGXFSZ, handler);
+  EXPECT_NE(error.find("cannot write " + path + ".tmp."), std::string::npos) << error;
+  EXPECT_EQ(dir.listing(), std::vector<std::string>{"out.bin"});
+  EXPECT_EQ(read_file(path), "old contents");
+}
+
 TEST(Safetensors, HeaderIsPlainJson) {
   auto rng = seeded_rng();
   const SafetensorsFile f = sample_file(rng);
@@ -238,6 +267,8 @@ TEST(Safetensors, RejectsBadEntries) {
                       "is not a 64-bit integer");
   expect_decode_error(entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0]})"),
                       "\"data_offsets\" is not");
+  expect_decode_error(entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8,8]})"),
+                      "\"data_offsets\" is not [begin, end]");
   expect_decode_error(entry(R"({"dtype":"F32","shape":[2],"data_offsets":[8,0]})"),
                       "not 0 <= begin <= end");
   expect_decode_error(entry(R"({"dtype":"F32","shape":[2],"data_offsets":[-1,7]})"),
@@ -248,12 +279,24 @@ TEST(Safetensors, RejectsBadEntries) {
   expect_decode_error(
       entry(R"({"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]})"),
       "element count overflow");
+  // Empty, but the other dims' strides would not fit in int64: 3 * 2^62 bytes fits in 64
+  // unsigned bits, not in int64.
+  expect_decode_error(
+      entry(R"({"dtype":"U8","shape":[0,4611686018427387904,3],"data_offsets":[0,0]})", ""),
+      "element count overflow");
+  // 2^63 parses as an unsigned JSON integer, but fits no int64: it is no size or offset, not
+  // a negative one.
+  const std::string two_63 = "9223372036854775808";
+  expect_decode_error(entry(R"({"dtype":"F32","shape":[)" + two_63 + R"(],"data_offsets":[0,8]})"),
+                      "shape entry " + two_63 + " is not a 64-bit integer");
+  expect_decode_error(entry(R"({"dtype":"U8","shape":[8],"data_offsets":[0,)" + two_63 + "]}"),
+                      "data_offsets [0," + two_63 + "] are not 0 <= begin <= end");
   expect_decode_error(entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,16]})"),
                       "out of range");
   expect_decode_error(entry(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"),
                       "size mismatch");
   expect_decode_error(entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8],"dtype":"U8"})"),
-                      "duplicate key \"dtype\"");
+                      "entry \"t\": duplicate key \"dtype\"");
   expect_decode_error(make_file(R"({"":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}})"),
                       "empty tensor name");
   // The tensor is named in the message; a newline in the name must not split the line.
@@ -346,6 +389,17 @@ TEST(Safetensors, HeaderBitFlipsFailCleanly) {
       ADD_FAILURE() << "byte " << i << ": unexpected exception " << e.what();
     }
   }
+}
+
+// Names from a file go into one-line messages: control bytes (DEL included) are escaped, and a
+// long name is cut at 200 characters.
+TEST(Safetensors, PrintableEscapesControlBytesAndCutsLongNames) {
+  EXPECT_EQ(printable("a\nb\x7f"
+                      "c\t"),
+            "a\\x0ab\\x7fc\\x09");
+  EXPECT_EQ(printable(std::string(200, 'x')), std::string(200, 'x'));
+  EXPECT_EQ(printable(std::string(201, 'x')), std::string(200, 'x') + "...");
+  EXPECT_EQ(printable("caf\xc3\xa9"), "caf\xc3\xa9");  // UTF-8 passes through
 }
 
 TEST(Safetensors, MissingFileNamesPath) {

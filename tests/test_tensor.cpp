@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/copy.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/tensor.h"
@@ -102,6 +103,9 @@ TEST(TensorCreate, BadShapesAreErrors) {
   expect_error([] { Tensor::from_vector<float>({1, 2, 3}, {2, 2}); },
                {"from_vector", "3 values", "[2, 2]"});
   expect_error([] { Tensor::empty({2, -3}); }, {"negative dimension", "[2, -3]"});
+  // -1 (reshape's "infer this dim") is no dimension of a tensor either, in any place.
+  expect_error([] { Tensor::empty({-1}); }, {"negative dimension", "[-1]"});
+  expect_error([] { Tensor::zeros({4, -1}); }, {"negative dimension", "[4, -1]"});
   expect_error([] { Tensor::zeros({1 << 20, 1 << 20, 1 << 20}); }, {"too many elements"});
   // Empty, but its strides would overflow: refused in any order of the dimensions.
   const int64_t huge = int64_t{1} << 62;
@@ -158,6 +162,16 @@ TEST(TensorShape, ContiguousStridesAndSizes) {
   EXPECT_EQ(t.size(-3), 2);
   expect_error([&] { t.size(3); }, {"size(3)", "F32[2, 3, 4]"});
   expect_error([&] { t.size(-4); }, {"out of range"});
+}
+
+// Row-wise ops (softmax, layer norm) see a tensor as rows of its last dim; no entries, no rows.
+TEST(TensorShape, LastAxisRowsCountsRowsOfTheLastDim) {
+  EXPECT_EQ(last_axis_rows({2, 3, 4}), 6);
+  EXPECT_EQ(last_axis_rows({7}), 1);
+  EXPECT_EQ(last_axis_rows({5, 1}), 5);
+  EXPECT_EQ(last_axis_rows({0, 5}), 0);
+  EXPECT_EQ(last_axis_rows({4, 0}), 0);
+  EXPECT_EQ(last_axis_rows({}), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,6 +350,50 @@ TEST(TensorViews, SizeOneDimsDoNotBreakContiguity) {
   EXPECT_TRUE(u.is_contiguous());
   EXPECT_TRUE(Tensor::zeros({4, 1}).transpose(0, 1).is_contiguous());
   EXPECT_FALSE(Tensor::zeros({4, 2}).transpose(0, 1).is_contiguous());
+}
+
+// The tensor-level views (reshape, narrow, transpose) and detach() share data but no autograd
+// state: no history of the tensor they view (gradients through views flow only through the ops
+// in kernels/), no .grad of it, no requires_grad.
+TEST(TensorViews, ViewsCarryNoGradientState) {
+  Tensor x = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});
+  x.set_requires_grad(true);
+  x.set_grad(Tensor::full({2, 3}, 7.0));
+  Tensor y = mul_scalar(x, 2.0);
+  ASSERT_NE(y.grad_fn(), nullptr);
+  y.set_grad(Tensor::full({2, 3}, 9.0));
+  for (const Tensor* base : {&x, &y}) {
+    const std::vector<std::pair<const char*, Tensor>> views = {
+        {"reshape", base->reshape({3, 2})},
+        {"narrow", base->narrow(1, 1, 2)},
+        {"transpose", base->transpose(0, 1)},
+        {"detach", base->detach()}};
+    for (const auto& [name, v] : views) {
+      SCOPED_TRACE(std::string(name) + (base == &x ? " of a leaf" : " of an op's output"));
+      EXPECT_EQ(v.storage(), base->storage());
+      EXPECT_EQ(v.grad_fn(), nullptr);
+      EXPECT_FALSE(v.grad().defined());
+      EXPECT_FALSE(v.requires_grad());
+    }
+  }
+  // So a view used in an op beside a tensor that needs a gradient passes none back to y's
+  // history: x gets nothing through it.
+  x.set_grad(Tensor());
+  Tensor w = Tensor::from_vector<float>({1, 1, 1, 1, 1, 1}, {3, 2});
+  w.set_requires_grad(true);
+  sum(mul(y.reshape({3, 2}), w)).backward();
+  EXPECT_FALSE(x.grad().defined());
+  EXPECT_EQ(w.grad().to_vector<float>(), (std::vector<float>{2, 4, 6, 8, 10, 12}));
+}
+
+// The strided copy keeps its index in fixed arrays of kMaxDims: a tensor of more dims is an
+// error naming it, not a write past them.
+TEST(TensorViews, CopyOfMoreDimsThanSupportedIsAnError) {
+  Tensor t = Tensor::zeros(Shape(kMaxDims + 1, 2));
+  expect_error([&] { t.transpose(0, kMaxDims).contiguous(); },
+               {"more than 8 dims", "F32[2, 2, 2, 2, 2, 2, 2, 2, 2]"});
+  EXPECT_EQ(Tensor::zeros(Shape(kMaxDims, 2)).transpose(0, kMaxDims - 1).contiguous().numel(),
+            256);
 }
 
 // ---------------------------------------------------------------------------------------------
