@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -20,7 +21,11 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "data/fashion_mnist.h"
+#include "core/autograd.h"
+#include "layers/optimizer.h"
 #include "models/checkpoint.h"
+#include "models/registry.h"
+#include "models/resume.h"
 #include "models/trainer.h"
 #include "tests/expect_error.h"
 
@@ -148,6 +153,10 @@ TEST(Resume, InterruptedAtAnyStepLogsWhatAStraightRunLogs) {
     first.out_dir = dir;
     first.stop_after_step = stop;
     EXPECT_TRUE(train(first).interrupted);
+    if (stop < steps_per_epoch) {  // the epoch's training time so far goes into its log line
+      EXPECT_GT(std::stod(load_safetensors(dir + "/resume.safetensors").metadata.at("seconds")),
+                0.0);
+    }
     train(resume_of(dir));
     const auto got = weights_of(dir + "/model.safetensors");
     for (const auto& [name, bytes] : want_weights)
@@ -358,23 +367,74 @@ TEST(Resume, DamagedPositionIsAnError) {
   train(c);
   const std::string path = dir + "/resume.safetensors";
   const SafetensorsFile good = load_safetensors(path);
-  const std::vector<std::pair<std::string, std::string>> edits = {
-      {"batch", "999"}, {"batch", "3"}, {"epoch", "1.7"}, {"step", "9223372036854775807"},
-      {"optimizer_steps", "-5"}, {"seen", "100000"}, {"correct", "-1"}};
-  for (const auto& [key, v] : edits) {
-    SCOPED_TRACE(key + " = " + v);
+  // Each damage is refused for its own reason: the value as read, or the position against the
+  // others or against the run.
+  struct Edit {
+    std::string key, value, reason;
+  };
+  const std::vector<Edit> edits = {
+      {"batch", "999", "does not fit this run's"},
+      {"batch", "3", "does not fit this run's"},
+      {"epoch", "1.7", "'epoch' is not an integer count"},
+      {"step", "9223372036854775807", "does not fit this run's"},
+      {"optimizer_steps", "-5", "optimizer steps -5 do not fit"},
+      {"optimizer_steps", "100000", "optimizer steps 100000 do not fit"},
+      {"seen", "100000", "does not fit this run's"},
+      {"correct", "-1", "inconsistent position"},
+      {"correct", "100000", "inconsistent position"}};
+  for (const Edit& e : edits) {
+    SCOPED_TRACE(e.key + " = " + e.value);
     SafetensorsFile bad = good;
-    bad.metadata[key] = v;
+    bad.metadata[e.key] = e.value;
     save_safetensors(path, bad);
     TrainConfig more = resume_of(dir);
     more.epochs = 2;
     const std::string m = error_message([&] { train(more); });
     EXPECT_NE(m.find("resume.safetensors"), std::string::npos) << m;
+    EXPECT_NE(m.find(e.reason), std::string::npos) << m;
+  }
+  {  // a file of another kind at the resume file's name (a model checkpoint's format)
+    SafetensorsFile other = good;
+    other.metadata["format"] = "tdrop";
+    save_safetensors(path, other);
+    TrainConfig more = resume_of(dir);
+    more.epochs = 2;
+    expect_error([&] { train(more); }, {"resume.safetensors", "not a tdrop resume file"});
   }
   save_safetensors(path, good);
   TrainConfig more = resume_of(dir);
   more.epochs = 2;
   EXPECT_EQ(train(more).epochs.size(), 1u) << "the undamaged file resumes";
+  fs::remove_all(dir);
+}
+
+// BatchNorm's running statistics are state a resumed run needs (resnet20 evaluates with them):
+// the resume file holds them, and loading it restores them bit for bit.
+TEST(Resume, ResumeFileKeepsBatchNormRunningStatistics) {
+  const std::string dir = fresh_dir("batchnorm");
+  fs::create_directories(dir);
+  nlohmann::json cfg = nlohmann::json::object();
+  auto model = build_model("resnet20", cfg);
+  model->reset_parameters(3);
+  {  // a training-mode forward moves the statistics off their initial 0 and 1
+    NoGradGuard ng;
+    model->train();
+    std::vector<float> x(4 * 32 * 32);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i));
+    model->forward(Tensor::from_vector(x, {4, 1, 32, 32}));
+  }
+  auto opt = make_optimizer("sgd", model->parameters(), 0.1f, 0.0f, 0.0f);
+  save_resume(dir, *model, *opt, ResumePoint{});
+  auto loaded = build_model("resnet20", cfg);
+  auto loaded_opt = make_optimizer("sgd", loaded->parameters(), 0.1f, 0.0f, 0.0f);
+  load_resume(dir, *loaded, *loaded_opt);
+  const auto a = model->named_buffers(), b = loaded->named_buffers();
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_GT(a.size(), 0u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(a[i].second.to_vector<float>(), b[i].second.to_vector<float>()) << a[i].first;
+  }
   fs::remove_all(dir);
 }
 

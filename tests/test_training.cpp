@@ -666,6 +666,35 @@ TEST(Checkpoint, RoundTripGivesIdenticalOutputs) {
   EXPECT_EQ(raw.tensors.at("1.weight").dtype, "F32");
 }
 
+// BatchNorm's running statistics are state too: a checkpoint of a network that has them
+// (resnet20) restores them, so the loaded model evaluates to the same bits.
+TEST(Checkpoint, RoundTripKeepsBatchNormRunningStatistics) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  json cfg = json::object();
+  auto model = build_model("resnet20", cfg);
+  model->reset_parameters(seed);
+  {  // a training-mode forward moves the statistics off their initial 0 and 1
+    NoGradGuard ng;
+    model->train();
+    model->forward(Tensor::from_vector(random_floats(4 * 32 * 32, rng, -2, 2), {4, 1, 32, 32}));
+  }
+  TempDir dir;
+  const std::string path = dir.file("resnet.safetensors");
+  save_checkpoint(path, *model, "resnet20", cfg);
+  const Checkpoint ck = load_checkpoint(path);
+  const auto a = model->named_buffers(), b = ck.model->named_buffers();
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_GT(a.size(), 0u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(a[i].second.to_vector<float>(), b[i].second.to_vector<float>()) << a[i].first;
+  }
+  const Tensor x = Tensor::from_vector(random_floats(2 * 32 * 32, rng, -2, 2), {2, 1, 32, 32});
+  EXPECT_EQ(outputs(*ck.model, x), outputs(*model, x));
+}
+
 class CheckpointErrors : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -776,6 +805,11 @@ TEST(CheckpointAtomic, NoTemporaryFilesAreLeftBehind) {
   save_checkpoint(path, *model, "mlp", cfg, {{"epoch", "2"}});  // overwrite in place
   EXPECT_EQ(dir.listing(), std::vector<std::string>{"model.safetensors"});
   EXPECT_EQ(load_checkpoint(path).metadata.at("epoch"), "2");
+  // Readable by others, as a file written by open() under a usual umask would be: the temp
+  // file's 0600 from mkstemp must not carry over to the result.
+  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                fs::perms::others_read);
 
   // A rename that fails (the target is a non-empty directory) is an error naming the file and
   // leaves neither a torn file nor a temporary behind.
