@@ -223,9 +223,9 @@ if want bench && [ -f "$logs/bench_targeted_dropout.json" ]; then
     t=$(stage_limit 20 60 $reserve) || { say "variant $v: skipped, out of time"; continue; }
     flags=$(awk -v v="$v" '$1 == v {$1 = ""; print substr($0, 2)}' .gpu/variants.txt 2>/dev/null)
     # Every placement of short rows and both selects (a knob may act on one that Auto does not
-    # pick), on the model sets and 4096 x 4096 (tall and wide take most of the time in
-    # generating their weights and the CPU reference).
-    timeout "$t" "$vb" --benchmark_filter='^cuda_fused(_warp_rows|_block_rows|_group_rows|_regsel|_block_rows_regsel)?/(mlp|resnet32|vgg16|transformer|square)/' \
+    # pick), on the model sets, 4096 x 4096 and the ties set (tall and wide take most of the
+    # time in generating their weights and the CPU reference).
+    timeout "$t" "$vb" --benchmark_filter='^cuda_fused(_warp_rows|_block_rows|_group_rows|_regsel|_block_rows_regsel)?/(mlp|resnet32|vgg16|transformer|square|ties)/' \
       --benchmark_min_time=0.02 \
       --benchmark_out="$logs/bench_variant_$v.json" --benchmark_out_format=json \
       > "$logs/bench_variant_$v.txt" 2>&1 || status=1

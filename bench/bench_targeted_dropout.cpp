@@ -1,6 +1,6 @@
 // Targeted dropout throughput: CPU reference, CPU training path, unfused CUDA pipeline, fused CUDA kernel (one
 // grouped launch for all layers of a shape set, and one launch per layer), for the targeted
-// layers of each zoo model and three large matrices.
+// layers of each zoo model, three large matrices, and a set of weights full of ties ("ties").
 //
 // Bytes/s count the fused floor of 8.125 bytes per fp32 weight (read W, write W', one mask
 // bit), whatever a path really moves, so paths compare on one scale. Every CUDA case also times
@@ -11,11 +11,13 @@
 // timed; a mismatch ends that case with an error naming the layer.
 //
 // Usage: bench_targeted_dropout [--benchmark_filter=REGEX] [--benchmark_format=json] ...
-//        (gamma = alpha = 0.5; seed fixed; weights ~ N(0, 1), never all-zero)
+//        (gamma = alpha = 0.5; seed fixed; weights ~ N(0, 1), never all-zero; "ties": the
+//        same rounded to multiples of 1/2)
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <random>
@@ -40,7 +42,9 @@ Shapes repeat(Shapes s, int times) {
   return out;
 }
 
-// The same shape sets as the PyTorch peer (stem and classifier excluded).
+constexpr const char* kTiesSet = "ties";
+
+// The same shape sets as the PyTorch peer (stem and classifier excluded), and kTiesSet.
 const std::map<std::string, Shapes>& shape_sets() {
   static const std::map<std::string, Shapes> sets = [] {
     std::map<std::string, Shapes> m;
@@ -62,6 +66,10 @@ const std::map<std::string, Shapes>& shape_sets() {
     m["square"] = {{4096, 4096}};
     m["tall"] = {{1024, 65536}};
     m["wide"] = {{65536, 1024}};
+    // Not a model: rows on every path (warps or groups, register and shared selects, the second
+    // pass past the on-chip limit) with weights full of ties and signed zeros (kTiesSet), so a
+    // build with other kernel flags is checked on the tie ranking too before it is timed.
+    m[kTiesSet] = {{160, 144}, {64, 576}, {33, 1000}, {16, 4096}, {5, 4099}, {3, 20000}};
     return m;
   }();
   return sets;
@@ -77,14 +85,21 @@ struct Workload {
   int64_t numel = 0;
 };
 
-Workload make_workload(const Shapes& shapes, Device d) {
+// Normal weights, or (`ties`) the same rounded to multiples of 1/2, zeros given either sign.
+Workload make_workload(const Shapes& shapes, Device d, bool ties) {
   Workload wl;
   std::mt19937 rng(42);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (size_t i = 0; i < shapes.size(); ++i) {
     auto [rows, n] = shapes[i];
     std::vector<float> host(static_cast<size_t>(rows * n));
-    for (float& x : host) x = normal(rng);
+    for (float& x : host) {
+      x = normal(rng);
+      if (ties) {
+        x = std::round(x * 2) / 2;
+        if (x == 0) x = (rng() & 1) ? -0.0f : 0.0f;
+      }
+    }
     wl.w.push_back(Tensor::from_vector(host, {rows, n}, d));
     wl.out.push_back(Tensor::empty({rows, n}, DType::F32, d));
     wl.mask.push_back(Tensor::empty({rows, mask_words_per_row(n) * 4}, DType::U8, d));
@@ -134,7 +149,7 @@ const std::vector<std::pair<std::vector<float>, std::vector<uint8_t>>>& referenc
       cache;
   auto it = cache.find(set);
   if (it != cache.end()) return it->second;
-  Workload wl = make_workload(shape_sets().at(set), Device::CPU);
+  Workload wl = make_workload(shape_sets().at(set), Device::CPU, set == kTiesSet);
   auto& ref = cache[set];
   for (size_t i = 0; i < wl.tasks.size(); ++i) {
     targeted_dropout_reference(wl.tasks[i], kSeed);
@@ -158,7 +173,7 @@ std::string check_against_reference(const Workload& wl, const std::string& set) 
 
 // The CPU reference, or the CPU training path (checked against the reference first).
 void BM_Cpu(benchmark::State& state, const std::string& set, bool use_reference) {
-  Workload wl = make_workload(shape_sets().at(set), Device::CPU);
+  Workload wl = make_workload(shape_sets().at(set), Device::CPU, set == kTiesSet);
   if (!use_reference) {
     for (const TdTask& t : wl.tasks) targeted_dropout_cpu(t, kSeed);
     if (const std::string bad = check_against_reference(wl, set); !bad.empty()) {
@@ -177,7 +192,7 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
     state.SkipWithError("no CUDA GPU: CUDA targeted-dropout benchmarks skipped");
     return;
   }
-  Workload wl = make_workload(shape_sets().at(set), Device::CUDA);
+  Workload wl = make_workload(shape_sets().at(set), Device::CUDA, set == kTiesSet);
   TdCudaWorkspace ws;
   auto run = [&] {
     switch (path) {
