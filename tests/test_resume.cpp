@@ -18,10 +18,10 @@
 #include <thread>
 #include <vector>
 
+#include "core/autograd.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "data/fashion_mnist.h"
-#include "core/autograd.h"
 #include "layers/optimizer.h"
 #include "models/checkpoint.h"
 #include "models/registry.h"
