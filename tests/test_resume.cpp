@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,7 +17,6 @@
 #include <thread>
 #include <vector>
 
-#include "core/autograd.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "data/fashion_mnist.h"
@@ -28,6 +26,7 @@
 #include "models/resume.h"
 #include "models/trainer.h"
 #include "tests/expect_error.h"
+#include "tests/model_state.h"
 
 namespace tdrop {
 namespace {
@@ -413,28 +412,14 @@ TEST(Resume, DamagedPositionIsAnError) {
 TEST(Resume, ResumeFileKeepsBatchNormRunningStatistics) {
   const std::string dir = fresh_dir("batchnorm");
   fs::create_directories(dir);
-  nlohmann::json cfg = nlohmann::json::object();
-  auto model = build_model("resnet20", cfg);
-  model->reset_parameters(3);
-  {  // a training-mode forward moves the statistics off their initial 0 and 1
-    NoGradGuard ng;
-    model->train();
-    std::vector<float> x(4 * 32 * 32);
-    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i));
-    model->forward(Tensor::from_vector(x, {4, 1, 32, 32}));
-  }
+  nlohmann::json cfg;
+  const auto model = testing::resnet20_with_moved_statistics(3, cfg);
   auto opt = make_optimizer("sgd", model->parameters(), 0.1f, 0.0f, 0.0f);
   save_resume(dir, *model, *opt, ResumePoint{});
   auto loaded = build_model("resnet20", cfg);
   auto loaded_opt = make_optimizer("sgd", loaded->parameters(), 0.1f, 0.0f, 0.0f);
   load_resume(dir, *loaded, *loaded_opt);
-  const auto a = model->named_buffers(), b = loaded->named_buffers();
-  ASSERT_EQ(a.size(), b.size());
-  ASSERT_GT(a.size(), 0u);
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i].first, b[i].first);
-    EXPECT_EQ(a[i].second.to_vector<float>(), b[i].second.to_vector<float>()) << a[i].first;
-  }
+  testing::expect_same_buffers(*model, *loaded);
   fs::remove_all(dir);
 }
 

@@ -43,6 +43,7 @@
 #include "models/trainer.h"
 #include "tests/expect_error.h"
 #include "tests/grad_check.h"
+#include "tests/model_state.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -671,26 +672,14 @@ TEST(Checkpoint, RoundTripGivesIdenticalOutputs) {
 TEST(Checkpoint, RoundTripKeepsBatchNormRunningStatistics) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937_64 rng(seed);
-  json cfg = json::object();
-  auto model = build_model("resnet20", cfg);
-  model->reset_parameters(seed);
-  {  // a training-mode forward moves the statistics off their initial 0 and 1
-    NoGradGuard ng;
-    model->train();
-    model->forward(Tensor::from_vector(random_floats(4 * 32 * 32, rng, -2, 2), {4, 1, 32, 32}));
-  }
+  json cfg;
+  const auto model = testing::resnet20_with_moved_statistics(seed, cfg);
   TempDir dir;
   const std::string path = dir.file("resnet.safetensors");
   save_checkpoint(path, *model, "resnet20", cfg);
   const Checkpoint ck = load_checkpoint(path);
-  const auto a = model->named_buffers(), b = ck.model->named_buffers();
-  ASSERT_EQ(a.size(), b.size());
-  ASSERT_GT(a.size(), 0u);
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i].first, b[i].first);
-    EXPECT_EQ(a[i].second.to_vector<float>(), b[i].second.to_vector<float>()) << a[i].first;
-  }
+  testing::expect_same_buffers(*model, *ck.model);
+  std::mt19937_64 rng(seed);
   const Tensor x = Tensor::from_vector(random_floats(2 * 32 * 32, rng, -2, 2), {2, 1, 32, 32});
   EXPECT_EQ(outputs(*ck.model, x), outputs(*model, x));
 }
