@@ -85,8 +85,11 @@ struct Workload {
   int64_t numel = 0;
 };
 
-// Normal weights, or (`ties`) the same rounded to multiples of 1/2, zeros given either sign.
-Workload make_workload(const Shapes& shapes, Device d, bool ties) {
+// The layers of shape set `set`: normal weights, or (kTiesSet) the same rounded to multiples of
+// 1/2, zeros given either sign.
+Workload make_workload(const std::string& set, Device d) {
+  const Shapes& shapes = shape_sets().at(set);
+  const bool ties = set == kTiesSet;
   Workload wl;
   std::mt19937 rng(42);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -149,7 +152,7 @@ const std::vector<std::pair<std::vector<float>, std::vector<uint8_t>>>& referenc
       cache;
   auto it = cache.find(set);
   if (it != cache.end()) return it->second;
-  Workload wl = make_workload(shape_sets().at(set), Device::CPU, set == kTiesSet);
+  Workload wl = make_workload(set, Device::CPU);
   auto& ref = cache[set];
   for (size_t i = 0; i < wl.tasks.size(); ++i) {
     targeted_dropout_reference(wl.tasks[i], kSeed);
@@ -173,7 +176,7 @@ std::string check_against_reference(const Workload& wl, const std::string& set) 
 
 // The CPU reference, or the CPU training path (checked against the reference first).
 void BM_Cpu(benchmark::State& state, const std::string& set, bool use_reference) {
-  Workload wl = make_workload(shape_sets().at(set), Device::CPU, set == kTiesSet);
+  Workload wl = make_workload(set, Device::CPU);
   if (!use_reference) {
     for (const TdTask& t : wl.tasks) targeted_dropout_cpu(t, kSeed);
     if (const std::string bad = check_against_reference(wl, set); !bad.empty()) {
@@ -192,7 +195,7 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
     state.SkipWithError("no CUDA GPU: CUDA targeted-dropout benchmarks skipped");
     return;
   }
-  Workload wl = make_workload(shape_sets().at(set), Device::CUDA, set == kTiesSet);
+  Workload wl = make_workload(set, Device::CUDA);
   TdCudaWorkspace ws;
   auto run = [&] {
     switch (path) {
