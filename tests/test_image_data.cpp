@@ -118,6 +118,10 @@ TEST(Cifar10, ErrorsNameTheFileAndTheProblem) {
                             kCifar10RecordBytes);
   expect_error([&] { read_cifar10_file(huge, ds); }, {"huge.bin", "more than any CIFAR-10"});
   EXPECT_EQ(ds.count, 0);
+  // CIFAR-10 is not shipped: without a folder the error says to pass one, rather than looking
+  // for the batch files wherever the program runs.
+  expect_error([] { load_dataset("cifar10", "", "train", 0); },
+               {"cifar10: pass --data-dir DIR", "data_batch_1.bin"});
 }
 
 // A bad file appended after a good one leaves the dataset as the good one made it.
@@ -185,6 +189,8 @@ TEST(Normalize, PerChannelMeanAndStd) {
   EXPECT_NEAR(out[3], (0.4f - 0.2f) / 0.4f, 1e-6f);
   expect_error([&] { normalize_image(px.data(), out.data(), 2, 2, {0.5f, 0.2f, 0.1f}, {1.0f}); },
                {"normalize_image", "need 1 or 2 mean/std values, got 3 and 1"});
+  expect_error([&] { normalize_image(px.data(), out.data(), 2, 2, {0.5f}, {0.25f, 0.0f}); },
+               {"normalize_image", "std of channel 1 must be positive, got 0"});
 }
 
 std::vector<float> ramp_image(int64_t c, int64_t h, int64_t w) {
@@ -259,6 +265,65 @@ TEST(Augment, TrainingPadsWithNormalisedBlack) {
   BatchLoader loader(dark, 16, true, 5, Device::CPU, spec.mean, spec.std, &cfg);
   loader.start_epoch(1);
   for (float v : loader.batch(0).images.to_vector<float>()) ASSERT_EQ(v, normalised);
+}
+
+// Each sample's draw is a Philox block of its own: where samples shared numbers (sample s taking
+// numbers s, s + 1 and s + 2 of the stream), one sample's dx was always the next one's dy.
+TEST(Augment, AdjacentSamplesDrawIndependently) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const AugmentConfig cfg{.pad = 4, .flip = true};
+  constexpr int kSamples = 2000;
+  int dx_is_next_dy = 0, dy_is_next_dy = 0;
+  AugmentDraw prev = augment_draw(cfg, seed, 7, 0);
+  for (uint64_t s = 1; s <= kSamples; ++s) {
+    const AugmentDraw d = augment_draw(cfg, seed, 7, s);
+    dx_is_next_dy += prev.dx == d.dy;
+    dy_is_next_dy += prev.dy == d.dy;
+    prev = d;
+  }
+  // Independent draws of 9 offsets agree 2000 / 9 = 222 times, standard deviation 14.
+  EXPECT_LT(dx_is_next_dy, 222 + 6 * 14);
+  EXPECT_GT(dx_is_next_dy, 222 - 6 * 14);
+  EXPECT_LT(dy_is_next_dy, 222 + 6 * 14);
+  EXPECT_GT(dy_is_next_dy, 222 - 6 * 14);
+}
+
+// The loader augments each image by the draw of its sample number, wherever the shuffle put it in
+// the epoch, so a run's images depend on (seed, epoch, sample) only.
+TEST(Augment, TheLoaderAugmentsEachImageByItsSampleNumber) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  ImageDataset d;
+  d.count = 40;
+  d.height = d.width = 5;
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  for (int64_t i = 0; i < d.count; ++i) {
+    for (int64_t p = 0; p < 25; ++p) d.images.push_back(static_cast<uint8_t>(rng()));
+    d.labels.push_back(static_cast<uint8_t>(i % 10));
+  }
+  const AugmentConfig cfg{.pad = 2, .flip = true, .fill = {-3.0f}};
+  BatchLoader loader(d, 16, true, seed, Device::CPU, {0.0f}, {1.0f}, &cfg);
+  loader.start_epoch(2);
+  // Random pixels tell the images apart: each batch image must be the augmentation of exactly one
+  // sample by that sample's own number.
+  std::vector<float> plain(25), want(25);
+  int matched = 0;
+  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+    const std::vector<float> x = loader.batch(b).images.to_vector<float>();
+    for (size_t j = 0; j < x.size() / 25; ++j) {
+      const std::vector<float> got(x.begin() + 25 * j, x.begin() + 25 * (j + 1));
+      int hits = 0;
+      for (int64_t s = 0; s < d.count; ++s) {
+        normalize_image(d.images.data() + 25 * s, plain.data(), 1, 25, {0.0f}, {1.0f});
+        augment_image(plain.data(), want.data(), 1, 5, 5, cfg, seed, 2, static_cast<uint64_t>(s));
+        hits += got == want;
+      }
+      EXPECT_EQ(hits, 1) << "batch " << b << " image " << j;
+      matched += hits == 1;
+    }
+  }
+  EXPECT_EQ(matched, d.count);
 }
 
 TEST(Augment, NoPadNoFlipIsTheIdentity) {
