@@ -469,23 +469,32 @@ TEST_F(Cli, FractionsWithTrailingTextNameTheItem) {
                        "--fractions: '0.5 '");
   expect_clean_failure("prune --fractions 0,0.5abc --device cpu --checkpoint x",
                        "--fractions: '0.5abc'");
+  // Checked before any checkpoint is read: out of range, none at all, labels that do not pair.
+  expect_clean_failure("prune --fractions 0.5,-0.1 --device cpu --checkpoint x",
+                       "--fractions: -0.1 is outside [0, 1]");
+  expect_clean_failure("prune --fractions " + quote("") + " --device cpu --checkpoint x",
+                       "--fractions: no fractions given");
+  expect_clean_failure("prune --device cpu --checkpoint x --label a --label b",
+                       "--label: 2 labels for 1 checkpoints");
 }
 
 TEST_F(Cli, PruneCsvQuotesLabels) {
   const std::string data = fashion_mnist_dir();
   if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
   const std::string ckpt = quick_checkpoint(data);
-  // A label with a quote and a comma must stay one column; a long one must not cut the row
-  // (rows were once formatted into a 512-byte buffer).
-  const std::vector<std::string> labels = {"run \"A\", lr=0.1", std::string(600, 'x')};
+  // A label with a quote and a comma, or with a quote alone, must stay one column; a long one
+  // must not cut the row (rows were once formatted into a 512-byte buffer).
+  const std::vector<std::string> labels = {"run \"A\", lr=0.1", std::string(600, 'x'),
+                                           "say \"hi\""};
   const std::string csv = tmp_.file("prune.csv");
-  const RunResult r = run("prune --device cpu --fractions 0,0.5 --data-dir " + quote(data) +
-                          " --checkpoint " + quote(ckpt) + " --checkpoint " + quote(ckpt) +
-                          " --label " + quote(labels[0]) + " --label " + quote(labels[1]) +
-                          " --csv " + quote(csv));
+  std::string args = "prune --device cpu --fractions 0,0.5 --data-dir " + quote(data) +
+                     " --csv " + quote(csv);
+  for (const std::string& label : labels)
+    args += " --checkpoint " + quote(ckpt) + " --label " + quote(label);
+  const RunResult r = run(args);
   ASSERT_EQ(r.status, 0) << r.summary();
   const std::vector<std::vector<std::string>> rows = parse_csv(read_file(csv));
-  ASSERT_EQ(rows.size(), 5u) << read_file(csv);
+  ASSERT_EQ(rows.size(), 7u) << read_file(csv);
   for (const auto& row : rows) ASSERT_EQ(row.size(), 8u) << read_file(csv);
   EXPECT_EQ(rows[0][1], "label");
   for (size_t i = 1; i < rows.size(); ++i) {
@@ -496,6 +505,8 @@ TEST_F(Cli, PruneCsvQuotesLabels) {
   }
   EXPECT_NE(read_file(csv).find("\"run \"\"A\"\", lr=0.1\""), std::string::npos)
       << "quotes are doubled inside a quoted field";
+  EXPECT_NE(read_file(csv).find(",\"say \"\"hi\"\"\","), std::string::npos)
+      << "a field with a quote and no comma is quoted too";
 }
 
 // Fractions that two decimals cannot tell apart keep their own rows in the table, and a label

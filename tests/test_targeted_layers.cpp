@@ -383,6 +383,15 @@ TEST(TargetedModel, MlpTargetsBothHiddenLayersAndPrunesThem) {
                                [](float x) { return x == 0.0f; });
     EXPECT_EQ(zero_rows, rows / 2) << "layer " << name;
   }
+  // A fraction outside [0, 1], or no mode, is an error that leaves the weights alone.
+  const std::vector<float> before = layers[0].second->weight().to_vector<float>();
+  expect_error([&] { prune_model(*model, TargetedDropoutConfig::Mode::Weight, 1.5); },
+               {"prune: fraction 1.5 is outside [0, 1]"});
+  expect_error([&] { prune_model(*model, TargetedDropoutConfig::Mode::Weight, -0.25); },
+               {"prune: fraction -0.25 is outside [0, 1]"});
+  expect_error([&] { prune_model(*model, TargetedDropoutConfig::Mode::None, 0.5); },
+               {"prune: mode must be weight or unit"});
+  EXPECT_EQ(layers[0].second->weight().to_vector<float>(), before);
   // Zeros outside the targeted layers count towards the sparsity of all weights only: a quarter
   // of the classifier's weights set to 0.
   bool found = false;

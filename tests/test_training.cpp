@@ -321,6 +321,9 @@ TEST(Optimizer, AdamStateRestoresPerParameterSteps) {
   saved.at("skipped") = Tensor::from_vector<float>({0, 4}, {2});
   expect_error([&] { restored.load_state(saved, 3, "resume.safetensors"); },
                {"resume.safetensors", "'skipped' of parameter 1 is 4", "3 steps"});
+  saved.at("skipped") = Tensor::from_vector<float>({0, 1.5f}, {2});  // not a whole step count
+  expect_error([&] { restored.load_state(saved, 3, "resume.safetensors"); },
+               {"resume.safetensors", "'skipped' of parameter 1 is 1.5"});
   saved.erase("skipped");
   Adam old_file({a.clone(), b.clone()}, 0.01f);
   old_file.load_state(saved, 3, "resume.safetensors");
@@ -337,6 +340,18 @@ INSTANTIATE_TEST_SUITE_P(Optimizer, AdamMatchesPyTorch,
                                            AdamCase{"adamw", 1e-2f, 0.1f, true},
                                            AdamCase{"adamw_big_lr", 0.3f, 0.05f, true}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// A saved state that does not fit the parameters is an error naming the entry, before anything
+// is copied.
+TEST(Optimizer, LoadStateNamesAMissingOrMisshapenEntry) {
+  SGD opt({Tensor::zeros({2, 3})}, 0.1f, 0.9f);
+  std::map<std::string, Tensor> saved{{"momentum.0", Tensor::zeros({3, 2})}};
+  expect_error([&] { opt.load_state(saved, 1, "resume.safetensors"); },
+               {"resume.safetensors: optimizer state 'momentum.0' has shape [3, 2], expected [2, 3]"});
+  saved.clear();
+  expect_error([&] { opt.load_state(saved, 1, "resume.safetensors"); },
+               {"resume.safetensors: optimizer state 'momentum.0' is missing"});
+}
 
 TEST(Optimizer, FirstAdamStepMovesEachWeightByTheLearningRate) {
   Tensor p = Tensor::from_vector<float>({1.0f, -2.0f, 3.0f}, {3});
@@ -368,6 +383,7 @@ TEST(Optimizer, BadSettingsAreErrors) {
   expect_error([&] { SGD({p}, 0.1f, 0.0f, 0.0f, true); }, {"Nesterov"});
   expect_error([&] { SGD({p}, 0.1f, 0.9f, -1.0f); }, {"weight decay"});
   expect_error([&] { Adam({p}, 0.1f, 0.0f, false, 1.0f); }, {"Adam", "betas"});
+  expect_error([&] { Adam({p}, 0.1f, -0.5f); }, {"Adam: weight decay -0.5 is negative"});
   expect_error([&] { make_optimizer("rmsprop", {p}, 0.1f, 0.9f, 0.0f); },
                {"unknown optimizer", "rmsprop", "sgd"});
   expect_error([&] { SGD({Tensor::zeros({2}, DType::F64)}, 0.1f); }, {"F32", "F64[2]"});
@@ -484,6 +500,7 @@ TEST(LrSchedule, StepDropsAtHalfAndThreeQuarters) {
   EXPECT_FLOAT_EQ(s.at(149), 0.04f);
   EXPECT_FLOAT_EQ(s.at(150), 0.004f);
   EXPECT_FLOAT_EQ(s.at(199), 0.004f);
+  EXPECT_FLOAT_EQ(s.at(400), 0.004f);  // past the end: the last value
   LrSchedule half = s;
   half.gamma = 0.5f;
   EXPECT_FLOAT_EQ(half.at(120), 0.2f);
@@ -505,6 +522,11 @@ TEST(LrSchedule, CosineEndpointsAndMidpoint) {
   }
   // Symmetric about the midpoint: lr(t) + lr(T - t) = base.
   EXPECT_NEAR(s.at(100) + s.at(900), 0.4f, 1e-6);
+  // Past the end the rate stays at 0; it does not climb the cosine's next half.
+  EXPECT_NEAR(s.at(1500), 0.0f, 1e-9);
+  EXPECT_NEAR(s.at(2000), 0.0f, 1e-9);
+  // A schedule of no steps is its starting rate, not 0 / 0.
+  EXPECT_FLOAT_EQ(schedule(LrSchedule::Kind::Cosine, 0).at(0), 0.4f);
 }
 
 TEST(LrSchedule, LinearWarmupMultipliesTheSchedule) {
