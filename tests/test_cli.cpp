@@ -259,6 +259,44 @@ TEST_F(Cli, InertTargetedDropoutOptionsAreErrors) {
   EXPECT_FALSE(fs::exists(tmp_.file("run")));
 }
 
+// Every targeted-dropout option reaches the model's configuration (config.json, which the
+// checkpoint and --resume repeat); the untargeted baseline is dropout over every weight, rescaled,
+// with every weight kept in eval. --resume keeps the run's own epochs and accepts --td-impl.
+TEST_F(Cli, TrainRecordsEveryTargetedDropoutOption) {
+  const std::string data = fashion_mnist_dir();
+  if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
+  const auto td_of = [&](const std::string& name, const std::string& options) {
+    const std::string out = tmp_.file(name);
+    const RunResult r = run("train --model mlp --epochs 1 --train-limit 256 --device cpu "
+                            "--no-progress --data-dir " + quote(data) + " --out " + quote(out) +
+                            options);
+    EXPECT_EQ(r.status, 0) << r.summary();
+    return json::parse(read_file(out + "/config.json")).at("model_config").at("td");
+  };
+  const json td = td_of("td", " --td unit --td-gamma 0.3 --td-alpha 0.2 --td-ramp "
+                              "--td-ramp-steps 7 --td-unit-per-weight --td-eval-keep-all");
+  EXPECT_EQ(td.at("mode"), "unit");
+  EXPECT_NEAR(td.at("gamma").get<double>(), 0.3, 1e-12);
+  EXPECT_NEAR(td.at("alpha").get<double>(), 0.2, 1e-7);
+  EXPECT_EQ(td.at("ramp"), true);
+  EXPECT_EQ(td.at("ramp_steps"), 7);
+  EXPECT_EQ(td.at("unit_per_weight_draws"), true);
+  EXPECT_EQ(td.at("keep_all_in_eval"), true);
+  EXPECT_EQ(td.at("rescale"), false);
+  const json dropout = td_of("dropout", " --dropout weight --dropout-rate 0.4");
+  EXPECT_EQ(dropout.at("mode"), "weight");
+  EXPECT_EQ(dropout.at("gamma"), 1.0);
+  EXPECT_NEAR(dropout.at("alpha").get<double>(), 0.4, 1e-7);
+  EXPECT_EQ(dropout.at("rescale"), true);
+  EXPECT_EQ(dropout.at("keep_all_in_eval"), true);
+  EXPECT_EQ(dropout.at("ramp"), false);
+  expect_clean_failure("train --resume " + quote(tmp_.file("td")) + " --td-impl unfused",
+                       "the run already finished 1 epochs");
+  expect_clean_failure("train --dropout weight --dropout-rate 0.5 --td weight --out " +
+                           quote(tmp_.file("both")),
+                       "--dropout and --td are alternatives");
+}
+
 // --resume continues a run with its own configuration: an option that would change it is an
 // error naming the option, not silently ignored; the run-independent ones are accepted.
 TEST_F(Cli, ResumeRefusesOptionsThatWouldChangeTheRun) {

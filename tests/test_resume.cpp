@@ -169,6 +169,29 @@ TEST(Resume, InterruptedAtAnyStepLogsWhatAStraightRunLogs) {
   fs::remove_all(straight);
 }
 
+// Warm-up spans whole epochs: with 2 warm-up epochs of 16 steps, the rate of epoch 1's last step
+// is half the peak (counted in steps, the warm-up would have ended after 2). And --l1 reaches the
+// targetable layers' gradients: the same run with it ends with other weights.
+TEST(Resume, WarmupEpochsAndTheL1PenaltyShapeTheRun) {
+  SKIP_WITHOUT_DATA();
+  const std::string dir = fresh_dir("warmup");
+  TrainConfig c = small_run(dir, 2);
+  c.warmup_epochs = 2;
+  const TrainResult r = train(c);
+  ASSERT_EQ(r.epochs.size(), 2u);
+  EXPECT_FLOAT_EQ(r.epochs[0].lr, 0.5f * c.lr);  // step 15: (15 + 1) / 32 of the peak
+  EXPECT_FLOAT_EQ(r.epochs[1].lr, c.lr);
+  fs::remove_all(dir);
+  const std::string plain = fresh_dir("l1-off"), with_l1 = fresh_dir("l1-on");
+  train(small_run(plain, 1));
+  TrainConfig l1 = small_run(with_l1, 1);
+  l1.l1 = 1e-3;
+  train(l1);
+  EXPECT_TRUE(weights_of(plain + "/model.safetensors") != weights_of(with_l1 + "/model.safetensors"));
+  fs::remove_all(plain);
+  fs::remove_all(with_l1);
+}
+
 // A cosine schedule is laid out over the run's epochs: resuming with another total would give
 // the epochs already trained a different curve (a 1-epoch run anneals to 0, a 2-epoch one is at
 // half the rate there), so it is refused, and a finished run does not invite more epochs.
@@ -185,6 +208,10 @@ TEST(Resume, ScheduleSpanningTheRunKeepsItsEpochs) {
   TrainConfig same = resume_of(dir);
   same.epochs = 1;
   expect_error([&] { train(same); }, {"already finished 1 epochs and its learning-rate schedule"});
+  // A device given on resume replaces the run's own: it is the one parsed (here, and refused).
+  TrainConfig elsewhere = resume_of(dir);
+  elsewhere.device = "tpu";
+  expect_error([&] { train(elsewhere); }, {"tpu"});
   fs::remove_all(dir);
 }
 
@@ -225,7 +252,14 @@ TEST(Resume, AFreshRunRefusesADirectoryHoldingARun) {
   EXPECT_NE(m.find("--overwrite"), std::string::npos) << m;
   EXPECT_EQ(read_text(dir + "/config.json"), config) << "the refused run touched config.json";
   EXPECT_TRUE(weights_of(dir + "/resume.safetensors") == resume);
+  // --overwrite removes the old run's files first: a replacing run that then fails (here, on a
+  // missing data folder) leaves no resume point of the old run beside the new configuration.
   other.overwrite = true;
+  TrainConfig failing = other;
+  failing.data_dir = dir + "/no-data-here";
+  expect_error([&] { train(failing); }, {"no-data-here", "not found"});
+  for (const char* f : {"config.json", "resume.safetensors", "model.safetensors", "metrics.jsonl"})
+    EXPECT_FALSE(fs::exists(dir + "/" + f)) << f << " of the old run is left";
   train(other);
   EXPECT_NE(read_text(dir + "/config.json"), config);
   // A file where the run directory should be is named before any data is loaded.
