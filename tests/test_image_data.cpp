@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -307,18 +308,18 @@ TEST(Augment, TheLoaderAugmentsEachImageByItsSampleNumber) {
   loader.start_epoch(2);
   // Random pixels tell the images apart: each batch image must be the augmentation of exactly one
   // sample by that sample's own number.
-  std::vector<float> plain(25), want(25);
+  std::vector<std::vector<float>> want(static_cast<size_t>(d.count), std::vector<float>(25));
+  std::vector<float> plain(25);
+  for (int64_t s = 0; s < d.count; ++s) {
+    normalize_image(d.images.data() + 25 * s, plain.data(), 1, 25, {0.0f}, {1.0f});
+    augment_image(plain.data(), want[s].data(), 1, 5, 5, cfg, seed, 2, static_cast<uint64_t>(s));
+  }
   int matched = 0;
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
     const std::vector<float> x = loader.batch(b).images.to_vector<float>();
     for (size_t j = 0; j < x.size() / 25; ++j) {
       const std::vector<float> got(x.begin() + 25 * j, x.begin() + 25 * (j + 1));
-      int hits = 0;
-      for (int64_t s = 0; s < d.count; ++s) {
-        normalize_image(d.images.data() + 25 * s, plain.data(), 1, 25, {0.0f}, {1.0f});
-        augment_image(plain.data(), want.data(), 1, 5, 5, cfg, seed, 2, static_cast<uint64_t>(s));
-        hits += got == want;
-      }
+      const auto hits = std::count(want.begin(), want.end(), got);
       EXPECT_EQ(hits, 1) << "batch " << b << " image " << j;
       matched += hits == 1;
     }
