@@ -172,7 +172,7 @@ TEST(Resume, InterruptedAtAnyStepLogsWhatAStraightRunLogs) {
 // Warm-up spans whole epochs: with 2 warm-up epochs of 16 steps, the rate of epoch 1's last step
 // is half the peak (counted in steps, the warm-up would have ended after 2). And --l1 reaches the
 // targetable layers' gradients: the same run with it ends with other weights.
-TEST(Resume, WarmupEpochsAndTheL1PenaltyShapeTheRun) {
+TEST(Trainer, WarmupEpochsAndTheL1PenaltyShapeTheRun) {
   SKIP_WITHOUT_DATA();
   const std::string dir = fresh_dir("warmup");
   TrainConfig c = small_run(dir, 2);
