@@ -21,6 +21,7 @@
 #include "core/safetensors.h"
 #include "data/fashion_mnist.h"
 #include "layers/optimizer.h"
+#include "layers/targeted.h"
 #include "models/checkpoint.h"
 #include "models/registry.h"
 #include "models/resume.h"
@@ -190,6 +191,60 @@ TEST(Trainer, WarmupEpochsAndTheL1PenaltyShapeTheRun) {
   EXPECT_TRUE(weights_of(plain + "/model.safetensors") != weights_of(with_l1 + "/model.safetensors"));
   fs::remove_all(plain);
   fs::remove_all(with_l1);
+}
+
+// Every step draws its own targeted-dropout mask: the trainer numbers each step's draws by the
+// step. With every weight targeted and dropped with probability 1/2, plain SGD (no momentum, no
+// decay) leaves a dropped weight bit for bit as it was, so after 4 steps about 1/16 of the
+// targeted weights never moved. Were every step to draw step 0's mask, about half would not have.
+TEST(Trainer, EachStepDrawsItsOwnTargetedDropoutMask) {
+  SKIP_WITHOUT_DATA();
+  TrainConfig c = small_run("", 1);
+  c.train_limit = 4 * c.batch_size;
+  c.momentum = c.weight_decay = 0;
+  c.td.gamma = 1;
+  c.td.alpha = 0.5f;
+  const TrainResult r = train(c);
+  nlohmann::json cfg = r.model_config;
+  const auto initial = build_model(c.model, cfg);
+  initial->reset_parameters(c.seed);
+  const auto before = targetable_layers(*initial), after = targetable_layers(*r.model);
+  ASSERT_EQ(before.size(), after.size());
+  ASSERT_GT(after.size(), 0u);
+  int64_t unmoved = 0, total = 0;
+  for (size_t l = 0; l < after.size(); ++l) {
+    const std::vector<float> w0 = before[l].second->weight().to_vector<float>();
+    const std::vector<float> w4 = after[l].second->weight().to_vector<float>();
+    ASSERT_EQ(w0.size(), w4.size()) << after[l].first;
+    for (size_t i = 0; i < w0.size(); ++i)
+      unmoved += std::memcmp(&w0[i], &w4[i], sizeof(float)) == 0;
+    total += static_cast<int64_t>(w0.size());
+  }
+  const double share = static_cast<double>(unmoved) / static_cast<double>(total);
+  EXPECT_GT(share, 0.04) << "too few weights were dropped in all 4 steps";
+  EXPECT_LT(share, 0.10) << "the steps drew overlapping masks: " << unmoved << " of " << total
+                         << " targeted weights never moved";
+}
+
+// Nothing non-finite is written at an epoch's end either. Here the epoch's last (and only) step
+// overflows the weights in its update: its loss, computed before the update, is finite, and the
+// L1 subgradient alone moves each targetable weight by lr * l1 = 1e39. The run stops before
+// metrics.jsonl and the model are written, so an earlier epoch's files would be left as they were.
+TEST(Trainer, AnUpdateThatOverflowsTheWeightsWritesNothing) {
+  SKIP_WITHOUT_DATA();
+  const std::string dir = fresh_dir("overflow");
+  TrainConfig c = small_run(dir, 1);
+  c.train_limit = c.batch_size;
+  c.td = TargetedDropoutConfig{};  // with it, evaluating the overflowed model would stop first
+  c.lr = 1e36f;
+  c.l1 = 1e3f;
+  expect_error([&] { train(c); }, {"training diverged before step 1", "is not finite",
+                                   "No checkpoint was saved"});
+  EXPECT_TRUE(fs::exists(dir + "/config.json"));
+  EXPECT_FALSE(fs::exists(dir + "/metrics.jsonl"));
+  EXPECT_FALSE(fs::exists(dir + "/model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir + "/resume.safetensors"));
+  fs::remove_all(dir);
 }
 
 // A cosine schedule is laid out over the run's epochs: resuming with another total would give
