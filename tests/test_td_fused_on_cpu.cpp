@@ -5,7 +5,8 @@
 // kernel's selects return (the exact k-th key; the largest key below the next larger one, as the
 // early stops give it), and as the kernel's selects find it with one host thread holding the
 // row: short_select (kernels/targeted_dropout_short_select.h, the warp and group rows') and
-// radix_select_held (kernels/targeted_dropout_radix_select.h, the block rows' register select).
+// radix_select_held (kernels/targeted_dropout_radix_select.h, the block rows' register select),
+// whose steps and passes are counted too.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -264,6 +265,62 @@ TEST(TdFusedOnCpu, ShortSelectFindsTheKthKey) {
 TEST(TdFusedOnCpu, RadixSelectHeldFindsTheKthKey) {
   expect_kth_keys(radix_select_on_host, {2, 3, 4, 5, 9, 31, 33, 576, 1023, 1025, 2048, 4095,
                                          4096});
+}
+
+// The selects' work, counted on the host: the row sums of a short row's bit walk (one per bit
+// step, one more to count ties) and the register select's histogram passes. What keeps them
+// short on the device (the walk starts at the top bit on which the row's keys differ, and both
+// stop once the targeted set is settled) changes no answer when lost, so it is checked here.
+struct CountingRow : HostRow {
+  int sums = 0;
+  unsigned sum(unsigned v) {
+    ++sums;
+    return v;
+  }
+};
+struct CountingHistogram : HostHistogram {
+  int passes = 0;
+  TdDigit find(unsigned remaining, unsigned bin0_excess) {
+    ++passes;
+    return HostHistogram::find(remaining, bin0_excess);
+  }
+};
+
+TEST(TdFusedOnCpu, SelectsStopOnceTheTargetedSetIsSettled) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  constexpr int kRows = 64;
+  // Short rows of 575 entries (one of padding), k at the middle. Normal weights: about
+  // log2(575) steps to leave the k-th key alone in its prefix, then a few more, where a walk to
+  // bit 0 takes about 30. One binade (keys sharing bits 30..20): the walk starts at bit 19.
+  auto short_steps = [&](WeightKind kind) {
+    int64_t sums = 0;
+    for (int r = 0; r < kRows; ++r) {
+      std::vector<uint32_t> bits;
+      for (float x : make_weights(575, kind, rng)) bits.push_back(to_bits(x));
+      const auto held = hold<144>(bits);
+      CountingRow row;
+      short_select<144>(held->q, 575, 287, row);
+      sums += row.sums;
+    }
+    return static_cast<double>(sums) / kRows;
+  };
+  const double normal = short_steps(WeightKind::Normal), binade = short_steps(WeightKind::OneBinade);
+  EXPECT_LT(normal, 19.0) << "row sums per normal row";
+  EXPECT_LT(binade, 12.0) << "row sums per one-binade row";
+  // Register select, rows of 4095 normal weights: the third digit's pass is rarely needed.
+  int two_passes = 0;
+  for (int r = 0; r < kRows; ++r) {
+    std::vector<uint32_t> keys;
+    for (float x : make_weights(4095, WeightKind::Normal, rng)) keys.push_back(magnitude_key(to_bits(x)));
+    const auto held = hold<1024>(keys);
+    CountingHistogram hist;
+    radix_select_held<1024>(held->q, 4095, 2047, hist);
+    two_passes += hist.passes == 2;
+    EXPECT_LE(hist.passes, 3);
+  }
+  EXPECT_GE(two_passes, kRows * 3 / 4) << "rows settled after two histogram passes";
 }
 
 TEST(TdFusedOnCpu, CutCoversTheWholeKeyRange) {
