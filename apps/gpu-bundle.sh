@@ -75,7 +75,8 @@ for spec in ${BENCH_VARIANTS:-}; do
   fi
   variants+=("$name:$flags")
 done
-rm -rf "$bundle" && mkdir -p "$bundle/data"
+rm -rf "$bundle"
+mkdir -p "$bundle/data"
 stage=$(mktemp -d -t tdrop_bundle.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
