@@ -394,13 +394,39 @@ TEST_F(Cli, InspectJsonDescribesTheMlp) {
   EXPECT_EQ(j.at("parameters")[0].at("name"), "1.weight");
   EXPECT_EQ(j.at("parameters")[0].at("shape"), json({300, 784}));
 
+  EXPECT_EQ(j.at("input_shape"), json({1, 1, 28, 28}));  // the one image walked through
+  // The hidden layers (784*300 + 300*100), not the classifier.
+  EXPECT_EQ(j.at("targetable_weights"), 265200);
+  EXPECT_EQ(j.at("targetable_layers"), json::parse(R"([{"name": "1", "shape": [300, 784]},
+                                                       {"name": "3", "shape": [100, 300]}])"));
+
   const RunResult text = run("inspect --model mlp");
   EXPECT_EQ(text.code(), 0) << text.summary();
-  EXPECT_NE(text.out.find("266610"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("Linear(784 -> 300)"), std::string::npos) << text.out;
+  const size_t total = text.out.find("\ntotal ");
+  ASSERT_NE(total, std::string::npos) << text.out;
+  const std::string total_row = text.out.substr(total + 1, text.out.find('\n', total + 1) - total - 1);
+  EXPECT_TRUE(total_row.ends_with(" 266610")) << total_row;
+  EXPECT_NE(text.out.find("targetable layers (targeted dropout and pruning apply here): 2 layers, "
+                          "265200 of 266610 parameters"),
+            std::string::npos)
+      << text.out;
+  // Layers inside nested containers are named by their path: resnet20's stages are 3 to 5.
+  const RunResult nested = run("inspect --model resnet20 --json");
+  ASSERT_EQ(nested.code(), 0) << nested.summary();
+  const json walked = json::parse(nested.out);
+  std::vector<std::string> names;
+  for (const json& l : walked.at("layers")) names.push_back(l.at("name"));
+  ASSERT_EQ(names.size(), 14u);
+  EXPECT_EQ(names[3], "3.0");
+  EXPECT_EQ(names[10], "5.1");
+  // --list: one line per model of the zoo, with its summary.
   const RunResult list = run("inspect --list");
   EXPECT_EQ(list.code(), 0) << list.summary();
-  EXPECT_NE(list.out.find("mlp"), std::string::npos) << list.out;
+  for (const char* line : {"\nmlp ", "\nresnet32 ", "\nvgg16 ", "\ntransformer "})
+    EXPECT_NE(("\n" + list.out).find(line), std::string::npos) << line << " in " << list.out;
+  EXPECT_NE(list.out.find("LeNet-300-100: 784-300-100-10 fully connected"), std::string::npos)
+      << list.out;
 }
 
 // The header of a CPU run names the BLAS kernels and threads (a seed's numbers depend on them):
@@ -499,6 +525,61 @@ TEST_F(Cli, EvalKeepAllMatchesPruningNothing) {
     EXPECT_EQ(removed[0].at(key).get<double>(), pruned[1].at(key).get<double>()) << key;
   }
   EXPECT_EQ(removed[0].at("sparsity_targeted").get<double>(), 0.75);
+  EXPECT_EQ(removed[0].at("keep_all"), false);
+  // Without --json, one line with the same numbers and which weights were evaluated.
+  for (const bool keep_all : {false, true}) {
+    const json& j = keep_all ? kept[0] : removed[0];
+    const RunResult r = run(std::string("eval ") + (keep_all ? "--keep-all " : "") +
+                            "--device cpu --data-dir " + quote(data) + " --checkpoint " + ckpt);
+    EXPECT_EQ(r.status, 0) << r.summary();
+    char numbers[200];
+    std::snprintf(numbers, sizeof numbers,
+                  "accuracy %.2f%%  loss %.4f  sparsity %.1f%% of targeted weights, %.1f%% of all",
+                  100 * j.at("accuracy").get<double>(), j.at("loss").get<double>(),
+                  100 * j.at("sparsity_targeted").get<double>(),
+                  100 * j.at("sparsity_all").get<double>());
+    EXPECT_NE(r.out.find(numbers), std::string::npos) << numbers << " in " << r.out;
+    EXPECT_EQ(r.out.find(", all weights kept:") != std::string::npos, keep_all) << r.out;
+  }
+}
+
+// eval on the GPU: the checkpoint's weights go to the device the batches are on, and the
+// accuracy and loss are the CPU's up to the order of GEMM sums (a prediction or two may flip).
+TEST_F(Cli, EvalOnCudaAgreesWithTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU: eval --device cuda not run";
+  const std::string data = fashion_mnist_dir();
+  if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
+  const std::string ckpt = quote(quick_checkpoint(data));
+  auto eval_on = [&](const std::string& device) {
+    const RunResult r = run("eval --json --device " + device + " --data-dir " + quote(data) +
+                            " --checkpoint " + ckpt);
+    EXPECT_EQ(r.status, 0) << r.summary();
+    return json::parse(r.out);
+  };
+  const json cpu = eval_on("cpu"), gpu = eval_on("cuda");
+  EXPECT_EQ(gpu.at("device"), "cuda");
+  EXPECT_EQ(gpu.at("count"), cpu.at("count"));
+  EXPECT_NEAR(gpu.at("accuracy").get<double>(), cpu.at("accuracy").get<double>(), 5e-4);
+  EXPECT_NEAR(gpu.at("loss").get<double>(), cpu.at("loss").get<double>(),
+              1e-4 * cpu.at("loss").get<double>());
+}
+
+// A checkpoint evaluated on a dataset of other images (an MLP of Fashion-MNIST on CIFAR-10) is
+// refused naming both, before a layer meets inputs of the wrong size.
+TEST_F(Cli, EvalRefusesADatasetTheCheckpointWasNotTrainedOn) {
+  const std::string data = fashion_mnist_dir();
+  if (data.empty()) GTEST_SKIP() << kNoFashionMnist;
+  const std::string ckpt = quick_checkpoint(data);
+  const std::string cifar = tmp_.file("cifar");
+  fs::create_directories(cifar);
+  std::ofstream(cifar + "/test_batch.bin", std::ios::binary) << std::string(4 * 3073, '\1');
+  const RunResult r = run("eval --device cpu --dataset cifar10 --data-dir " + quote(cifar) +
+                          " --checkpoint " + quote(ckpt));
+  ASSERT_TRUE(r.exited()) << r.summary();
+  EXPECT_EQ(r.code(), 1) << r.summary();
+  for (const std::string& needle : {ckpt + " was trained on inputs [1, 28, 28]",
+                                    std::string("cifar10 gives [3, 32, 32]")})
+    EXPECT_NE(r.err.find(needle), std::string::npos) << needle << " in " << r.err;
 }
 
 TEST_F(Cli, FractionsWithTrailingTextNameTheItem) {
