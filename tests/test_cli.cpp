@@ -405,7 +405,8 @@ TEST_F(Cli, InspectJsonDescribesTheMlp) {
   EXPECT_NE(text.out.find("Linear(784 -> 300)"), std::string::npos) << text.out;
   const size_t total = text.out.find("\ntotal ");
   ASSERT_NE(total, std::string::npos) << text.out;
-  const std::string total_row = text.out.substr(total + 1, text.out.find('\n', total + 1) - total - 1);
+  const std::string total_row =
+      text.out.substr(total + 1, text.out.find('\n', total + 1) - total - 1);
   EXPECT_TRUE(total_row.ends_with(" 266610")) << total_row;
   EXPECT_NE(text.out.find("targetable layers (targeted dropout and pruning apply here): 2 layers, "
                           "265200 of 266610 parameters"),

@@ -306,14 +306,16 @@ TEST(TdFusedOnCpu, SelectsStopOnceTheTargetedSetIsSettled) {
     }
     return static_cast<double>(sums) / kRows;
   };
-  const double normal = short_steps(WeightKind::Normal), binade = short_steps(WeightKind::OneBinade);
+  const double normal = short_steps(WeightKind::Normal);
+  const double binade = short_steps(WeightKind::OneBinade);
   EXPECT_LT(normal, 19.0) << "row sums per normal row";
   EXPECT_LT(binade, 12.0) << "row sums per one-binade row";
   // Register select, rows of 4095 normal weights: the third digit's pass is rarely needed.
   int two_passes = 0;
   for (int r = 0; r < kRows; ++r) {
     std::vector<uint32_t> keys;
-    for (float x : make_weights(4095, WeightKind::Normal, rng)) keys.push_back(magnitude_key(to_bits(x)));
+    for (float x : make_weights(4095, WeightKind::Normal, rng))
+      keys.push_back(magnitude_key(to_bits(x)));
     const auto held = hold<1024>(keys);
     CountingHistogram hist;
     radix_select_held<1024>(held->q, 4095, 2047, hist);

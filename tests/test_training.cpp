@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <cstdlib>
 #include <filesystem>
@@ -867,15 +868,59 @@ std::vector<int64_t> epoch_order(BatchLoader& loader, uint64_t epoch) {
 // steps before the resume, counted as done in no time, would make it 0.07 s).
 TEST(ProgressLine, EtaOfAResumedEpochCountsOnlyThisRunsSteps) {
   ::testing::internal::CaptureStderr();
+  const auto t0 = std::chrono::steady_clock::now();
   {
     ProgressLine line(true, /*done_before=*/50);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     line.update("epoch 1/1 step", 60, 100, "");
   }
+  // The line's elapsed time is at most this: the ETA is 40/10 of it, not 100/10.
+  const double at_most =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string out = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(out.find("epoch 1/1 step 60/100 ( 60%) "), 0u) << out;  // the epoch's share
   const size_t at = out.find("ETA ");
   ASSERT_NE(at, std::string::npos) << out;
-  EXPECT_GE(std::strtod(out.c_str() + at + 4, nullptr), 0.4) << out;
+  const double eta = std::strtod(out.c_str() + at + 4, nullptr);
+  EXPECT_GE(eta, 0.4) << out;
+  EXPECT_LE(eta, 4 * at_most + 0.05) << out << " after " << at_most << " s";
+}
+
+// Written to a file (not a terminal), the progress line is one line per update at most every
+// 10 seconds, the last step always: label, steps, percent, the caller's text, the ETA. Off, it
+// writes nothing.
+TEST(ProgressLine, LogFilesGetWholeLinesAndTheLastStep) {
+  ::testing::internal::CaptureStderr();
+  {
+    ProgressLine line(true);
+    line.update("prune a.safetensors", 1, 4, "acc 80.00%");
+    line.update("prune a.safetensors", 2, 4, "acc 81.00%");  // within 10 s: not written
+    line.update("prune a.safetensors", 4, 4, "acc 82.00%");
+    line.finish();
+    ProgressLine off(false);
+    off.update("hidden", 1, 2, "");
+  }
+  const std::string out = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(out.find("prune a.safetensors 1/4 ( 25%) acc 80.00%  ETA "), 0u) << out;
+  EXPECT_EQ(out.find("2/4"), std::string::npos) << out;
+  EXPECT_NE(out.find("\nprune a.safetensors 4/4 (100%) acc 82.00%  ETA 0.0s\n"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
+  EXPECT_EQ(out.find("hidden"), std::string::npos) << out;
+}
+
+TEST(ProgressLine, DurationsReadAsSecondsMinutesOrHours) {
+  EXPECT_EQ(format_duration(0), "0.0s");
+  EXPECT_EQ(format_duration(5.34), "5.3s");
+  EXPECT_EQ(format_duration(59.4), "59.4s");
+  EXPECT_EQ(format_duration(59.6), "1m00s");  // rounded to whole seconds from a minute on
+  EXPECT_EQ(format_duration(61), "1m01s");
+  EXPECT_EQ(format_duration(3599.4), "59m59s");
+  EXPECT_EQ(format_duration(3600), "1h00m");
+  EXPECT_EQ(format_duration(7322), "2h02m");
+  for (const double bad : {-1.0, std::nan(""), std::numeric_limits<double>::infinity()})
+    EXPECT_EQ(format_duration(bad), "?") << bad;
 }
 
 TEST(BatchLoader, BatchesShapesAndLastPartialBatch) {
