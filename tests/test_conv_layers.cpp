@@ -4,6 +4,7 @@
 // resnet20 and vgg16 with falling loss.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -362,6 +363,36 @@ TEST(Zoo, OutputShapesAndConfigDefaults) {
   cfg = {{"input_shape", {1, 28, 28}}};
   expect_error([&] { build_model("vgg16", cfg); },
                {"vgg16", "[1, 28, 28]", "too small for five 2x2 poolings"});
+}
+
+// Weights that feed a ReLU start He-uniform, U(+-sqrt(6 / fan_in)), the classifiers PyTorch's
+// default U(+-1 / sqrt(fan_in)): the largest |w| * sqrt(fan_in) of each weight tells them apart
+// (at least 144 draws: near sqrt(6) = 2.45 for He, at most 1 for the default).
+TEST(Zoo, LayersBeforeAReluStartHeUniform) {
+  struct Want {
+    const char* model;
+    std::vector<std::string> he, torch_default;
+  };
+  for (const Want& w :
+       {Want{"lenet5", {"0.weight", "3.weight", "7.weight", "9.weight"}, {"11.weight"}},
+        Want{"resnet20", {"0.weight", "3.0.conv1.weight", "5.2.conv2.weight"}, {"7.weight"}}}) {
+    auto model = zoo(w.model);
+    std::map<std::string, Tensor> params;
+    for (auto& [name, t] : model->named_parameters()) params[name] = t;
+    auto spread = [&](const std::string& name) {
+      const Tensor& t = params.at(name);
+      const std::vector<float> v = t.to_vector<float>();
+      float top = 0;
+      for (float x : v) top = std::max(top, std::fabs(x));
+      return top * std::sqrt(static_cast<float>(t.numel() / t.shape()[0]));
+    };
+    for (const std::string& name : w.he) {
+      EXPECT_GT(spread(name), 2.0f) << w.model << " " << name;
+      EXPECT_LE(spread(name), std::sqrt(6.0f) * 1.0001f) << w.model << " " << name;
+    }
+    for (const std::string& name : w.torch_default)
+      EXPECT_LE(spread(name), 1.0001f) << w.model << " " << name;
+  }
 }
 
 // A few SGD steps on one small random batch: the loss must fall (the net memorises it).

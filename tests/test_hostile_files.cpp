@@ -472,6 +472,12 @@ TEST_F(HostileCheckpoint, BrokenModelConfigs) {
       {R"({"input_features":6,"hidden":[-4],"num_classes":3})", {"model 'mlp'"}},
       {R"({"input_features":6,"hidden":[4],"num_classes":3,"td":{"mode":"sideways"}})",
        {"model 'mlp'", "sideways"}},
+      // Settings out of range are refused as the config's, before any layer is configured.
+      {R"({"input_features":6,"hidden":[4],"num_classes":3,"td":{"mode":"weight","gamma":1.5}})",
+       {"model config", "gamma 1.5 is outside [0, 1]"}},
+      {R"({"input_features":6,"hidden":[4],"num_classes":3,
+           "td":{"mode":"weight","gamma":1,"alpha":1,"rescale":true}})",
+       {"model config", "a rescaled dropout rate must be below 1"}},
       // Regression: deep nesting inside the config overflowed the stack in an error message.
       {R"({"input_features":6,"hidden":[4],"num_classes":3,"td":)" + deep + "}",
        {"nests deeper than 16"}},
