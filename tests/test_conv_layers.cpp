@@ -363,6 +363,10 @@ TEST(Zoo, OutputShapesAndConfigDefaults) {
   cfg = {{"input_shape", {1, 28, 28}}};
   expect_error([&] { build_model("vgg16", cfg); },
                {"vgg16", "[1, 28, 28]", "too small for five 2x2 poolings"});
+  cfg = {{"input_shape", {1, 32, 28}}};
+  expect_error([&] { build_model("vgg16", cfg); }, {"vgg16", "[1, 32, 28]", "too small"});
+  cfg = {{"num_classes", 0}};
+  expect_error([&] { build_model("vgg16", cfg); }, {"vgg16", "num_classes must be positive"});
 }
 
 // Weights that feed a ReLU start He-uniform, U(+-sqrt(6 / fan_in)), the classifiers PyTorch's

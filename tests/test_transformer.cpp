@@ -200,8 +200,22 @@ TEST(TransformerZoo, ConfigIsCompletedAndBadSettingsAreErrors) {
   EXPECT_EQ(cfg["patch"], 4);
   EXPECT_EQ(cfg["width"], 64);
   EXPECT_EQ(cfg["mlp_width"], 128);
+  EXPECT_EQ(cfg["depth"], 4);
+  EXPECT_EQ(cfg["heads"], 4);
+  EXPECT_EQ(cfg["num_classes"], 10);
+  // The stem, the blocks, a final LayerNorm, the mean token and the classifier, in that order.
+  auto model4 = build_model("transformer", cfg);
+  std::string layers;
+  for (auto& [name, m] : model4->children())
+    layers += (layers.empty() ? "" : " | ") + m->describe().substr(0, m->describe().find('('));
+  EXPECT_EQ(layers, "PatchEmbedding | TransformerBlock | TransformerBlock | TransformerBlock | "
+                    "TransformerBlock | LayerNorm | MeanOverTokens | Linear");
   auto build = [](nlohmann::json c) { return [c]() mutable { build_model("transformer", c); }; };
   expect_error(build({{"patch", 5}}), {"transformer", "patch 5", "does not tile", "[1, 28, 28]"});
+  expect_error(build({{"input_shape", {1, 28, 30}}}),
+               {"transformer", "patch 4", "does not tile", "[1, 28, 30]"});
+  expect_error(build({{"input_shape", {1, 0, 28}}}), {"transformer", "input_shape", "[1, 0, 28]"});
+  expect_error(build({{"mlp_width", 0}}), {"transformer", "mlp_width 0"});
   expect_error(build({{"width", 30}, {"heads", 4}}),
                {"transformer", "width 30", "multiple of heads 4"});
   expect_error(build({{"depth", 0}}), {"transformer", "depth 0"});
