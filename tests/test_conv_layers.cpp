@@ -363,10 +363,24 @@ TEST(Zoo, OutputShapesAndConfigDefaults) {
   cfg = {{"input_shape", {1, 28, 28}}};
   expect_error([&] { build_model("vgg16", cfg); },
                {"vgg16", "[1, 28, 28]", "too small for five 2x2 poolings"});
+  // resnet32-wide: the reference code's BatchNorm (eps 1e-3, momentum 0.003) in its config and
+  // its layers, and a 7x7 stem padded to keep 32x32.
+  cfg = nlohmann::json::object();
+  auto wide = build_model("resnet32-wide", cfg);
+  EXPECT_EQ(cfg["bn_eps"], 1e-3);
+  EXPECT_EQ(cfg["bn_momentum"], 0.003);
+  const auto& stages = wide->children();
+  ASSERT_GE(stages.size(), 5u);
+  EXPECT_EQ(stages[0].second->describe(), "Conv2d(1 -> 16, 7x7, pad 3, no bias)");
+  EXPECT_EQ(stages[4].second->describe(), "BatchNorm2d(128, eps 0.001, momentum 0.003)");
+  for (const char* model : {"resnet20", "lenet5", "vgg16"}) {
+    cfg = {{"num_classes", 0}};
+    expect_error([&] { build_model(model, cfg); }, {model, "num_classes must be positive"});
+    cfg = {{"input_shape", {1, 0, 32}}};
+    expect_error([&] { build_model(model, cfg); }, {model, "[1, 0, 32]"});
+  }
   cfg = {{"input_shape", {1, 32, 28}}};
   expect_error([&] { build_model("vgg16", cfg); }, {"vgg16", "[1, 32, 28]", "too small"});
-  cfg = {{"num_classes", 0}};
-  expect_error([&] { build_model("vgg16", cfg); }, {"vgg16", "num_classes must be positive"});
 }
 
 // Weights that feed a ReLU start He-uniform, U(+-sqrt(6 / fan_in)), the classifiers PyTorch's
