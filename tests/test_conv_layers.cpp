@@ -383,9 +383,10 @@ TEST(Zoo, OutputShapesAndConfigDefaults) {
   expect_error([&] { build_model("vgg16", cfg); }, {"vgg16", "[1, 32, 28]", "too small"});
 }
 
-// Weights that feed a ReLU start He-uniform, U(+-sqrt(6 / fan_in)), the classifiers PyTorch's
-// default U(+-1 / sqrt(fan_in)): the largest |w| * sqrt(fan_in) of each weight tells them apart
-// (at least 144 draws: near sqrt(6) = 2.45 for He, at most 1 for the default).
+// Weights that feed a ReLU start He-uniform, U(+-sqrt(6 / fan_in)), the classifiers (and the
+// attention projections) PyTorch's default U(+-1 / sqrt(fan_in)): the largest |w| * sqrt(fan_in)
+// of each weight tells them apart (at least 144 draws: near sqrt(6) = 2.45 for He, at most 1 for
+// the default).
 TEST(Zoo, LayersBeforeAReluStartHeUniform) {
   struct Want {
     const char* model;
@@ -393,7 +394,9 @@ TEST(Zoo, LayersBeforeAReluStartHeUniform) {
   };
   for (const Want& w :
        {Want{"lenet5", {"0.weight", "3.weight", "7.weight", "9.weight"}, {"11.weight"}},
-        Want{"resnet20", {"0.weight", "3.0.conv1.weight", "5.2.conv2.weight"}, {"7.weight"}}}) {
+        Want{"resnet20", {"0.weight", "3.0.conv1.weight", "5.2.conv2.weight"}, {"7.weight"}},
+        Want{"transformer", {"1.fc1.weight", "4.fc1.weight"},
+             {"1.attention.q.weight", "1.fc2.weight", "7.weight"}}}) {
     auto model = zoo(w.model);
     std::map<std::string, Tensor> params;
     for (auto& [name, t] : model->named_parameters()) params[name] = t;

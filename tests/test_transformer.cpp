@@ -210,6 +210,14 @@ TEST(TransformerZoo, ConfigIsCompletedAndBadSettingsAreErrors) {
     layers += (layers.empty() ? "" : " | ") + m->describe().substr(0, m->describe().find('('));
   EXPECT_EQ(layers, "PatchEmbedding | TransformerBlock | TransformerBlock | TransformerBlock | "
                     "TransformerBlock | LayerNorm | MeanOverTokens | Linear");
+  // The position embedding starts small, U(+-0.02), beside the patches' embedding.
+  model4->reset_parameters(3);
+  float largest = 0;
+  for (auto& [name, t] : model4->named_parameters())
+    if (name == "0.position")
+      for (float x : t.to_vector<float>()) largest = std::max(largest, std::fabs(x));
+  EXPECT_GT(largest, 0.019f);
+  EXPECT_LE(largest, 0.02f);
   auto build = [](nlohmann::json c) { return [c]() mutable { build_model("transformer", c); }; };
   expect_error(build({{"patch", 5}}), {"transformer", "patch 5", "does not tile", "[1, 28, 28]"});
   expect_error(build({{"input_shape", {1, 28, 30}}}),
@@ -227,6 +235,9 @@ TEST(TransformerZoo, ConfigIsCompletedAndBadSettingsAreErrors) {
     expect_error([&] { model->forward(Tensor::zeros(other)); },
                  {"PatchEmbedding", shape_str(other), "[batch, 1, 12, 12]", "built for"});
   expect_error([] { LayerNorm(0); }, {"LayerNorm", "width must be positive"});
+  expect_error([] { LayerNorm(4, 0.0); }, {"LayerNorm(4)", "eps must be positive"});
+  expect_error([] { TransformerBlock(8, 2, 0); },
+               {"TransformerBlock", "mlp width must be positive"});
   expect_error([] { MultiHeadSelfAttention(10, 3); }, {"MultiHeadSelfAttention", "width 10"});
 }
 
