@@ -308,6 +308,10 @@ TEST(Zoo, ModelsHoldTheirLayersInOrder) {
   for (int v : {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0})
     vgg += v == 0 ? "MaxPool2d | " : "Conv2d | BatchNorm2d | ReLU | ";
   EXPECT_EQ(layers("vgg16"), vgg + "Flatten | Linear | ReLU | Linear");
+  // The Transformer: the patch stem, the blocks, a final LayerNorm, the mean token, the classifier.
+  EXPECT_EQ(layers("transformer"), "PatchEmbedding | TransformerBlock | TransformerBlock | "
+                                   "TransformerBlock | TransformerBlock | LayerNorm | "
+                                   "MeanOverTokens | Linear");
   // He et al.'s CIFAR ResNets: each stage after the first starts with a stride-2 block.
   auto stages = [](const char* kind, const int (&widths)[3], int first_in, int blocks,
                    const char* first_shortcut) {

@@ -203,14 +203,8 @@ TEST(TransformerZoo, ConfigIsCompletedAndBadSettingsAreErrors) {
   EXPECT_EQ(cfg["depth"], 4);
   EXPECT_EQ(cfg["heads"], 4);
   EXPECT_EQ(cfg["num_classes"], 10);
-  // The stem, the blocks, a final LayerNorm, the mean token and the classifier, in that order.
-  auto model4 = build_model("transformer", cfg);
-  std::string layers;
-  for (auto& [name, m] : model4->children())
-    layers += (layers.empty() ? "" : " | ") + m->describe().substr(0, m->describe().find('('));
-  EXPECT_EQ(layers, "PatchEmbedding | TransformerBlock | TransformerBlock | TransformerBlock | "
-                    "TransformerBlock | LayerNorm | MeanOverTokens | Linear");
   // The position embedding starts small, U(+-0.02), beside the patches' embedding.
+  auto model4 = build_model("transformer", cfg);
   model4->reset_parameters(3);
   float largest = 0;
   for (auto& [name, t] : model4->named_parameters())
