@@ -23,7 +23,9 @@
 # the one apps/gpu-bundle.sh packed with BASELINE_COMMIT), the bench stage also times that
 # binary's fused kernel right after ours: an A/B of a kernel change on one machine in one call.
 # Each bench_variant_NAME that apps/gpu-bundle.sh packed (BENCH_VARIANTS: this tree with other
-# nvcc flags) is timed the same way.
+# nvcc flags) is timed the same way, before the baseline, on the cases VARIANT_FILTER picks (a
+# Google Benchmark filter; by default the placements the knobs act on, on four shape sets).
+# Each section of the summary says at how many seconds into the run it was written.
 # SECONDS is the whole script's budget (default 540): a stage gets what is left, and one that
 # cannot start in time is skipped and says so. A 15-minute device lease (start-up included) fits
 # one call under an outer timeout of 600 s, so that this script ends first and its logs come
@@ -46,6 +48,9 @@ summary="$out/summary.md"
 : > "$summary"
 say() { echo "$*" | tee -a "$summary"; }
 left() { echo $((budget - (SECONDS - start))); }
+# A section of the summary, with the seconds since the start at which it was written, so that
+# the next call's stage budgets can be planned from this one's.
+heading() { say ""; say "## $* [at $((SECONDS - start)) s]"; }
 want() { [[ ",$stages," == *",$1,"* ]]; }
 # Runs a stage if at least $1 seconds are left; the stage gets min($2, left - 10) seconds.
 # A third argument keeps that many seconds more back for the stages after it.
@@ -158,7 +163,7 @@ if want tests && t=$(stage_limit 20 90); then  # the sanitizer jobs take as long
   failed=$(grep -h "^\[  FAILED  \] [0-9]" "$logs"/tests-*.log | awk '{s+=$4} END {print s+0}')
   skipped=$(grep -h "^\[  SKIPPED \] [0-9]" "$logs"/tests-*.log | awk '{s+=$4} END {print s+0}')
   unfinished=$(grep -L "^\[==========\] .* ran\." "$logs"/tests-*.log | wc -l)
-  say ""; say "## tests: $passed passed, $failed failed, $skipped skipped, $unfinished shards did not finish"
+  heading "tests: $passed passed, $failed failed, $skipped skipped, $unfinished shards did not finish"
   # A finished shard names each failure twice, once with its time: one line per test.
   grep -h "^\[  FAILED  \] [A-Za-z]" "$logs"/tests-*.log | sed 's/ ([0-9]* ms)$//' | sort -u |
     head -40 | tee -a "$summary"
@@ -173,7 +178,7 @@ elif want tests; then say "tests: skipped, out of time"; fi
 
 if ((${#san_tools[@]})); then
   wait
-  say ""; say "## compute-sanitizer (targeted-dropout kernels, batch norm, SGD update)"
+  heading "compute-sanitizer (targeted-dropout kernels, batch norm, SGD update)"
   for key in $(printf '%s\n' "${san_tools[@]}" | sort); do
     f="$logs/sanitizer-$key.log"
     say "$key: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$f" | tail -1) $(grep -E "^\[  PASSED  \]|^\[  FAILED  \] [0-9]" "$f" | tr '\n' ' ')$(tail -1 "$f")"
@@ -192,15 +197,15 @@ if want bench && t=$(stage_limit 30 200); then
   timeout "$t" $bin/bench_targeted_dropout --benchmark_filter=cuda --benchmark_min_time=0.02 \
     --benchmark_out="$logs/bench_targeted_dropout.json" --benchmark_out_format=json \
     > "$logs/bench_targeted_dropout.txt" 2>&1 || status=1
-  say ""; say "## bench_targeted_dropout (median_us, GBps at 8.125 B/weight, % of copy)"
+  heading "bench_targeted_dropout (median_us, GBps at 8.125 B/weight, % of copy)"
   say '```'; grep -E "^cuda_|^---|^Benchmark" "$logs/bench_targeted_dropout.txt" | tee -a "$summary"; say '```'
 elif want bench; then say "bench: skipped, out of time"; fi
 if want peer && [ -f "$peer" ] && t=$(stage_limit 30 60); then
   PYTHONUNBUFFERED=1 timeout "$t" python3 "$peer" --repeats 15 --json "$logs/torch_td.jsonl" \
     > "$logs/torch_td.txt" 2>&1 || status=1
-  say ""; say "## PyTorch peer (torch_td.py)"; say '```'; tee -a "$summary" < "$logs/torch_td.txt"; say '```'
+  heading "PyTorch peer (torch_td.py)"; say '```'; tee -a "$summary" < "$logs/torch_td.txt"; say '```'
   if [ -f "$logs/bench_targeted_dropout.json" ]; then
-    say ""; say "## the race: fused, unfused and the fastest PyTorch variant per shape set"; say '```'
+    heading "the race: fused, unfused and the fastest PyTorch variant per shape set"; say '```'
     python3 bench/race_table.py "$logs/bench_targeted_dropout.json" "$logs/torch_td.jsonl" 2>&1 |
       tee -a "$summary"
     say '```'
@@ -209,34 +214,35 @@ elif want peer; then say "peer: skipped (no script or out of time)"; fi
 reserve=0
 want ncu && reserve=90
 if want bench && [ -f "$logs/bench_targeted_dropout.json" ]; then
+  # Variants packed by gpu-bundle.sh (BENCH_VARIANTS): this tree built with other nvcc flags.
+  # They come before the baseline: a knob's effect is news, the baseline's numbers were taken
+  # before. By default each times Auto's placement and those a knob acts on (block rows, group
+  # rows, the register select) on the sets where it matters, small enough that three variants
+  # fit the time left after the bench and the peer; VARIANT_FILTER widens or narrows it.
+  variant_filter=${VARIANT_FILTER:-'^cuda_fused(_block_rows|_group_rows|_regsel|_block_rows_regsel)?/(mlp|resnet32|transformer|square)/'}
+  for vb in "$bin"/bench_variant_*; do
+    [ -x "$vb" ] || continue
+    v=${vb##*/bench_variant_}
+    t=$(stage_limit 20 45 $reserve) || { say "variant $v: skipped, out of time"; continue; }
+    flags=$(awk -v v="$v" '$1 == v {$1 = ""; print substr($0, 2)}' .gpu/variants.txt 2>/dev/null)
+    timeout "$t" "$vb" --benchmark_filter="$variant_filter" --benchmark_min_time=0.02 \
+      --benchmark_out="$logs/bench_variant_$v.json" --benchmark_out_format=json \
+      > "$logs/bench_variant_$v.txt" 2>&1 || status=1
+    heading "variant $v (${flags:-flags unknown}), fused, each placement"
+    say '```'; grep -E "^cuda_" "$logs/bench_variant_$v.txt" | tee -a "$summary"; say '```'
+  done
   if [ -n "${BASELINE_BENCH:-}" ] && t=$(stage_limit 20 40 $reserve); then
     timeout "$t" "$BASELINE_BENCH" --benchmark_filter='cuda_fused/' --benchmark_min_time=0.02 \
       --benchmark_out="$logs/bench_baseline.json" --benchmark_out_format=json \
       > "$logs/bench_baseline.txt" 2>&1 || status=1
-    say ""; say "## baseline bench (BASELINE_BENCH, commit ${BASELINE_COMMIT:-unknown}), fused"
+    heading "baseline bench (BASELINE_BENCH, commit ${BASELINE_COMMIT:-unknown}), fused"
     say '```'; grep -E "^cuda_" "$logs/bench_baseline.txt" | tee -a "$summary"; say '```'
-  fi
-  # Variants packed by gpu-bundle.sh (BENCH_VARIANTS): this tree built with other nvcc flags.
-  for vb in "$bin"/bench_variant_*; do
-    [ -x "$vb" ] || continue
-    v=${vb##*/bench_variant_}
-    t=$(stage_limit 20 60 $reserve) || { say "variant $v: skipped, out of time"; continue; }
-    flags=$(awk -v v="$v" '$1 == v {$1 = ""; print substr($0, 2)}' .gpu/variants.txt 2>/dev/null)
-    # Every placement of short rows and both selects (a knob may act on one that Auto does not
-    # pick), on the model sets, 4096 x 4096 and the ties set (tall and wide take most of the
-    # time in generating their weights and the CPU reference).
-    timeout "$t" "$vb" --benchmark_filter='^cuda_fused(_warp_rows|_block_rows|_group_rows|_regsel|_block_rows_regsel)?/(mlp|resnet32|vgg16|transformer|square|ties)/' \
-      --benchmark_min_time=0.02 \
-      --benchmark_out="$logs/bench_variant_$v.json" --benchmark_out_format=json \
-      > "$logs/bench_variant_$v.txt" 2>&1 || status=1
-    say ""; say "## variant $v (${flags:-flags unknown}), fused, each placement"
-    say '```'; grep -E "^cuda_" "$logs/bench_variant_$v.txt" | tee -a "$summary"; say '```'
-  done
+  elif [ -n "${BASELINE_BENCH:-}" ]; then say "baseline bench: skipped, out of time"; fi
   if [ -x $bin/bench_step_kernels ] && t=$(stage_limit 20 40 $reserve); then
     timeout "$t" $bin/bench_step_kernels --benchmark_filter=cuda --benchmark_min_time=0.02 \
       --benchmark_out="$logs/bench_step_kernels.json" --benchmark_out_format=json \
       > "$logs/bench_step_kernels.txt" 2>&1 || status=1
-    say ""; say "## bench_step_kernels: ResNet-32 step kernels at batch 128 (median_us, GBps, % of copy)"
+    heading "bench_step_kernels: ResNet-32 step kernels at batch 128 (median_us, GBps, % of copy)"
     say '```'; grep -E "^cuda/" "$logs/bench_step_kernels.txt" | tee -a "$summary"; say '```'
   fi
 fi
@@ -270,7 +276,7 @@ torch_run() {  # name, extra resnet32_torch.py args...
 }
 if want speed && t=$(stage_limit 30 150); then
   speed_end=$((SECONDS + t))
-  say ""; say "## ResNet-32 training on 1x32x32 (200 steps per epoch at batch 128; TD weight g=0.5 a=0.5)"; say '```'
+  heading "ResNet-32 training on 1x32x32 (200 steps per epoch at batch 128; TD weight g=0.5 a=0.5)"; say '```'
   speed_run none-b128 --train-limit 25600
   torch_run b128 --batch 128
   torch_run b128-heuristic --batch 128 --no-benchmark
@@ -300,7 +306,7 @@ if want ncu && t=$(stage_limit 45 90); then  # three ncu runs of t/3: less is no
     timeout $((t / 3)) ncu --clock-control none -k regex:td_weight_fused -c 1 "${sections[@]}" \
       $bin/bench_targeted_dropout --benchmark_filter="^$target/" --benchmark_min_time=0.01 \
       > "$logs/ncu-$name.txt" 2>&1
-    say ""; say "## ncu td_weight_fused_kernel, $target (logs/ncu-$name.txt)"; say '```'
+    heading "ncu td_weight_fused_kernel, $target (logs/ncu-$name.txt)"; say '```'
     grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Size|Grid Size|L2 Hit|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued|Local Memory Spilling|Shared Memory|Bank Conflicts|stalled" \
       "$logs/ncu-$name.txt" | cut -c1-220 | head -40 | tee -a "$summary"
     say '```'
@@ -340,10 +346,10 @@ if want profile && t=$(stage_limit 40 120); then
   fi
   step_ms=$(python3 -c "import json,sys; m=json.loads(open(sys.argv[1]).readlines()[-1]); print(128e3 / m['samples_per_second'])" \
     "$logs/speed-td-fused-b128/metrics.jsonl" 2>/dev/null)
-  say ""; say "## ResNet-32 step profile, batch 128, TD fused (logs/profile.log)"; say '```'
+  heading "ResNet-32 step profile, batch 128, TD fused (logs/profile.log)"; say '```'
   python3 bench/step_profile.py "$csvfile" ${step_ms:+--step-ms "$step_ms"} 2>&1 | tee -a "$summary"
   say '```'
-  say ""; say "## cuDNN algorithms per convolution shape (TDROP_LOG_CONV_PLANS)"; say '```'
+  heading "cuDNN algorithms per convolution shape (TDROP_LOG_CONV_PLANS)"; say '```'
   grep -o "conv2d plan: .*" "$logs/profile.log" | sort -u | tee -a "$summary"
   say '```'
 elif want profile; then say "profile: skipped, out of time"; fi
@@ -362,7 +368,7 @@ if want train && t=$(stage_limit 120 600); then
   timeout "$t_train" $bin/tdrop train "${common[@]}" --td weight --td-gamma 0.99 --td-alpha 0.99 \
     --td-ramp --out "$logs/r32-ramp99" --plot "$logs/r32-ramp99-curves.png" > "$logs/r32-ramp99.log" 2>&1 &
   wait
-  say ""; say "## ResNet-32 on Fashion-MNIST 32x32, $epochs epochs, 3 runs side by side"; say '```'
+  heading "ResNet-32 on Fashion-MNIST 32x32, $epochs epochs, 3 runs side by side"; say '```'
   tail -n 2 "$logs"/r32-*.log | tee -a "$summary"
   ckpts=()
   for r in none td50 ramp99; do
