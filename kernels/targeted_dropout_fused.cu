@@ -523,10 +523,16 @@ struct GroupRow {
   int phase = 0;  // which slot set the next reduction uses
   __device__ int index() const { return threadIdx.x & (kGroupThreads - 1); }
   __device__ int warp() const { return index() >> 5; }
+  // Barrier 1 for the block's first group, 2 for its second, as immediates: with the id in a
+  // register, ptxas reserves all 16 named barriers for the kernel ("used 16 barriers", -Xptxas
+  // -v), a resource the SM shares among its blocks; with immediates, 3. A warp lies wholly in
+  // one group, so the branch does not split a warp.
   __device__ void sync() const {
-    asm volatile("bar.sync %0, %1;" ::"r"(1 + static_cast<int>(threadIdx.x) / kGroupThreads),
-                 "n"(kGroupThreads)
-                 : "memory");
+    static_assert(kGroupsPerBlock == 2, "one named barrier per group");
+    if (threadIdx.x < kGroupThreads)
+      asm volatile("bar.sync 1, %0;" ::"n"(kGroupThreads) : "memory");
+    else
+      asm volatile("bar.sync 2, %0;" ::"n"(kGroupThreads) : "memory");
   }
   // The four warps' totals (each the same in every lane of its warp).
   __device__ uint4 gather(unsigned warp_total) {
@@ -630,9 +636,10 @@ enum RowPaths : int {
 // blocks: 64, 3: 80). Four fit the block path without spilling. The warp path does not: every
 // warp row's short_row<G> spilled there (56 to 144 bytes, `nvcc -Xptxas -v`, sm_90) and
 // ResNet-32's launch made 112,942 local-memory requests (ncu), so a launch of only warp rows
-// asks for three (no spills). A launch of only group rows asks for four, so that ResNet-32's 560
-// blocks of group rows nearly fit one wave (528 at four per SM, 396 at three), spilling 84 bytes
-// in its two-chunk rows. All three can be set when compiling (-DTDROP_TD_MIN_BLOCKS_...=N in
+// asks for three (no spills in the rows; the kernel's own loop keeps 12 bytes, the `bad` flag
+// it passes by address). A launch of only group rows asks for four, so that ResNet-32's 560
+// blocks of group rows nearly fit one wave (528 at four per SM, 396 at three), spilling 8 bytes
+// in its rows. All three can be set when compiling (-DTDROP_TD_MIN_BLOCKS_...=N in
 // CMAKE_CUDA_FLAGS), so that `BENCH_VARIANTS` of apps/gpu-bundle.sh builds other choices to time
 // beside these.
 #ifndef TDROP_TD_MIN_BLOCKS_BLOCK_ROWS
