@@ -238,6 +238,16 @@ if want bench && [ -f "$logs/bench_targeted_dropout.json" ]; then
     heading "baseline bench (BASELINE_BENCH, commit ${BASELINE_COMMIT:-unknown}), fused"
     say '```'; grep -E "^cuda_" "$logs/bench_baseline.txt" | tee -a "$summary"; say '```'
   elif [ -n "${BASELINE_BENCH:-}" ]; then say "baseline bench: skipped, out of time"; fi
+  others=()
+  for f in "$logs"/bench_variant_*.json; do
+    [ -s "$f" ] && others+=("$(basename "$f" .json | sed 's/^bench_variant_//')=$f")
+  done
+  [ -s "$logs/bench_baseline.json" ] && others+=("baseline=$logs/bench_baseline.json")
+  if ((${#others[@]})); then
+    heading "the builds side by side: median µs (ratio to the default; below 1 is faster)"
+    python3 bench/variant_table.py "$logs/bench_targeted_dropout.json" "${others[@]}" 2>&1 |
+      tee -a "$summary"
+  fi
   if [ -x $bin/bench_step_kernels ] && t=$(stage_limit 20 40 $reserve); then
     timeout "$t" $bin/bench_step_kernels --benchmark_filter=cuda --benchmark_min_time=0.02 \
       --benchmark_out="$logs/bench_step_kernels.json" --benchmark_out_format=json \
