@@ -22,7 +22,10 @@ __device__ __forceinline__ unsigned warp_inclusive_scan(unsigned v) {
 }
 
 // Inclusive prefix sum of v over the block; *total receives the block-wide sum.
-// `scratch` is kWarps ints of shared memory. All threads must call it.
+// `scratch` is kWarps ints of shared memory. All threads must call it. kReusable: it ends with a
+// barrier, so that the next call may write scratch; a caller whose own next barrier comes
+// before any other write to scratch passes false and saves one.
+template <bool kReusable = true>
 __device__ __forceinline__ unsigned block_inclusive_scan(unsigned v, unsigned* scratch,
                                                          unsigned* total) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -36,7 +39,7 @@ __device__ __forceinline__ unsigned block_inclusive_scan(unsigned v, unsigned* s
     before += w < warp ? s : 0u;
     all += s;
   }
-  __syncthreads();  // scratch may be reused by the next call
+  if constexpr (kReusable) __syncthreads();  // scratch may be reused by the next call
   *total = all;
   return v + before;
 }

@@ -264,12 +264,76 @@ __device__ __forceinline__ void store_mask_words(uint32_t* mask, int warp_c0, in
   if ((lane & 7) == 0 && (kFull || first < n)) mask[first / 32] = word;
 }
 
+// The steps of a row that td_aligned_row admits (targeted_dropout_quad.h: no ties to rank,
+// alpha > 0, the row starting on a Philox block) and that is read and written 16 bytes at a time
+// (so n % 4 == 0, and each thread's 4 entries of a step lie wholly inside the row or wholly past
+// it): the row's conditions tested once instead of every step, round 0's stream half computed
+// once, the step's Philox block and mask word advanced by constants, and two compares per entry
+// (the decision the CPU test runs as td_dropped4_aligned). 99 SASS instructions a whole step of
+// a 4096-entry row (sm_90) where the general step takes 157. The last step, when partial, tests
+// which threads' entries lie inside, where kTail (warp rows: ResNet-32's rows of 144, 288 and
+// 576 entries each end in one); block rows leave it to the general step (the test pushed their
+// kernel past 64 registers into spills). Returns the entries it took. Sets *bad once, from the
+// largest key. -DTDROP_TD_ALIGNED_STEPS=0 builds without it, for the benchmark to time both.
+#ifndef TDROP_TD_ALIGNED_STEPS
+#define TDROP_TD_ALIGNED_STEPS 1
+#endif
+template <int kSpan, bool kTail>
+__device__ __forceinline__ int aligned_steps(const DevTask& t, const FinalRow& fr, int first,
+                                             int warp_c0, uint32_t limit,
+                                             const PhiloxKeys& philox, bool* bad) {
+  static_assert(kSpan % 128 == 0, "a step is whole warps of 4 entries per lane");
+  const int lane = threadIdx.x & 31;
+  const uint32_t bound = td_draw_bound(t.drop_threshold);
+  const PhiloxStreamHead head = philox_stream_head(philox, t.stream);
+  uint64_t block = (fr.idx0 + static_cast<uint64_t>(first)) >> 2;
+  // The mask word this lane's group of 8 writes in step 0 (store_mask_words' layout), and its
+  // first column.
+  const int word_c0 = warp_c0 + 32 * (lane >> 3);
+  uint32_t* mask = fr.mask + word_c0 / 32;
+  const unsigned shift = 4 * (lane & 7);
+  uint32_t max_key = 0;
+  const auto step = [&](int s, auto last) {
+    constexpr bool kLast = decltype(last)::value;  // a partial last step
+    const int c0 = s * kSpan + first;
+    const bool inside = !kLast || c0 < fr.n;
+    uint4 b = make_uint4(0u, 0u, 0u, 0u);
+    if (inside) b = *reinterpret_cast<const uint4*>(fr.src + c0);
+    const uint32_t keys[4] = {magnitude_key(b.x), magnitude_key(b.y), magnitude_key(b.z),
+                              magnitude_key(b.w)};
+    max_key = max(max_key, max(max(keys[0], keys[1]), max(keys[2], keys[3])));
+    const unsigned dropped =
+        td_dropped4_aligned(keys, limit, philox_block(philox, head, block), bound);
+    block += kSpan / 4;
+    const uint32_t bits[4] = {b.x, b.y, b.z, b.w};
+    float o[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[i] = (dropped >> i) & 1u ? 0.0f : __uint_as_float(bits[i]);
+    if (inside) *reinterpret_cast<float4*>(fr.out + c0) = make_float4(o[0], o[1], o[2], o[3]);
+    unsigned word = (inside ? ~dropped & 0xfu : 0u) << shift;
+    word |= __shfl_xor_sync(0xffffffffu, word, 1);
+    word |= __shfl_xor_sync(0xffffffffu, word, 2);
+    word |= __shfl_xor_sync(0xffffffffu, word, 4);
+    if ((lane & 7) == 0 && (!kLast || s * kSpan + word_c0 < fr.n)) *mask = word;
+    mask += kSpan / 32;
+  };
+  const int whole = fr.n / kSpan;
+#pragma unroll 1
+  for (int s = 0; s < whole; ++s) step(s, std::false_type{});
+  if constexpr (kTail) {
+    if (whole * kSpan < fr.n) step(whole, std::true_type{});
+  }
+  *bad |= max_key >= kNonFiniteKey;
+  return kTail ? fr.n : whole * kSpan;
+}
+
 // The final pass over a row whose threads (a block, a group of warps or a warp, `kSpan` entries
 // a step) each hold 4 entries a step, entry `first` of the step its first; the row's warps start
 // at warp_c0 within the step. `scan(v, &total)`: sum of v over the row's threads before this
-// one (total: over all). With kFullSteps, the steps that lie wholly inside the row take
-// apply4<true>, and the last partial one (and every step of a row not read and written 16 bytes
-// at a time) the general path. Of the short rows only the warp rows of the warp-only
+// one (total: over all). With kFullSteps, a row that td_aligned_row admits takes aligned_steps,
+// and in other rows the steps that lie wholly inside the row take apply4<true>; the rest (the
+// last partial step, and every step of a row not read and written 16 bytes at a time) take the
+// general path. Of the short rows only the warp rows of the warp-only
 // instantiation take it (80 registers, no spill): elsewhere the second copy of the step made
 // their functions spill (`nvcc -Xptxas -v`). The trip counts are uniform over the row's
 // threads, as the scans need.
@@ -294,8 +358,13 @@ __device__ __forceinline__ void final_pass(const DevTask& t, const FinalRow& fr,
   };
   int base = 0;
   if (kFullSteps && fr.vec && fr.vec_out) {
+    if (TDROP_TD_ALIGNED_STEPS && td_aligned_row(cut, fr.idx0, t.drop_threshold)) {
+      base = aligned_steps<kSpan, kSpan == 32 * kEntries>(t, fr, first, warp_c0, cut.limit,
+                                                          philox, bad);
+    } else {
 #pragma unroll 1
-    for (; base + kSpan <= fr.n; base += kSpan) step(base, std::true_type{});
+      for (; base + kSpan <= fr.n; base += kSpan) step(base, std::true_type{});
+    }
   }
 #pragma unroll 1
   for (; base < fr.n; base += kSpan) step(base, std::false_type{});
@@ -351,7 +420,8 @@ __device__ __forceinline__ void find_digit(unsigned remaining, SelectState& s,
   if (threadIdx.x == 0) c[0] -= bin0_excess;
   const unsigned sum = c[0] + c[1] + c[2] + c[3] + c[4] + c[5] + c[6] + c[7];
   unsigned total;
-  unsigned below = block_inclusive_scan(sum, s.scan_scratch, &total) - sum;
+  // No barrier after the scan's reads of scan_scratch: this function's last one stands for it.
+  unsigned below = block_inclusive_scan<false>(sum, s.scan_scratch, &total) - sum;
   if (below < remaining && remaining <= below + sum) {  // exactly one thread holds rank k
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -570,10 +640,11 @@ struct GroupRow {
 // pass with the row's own tie scan. No block barrier: the block's other threads are on other
 // rows. The final pass reads the row again (from L1, where the first read left it) rather than
 // keeping it in registers next to the Philox state: that would spill. kFullSteps: see
-// final_pass.
-template <int G, class Row, bool kFullSteps = false>
-__device__ __noinline__ void short_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
-                                       Row row, bool* bad) {
+// final_pass. Inlined only where kFullSteps (the warp-only instantiation, short_row_inline); the
+// other instantiations call it (short_row), as inlining there spilled.
+template <int G, class Row, bool kFullSteps>
+__device__ __forceinline__ void short_row_body(const DevTask& t, int64_t r,
+                                               const PhiloxKeys& philox, Row row, bool* bad) {
   const int first = kEntries * row.index();
   const int n = static_cast<int>(t.n);  // at most kTdWarpRowMax
   const int64_t k = t.k;
@@ -592,20 +663,32 @@ __device__ __noinline__ void short_row(const DevTask& t, int64_t r, const Philox
   final_pass<Row::kSpan, kFullSteps>(t, fr, first, 32 * kEntries * row.warp(), cut, philox, scan,
                                      bad);
 }
+template <int G, class Row, bool kFullSteps = false>
+__device__ __noinline__ void short_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
+                                       Row row, bool* bad) {
+  short_row_body<G, Row, kFullSteps>(t, r, philox, row, bad);
+}
+// Inlined, the row reads the kernel's parameters (the Philox keys, the task) as constants,
+// where a call reads them through generic pointers every step.
+template <int G, bool kFullSteps>
+__device__ __forceinline__ void warp_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
+                                         bool* bad) {
+  if constexpr (kFullSteps) short_row_body<G, WarpRow, true>(t, r, philox, WarpRow{}, bad);
+  else short_row<G, WarpRow, false>(t, r, philox, WarpRow{}, bad);
+}
 
 // A warp row of t: warp_groups chunks of 128 entries.
 template <bool kFullSteps>
 __device__ void warp_row_any(const DevTask& t, int64_t r, const PhiloxKeys& philox, bool* bad) {
-  const WarpRow row;
   switch (t.warp_groups) {
-    case 1: return short_row<1, WarpRow, kFullSteps>(t, r, philox, row, bad);
-    case 2: return short_row<2, WarpRow, kFullSteps>(t, r, philox, row, bad);
-    case 3: return short_row<3, WarpRow, kFullSteps>(t, r, philox, row, bad);
-    case 4: return short_row<4, WarpRow, kFullSteps>(t, r, philox, row, bad);
-    case 5: return short_row<5, WarpRow, kFullSteps>(t, r, philox, row, bad);
-    case 6: return short_row<6, WarpRow, kFullSteps>(t, r, philox, row, bad);
-    case 7: return short_row<7, WarpRow, kFullSteps>(t, r, philox, row, bad);
-    default: return short_row<8, WarpRow, kFullSteps>(t, r, philox, row, bad);
+    case 1: return warp_row<1, kFullSteps>(t, r, philox, bad);
+    case 2: return warp_row<2, kFullSteps>(t, r, philox, bad);
+    case 3: return warp_row<3, kFullSteps>(t, r, philox, bad);
+    case 4: return warp_row<4, kFullSteps>(t, r, philox, bad);
+    case 5: return warp_row<5, kFullSteps>(t, r, philox, bad);
+    case 6: return warp_row<6, kFullSteps>(t, r, philox, bad);
+    case 7: return warp_row<7, kFullSteps>(t, r, philox, bad);
+    default: return warp_row<8, kFullSteps>(t, r, philox, bad);
   }
 }
 
@@ -665,7 +748,12 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
   __shared__ SelectState sel;
   __shared__ GroupShared groups[kGroupsPerBlock];
   if constexpr ((kPaths & kBlockRowsOnly) != 0) {
-    for (int i = threadIdx.x; i < kTdRadixBins; i += kThreads) sel.hist[i] = 0;
+    // 16 bytes a store: a block that takes one row (4096 x 4096's) zeroes its 8 KB histogram
+    // once, and scalar stores cost more instructions there than a step of the final pass.
+    static_assert(kTdRadixBins % (4 * kThreads) == 0, "whole 16-byte stores per thread");
+#pragma unroll
+    for (int j = 0; j < kTdRadixBins / (4 * kThreads); ++j)
+      reinterpret_cast<uint4*>(sel.hist)[j * kThreads + threadIdx.x] = make_uint4(0u, 0u, 0u, 0u);
     __syncthreads();
   }
   for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {

@@ -92,4 +92,26 @@ TDROP_HD unsigned td_dropped4(unsigned targeted, const Key& key, uint64_t stream
   return dropped & targeted;
 }
 
+// The final pass's common case, settled once per row: no ties to rank, alpha > 0, and the row
+// starting on a Philox block (r * n a multiple of 4, as every row of a multiple of 4 entries
+// does). Then the 4 entries of a whole step take the 4 numbers of one block in order, and
+// td_targeted4 and td_dropped4 come down to two compares per entry (td_dropped4_aligned).
+TDROP_HD bool td_aligned_row(const TdCut& cut, uint64_t idx0, uint32_t threshold) {
+  return !cut.rank_ties && (idx0 & 3) == 0 && threshold > 0;
+}
+// A draw u fires when u <= td_draw_bound(threshold), threshold in [1, 2^24]: u < threshold * 2^8
+// below 2^24, and always at 2^24 (alpha = 1).
+TDROP_HD uint32_t td_draw_bound(uint32_t threshold) {
+  return threshold >= (1u << 24) ? 0xffffffffu : (threshold << 8) - 1u;
+}
+// Dropped nibble of 4 entries (keys of c0..c0+3, all inside the row) of an aligned row, from
+// the Philox block of element c0 (c0 a multiple of 4).
+TDROP_HD unsigned td_dropped4_aligned(const uint32_t (&keys)[4], uint32_t limit, const Philox4& u,
+                                      uint32_t bound) {
+  unsigned dropped = 0;
+  TDROP_UNROLL
+  for (int i = 0; i < 4; ++i) dropped |= keys[i] < limit && u.v[i] <= bound ? 1u << i : 0u;
+  return dropped;
+}
+
 }  // namespace tdrop

@@ -48,6 +48,28 @@ TEST(Philox, PrecomputedRoundKeysGiveTheSameBlocks) {
   }
 }
 
+// Round 0's stream half computed once (as the fused kernel's rows draw) gives the published
+// block, and the blocks of philox_block on random seeds, streams and blocks, the high words of
+// both included.
+TEST(Philox, StreamHeadGivesTheSameBlocks) {
+  const tdrop::PhiloxKeys pi_keys = tdrop::philox_keys(0xa4093822ull | (0x299f31d0ull << 32));
+  const uint64_t pi_stream = 0x13198a2eull | (0x03707344ull << 32);
+  const uint64_t pi_block = 0x243f6a88ull | (0x85a308d3ull << 32);
+  const Philox4 pi =
+      tdrop::philox_block(pi_keys, tdrop::philox_stream_head(pi_keys, pi_stream), pi_block);
+  const uint32_t want[4] = {0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u};
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(pi.v[i], want[i]) << "lane " << i;
+  std::mt19937_64 rng(std::random_device{}());
+  for (int trial = 0; trial < 1000; ++trial) {
+    const uint64_t seed = rng(), stream = rng(), block = rng();
+    const tdrop::PhiloxKeys keys = tdrop::philox_keys(seed);
+    const Philox4 a = tdrop::philox_block(seed, stream, block);
+    const Philox4 b = tdrop::philox_block(keys, tdrop::philox_stream_head(keys, stream), block);
+    for (int i = 0; i < 4; ++i)
+      ASSERT_EQ(a.v[i], b.v[i]) << "seed " << seed << " stream " << stream << " block " << block;
+  }
+}
+
 TEST(Philox, UniformIsInUnitIntervalWithRightMean) {
   double sum = 0;
   const int n = 200000;

@@ -146,10 +146,16 @@ TdCut row_cut(const std::vector<uint32_t>& bits, int64_t k, CutForm form) {
   return td_cut(k, n, TdThreshold{kth.key, static_cast<uint32_t>(k - kth.below), rank_ties});
 }
 
-// W' and the mask of task t as the fused kernel's threads compute them, step by step. Returns
-// how many rows ranked ties at the threshold.
-int64_t final_pass(const TdTask& t, uint64_t seed, CutForm form) {
+// W' and the mask of task t as the fused kernel's threads compute them, step by step. With
+// `aligned`, the whole quads of rows that td_aligned_row admits take td_dropped4_aligned with
+// the stream's Philox head, as the kernel's whole steps do; without, every quad takes the general
+// td_targeted4 and td_dropped4, as the kernel's other steps do. Returns how many rows ranked ties
+// at the threshold; *aligned_quads counts the quads that took the aligned decision.
+int64_t final_pass(const TdTask& t, uint64_t seed, CutForm form, bool aligned,
+                   int64_t* aligned_quads) {
   const PhiloxKeys keys = philox_keys(seed);  // as the kernel takes the seed
+  const PhiloxStreamHead head = philox_stream_head(keys, t.stream);
+  const uint32_t bound = td_draw_bound(t.drop_threshold);
   const int64_t n = t.n;
   int64_t ranked = 0;
   for (int64_t r = 0; r < t.rows; ++r) {
@@ -161,6 +167,8 @@ int64_t final_pass(const TdTask& t, uint64_t seed, CutForm form) {
     uint32_t* mask = t.mask + r * mask_words_per_row(n);
     std::fill(mask, mask + mask_words_per_row(n), 0u);
     unsigned ties_before = 0;  // the kernel's scan over the threads' tie counts
+    const uint64_t idx0 = static_cast<uint64_t>(r * n);
+    const bool aligned_row = aligned && td_aligned_row(cut, idx0, t.drop_threshold);
     for (int64_t c0 = 0; c0 < n; c0 += 4) {
       uint32_t quad[4] = {0, 0, 0, 0};  // entries past the row are loaded as 0
       unsigned valid = 0;
@@ -168,9 +176,16 @@ int64_t final_pass(const TdTask& t, uint64_t seed, CutForm form) {
         quad[i] = magnitude_key(bits[static_cast<size_t>(c0 + i)]);
         valid |= 1u << i;
       }
-      const unsigned targeted = td_targeted4(quad, valid, cut, ties_before);
-      const unsigned dropped = td_dropped4(targeted, keys, t.stream,
-                                           static_cast<uint64_t>(r * n + c0), t.drop_threshold);
+      unsigned dropped;
+      if (aligned_row && valid == 0xfu) {
+        const Philox4 u = philox_block(keys, head, (idx0 + static_cast<uint64_t>(c0)) >> 2);
+        dropped = td_dropped4_aligned(quad, cut.limit, u, bound);
+        ++*aligned_quads;
+      } else {
+        const unsigned targeted = td_targeted4(quad, valid, cut, ties_before);
+        dropped = td_dropped4(targeted, keys, t.stream, idx0 + static_cast<uint64_t>(c0),
+                              t.drop_threshold);
+      }
       for (int i = 0; i < 4 && c0 + i < n; ++i) {
         const int64_t c = c0 + i;
         const bool drop = (dropped >> i) & 1u;
@@ -191,7 +206,7 @@ TEST(TdFusedOnCpu, FinalPassMatchesReferenceBitForBit) {
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
       {1, 1}, {3, 2}, {5, 3}, {4, 5}, {3, 7}, {5, 31},
       {3, 33}, {2, 64}, {3, 127}, {2, 576}, {1, 4096}};
-  int64_t cases = 0, ranked = 0;
+  int64_t cases = 0, ranked = 0, aligned_quads = 0;
   for (const auto& [rows, n] : shapes)
     for (const WeightKind kind : kEveryWeightKind) {
       const std::vector<float> w = make_weights(rows * n, kind, rng);
@@ -200,22 +215,29 @@ TEST(TdFusedOnCpu, FinalPassMatchesReferenceBitForBit) {
           for (const CutForm form : {CutForm::Exact, CutForm::EarlyStop, CutForm::ShortSelect,
                                      CutForm::RadixSelect}) {
             const uint64_t stream = td_stream(static_cast<uint64_t>(cases), 3);
-            TdOutput ref, quad;
+            TdOutput ref;
             targeted_dropout_reference(make_task(w, rows, n, gamma, alpha, false, stream, ref),
                                        seed);
-            const TdTask t = make_task(w, rows, n, gamma, alpha, false, stream, quad);
-            ranked += final_pass(t, seed, form);
-            for (size_t i = 0; i < w.size(); ++i)
-              ASSERT_EQ(to_bits(quad.w_out[i]), to_bits(ref.w_out[i]))
-                  << kind_name(kind) << " " << rows << "x" << n << " gamma " << gamma
-                  << " alpha " << alpha << " entry " << i;
-            ASSERT_EQ(quad.mask, ref.mask) << kind_name(kind) << " " << rows << "x" << n
-                                           << " gamma " << gamma << " alpha " << alpha;
+            for (const bool aligned : {false, true}) {
+              TdOutput quad;
+              const TdTask t = make_task(w, rows, n, gamma, alpha, false, stream, quad);
+              ranked += final_pass(t, seed, form, aligned, &aligned_quads);
+              for (size_t i = 0; i < w.size(); ++i)
+                ASSERT_EQ(to_bits(quad.w_out[i]), to_bits(ref.w_out[i]))
+                    << kind_name(kind) << " " << rows << "x" << n << " gamma " << gamma
+                    << " alpha " << alpha << " aligned " << aligned << " entry " << i;
+              ASSERT_EQ(quad.mask, ref.mask) << kind_name(kind) << " " << rows << "x" << n
+                                             << " gamma " << gamma << " alpha " << alpha
+                                             << " aligned " << aligned;
+            }
             ++cases;
           }
     }
-  // Rows must have ranked ties at the threshold (FewValues, zeros, Ladder), not only cut below.
+  // Rows must have ranked ties at the threshold (FewValues, zeros, Ladder), not only cut below,
+  // and many quads taken the aligned decision (rows of a multiple of 4 entries, and rows of the
+  // others that start on a Philox block).
   EXPECT_GT(ranked, 100) << "rows in " << cases << " cases";
+  EXPECT_GT(aligned_quads, 100000) << "in " << cases << " cases";
 }
 
 // Every k of short rows, a spread of k on longer ones: the answer must be the k-th key with its
@@ -383,6 +405,46 @@ TEST(TdFusedOnCpu, DropsFollowTheDrawsOfTheirOwnElements) {
     }
   }
   EXPECT_GT(low_zero, 0);
+}
+
+// The aligned rows' decision (td_dropped4_aligned from the stream's Philox head, against
+// td_draw_bound) drops what the general one does, for every targeted nibble, at the threshold's
+// edges, alpha = 1 included, and at a draw's own boundary; and it is taken only where it holds.
+TEST(TdFusedOnCpu, AlignedStepsDropAsTheGeneralPath) {
+  const uint64_t seed = fresh_seed(), stream = td_stream(11, 5);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const PhiloxKeys keys = philox_keys(seed);
+  const PhiloxStreamHead head = philox_stream_head(keys, stream);
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  const uint32_t limit = 1u + rng() % 0x7ffffffeu;
+  const uint32_t thresholds[] = {1u, bernoulli_threshold(0.5f), (1u << 24) - 1u, 1u << 24,
+                                 1u + static_cast<uint32_t>(rng() % ((1u << 24) - 1u))};
+  for (const uint32_t threshold : thresholds)
+    for (uint64_t idx0 = 0; idx0 < 256; idx0 += 4)
+      for (unsigned targeted = 0; targeted < 16; ++targeted) {
+        uint32_t quad[4];  // targeted entries just below the limit, the others at it
+        for (int i = 0; i < 4; ++i) quad[i] = (targeted >> i) & 1u ? limit - 1u : limit;
+        const Philox4 u = philox_block(keys, head, idx0 >> 2);
+        ASSERT_EQ(td_dropped4_aligned(quad, limit, u, td_draw_bound(threshold)),
+                  td_dropped4(targeted, keys, stream, idx0, threshold))
+            << "threshold " << threshold << " idx0 " << idx0 << " targeted " << targeted;
+      }
+  EXPECT_EQ(td_draw_bound(1u << 24), 0xffffffffu);
+  EXPECT_EQ(td_draw_bound(1u), 0xffu);
+  for (uint64_t idx0 = 0; idx0 < 4096; idx0 += 4) {
+    const Philox4 u = philox_block(keys, head, idx0 >> 2);
+    const uint32_t top = u.v[0] >> 8, at_limit[4] = {0u, limit, limit, limit};
+    if (top > 0) {
+      ASSERT_EQ(td_dropped4_aligned(at_limit, limit, u, td_draw_bound(top)), 0u);
+    }
+    ASSERT_EQ(td_dropped4_aligned(at_limit, limit, u, td_draw_bound(top + 1)), 1u);
+  }
+  const TdCut plain = td_cut(2, 9, TdThreshold{5u, 0, false});
+  EXPECT_TRUE(td_aligned_row(plain, 36, 1u));
+  EXPECT_TRUE(td_aligned_row(plain, 0, 1u << 24));
+  EXPECT_FALSE(td_aligned_row(plain, 38, 1u));  // the row starts inside a block
+  EXPECT_FALSE(td_aligned_row(plain, 36, 0u));  // alpha = 0: nothing to draw
+  EXPECT_FALSE(td_aligned_row(td_cut(2, 9, TdThreshold{5u, 1, true}), 36, 1u));  // ties
 }
 
 }  // namespace
