@@ -138,6 +138,10 @@ std::vector<Case> sweep(bool unit) {
   for (int64_t n : {2048, 2049, 20000})
     for (double gamma : {0.01, 0.5, 0.99})
       cases.push_back({3, n, WeightKind::OneBinade, gamma, 0.5f, unit, false});
+  // Rows of real weights staged on chip whose aligned whole steps leave a remainder for the
+  // general ones (n % 4 == 0, n % 1024 != 0), at alpha 0.5 and 1.
+  cases.push_back({3, 1500, WeightKind::Normal, 0.5, 0.5f, unit, false});
+  cases.push_back({3, 3000, WeightKind::Normal, 0.5, 1.0f, unit, false});
   return cases;
 }
 
@@ -462,6 +466,54 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
     for (const char* other : {"blocks.0.fc", "blocks.2.fc"})
       EXPECT_EQ(msg.find(other), std::string::npos) << msg;
   }
+}
+
+// An Inf in rows of real weights (no ties to rank, a multiple of 4 entries: the fused kernel's
+// aligned steps) is found wherever it lies: in a block row's whole steps, in its general
+// remainder past them, and in the partial last step of a warp row. Each launch holds a finite
+// layer beside the bad one, and the error names only the bad one.
+TEST(CudaTargetedDropout, NonFiniteInAlignedRowsNamesTheLayer) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  struct Spot {
+    int64_t rows, n, row, col;
+  };
+  // 1028 = one whole step of a block row and 4 entries past it; 144 = a warp row's whole step
+  // and a partial one.
+  for (const Spot spot : {Spot{8, 1028, 2, 5}, Spot{8, 1028, 3, 1025}, Spot{16, 144, 1, 140}})
+    for (int path = 0; path <= kFusedPaths; ++path) {
+      SCOPED_TRACE("n " + std::to_string(spot.n) + ", column " + std::to_string(spot.col) +
+                   ", path " + std::to_string(path));
+      std::vector<Tensor> keep;  // the device buffers, alive until the check has run
+      std::vector<TdTask> tasks;
+      for (const std::string name : {"stage.fine", "stage.bad"}) {
+        std::vector<float> w = make_weights(spot.rows * spot.n, WeightKind::Normal, rng);
+        if (name == "stage.bad") w[spot.row * spot.n + spot.col] = INFINITY;
+        keep.push_back(Tensor::from_vector(w, {spot.rows, spot.n}, Device::CUDA));
+        keep.push_back(Tensor::empty({spot.rows, spot.n}, DType::F32, Device::CUDA));
+        keep.push_back(
+            Tensor::empty({spot.rows, 4 * mask_words_per_row(spot.n)}, DType::U8, Device::CUDA));
+        TdTask t;
+        t.w = keep[keep.size() - 3].data<float>();
+        t.w_out = keep[keep.size() - 2].data<float>();
+        t.mask = reinterpret_cast<uint32_t*>(keep.back().raw_data());
+        t.rows = spot.rows;
+        t.n = spot.n;
+        t.k = spot.n / 2;
+        t.drop_threshold = bernoulli_threshold(0.5f);
+        t.stream = td_stream(2, tasks.size());
+        t.name = name;
+        tasks.push_back(t);
+      }
+      TdCudaWorkspace ws;
+      if (path < kFusedPaths) run_fused_path(path, tasks, ws);
+      else targeted_dropout_unfused_cuda(tasks, 1, ws);
+      const std::string msg = error_message([&] { td_check_nonfinite(tasks, ws); });
+      EXPECT_NE(msg.find("'stage.bad'"), std::string::npos) << msg;
+      EXPECT_EQ(msg.find("stage.fine"), std::string::npos) << msg;
+    }
 }
 
 // Rows too long for the fused kernel's 32-bit column index are refused before anything touches
