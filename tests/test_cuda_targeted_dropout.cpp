@@ -430,6 +430,26 @@ void run_fused_path(int path, const std::vector<TdTask>& tasks, TdCudaWorkspace&
   targeted_dropout_fused_cuda(tasks, 1, ws, kPathRows[path], kPathSelect[path]);
 }
 
+// A task over w (rows x n, k targeted per row, alpha 0.5) uploaded to the GPU with its W' and
+// mask buffers; `keep` holds the three tensors until the task has run.
+TdTask device_task(std::vector<Tensor>& keep, const std::vector<float>& w, int64_t rows,
+                   int64_t n, int64_t k, uint64_t stream, const std::string& name) {
+  keep.push_back(Tensor::from_vector(w, {rows, n}, Device::CUDA));
+  keep.push_back(Tensor::empty({rows, n}, DType::F32, Device::CUDA));
+  keep.push_back(Tensor::empty({rows, 4 * mask_words_per_row(n)}, DType::U8, Device::CUDA));
+  TdTask t;
+  t.w = keep[keep.size() - 3].data<float>();
+  t.w_out = keep[keep.size() - 2].data<float>();
+  t.mask = reinterpret_cast<uint32_t*>(keep.back().raw_data());
+  t.rows = rows;
+  t.n = n;
+  t.k = k;
+  t.drop_threshold = bernoulli_threshold(0.5f);
+  t.stream = stream;
+  t.name = name;
+  return t;
+}
+
 // Three layers in one launch (one pipeline each when unfused), an Inf in the middle one only:
 // the error names that layer and no other.
 TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
@@ -442,20 +462,7 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
     for (size_t i = 0; i < names.size(); ++i) {
       std::vector<float> w(64 * 10, 0.5f);
       if (i == 1) w[333] = INFINITY;
-      keep.push_back(Tensor::from_vector(w, {64, 10}, Device::CUDA));
-      keep.push_back(Tensor::empty({64, 10}, DType::F32, Device::CUDA));
-      keep.push_back(Tensor::empty({64, 4}, DType::U8, Device::CUDA));
-      TdTask t;
-      t.w = keep[keep.size() - 3].data<float>();
-      t.w_out = keep[keep.size() - 2].data<float>();
-      t.mask = reinterpret_cast<uint32_t*>(keep.back().raw_data());
-      t.rows = 64;
-      t.n = 10;
-      t.k = 5;
-      t.drop_threshold = bernoulli_threshold(0.5f);
-      t.stream = td_stream(1, i);
-      t.name = names[i];
-      tasks.push_back(t);
+      tasks.push_back(device_task(keep, w, 64, 10, 5, td_stream(1, i), names[i]));
     }
     TdCudaWorkspace ws;
     if (path < kFusedPaths) run_fused_path(path, tasks, ws);
@@ -491,21 +498,8 @@ TEST(CudaTargetedDropout, NonFiniteInAlignedRowsNamesTheLayer) {
       for (const std::string name : {"stage.fine", "stage.bad"}) {
         std::vector<float> w = make_weights(spot.rows * spot.n, WeightKind::Normal, rng);
         if (name == "stage.bad") w[spot.row * spot.n + spot.col] = INFINITY;
-        keep.push_back(Tensor::from_vector(w, {spot.rows, spot.n}, Device::CUDA));
-        keep.push_back(Tensor::empty({spot.rows, spot.n}, DType::F32, Device::CUDA));
-        keep.push_back(
-            Tensor::empty({spot.rows, 4 * mask_words_per_row(spot.n)}, DType::U8, Device::CUDA));
-        TdTask t;
-        t.w = keep[keep.size() - 3].data<float>();
-        t.w_out = keep[keep.size() - 2].data<float>();
-        t.mask = reinterpret_cast<uint32_t*>(keep.back().raw_data());
-        t.rows = spot.rows;
-        t.n = spot.n;
-        t.k = spot.n / 2;
-        t.drop_threshold = bernoulli_threshold(0.5f);
-        t.stream = td_stream(2, tasks.size());
-        t.name = name;
-        tasks.push_back(t);
+        tasks.push_back(device_task(keep, w, spot.rows, spot.n, spot.n / 2,
+                                    td_stream(2, tasks.size()), name));
       }
       TdCudaWorkspace ws;
       if (path < kFusedPaths) run_fused_path(path, tasks, ws);
