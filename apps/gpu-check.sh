@@ -23,8 +23,9 @@
 # the one apps/gpu-bundle.sh packed with BASELINE_COMMIT), the bench stage also times that
 # binary's fused kernel right after ours: an A/B of a kernel change on one machine in one call.
 # Each bench_variant_NAME that apps/gpu-bundle.sh packed (BENCH_VARIANTS: this tree with other
-# nvcc flags) is timed the same way, before the baseline, on the cases VARIANT_FILTER picks (a
-# Google Benchmark filter; by default the placements the knobs act on, on four shape sets).
+# nvcc flags) is timed the same way, in BENCH_VARIANTS' order and before the baseline, on the
+# cases VARIANT_FILTER picks (a Google Benchmark filter; by default the placements the knobs
+# act on, on four shape sets).
 # Each section of the summary says at how many seconds into the run it was written.
 # SECONDS is the whole script's budget (default 540): a stage gets what is left, and one that
 # cannot start in time is skipped and says so. A 15-minute device lease (start-up included) fits
@@ -220,9 +221,14 @@ if want bench && [ -f "$logs/bench_targeted_dropout.json" ]; then
   # rows, the register select) on the sets where it matters, small enough that three variants
   # fit the time left after the bench and the peer; VARIANT_FILTER widens or narrows it.
   variant_filter=${VARIANT_FILTER:-'^cuda_fused(_block_rows|_group_rows|_regsel|_block_rows_regsel)?/(mlp|resnet32|transformer|square)/'}
-  for vb in "$bin"/bench_variant_*; do
+  # In BENCH_VARIANTS' order (.gpu/variants.txt), so that the first named is timed first
+  # when time runs short; any other packed variant after them.
+  ordered=$( { awk '{print $1}' .gpu/variants.txt 2>/dev/null
+               for vb in "$bin"/bench_variant_*; do echo "${vb##*/bench_variant_}"; done; } |
+             awk '!seen[$0]++')
+  for v in $ordered; do
+    vb="$bin/bench_variant_$v"
     [ -x "$vb" ] || continue
-    v=${vb##*/bench_variant_}
     t=$(stage_limit 20 45 $reserve) || { say "variant $v: skipped, out of time"; continue; }
     flags=$(awk -v v="$v" '$1 == v {$1 = ""; print substr($0, 2)}' .gpu/variants.txt 2>/dev/null)
     timeout "$t" "$vb" --benchmark_filter="$variant_filter" --benchmark_min_time=0.02 \
