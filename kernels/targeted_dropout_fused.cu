@@ -640,7 +640,7 @@ struct GroupRow {
 // pass with the row's own tie scan. No block barrier: the block's other threads are on other
 // rows. The final pass reads the row again (from L1, where the first read left it) rather than
 // keeping it in registers next to the Philox state: that would spill. kFullSteps: see
-// final_pass. Inlined only where kFullSteps (the warp-only instantiation, short_row_inline); the
+// final_pass. Inlined only where kFullSteps (the warp-only instantiation, through warp_row); the
 // other instantiations call it (short_row), as inlining there spilled.
 template <int G, class Row, bool kFullSteps>
 __device__ __forceinline__ void short_row_body(const DevTask& t, int64_t r,
@@ -719,12 +719,11 @@ enum RowPaths : int {
 // blocks: 64, 3: 80). Four fit the block path without spilling. The warp path does not: every
 // warp row's short_row<G> spilled there (56 to 144 bytes, `nvcc -Xptxas -v`, sm_90) and
 // ResNet-32's launch made 112,942 local-memory requests (ncu), so a launch of only warp rows
-// asks for three (no spills in the rows; the kernel's own loop keeps 12 bytes, the `bad` flag
-// it passes by address). A launch of only group rows asks for four, so that ResNet-32's 560
-// blocks of group rows nearly fit one wave (528 at four per SM, 396 at three), spilling 8 bytes
-// in its rows. All three can be set when compiling (-DTDROP_TD_MIN_BLOCKS_...=N in
-// CMAKE_CUDA_FLAGS), so that `BENCH_VARIANTS` of apps/gpu-bundle.sh builds other choices to time
-// beside these.
+// asks for three (no spills, no stack: its rows are inlined). A launch of only group rows asks
+// for four, so that ResNet-32's 560 blocks of group rows nearly fit one wave (528 at four per
+// SM, 396 at three), spilling 8 bytes in its rows. All three can be set when compiling
+// (-DTDROP_TD_MIN_BLOCKS_...=N in CMAKE_CUDA_FLAGS), so that `BENCH_VARIANTS` of
+// apps/gpu-bundle.sh builds other choices to time beside these.
 #ifndef TDROP_TD_MIN_BLOCKS_BLOCK_ROWS
 #define TDROP_TD_MIN_BLOCKS_BLOCK_ROWS 4
 #endif
@@ -749,7 +748,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
   __shared__ GroupShared groups[kGroupsPerBlock];
   if constexpr ((kPaths & kBlockRowsOnly) != 0) {
     // 16 bytes a store: a block that takes one row (4096 x 4096's) zeroes its 8 KB histogram
-    // once, and scalar stores cost more instructions there than a step of the final pass.
+    // once, in 2 stores a thread where the loop of scalar stores took about 45 instructions.
     static_assert(kTdRadixBins % (4 * kThreads) == 0, "whole 16-byte stores per thread");
 #pragma unroll
     for (int j = 0; j < kTdRadixBins / (4 * kThreads); ++j)
