@@ -86,9 +86,9 @@ TDROP_HD Philox4 philox_block(const PhiloxKeys& keys, uint64_t stream, uint64_t 
 
 // The same product as one mul.wide.u32 on the device, which ptxas emits as one IMAD.WIDE.U32
 // where __umulhi and a multiply may become two instructions (they do in the fused kernel's
-// aligned steps: 107 SASS instructions a step with this, 125 without). Not philox_mulhilo's
-// form everywhere: the 64-bit register pairs cost other kernels registers (the unit-mode select
-// 38 instead of 32).
+// aligned steps: 99 SASS instructions a block row's step with this, 109 without; 113 and 123
+// a warp row's, sm_90). Not philox_mulhilo's form everywhere: the 64-bit register pairs cost
+// other kernels registers (the unit-mode select 38 instead of 32).
 TDROP_HD void philox_mulhilo_wide(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
 #if defined(__CUDA_ARCH__)
   uint64_t p;
