@@ -218,8 +218,8 @@ if want bench && [ -f "$logs/bench_targeted_dropout.json" ]; then
   # Variants packed by gpu-bundle.sh (BENCH_VARIANTS): this tree built with other nvcc flags.
   # They come before the baseline: a knob's effect is news, the baseline's numbers were taken
   # before. By default each times Auto's placement and those a knob acts on (block rows, group
-  # rows, the register select) on the sets where it matters, small enough that three variants
-  # fit the time left after the bench and the peer; VARIANT_FILTER widens or narrows it.
+  # rows, the register select) on the sets where it matters (17 cases), so that several
+  # variants fit the time left after the bench and the peer; VARIANT_FILTER widens or narrows it.
   variant_filter=${VARIANT_FILTER:-'^cuda_fused(_block_rows|_group_rows|_regsel|_block_rows_regsel)?/(mlp|resnet32|transformer|square)/'}
   # In BENCH_VARIANTS' order (.gpu/variants.txt), so that the first named is timed first
   # when time runs short; any other packed variant after them.
