@@ -1,6 +1,7 @@
 // The fused kernel's device code that is written for the host too, run on the CPU: rows walked
 // through td_cut, td_targeted4 and td_dropped4 (kernels/targeted_dropout_quad.h, what each
-// kernel thread runs in its final pass) in the kernel's steps of 4 entries must give the
+// kernel thread runs in its final pass), and through td_dropped4_aligned with the stream's
+// Philox head (the aligned steps), in the kernel's steps of 4 entries must give the
 // reference's W' and mask bit for bit, with the selection stated by sorting, in both forms the
 // kernel's selects return (the exact k-th key; the largest key below the next larger one, as the
 // early stops give it), and as the kernel's selects find it with one host thread holding the
