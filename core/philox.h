@@ -26,15 +26,37 @@ TDROP_HD void philox_mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo)
 #endif
 }
 
+// The same product as one mul.wide.u32 on the device, which ptxas emits as one IMAD.WIDE.U32
+// where __umulhi and a multiply may become two instructions (they do in the fused kernel's
+// aligned steps: 99 SASS instructions a block row's step with this, 109 without; 113 and 123
+// a warp row's, sm_90). Not philox_mulhilo's form everywhere: the 64-bit register pairs cost
+// other kernels registers (the unit-mode select 38 instead of 32).
+TDROP_HD void philox_mulhilo_wide(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
+#if defined(__CUDA_ARCH__)
+  uint64_t p;
+  asm("mul.wide.u32 %0, %1, %2;" : "=l"(p) : "r"(a), "r"(b));
+  hi = static_cast<uint32_t>(p >> 32);
+  lo = static_cast<uint32_t>(p);
+#else
+  philox_mulhilo(a, b, hi, lo);
+#endif
+}
+
 // Philox4x32's multipliers and key increments (Weyl constants).
 inline constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
 inline constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
 
-// One round under the round's keys.
+// One round under the round's keys; kWide: its products by philox_mulhilo_wide.
+template <bool kWide = false>
 TDROP_HD Philox4 philox_round(const Philox4& ctr, uint32_t key0, uint32_t key1) {
   uint32_t hi0, lo0, hi1, lo1;
-  philox_mulhilo(kPhiloxM0, ctr.v[0], hi0, lo0);
-  philox_mulhilo(kPhiloxM1, ctr.v[2], hi1, lo1);
+  if constexpr (kWide) {
+    philox_mulhilo_wide(kPhiloxM0, ctr.v[0], hi0, lo0);
+    philox_mulhilo_wide(kPhiloxM1, ctr.v[2], hi1, lo1);
+  } else {
+    philox_mulhilo(kPhiloxM0, ctr.v[0], hi0, lo0);
+    philox_mulhilo(kPhiloxM1, ctr.v[2], hi1, lo1);
+  }
   return Philox4{{hi1 ^ ctr.v[1] ^ key0, lo1, hi0 ^ ctr.v[3] ^ key1, lo0}};
 }
 
@@ -84,22 +106,6 @@ TDROP_HD Philox4 philox_block(const PhiloxKeys& keys, uint64_t stream, uint64_t 
   return philox4x32_10(philox_counter(stream, block), keys);
 }
 
-// The same product as one mul.wide.u32 on the device, which ptxas emits as one IMAD.WIDE.U32
-// where __umulhi and a multiply may become two instructions (they do in the fused kernel's
-// aligned steps: 99 SASS instructions a block row's step with this, 109 without; 113 and 123
-// a warp row's, sm_90). Not philox_mulhilo's form everywhere: the 64-bit register pairs cost
-// other kernels registers (the unit-mode select 38 instead of 32).
-TDROP_HD void philox_mulhilo_wide(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
-#if defined(__CUDA_ARCH__)
-  uint64_t p;
-  asm("mul.wide.u32 %0, %1, %2;" : "=l"(p) : "r"(a), "r"(b));
-  hi = static_cast<uint32_t>(p >> 32);
-  lo = static_cast<uint32_t>(p);
-#else
-  philox_mulhilo(a, b, hi, lo);
-#endif
-}
-
 // Round 0's half that depends on the stream alone (counter words 2 and 3 and round 0's keys),
 // for a kernel that draws many blocks of one stream: computed once, it saves every block a
 // multiply and two xors. philox_block(keys, philox_stream_head(keys, stream), block) gives the
@@ -118,12 +124,8 @@ TDROP_HD Philox4 philox_block(const PhiloxKeys& keys, const PhiloxStreamHead& he
   philox_mulhilo_wide(kPhiloxM0, static_cast<uint32_t>(block), hi0, lo0);
   Philox4 ctr{{head.a ^ static_cast<uint32_t>(block >> 32), head.b, hi0 ^ head.c, lo0}};
   TDROP_UNROLL
-  for (int round = 1; round < 10; ++round) {  // philox_round with the wide products
-    philox_mulhilo_wide(kPhiloxM0, ctr.v[0], hi0, lo0);
-    uint32_t hi1, lo1;
-    philox_mulhilo_wide(kPhiloxM1, ctr.v[2], hi1, lo1);
-    ctr = Philox4{{hi1 ^ ctr.v[1] ^ keys.k0[round], lo1, hi0 ^ ctr.v[3] ^ keys.k1[round], lo0}};
-  }
+  for (int round = 1; round < 10; ++round)
+    ctr = philox_round<true>(ctr, keys.k0[round], keys.k1[round]);
   return ctr;
 }
 
