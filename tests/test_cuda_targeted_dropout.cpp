@@ -450,6 +450,15 @@ TdTask device_task(std::vector<Tensor>& keep, const std::vector<float>& w, int64
   return t;
 }
 
+// Runs `tasks` on fused path `path` (kFusedPaths: the unfused pipeline) and returns the error the
+// non-finite check raises.
+std::string nonfinite_error(int path, const std::vector<TdTask>& tasks) {
+  TdCudaWorkspace ws;
+  if (path < kFusedPaths) run_fused_path(path, tasks, ws);
+  else targeted_dropout_unfused_cuda(tasks, 1, ws);
+  return error_message([&] { td_check_nonfinite(tasks, ws); });
+}
+
 // Three layers in one launch (one pipeline each when unfused), an Inf in the middle one only:
 // the error names that layer and no other.
 TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
@@ -464,10 +473,7 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
       if (i == 1) w[333] = INFINITY;
       tasks.push_back(device_task(keep, w, 64, 10, 5, td_stream(1, i), names[i]));
     }
-    TdCudaWorkspace ws;
-    if (path < kFusedPaths) run_fused_path(path, tasks, ws);
-    else targeted_dropout_unfused_cuda(tasks, 1, ws);
-    const std::string msg = error_message([&] { td_check_nonfinite(tasks, ws); });
+    const std::string msg = nonfinite_error(path, tasks);
     EXPECT_NE(msg.find("'blocks.1.fc'"), std::string::npos) << msg;
     EXPECT_NE(msg.find("non-finite"), std::string::npos) << msg;
     for (const char* other : {"blocks.0.fc", "blocks.2.fc"})
@@ -501,10 +507,7 @@ TEST(CudaTargetedDropout, NonFiniteInAlignedRowsNamesTheLayer) {
         tasks.push_back(device_task(keep, w, spot.rows, spot.n, spot.n / 2,
                                     td_stream(2, tasks.size()), name));
       }
-      TdCudaWorkspace ws;
-      if (path < kFusedPaths) run_fused_path(path, tasks, ws);
-      else targeted_dropout_unfused_cuda(tasks, 1, ws);
-      const std::string msg = error_message([&] { td_check_nonfinite(tasks, ws); });
+      const std::string msg = nonfinite_error(path, tasks);
       EXPECT_NE(msg.find("'stage.bad'"), std::string::npos) << msg;
       EXPECT_EQ(msg.find("stage.fine"), std::string::npos) << msg;
     }
