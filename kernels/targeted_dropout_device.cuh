@@ -1,10 +1,40 @@
 // Device building blocks shared by the fused and unfused targeted-dropout paths.
 #pragma once
+#ifndef TDROP_CUDA_EMULATED
 #include <cuda_runtime.h>
+#endif
 
 #include "kernels/targeted_dropout.h"
 
 namespace tdrop::td_device {
+
+// The two things below are written differently for the host emulation of CUDA that runs the
+// fused kernels in the CPU tests (tests/cuda_emulator.h, which defines TDROP_CUDA_EMULATED):
+// its shared memory is not a language feature, and it has no PTX.
+
+// The launch's dynamic shared memory, 16-byte aligned.
+template <class T>
+__device__ __forceinline__ T* dynamic_shared() {
+#ifdef TDROP_CUDA_EMULATED
+  return static_cast<T*>(cuda_emu::dynamic_shared_memory());
+#else
+  extern __shared__ __align__(16) unsigned char td_dynamic_shared[];
+  return reinterpret_cast<T*>(td_dynamic_shared);
+#endif
+}
+
+// Waits until kCount threads (whole warps) of the block have reached named barrier kId (1 to
+// 15; 0 is __syncthreads'). The id is an immediate: with the id in a register, ptxas reserves
+// all 16 named barriers for the kernel, a per-SM resource that can cap blocks per SM.
+template <int kId, int kCount>
+__device__ __forceinline__ void named_barrier() {
+  static_assert(kId > 0 && kId < 16 && kCount % 32 == 0, "a named barrier of whole warps");
+#ifdef TDROP_CUDA_EMULATED
+  cuda_emu::named_barrier(kId, kCount);
+#else
+  asm volatile("bar.sync %0, %1;" ::"n"(kId), "n"(kCount) : "memory");
+#endif
+}
 
 constexpr int kThreads = 256;  // every targeted-dropout kernel uses 256-thread blocks
 constexpr int kWarps = kThreads / 32;
@@ -61,7 +91,7 @@ __device__ __forceinline__ double row_norm_sq(const float* row, int64_t n, doubl
   if (bad) atomicExch(nonfinite, 1);
   lanes[threadIdx.x] = acc;
   __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
+  for (unsigned s = kThreads / 2; s > 0; s >>= 1) {
     if (threadIdx.x < s) lanes[threadIdx.x] = __dadd_rn(lanes[threadIdx.x], lanes[threadIdx.x + s]);
     __syncthreads();
   }

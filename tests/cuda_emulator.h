@@ -1,0 +1,142 @@
+// A host emulation of CUDA's execution model, enough to run the fused targeted-dropout kernels
+// (kernels/targeted_dropout_fused_kernels.cuh) on a CPU and compare them with the reference bit
+// for bit where there is no GPU. Include it before any kernel header, in a file compiled by
+// the host compiler: it defines what nvcc would (__device__, threadIdx, uint4, __shfl_sync, ...).
+//
+// Each thread of a block is a fiber (glibc's ucontext) on the calling OS thread, and the blocks
+// of a launch run one after another. A thread runs until it reaches a barrier or a warp
+// collective (shuffle, ballot, reduce), where it waits for the others; which waiting thread runs
+// next is drawn at random, so that shared-memory accesses a barrier should order but does not
+// come out in varying orders. CUDA's rules are enforced, each violation an error naming the
+// kernel's thread: every lane named in a collective's mask must reach the same collective with
+// the same mask, a named barrier counts whole warps, and a launch that can make no progress
+// (a barrier some thread never reaches) is reported, not hung.
+//
+// Shared memory holds garbage (0xA5 bytes) when a block starts, so a kernel that reads what it
+// did not write gets wrong values, not zeros. What it does not model: the memory model beyond
+// barriers and collectives (two threads racing between the same two barriers go unnoticed
+// unless a drawn order makes the race change a result), and anything about speed.
+#pragma once
+
+// Every standard header the kernels use comes before the macros below.
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#define TDROP_CUDA_EMULATED 1
+
+namespace cuda_emu {
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+// The calling fiber's indices (valid only inside a launch).
+const dim3& thread_idx();
+const dim3& block_idx();
+const dim3& block_dim();
+const dim3& grid_dim();
+
+// The kinds of warp collective; a warp's lanes must all reach the same one.
+enum class Collective { Shfl, ShflUp, ShflXor, Ballot, ReduceAdd, ReduceAnd, ReduceOr };
+// Waits for the lanes of `mask` to reach the collective, each with its value and argument
+// (source lane, delta or lane mask); returns this lane's result.
+uint32_t warp_collective(Collective kind, uint32_t mask, uint32_t value, int arg);
+void sync_threads();
+void named_barrier(int id, int count);
+void* dynamic_shared_memory();
+
+// Runs `kernel` on grid.x blocks of block.x threads with `shared_bytes` of dynamic shared memory
+// (1-D launches only). `schedule_seed` draws the order threads resume in. Throws
+// std::runtime_error on a broken CUDA rule, naming the block and thread.
+void launch(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& kernel,
+            uint64_t schedule_seed = 1);
+
+}  // namespace cuda_emu
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __launch_bounds__(...)
+#define __grid_constant__
+// Every __shared__ variable is a static in one linker section, which the emulator fills with
+// garbage before each block, as a block's shared memory holds garbage when it starts.
+#define __shared__ [[gnu::section("cuda_emu_shared")]] static
+#define __align__(n) alignas(n)
+
+#define threadIdx (::cuda_emu::thread_idx())
+#define blockIdx (::cuda_emu::block_idx())
+#define blockDim (::cuda_emu::block_dim())
+#define gridDim (::cuda_emu::grid_dim())
+
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+
+inline void __syncthreads() { cuda_emu::sync_threads(); }
+
+// The collectives take 32-bit values (all the kernels exchange).
+inline unsigned __shfl_sync(unsigned mask, unsigned v, int src) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::Shfl, mask, v, src);
+}
+inline unsigned __shfl_up_sync(unsigned mask, unsigned v, unsigned delta) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::ShflUp, mask, v, static_cast<int>(delta));
+}
+inline unsigned __shfl_xor_sync(unsigned mask, unsigned v, int lane_mask) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::ShflXor, mask, v, lane_mask);
+}
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::Ballot, mask, pred != 0, 0);
+}
+inline unsigned __reduce_add_sync(unsigned mask, unsigned v) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::ReduceAdd, mask, v, 0);
+}
+inline unsigned __reduce_and_sync(unsigned mask, unsigned v) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::ReduceAnd, mask, v, 0);
+}
+inline unsigned __reduce_or_sync(unsigned mask, unsigned v) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::ReduceOr, mask, v, 0);
+}
+
+// One OS thread runs every fiber, so a read-modify-write is atomic as it stands.
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  const unsigned old = *p;
+  *p = old + v;
+  return old;
+}
+inline int atomicAdd(int* p, int v) {
+  const int old = *p;
+  *p = old + v;
+  return old;
+}
+inline int atomicExch(int* p, int v) {
+  const int old = *p;
+  *p = v;
+  return old;
+}
+
+inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }
+inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
+// Round to nearest, as the CPU reference does (x86-64's baseline has no FMA to contract into).
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline int min(int a, int b) { return a < b ? a : b; }

@@ -1,0 +1,308 @@
+// The fused targeted-dropout kernels run without a GPU: the same source
+// (kernels/targeted_dropout_fused_kernels.cuh), compiled for the host emulation of CUDA
+// (tests/cuda_emulator.h), planned by the same host code as the CUDA launch, must give the
+// CPU reference's W' and mask bit for bit over the sweep of test_cuda_targeted_dropout.cpp, on
+// every placement of rows (warp, group, block) and both block selects. What the emulation cannot
+// show (speed, races between barriers, the device compiler's own code) stays with the GPU tests.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "tests/cuda_emulator.h"
+// The emulator's definitions come first: the kernels' header is compiled for it (its
+// `#pragma unroll`s, the device compiler's, are left alone: tests/CMakeLists.txt).
+#include "kernels/targeted_dropout_fused_kernels.cuh"
+#include "tests/grad_check.h"
+#include "tests/td_sweep.h"
+#include "tests/td_test_util.h"
+
+namespace tdrop::testing {
+namespace {
+
+// What a GPU with 132 multiprocessors and 64 KB of shared memory for a staged row would get.
+constexpr int kMultiprocessors = 132;
+constexpr int64_t kStagedFloatsMax = 64 * 1024 / 4;
+
+struct EmulatedRun {
+  TdRows rows = TdRows::Warp;
+  TdBlockSelect select = TdBlockSelect::Shared;
+  unsigned max_blocks = 1u << 20;  // grid_for's cap; fewer makes blocks loop over work items
+  uint64_t schedule_seed = 1;
+};
+
+// targeted_dropout_fused_cuda on the emulator: the same checks, plans and kernels, with host
+// memory. Returns each task's non-finite flag.
+std::vector<int> fused_emulated(const std::vector<TdTask>& tasks, uint64_t seed,
+                                const EmulatedRun& run) {
+  check_fused_tasks(tasks);
+  std::vector<int> flags(tasks.size(), 0);
+  const auto grid = [&](int64_t items) {
+    return cuda_emu::dim3{static_cast<unsigned>(
+        std::min<int64_t>(std::max<int64_t>(items, 1), run.max_blocks))};
+  };
+  const cuda_emu::dim3 block{static_cast<unsigned>(kThreads)};
+  for (size_t first = 0; first < tasks.size(); first += kMaxTasks) {
+    const size_t count = std::min<size_t>(kMaxTasks, tasks.size() - first);
+    const FusedLaunch p =
+        plan_fused_launch(std::span<const TdTask>(tasks).subspan(first, count),
+                          static_cast<int>(first), run.rows, run.select, kMultiprocessors,
+                          kStagedFloatsMax);
+    if (p.weights.count > 0) {
+      const WeightKernel kernel = weight_kernel(p.paths);
+      const PhiloxKeys keys = philox_keys(seed);
+      cuda_emu::launch(grid(p.weights.total), block, static_cast<size_t>(staged_floats(p)) * 4,
+                       [&] { kernel(p.weights, keys, p.max_staged, flags.data()); },
+                       run.schedule_seed);
+    }
+    if (p.units.count > 0) {
+      std::vector<double> norms(static_cast<size_t>(p.units.total));
+      std::vector<uint8_t> state(static_cast<size_t>(p.units.total));
+      cuda_emu::launch(grid(p.units.total), block, 0,
+                       [&] { td_unit_norms_kernel(p.units, norms.data(), flags.data()); },
+                       run.schedule_seed);
+      cuda_emu::launch(cuda_emu::dim3{static_cast<unsigned>(p.units.count)}, block, 0,
+                       [&] { td_unit_select_kernel(p.units, seed, norms.data(), state.data()); },
+                       run.schedule_seed);
+      cuda_emu::launch(grid(p.units.total), block, 0,
+                       [&] { td_unit_apply_kernel(p.units, seed, state.data()); },
+                       run.schedule_seed);
+    }
+  }
+  return flags;
+}
+
+std::string run_name(const EmulatedRun& run) {
+  return std::string(run.rows == TdRows::Warp    ? "warp rows"
+                     : run.rows == TdRows::Block ? "block rows"
+                     : run.rows == TdRows::Group ? "group rows"
+                                                 : "auto placement") +
+         (run.select == TdBlockSelect::Registers ? ", register select" : "") +
+         (run.max_blocks < (1u << 20) ? ", " + std::to_string(run.max_blocks) + " blocks" : "");
+}
+
+// Edits case i's weights (rows * n of them) after they are drawn.
+using WeightEdit = std::function<void(size_t i, const Case& c, std::vector<float>& w)>;
+
+// Runs `cases` as one group on the emulator and compares every task with the CPU reference.
+// `shift` moves W and W' one float past 16-byte alignment, so no row takes the 16-byte paths.
+// W' and the mask are fenced by sentinels after their ends, which must survive.
+void emulate_and_compare(const std::vector<Case>& cases, uint64_t seed, const EmulatedRun& run,
+                         int64_t shift = 0, const WeightEdit& edit = nullptr) {
+  constexpr int64_t kTail = 8;
+  constexpr float kSentinel = -1.0f;
+  constexpr uint32_t kMaskSentinel = 0xabababab;
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<float>> weights(cases.size()), outs(cases.size());
+  std::vector<std::vector<uint32_t>> masks(cases.size());
+  std::vector<TdOutput> ref(cases.size());
+  std::vector<TdTask> tasks;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    std::vector<float> w = make_weights(c.rows * c.n, c.kind, rng);
+    if (edit) edit(i, c, w);
+    // 16-byte aligned storage (vector<float> guarantees only 4); `shift` floats in.
+    weights[i].assign(static_cast<size_t>(shift + c.rows * c.n + 4), 3.0f);
+    float* w_at = weights[i].data();
+    while (reinterpret_cast<uintptr_t>(w_at) % 16 != 0) ++w_at;
+    std::copy(w.begin(), w.end(), w_at + shift);
+    TdTask t = make_task(w, c.rows, c.n, c.gamma, c.alpha, c.unit, td_stream(1000 + i, i), ref[i],
+                         c.per_weight);
+    targeted_dropout_reference(t, seed);
+    outs[i].assign(static_cast<size_t>(shift + c.rows * c.n + kTail + 4), kSentinel);
+    float* out_at = outs[i].data();
+    while (reinterpret_cast<uintptr_t>(out_at) % 16 != 0) ++out_at;
+    masks[i].assign(ref[i].mask.size() + kTail, kMaskSentinel);
+    t.w = w_at + shift;
+    t.w_out = out_at + shift;
+    t.mask = masks[i].data();
+    tasks.push_back(t);
+  }
+  const std::vector<int> flags = fused_emulated(tasks, seed, run);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    SCOPED_TRACE(run_name(run) + (shift ? ", W and W' unaligned" : "") + " case " +
+                 std::to_string(i) + ": [" + std::to_string(c.rows) + ", " +
+                 std::to_string(c.n) + "] " + kind_name(c.kind) + " gamma " +
+                 std::to_string(c.gamma) + " alpha " + std::to_string(c.alpha) +
+                 (c.unit ? " unit" : " weight") + (c.per_weight ? " per-weight" : ""));
+    EXPECT_EQ(flags[i], 0) << "a finite task was flagged non-finite";
+    const float* out = tasks[i].w_out;
+    const float* alloc = outs[i].data();
+    for (const float* p = alloc; p < out; ++p)
+      EXPECT_EQ(to_bits(*p), to_bits(kSentinel)) << "written before W' at " << p - out;
+    for (int64_t j = 0; j < kTail; ++j)
+      EXPECT_EQ(to_bits(out[c.rows * c.n + j]), to_bits(kSentinel))
+          << "written past the end of W' at " << j;
+    int bad = 0;
+    for (int64_t j = 0; j < c.rows * c.n && bad < 5; ++j)
+      if (to_bits(out[j]) != to_bits(ref[i].w_out[static_cast<size_t>(j)])) {
+        ADD_FAILURE() << "W' differs at " << j << ": " << out[j] << " vs "
+                      << ref[i].w_out[static_cast<size_t>(j)];
+        ++bad;
+      }
+    for (size_t j = ref[i].mask.size(); j < masks[i].size(); ++j)
+      EXPECT_EQ(masks[i][j], kMaskSentinel) << "written past the end of the mask at word " << j;
+    for (size_t j = 0; j < ref[i].mask.size() && bad < 10; ++j)
+      if (masks[i][j] != ref[i].mask[j]) {
+        ADD_FAILURE() << "mask word " << j << " differs: " << std::hex << masks[i][j] << " vs "
+                      << ref[i].mask[j];
+        ++bad;
+      }
+  }
+}
+
+std::vector<Case> short_rows_of(const std::vector<Case>& cases) {
+  std::vector<Case> out;
+  for (const Case& c : cases)
+    if (c.n <= kTdWarpRowMax) out.push_back(c);
+  return out;
+}
+
+TEST(TdFusedEmulated, WarpRowsMatchReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  emulate_and_compare(sweep(false), seed, {TdRows::Warp});
+  // Only short rows: the warp-only instantiation, whose rows are inlined.
+  emulate_and_compare(short_rows_of(sweep(false)), seed, {TdRows::Warp});
+}
+
+TEST(TdFusedEmulated, BlockRowsMatchReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  emulate_and_compare(sweep(false), seed, {TdRows::Block});
+}
+
+TEST(TdFusedEmulated, GroupRowsMatchReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  emulate_and_compare(sweep(false), seed, {TdRows::Group});
+  emulate_and_compare(short_rows_of(sweep(false)), seed, {TdRows::Group});
+}
+
+TEST(TdFusedEmulated, AutoPlacementMatchesReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  emulate_and_compare(sweep(false), seed, {TdRows::Auto});
+}
+
+TEST(TdFusedEmulated, RegisterSelectMatchesReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  for (TdRows rows : {TdRows::Block, TdRows::Group})
+    emulate_and_compare(sweep(false), seed, {rows, TdBlockSelect::Registers});
+}
+
+TEST(TdFusedEmulated, UnitModeMatchesReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  emulate_and_compare(sweep(true), seed, {});
+}
+
+// W and W' off 16-byte alignment: every row takes the general loads and stores.
+TEST(TdFusedEmulated, UnalignedWeightsAndOutputMatchReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<Case> cases;
+  for (int64_t n : {128, 576, 1024, 1500, 4096})
+    for (double gamma : {0.5, 0.99})
+      cases.push_back({5, n, WeightKind::Normal, gamma, 0.5f, false, false});
+  for (TdRows rows : {TdRows::Warp, TdRows::Group, TdRows::Block})
+    emulate_and_compare(cases, seed, {rows}, /*shift=*/1);
+  emulate_and_compare(cases, seed, {TdRows::Block, TdBlockSelect::Registers}, 1);
+}
+
+// Rows whose keys share their top bits but for one entry, a different one in each row: the
+// AND and OR of a short row's keys, its select's first step, must take in every warp's entries.
+TEST(TdFusedEmulated, OneEntryOutsideTheRowsCommonBits) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<Case> cases;
+  for (int64_t n : {200, 576, 1000, 1024, 1500})
+    for (double gamma : {0.01, 0.5})
+      cases.push_back({16, n, WeightKind::OneBinade, gamma, 0.5f, false, false});
+  const WeightEdit one_outlier = [](size_t i, const Case& c, std::vector<float>& w) {
+    for (int64_t r = 0; r < c.rows; ++r) {
+      const int64_t at = (r * 67 + static_cast<int64_t>(i) * 13) % c.n;
+      w[static_cast<size_t>(r * c.n + at)] = r % 2 ? 0.001f : -2.5f;  // below or above the rest
+    }
+  };
+  // And rows whose largest keys, the k-th among them, are all held by one warp of a group row
+  // (entries 128 j to 128 j + 127 of every 512, j drawn per row).
+  std::vector<Case> high_cases;
+  for (int64_t n : {576, 1000, 1024})
+    high_cases.push_back({16, n, WeightKind::OneBinade, 0.9, 0.5f, false, false});
+  const WeightEdit one_warp_high = [](size_t, const Case& c, std::vector<float>& w) {
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t col = 0; col < c.n; ++col)
+        if ((col % 512) / 128 == r % 4) w[static_cast<size_t>(r * c.n + col)] *= 2.5f;
+  };
+  for (TdRows rows : {TdRows::Warp, TdRows::Group, TdRows::Block}) {
+    emulate_and_compare(cases, seed, {rows}, 0, one_outlier);
+    emulate_and_compare(high_cases, seed, {rows}, 0, one_warp_high);
+  }
+}
+
+// Three blocks for hundreds of work items: each block takes row after row, so whatever a row
+// leaves in shared memory (the histogram must be zero again) meets the next one, of another
+// task and path.
+TEST(TdFusedEmulated, FewBlocksLoopOverEveryRow) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<Case> cases;
+  for (int64_t n : {100, 576, 1024, 2049, 4096})
+    for (WeightKind kind : {WeightKind::Normal, WeightKind::FewValues, WeightKind::Ladder})
+      cases.push_back({9, n, kind, 0.5, 0.5f, false, false});
+  for (TdRows rows : {TdRows::Warp, TdRows::Group, TdRows::Block})
+    for (TdBlockSelect select : {TdBlockSelect::Shared, TdBlockSelect::Registers}) {
+      EmulatedRun run{rows, select, 3};
+      emulate_and_compare(cases, seed, run);
+    }
+}
+
+// Other orders of the threads between barriers give the same bits (a kernel that read shared
+// memory another thread writes in the same interval would not).
+TEST(TdFusedEmulated, ScheduleOrderDoesNotChangeTheBits) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<Case> cases;
+  for (int64_t n : {129, 576, 1024, 4099})
+    cases.push_back({4, n, WeightKind::FewValues, 0.5, 0.5f, false, false});
+  for (uint64_t order = 2; order < 5; ++order)
+    for (TdRows rows : {TdRows::Warp, TdRows::Group, TdRows::Block})
+      emulate_and_compare(cases, seed, {rows, TdBlockSelect::Shared, 1u << 20, order});
+}
+
+// A NaN or Inf sets its own task's flag on every path, and no other task's.
+TEST(TdFusedEmulated, NonFiniteWeightFlagsItsTask) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const float bad_values[] = {std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN()};
+  for (int64_t n : {100, 576, 1500, 4096})
+    for (TdRows rows : {TdRows::Warp, TdRows::Group, TdRows::Block})
+      for (bool unit : {false, true}) {
+        std::vector<float> clean = make_weights(4 * n, WeightKind::Normal, rng);
+        std::vector<float> dirty = make_weights(4 * n, WeightKind::Normal, rng);
+        dirty[static_cast<size_t>(rng() % dirty.size())] = bad_values[rng() % 3];
+        TdOutput o1, o2;
+        std::vector<TdTask> tasks = {
+            make_task(clean, 4, n, 0.5, 0.5f, unit, td_stream(1, 0), o1),
+            make_task(dirty, 4, n, 0.5, 0.5f, unit, td_stream(1, 1), o2)};
+        const std::vector<int> flags = fused_emulated(tasks, seed, {rows});
+        EXPECT_EQ(flags[0], 0) << "n " << n << ", " << run_name({rows}) << (unit ? ", unit" : "");
+        EXPECT_EQ(flags[1], 1) << "n " << n << ", " << run_name({rows}) << (unit ? ", unit" : "");
+      }
+}
+
+}  // namespace
+}  // namespace tdrop::testing
