@@ -123,8 +123,16 @@ struct UnitSelectState {
   unsigned digit, remaining, count;
 };
 
+// sm_80 and later reduce a warp in one instruction; the host emulation takes that path too, the
+// one the default build (sm_90) runs.
+#if __CUDA_ARCH__ >= 800 || defined(TDROP_CUDA_EMULATED)
+#define TDROP_TD_WARP_REDUCE 1
+#else
+#define TDROP_TD_WARP_REDUCE 0
+#endif
+
 __device__ __forceinline__ unsigned warp_sum(unsigned v) {
-#if __CUDA_ARCH__ >= 800
+#if TDROP_TD_WARP_REDUCE
   return __reduce_add_sync(0xffffffffu, v);
 #else
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -134,7 +142,7 @@ __device__ __forceinline__ unsigned warp_sum(unsigned v) {
 
 // Warp-wide OR of *any and AND of *all, in place.
 __device__ __forceinline__ void warp_or_and(unsigned* any, unsigned* all) {
-#if __CUDA_ARCH__ >= 800
+#if TDROP_TD_WARP_REDUCE
   *any = __reduce_or_sync(0xffffffffu, *any);
   *all = __reduce_and_sync(0xffffffffu, *all);
 #else

@@ -38,7 +38,7 @@ struct OwnStack {
 };
 
 struct Thread {
-  std::unique_ptr<char[]> stack;  // first: a suspended fiber is unwound on it when destroyed
+  std::unique_ptr<char[]> stack;  // first, so destroyed last: the fibers' records live on it
   ctx::fiber fiber;               // the thread, while the scheduler holds it
   ctx::fiber back;                // the scheduler, while the thread runs
   dim3 idx;

@@ -3,11 +3,12 @@
 // for bit where there is no GPU. Include it before any kernel header, in a file compiled by
 // the host compiler: it defines what nvcc would (__device__, threadIdx, uint4, __shfl_sync, ...).
 //
-// Each thread of a block is a fiber (glibc's ucontext) on the calling OS thread, and the blocks
-// of a launch run one after another. A thread runs until it reaches a barrier or a warp
-// collective (shuffle, ballot, reduce), where it waits for the others; which waiting thread runs
-// next is drawn at random, so that shared-memory accesses a barrier should order but does not
-// come out in varying orders. CUDA's rules are enforced, each violation an error naming the
+// Each thread of a block is a fiber (Boost.Context) on the calling OS thread, and the blocks of
+// a launch run one after another. A thread runs until it reaches a barrier or a warp collective
+// (shuffle, ballot, reduce), where it waits for the others; which ready thread runs next is
+// drawn at random, mostly from the warp that ran last, so that a warp can get far ahead of
+// another as on a GPU, and shared-memory accesses that a barrier should order but does not come
+// out in varying orders. CUDA's rules are enforced, each violation an error naming the
 // kernel's thread: every lane named in a collective's mask must reach the same collective with
 // the same mask, a named barrier counts whole warps, and a launch that can make no progress
 // (a barrier some thread never reaches) is reported, not hung.

@@ -1,9 +1,10 @@
 // The fused targeted-dropout kernels run without a GPU: the same source
 // (kernels/targeted_dropout_fused_kernels.cuh), compiled for the host emulation of CUDA
 // (tests/cuda_emulator.h), planned by the same host code as the CUDA launch, must give the
-// CPU reference's W' and mask bit for bit over the sweep of test_cuda_targeted_dropout.cpp, on
-// every placement of rows (warp, group, block) and both block selects. What the emulation cannot
-// show (speed, races between barriers, the device compiler's own code) stays with the GPU tests.
+// CPU reference's W' and mask bit for bit over the sweep the GPU tests run (tests/td_sweep.h),
+// on every placement of rows (warp, group, block) and both block selects. What the emulation
+// cannot show (speed, races no drawn order exposes, the device compiler's own code) stays with
+// the GPU tests.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -250,9 +251,47 @@ TEST(TdFusedEmulated, OneEntryOutsideTheRowsCommonBits) {
   }
 }
 
+// Draws at the edge of alpha's threshold, where the aligned steps' one compare per entry
+// (u <= td_draw_bound) must agree with the reference's (u >> 8) < threshold: for a warp row of
+// 576 entries and a block row of 4096, a stream is searched whose row holds a draw one step
+// below the threshold (dropped) or at it (kept). Every entry is targeted (gamma 1).
+TEST(TdFusedEmulated, DrawsAtTheThresholdsEdge) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const uint32_t threshold = bernoulli_threshold(0.5f);
+  for (int64_t n : {576, 4096})
+    for (uint32_t top : {threshold - 1, threshold}) {  // the draw's top 24 bits
+      uint64_t stream = 0;
+      int64_t at = -1;
+      for (uint64_t step = 0; at < 0; ++step) {
+        stream = td_stream(step, 0);
+        for (int64_t c = 0; c < n && at < 0; ++c)
+          if ((philox_u32(seed, stream, static_cast<uint64_t>(c)) >> 8) == top) at = c;
+      }
+      std::mt19937_64 rng(seed);
+      const std::vector<float> w = make_weights(n, WeightKind::Normal, rng);
+      TdOutput ref, out;
+      const TdTask ref_task = make_task(w, 1, n, 1.0, 0.5f, false, stream, ref);
+      targeted_dropout_reference(ref_task, seed);
+      ASSERT_EQ(mask_bit(ref.mask, n, 0, at), top == threshold) << "the edge is not where it is";
+      ASSERT_EQ(reinterpret_cast<uintptr_t>(w.data()) % 16, 0u) << "the aligned steps need it";
+      for (TdRows rows : {TdRows::Warp, TdRows::Group, TdRows::Block}) {
+        SCOPED_TRACE("n " + std::to_string(n) + ", entry " + std::to_string(at) + ", " +
+                     run_name({rows}) + (top == threshold ? ", kept side" : ", dropped side"));
+        const std::vector<TdTask> tasks = {make_task(w, 1, n, 1.0, 0.5f, false, stream, out)};
+        ASSERT_EQ(reinterpret_cast<uintptr_t>(out.w_out.data()) % 16, 0u);
+        fused_emulated(tasks, seed, {rows});
+        EXPECT_EQ(out.mask, ref.mask);
+        for (int64_t c = 0; c < n; ++c)
+          ASSERT_EQ(to_bits(out.w_out[static_cast<size_t>(c)]),
+                    to_bits(ref.w_out[static_cast<size_t>(c)])) << "W' at " << c;
+      }
+    }
+}
+
 // Three blocks for hundreds of work items: each block takes row after row, so whatever a row
 // leaves in shared memory (the histogram must be zero again) meets the next one, of another
-// task and path.
+// task and path. Unit tasks ride along: their norm and apply launches loop the same way.
 TEST(TdFusedEmulated, FewBlocksLoopOverEveryRow) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -260,6 +299,8 @@ TEST(TdFusedEmulated, FewBlocksLoopOverEveryRow) {
   for (int64_t n : {100, 576, 1024, 2049, 4096})
     for (WeightKind kind : {WeightKind::Normal, WeightKind::FewValues, WeightKind::Ladder})
       cases.push_back({9, n, kind, 0.5, 0.5f, false, false});
+  for (int64_t n : {100, 1024})
+    cases.push_back({20, n, WeightKind::FewValues, 0.5, 0.5f, true, n == 100});
   for (TdRows rows : {TdRows::Warp, TdRows::Group, TdRows::Block})
     for (TdBlockSelect select : {TdBlockSelect::Shared, TdBlockSelect::Registers}) {
       EmulatedRun run{rows, select, 3};
