@@ -86,7 +86,7 @@ for f in $bins; do
 done
 # The non-system, non-CUDA libraries the binaries load (ldd names them here).
 for f in $bins; do ldd "$build/$f"; done |
-  awk '/=> \//{print $3}' | grep -E 'openblas|gfortran|quadmath|benchmark' | sort -u |
+  awk '/=> \//{print $3}' | grep -E 'openblas|gfortran|quadmath|benchmark|boost_context' | sort -u |
   while read -r lib; do cp -L "$lib" "$stage/lib/"; done
 if [ -n "$baseline" ]; then
   strip --strip-debug -o "$stage/bin/bench_baseline" "$baseline"
