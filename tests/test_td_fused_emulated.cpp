@@ -321,6 +321,32 @@ TEST(TdFusedEmulated, ScheduleOrderDoesNotChangeTheBits) {
       emulate_and_compare(cases, seed, {rows, TdBlockSelect::Shared, 1u << 20, order});
 }
 
+// More tasks than one launch's table holds (kMaxTasks), weight and unit ones alternating: the
+// launches split them, and a NaN in a task of the second launch flags that task alone.
+TEST(TdFusedEmulated, MoreTasksThanOneLaunchHolds) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<Case> cases;
+  for (int i = 0; i < 130; ++i)
+    cases.push_back({5 + i % 7, 100 + 9 * (i % 5), WeightKind::Normal, 0.5, 0.5f, i % 3 == 0,
+                     false});
+  emulate_and_compare(cases, seed, {TdRows::Auto});
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<float>> weights;
+  std::vector<TdOutput> outs(cases.size());
+  std::vector<TdTask> tasks;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    weights.push_back(make_weights(c.rows * c.n, c.kind, rng));
+    if (i == 100 || i == 102) weights.back()[7] = std::numeric_limits<float>::quiet_NaN();
+    tasks.push_back(make_task(weights.back(), c.rows, c.n, c.gamma, c.alpha, c.unit,
+                              td_stream(1, i), outs[i]));
+  }
+  const std::vector<int> flags = fused_emulated(tasks, seed, {TdRows::Auto});
+  for (size_t i = 0; i < tasks.size(); ++i)
+    EXPECT_EQ(flags[i], i == 100 || i == 102 ? 1 : 0) << "task " << i;
+}
+
 // A NaN or Inf sets its own task's flag on every path, and no other task's.
 TEST(TdFusedEmulated, NonFiniteWeightFlagsItsTask) {
   const uint64_t seed = fresh_seed();
