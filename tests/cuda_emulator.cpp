@@ -52,6 +52,8 @@ struct WarpCollective {
   bool open = false;
   Collective kind = Collective::Shfl;
   uint32_t mask = 0, arrived = 0;
+  const char* file = "";  // where in the source the first lane called it
+  unsigned line = 0;
   uint32_t value[kWarpSize] = {};
   int arg[kWarpSize] = {};
 };
@@ -206,7 +208,11 @@ void complete(Launch& L, int warp, WarpCollective& c) {
     int src = l;
     switch (c.kind) {
       case Collective::Shfl: src = c.arg[l] & (kWarpSize - 1); break;
-      case Collective::ShflUp: src = l - c.arg[l] >= 0 ? l - c.arg[l] : l; break;
+      case Collective::ShflUp: {  // PTX takes the delta's low 5 bits
+        const int delta = c.arg[l] & (kWarpSize - 1);
+        src = l - delta >= 0 ? l - delta : l;
+        break;
+      }
       case Collective::ShflXor: src = (l ^ c.arg[l]) & (kWarpSize - 1); break;
       default: break;
     }
@@ -343,7 +349,8 @@ const dim3& block_idx() { return launch_in_progress().block_idx; }
 const dim3& block_dim() { return launch_in_progress().block; }
 const dim3& grid_dim() { return launch_in_progress().grid; }
 
-uint32_t warp_collective(Collective kind, uint32_t mask, uint32_t value, int arg) {
+uint32_t warp_collective(Collective kind, uint32_t mask, uint32_t value, int arg,
+                         const std::source_location& at) {
   Launch& L = launch_in_progress();
   const int warp = L.current / kWarpSize, lane = L.current % kWarpSize;
   WarpCollective& c = L.warps[static_cast<size_t>(warp)];
@@ -358,11 +365,16 @@ uint32_t warp_collective(Collective kind, uint32_t mask, uint32_t value, int arg
     c.kind = kind;
     c.mask = mask;
     c.arrived = 0;
-  } else if (c.kind != kind || c.mask != mask) {
+    c.file = at.file_name();
+    c.line = at.line();
+  } else if (c.kind != kind || c.mask != mask || c.line != at.line() ||
+             std::strcmp(c.file, at.file_name()) != 0) {
     std::ostringstream s;
     s << where(L, L.current) << " reached " << collective_name(kind) << " (mask 0x" << std::hex
-      << mask << ") while its warp's lanes 0x" << c.arrived << " wait in "
-      << collective_name(c.kind) << " (mask 0x" << c.mask << "): divergent collectives";
+      << mask << ") at " << at.file_name() << ":" << std::dec << at.line()
+      << " while its warp's lanes 0x" << std::hex << c.arrived << " wait in "
+      << collective_name(c.kind) << " (mask 0x" << c.mask << ") at " << c.file << ":"
+      << std::dec << c.line << ": divergent collectives";
     fail(s.str());
   }
   c.arrived |= 1u << lane;

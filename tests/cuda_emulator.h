@@ -14,9 +14,15 @@
 // (a barrier some thread never reaches) is reported, not hung.
 //
 // Shared memory holds garbage (0xA5 bytes) when a block starts, so a kernel that reads what it
-// did not write gets wrong values, not zeros. What it does not model: the memory model beyond
-// barriers and collectives (two threads racing between the same two barriers go unnoticed
-// unless a drawn order makes the race change a result), and anything about speed.
+// did not write gets wrong values, not zeros. What it does not model:
+// - threads switch only at barriers and collectives, so a race between two of them (a plain
+//   read-modify-write where an atomic belongs) shows only if a drawn order changes a result;
+//   blocks run one after another, so blocks never race; a spin-wait on memory hangs;
+// - a collective orders shared memory here, where CUDA's imply no fence (__syncwarp does);
+// - one collective at a time per warp: two halves of a warp in collectives of disjoint masks,
+//   legal since sm_70, are reported as divergent;
+// - misaligned 16-byte accesses run here (the sanitizer build's UBSan reports them);
+// - anything about speed.
 #pragma once
 
 // Every standard header the kernels use comes before the macros below.
@@ -27,6 +33,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <source_location>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -50,7 +57,8 @@ const dim3& grid_dim();
 enum class Collective { Shfl, ShflUp, ShflXor, Ballot, ReduceAdd, ReduceAnd, ReduceOr };
 // Waits for the lanes of `mask` to reach the collective, each with its value and argument
 // (source lane, delta or lane mask); returns this lane's result.
-uint32_t warp_collective(Collective kind, uint32_t mask, uint32_t value, int arg);
+uint32_t warp_collective(Collective kind, uint32_t mask, uint32_t value, int arg,
+                         const std::source_location& at);
 void sync_threads();
 void named_barrier(int id, int count);
 void* dynamic_shared_memory();
@@ -91,28 +99,51 @@ inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z,
 
 inline void __syncthreads() { cuda_emu::sync_threads(); }
 
-// The collectives take 32-bit values (all the kernels exchange).
-inline unsigned __shfl_sync(unsigned mask, unsigned v, int src) {
-  return cuda_emu::warp_collective(cuda_emu::Collective::Shfl, mask, v, src);
+// The collectives take 32-bit integers (all the kernels exchange): another type is a compile
+// error here, where CUDA would move its bits. Each call passes its place in the source, which
+// stands for the instruction: the lanes of a mask must meet at the same one.
+#define TDROP_EMU_WORD(T)                                                      \
+  static_assert(std::is_integral_v<T> && sizeof(T) == 4,                       \
+                "the emulated collectives take 32-bit integers")
+template <class T>
+T __shfl_sync(unsigned mask, T v, int src,
+              std::source_location at = std::source_location::current()) {
+  TDROP_EMU_WORD(T);
+  return static_cast<T>(cuda_emu::warp_collective(cuda_emu::Collective::Shfl, mask,
+                                                  static_cast<uint32_t>(v), src, at));
 }
-inline unsigned __shfl_up_sync(unsigned mask, unsigned v, unsigned delta) {
-  return cuda_emu::warp_collective(cuda_emu::Collective::ShflUp, mask, v, static_cast<int>(delta));
+template <class T>
+T __shfl_up_sync(unsigned mask, T v, unsigned delta,
+                 std::source_location at = std::source_location::current()) {
+  TDROP_EMU_WORD(T);
+  return static_cast<T>(cuda_emu::warp_collective(cuda_emu::Collective::ShflUp, mask,
+                                                  static_cast<uint32_t>(v),
+                                                  static_cast<int>(delta), at));
 }
-inline unsigned __shfl_xor_sync(unsigned mask, unsigned v, int lane_mask) {
-  return cuda_emu::warp_collective(cuda_emu::Collective::ShflXor, mask, v, lane_mask);
+template <class T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask,
+                  std::source_location at = std::source_location::current()) {
+  TDROP_EMU_WORD(T);
+  return static_cast<T>(cuda_emu::warp_collective(cuda_emu::Collective::ShflXor, mask,
+                                                  static_cast<uint32_t>(v), lane_mask, at));
 }
-inline unsigned __ballot_sync(unsigned mask, int pred) {
-  return cuda_emu::warp_collective(cuda_emu::Collective::Ballot, mask, pred != 0, 0);
+inline unsigned __ballot_sync(unsigned mask, int pred,
+                              std::source_location at = std::source_location::current()) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::Ballot, mask, pred != 0, 0, at);
 }
-inline unsigned __reduce_add_sync(unsigned mask, unsigned v) {
-  return cuda_emu::warp_collective(cuda_emu::Collective::ReduceAdd, mask, v, 0);
+inline unsigned __reduce_add_sync(unsigned mask, unsigned v,
+                                  std::source_location at = std::source_location::current()) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::ReduceAdd, mask, v, 0, at);
 }
-inline unsigned __reduce_and_sync(unsigned mask, unsigned v) {
-  return cuda_emu::warp_collective(cuda_emu::Collective::ReduceAnd, mask, v, 0);
+inline unsigned __reduce_and_sync(unsigned mask, unsigned v,
+                                  std::source_location at = std::source_location::current()) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::ReduceAnd, mask, v, 0, at);
 }
-inline unsigned __reduce_or_sync(unsigned mask, unsigned v) {
-  return cuda_emu::warp_collective(cuda_emu::Collective::ReduceOr, mask, v, 0);
+inline unsigned __reduce_or_sync(unsigned mask, unsigned v,
+                                 std::source_location at = std::source_location::current()) {
+  return cuda_emu::warp_collective(cuda_emu::Collective::ReduceOr, mask, v, 0, at);
 }
+#undef TDROP_EMU_WORD
 
 // One OS thread runs every fiber, so a read-modify-write is atomic as it stands.
 inline unsigned atomicAdd(unsigned* p, unsigned v) {

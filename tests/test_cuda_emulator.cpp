@@ -35,7 +35,7 @@ TEST(CudaEmulator, WarpCollectivesGiveCudasResults) {
     const unsigned t = threadIdx.x, lane = t % 32;
     const unsigned v = 1000 * t + 17;
     shfl[t] = __shfl_sync(0xffffffffu, v, static_cast<int>(31 - lane));
-    up[t] = __shfl_up_sync(0xffffffffu, v, 3);
+    up[t] = __shfl_up_sync(0xffffffffu, v, 35);  // the low 5 bits count: 3
     xr[t] = __shfl_xor_sync(0xffffffffu, v, 5);
     ballot[t] = __ballot_sync(0xffffffffu, lane % 3 == 0);
     sum[t] = __reduce_add_sync(0xffffffffu, lane);
@@ -141,10 +141,14 @@ TEST(CudaEmulator, BrokenRulesAreErrorsNotHangs) {
   // Half the block waits at __syncthreads that the other half never reaches.
   expect_launch_error(64, [] { if (threadIdx.x < 32) __syncthreads(); },
                       "can make no progress (32 of 64 threads exited); barrier 0 holds 32 of 64");
-  // Lanes of one warp in different collectives.
+  // Lanes of one warp in different collectives, or in the same one at two places.
   expect_launch_error(32, [] {
     if (threadIdx.x % 2) __shfl_sync(0xffffffffu, 1u, 0);
     else __ballot_sync(0xffffffffu, 1);
+  }, "divergent collectives");
+  expect_launch_error(32, [] {
+    if (threadIdx.x % 2) __shfl_sync(0xffffffffu, 1u, 0);
+    else __shfl_sync(0xffffffffu, 2u, 0);
   }, "divergent collectives");
   // A mask naming a lane that exits first.
   expect_launch_error(32, [] { if (threadIdx.x != 5) __shfl_sync(0xffffffffu, 1u, 0); },
