@@ -21,8 +21,6 @@ namespace {
 constexpr size_t kStackBytes = 512 * 1024;
 constexpr int kWarpSize = 32;
 
-enum class State { Ready, Waiting, Done };
-
 namespace ctx = boost::context;
 
 // Boost.Context's stack allocator for a thread's own stack, reused block after block.
@@ -42,7 +40,7 @@ struct Thread {
   ctx::fiber fiber;               // the thread, while the scheduler holds it
   ctx::fiber back;                // the scheduler, while the thread runs
   dim3 idx;
-  State state = State::Ready;
+  bool done = false;  // returned from the kernel (whether it may run: Launch::ready)
   uint32_t result = 0;  // of the collective it waits in
   void* asan_fake_stack = nullptr;
 };
@@ -139,7 +137,6 @@ std::string where(const Launch& L, int thread) {
 }
 
 void make_ready(Launch& L, int thread) {
-  L.threads[static_cast<size_t>(thread)].state = State::Ready;
   L.ready[static_cast<size_t>(thread / kWarpSize)].push_back(thread);
 }
 
@@ -158,7 +155,6 @@ void yield(bool exiting = false) {
 [[noreturn]] void fail(const std::string& message) {
   Launch& L = *g_launch;
   if (L.error.empty()) L.error = message;
-  L.threads[L.current].state = State::Waiting;
   yield();
   throw std::logic_error("cuda_emu: a failed thread was resumed");
 }
@@ -174,7 +170,7 @@ ctx::fiber thread_main(ctx::fiber&& scheduler) {
   } catch (const std::exception& e) {
     if (L.error.empty()) L.error = where(L, L.current) + " threw: " + e.what();
   }
-  t.state = State::Done;
+  t.done = true;
   yield(/*exiting=*/true);
   return std::move(t.back);
 }
@@ -252,8 +248,7 @@ void arrive(int id, int count) {
   }
   b.arrived.push_back(L.current);
   if (static_cast<int>(b.arrived.size()) < b.expected) {
-    L.threads[L.current].state = State::Waiting;
-    yield();
+      yield();
     return;
   }
   // bar.sync is executed by whole warps.
@@ -275,7 +270,7 @@ void arrive(int id, int count) {
 std::string describe_waits(const Launch& L) {
   std::ostringstream s;
   int done = 0;
-  for (const Thread& t : L.threads) done += t.state == State::Done;
+  for (const Thread& t : L.threads) done += t.done;
   s << "block " << L.block_idx.x << " can make no progress (" << done << " of "
     << L.threads.size() << " threads exited)";
   for (int id = 0; id < 16; ++id)
@@ -304,7 +299,7 @@ void run_block(Launch& L, std::mt19937_64& rng) {
   for (int i = 0; i < n; ++i) {
     Thread& t = L.threads[static_cast<size_t>(i)];
     t.idx = dim3{static_cast<unsigned>(i), 0, 0};
-    t.state = State::Ready;
+    t.done = false;
     t.fiber = ctx::fiber(std::allocator_arg, OwnStack{t.stack.get()}, thread_main);
   }
   for (WarpCollective& w : L.warps) w = WarpCollective{};
@@ -336,7 +331,7 @@ void run_block(Launch& L, std::mt19937_64& rng) {
     if (!L.error.empty()) throw std::runtime_error("cuda_emu: " + L.error);
   }
   for (const Thread& t : L.threads)
-    if (t.state != State::Done) throw std::runtime_error("cuda_emu: " + describe_waits(L));
+    if (!t.done) throw std::runtime_error("cuda_emu: " + describe_waits(L));
 }
 
 }  // namespace
@@ -381,7 +376,6 @@ uint32_t warp_collective(Collective kind, uint32_t mask, uint32_t value, int arg
   c.value[lane] = value;
   c.arg[lane] = arg;
   if (c.arrived != c.mask) {
-    L.threads[static_cast<size_t>(L.current)].state = State::Waiting;
     yield();
   } else {
     complete(L, warp, c);

@@ -102,30 +102,29 @@ inline void __syncthreads() { cuda_emu::sync_threads(); }
 // The collectives take 32-bit integers (all the kernels exchange): another type is a compile
 // error here, where CUDA would move its bits. Each call passes its place in the source, which
 // stands for the instruction: the lanes of a mask must meet at the same one.
-#define TDROP_EMU_WORD(T)                                                      \
-  static_assert(std::is_integral_v<T> && sizeof(T) == 4,                       \
-                "the emulated collectives take 32-bit integers")
+namespace cuda_emu {
+template <class T>
+T word_collective(Collective kind, unsigned mask, T v, int arg, const std::source_location& at) {
+  static_assert(std::is_integral_v<T> && sizeof(T) == 4,
+                "the emulated collectives take 32-bit integers");
+  return static_cast<T>(warp_collective(kind, mask, static_cast<uint32_t>(v), arg, at));
+}
+}  // namespace cuda_emu
 template <class T>
 T __shfl_sync(unsigned mask, T v, int src,
               std::source_location at = std::source_location::current()) {
-  TDROP_EMU_WORD(T);
-  return static_cast<T>(cuda_emu::warp_collective(cuda_emu::Collective::Shfl, mask,
-                                                  static_cast<uint32_t>(v), src, at));
+  return cuda_emu::word_collective(cuda_emu::Collective::Shfl, mask, v, src, at);
 }
 template <class T>
 T __shfl_up_sync(unsigned mask, T v, unsigned delta,
                  std::source_location at = std::source_location::current()) {
-  TDROP_EMU_WORD(T);
-  return static_cast<T>(cuda_emu::warp_collective(cuda_emu::Collective::ShflUp, mask,
-                                                  static_cast<uint32_t>(v),
-                                                  static_cast<int>(delta), at));
+  return cuda_emu::word_collective(cuda_emu::Collective::ShflUp, mask, v,
+                                   static_cast<int>(delta), at);
 }
 template <class T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask,
                   std::source_location at = std::source_location::current()) {
-  TDROP_EMU_WORD(T);
-  return static_cast<T>(cuda_emu::warp_collective(cuda_emu::Collective::ShflXor, mask,
-                                                  static_cast<uint32_t>(v), lane_mask, at));
+  return cuda_emu::word_collective(cuda_emu::Collective::ShflXor, mask, v, lane_mask, at);
 }
 inline unsigned __ballot_sync(unsigned mask, int pred,
                               std::source_location at = std::source_location::current()) {
@@ -143,7 +142,6 @@ inline unsigned __reduce_or_sync(unsigned mask, unsigned v,
                                  std::source_location at = std::source_location::current()) {
   return cuda_emu::warp_collective(cuda_emu::Collective::ReduceOr, mask, v, 0, at);
 }
-#undef TDROP_EMU_WORD
 
 // One OS thread runs every fiber, so a read-modify-write is atomic as it stands.
 inline unsigned atomicAdd(unsigned* p, unsigned v) {
