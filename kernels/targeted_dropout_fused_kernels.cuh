@@ -414,7 +414,10 @@ __device__ __forceinline__ void histogram_pass(const uint32_t* src, int n, bool 
       at = __shfl_sync(0xffffffffu, at, 31) + incl - mine;
 #pragma unroll
       for (int i = 0; i < 4; ++i)
-        if (active[i]) s.cand[at++] = keys[i];
+        if (active[i]) {
+          expect_index_below(at, kCandidates, "SelectState::cand");
+          s.cand[at++] = keys[i];
+        }
     }
   }
 }

@@ -35,6 +35,7 @@
 #include <mutex>
 #include <source_location>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
