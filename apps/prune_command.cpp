@@ -68,13 +68,14 @@ std::string format_number(const char* fmt, double v) {
   return s;
 }
 
-// checkpoint,label,mode,fraction,sparsity_targeted,sparsity_all,accuracy,loss
+// checkpoint,label,mode,fraction,sparsity_targeted,sparsity_all,accuracy,loss,
+// bn_recalibrate_batches
 std::string csv_row(const std::string& checkpoint, const std::string& label,
-                    const std::string& mode, const PruneRow& r) {
+                    const std::string& mode, const PruneRow& r, int64_t bn_batches) {
   return csv_field(checkpoint) + "," + csv_field(label) + "," + csv_field(mode) + "," +
          format_number("%g", r.fraction) + "," + format_number("%.6f", r.sparsity_targeted) +
          "," + format_number("%.6f", r.sparsity_all) + "," + format_number("%.6f", r.accuracy) +
-         "," + format_number("%.6f", r.loss) + "\n";
+         "," + format_number("%.6f", r.loss) + "," + std::to_string(bn_batches) + "\n";
 }
 
 }  // namespace
@@ -85,6 +86,7 @@ void add_prune_command(CLI::App& app) {
     std::string mode = "weight", fractions = "0,0.25,0.5,0.75,0.9,0.95,0.99", csv, plot;
     std::string dataset = "fashion-mnist", data_dir, device = "auto";
     bool json = false;
+    int64_t bn_batches = 0;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -97,6 +99,10 @@ void add_prune_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--fractions", o->fractions, "comma-separated fractions in [0, 1]")
       ->capture_default_str();
+  cmd->add_option("--bn-recalibrate", o->bn_batches,
+                  "after pruning, re-estimate batch-norm statistics from this many shuffled "
+                  "training batches of 128 (0: keep the checkpoint's)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   add_dataset_options(cmd, o->dataset, o->data_dir);
   add_device_option(cmd, o->device);
   cmd->add_flag("--json", o->json, "print one JSON object per (checkpoint, fraction)");
@@ -112,6 +118,7 @@ void add_prune_command(CLI::App& app) {
     po.data_dir = o->data_dir;
     po.device = o->device;
     po.progress = !o->json;
+    po.bn_recalibrate_batches = o->bn_batches;
     std::vector<std::vector<PruneRow>> results;
     std::vector<std::string> labels;
     for (size_t i = 0; i < o->checkpoints.size(); ++i) {
@@ -130,12 +137,18 @@ void add_prune_command(CLI::App& app) {
                                              {"sparsity_targeted", r.sparsity_targeted},
                                              {"sparsity_all", r.sparsity_all},
                                              {"accuracy", r.accuracy},
-                                             {"loss", r.loss}}
+                                             {"loss", r.loss},
+                                             {"bn_recalibrate_batches", o->bn_batches}}
                                   .dump(-1, ' ', false, kReplace)
                                   .c_str());
     } else {
-      std::printf("%s pruning on %s test (sparsity: of targeted weights / of all weights)\n\n",
+      std::printf("%s pruning on %s test (sparsity: of targeted weights / of all weights)\n",
                   o->mode.c_str(), o->dataset.c_str());
+      if (o->bn_batches > 0)
+        std::printf("batch norm re-estimated after pruning from %lld training %s of %lld\n",
+                    static_cast<long long>(o->bn_batches), o->bn_batches == 1 ? "batch" : "batches",
+                    static_cast<long long>(PruneOptions::kRecalibrationBatch));
+      std::printf("\n");
       std::printf("%-9s", "fraction");
       for (const std::string& l : labels) std::printf(" | %-30.30s", l.c_str());
       std::printf("\n%-9s", "");
@@ -151,10 +164,12 @@ void add_prune_command(CLI::App& app) {
       }
     }
     if (!o->csv.empty()) {
-      std::string csv = "checkpoint,label,mode,fraction,sparsity_targeted,sparsity_all,accuracy,loss\n";
+      std::string csv =
+          "checkpoint,label,mode,fraction,sparsity_targeted,sparsity_all,accuracy,loss,"
+          "bn_recalibrate_batches\n";
       for (size_t i = 0; i < results.size(); ++i)
         for (const PruneRow& r : results[i])
-          csv += csv_row(o->checkpoints[i], labels[i], o->mode, r);
+          csv += csv_row(o->checkpoints[i], labels[i], o->mode, r, o->bn_batches);
       write_file_atomic(o->csv, csv);
     }
     if (!o->plot.empty()) {

@@ -19,11 +19,20 @@ BatchNorm2d::BatchNorm2d(int64_t channels, double eps, double momentum)
 
 // Nothing random: a reset restores the identity transform and fresh statistics.
 void BatchNorm2d::init_own_parameters(uint64_t, uint64_t&) {
-  const Tensor ones = Tensor::full({channels_}, 1.0), zeros = Tensor::zeros({channels_});
-  gamma_.copy_(ones);
-  beta_.copy_(zeros);
-  running_mean_.copy_(zeros);
-  running_var_.copy_(ones);
+  gamma_.copy_(Tensor::full({channels_}, 1.0));
+  beta_.copy_(Tensor::zeros({channels_}));
+  reset_running_stats();
+}
+
+void BatchNorm2d::set_momentum(double momentum) {
+  TDROP_CHECK(momentum >= 0 && momentum <= 1, "BatchNorm2d(", channels_, ")",
+              path().empty() ? "" : " " + path(), ": momentum ", momentum, " is outside [0, 1]");
+  momentum_ = momentum;
+}
+
+void BatchNorm2d::reset_running_stats() {
+  running_mean_.copy_(Tensor::zeros({channels_}));
+  running_var_.copy_(Tensor::full({channels_}, 1.0));
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) { return forward(x, Tensor(), false); }

@@ -21,6 +21,11 @@ class BatchNorm2d : public Module {
   Tensor& running_mean() { return running_mean_; }
   Tensor& running_var() { return running_var_; }
   int64_t channels() const { return channels_; }
+  double momentum() const { return momentum_; }
+  // Weight of each batch in the running statistics, in [0, 1] (1: the last batch's alone).
+  void set_momentum(double momentum);
+  // Back to the statistics of a new layer: mean 0, variance 1.
+  void reset_running_stats();
 
  protected:
   void init_own_parameters(uint64_t seed, uint64_t& next_stream) override;

@@ -1,10 +1,12 @@
 #include "models/prune.h"
 
 #include <cstdio>
+#include <memory>
 
 #include "core/autograd.h"
 #include "data/datasets.h"
 #include "kernels/targeted_dropout.h"
+#include "models/batch_norm_recalibration.h"
 #include "models/checkpoint.h"
 #include "models/progress.h"
 #include "models/registry.h"
@@ -48,12 +50,24 @@ std::vector<PruneRow> prune_sweep(const std::string& checkpoint, const PruneOpti
       load_dataset(opt.dataset, opt.data_dir, "test", find_model(first.model_name).input_size);
   check_checkpoint_fits(first, checkpoint, test, opt.dataset);
   BatchLoader loader(test, 1000, false, 0, device, spec.mean, spec.std);
+  std::unique_ptr<BatchLoader> calibration;
+  ImageDataset train;
+  if (opt.bn_recalibrate_batches > 0) {
+    train = load_dataset(opt.dataset, opt.data_dir, "train",
+                         find_model(first.model_name).input_size);
+    calibration = std::make_unique<BatchLoader>(train, PruneOptions::kRecalibrationBatch, true,
+                                                0, device, spec.mean, spec.std);
+  }
   std::vector<PruneRow> rows;
   ProgressLine progress(opt.progress);
   for (size_t i = 0; i < opt.fractions.size(); ++i) {
     Checkpoint ck = load_checkpoint(checkpoint);
     prune_model(*ck.model, opt.mode, opt.fractions[i]);
     ck.model->to(device);
+    if (calibration)
+      TDROP_CHECK(recalibrate_batch_norm(*ck.model, *calibration, opt.bn_recalibrate_batches) > 0,
+                  "prune: --bn-recalibrate: ", checkpoint, " (model ", ck.model_name,
+                  ") has no batch-norm layer");
     const EvalResult ev = evaluate(*ck.model, loader);
     const SparsityReport sp = measure_sparsity(*ck.model);
     rows.push_back({opt.fractions[i], sp.targeted(), sp.all(), ev.accuracy, ev.loss});

@@ -23,6 +23,7 @@
 #include "core/device.h"
 #include "data/fashion_mnist.h"
 #include "tests/grad_check.h"
+#include "tests/idx_files.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -31,6 +32,8 @@ namespace tdrop {
 namespace {
 
 using ::tdrop::testing::TempDir;
+using ::tdrop::testing::fresh_seed;
+using ::tdrop::testing::write_fashion_mnist_split;
 
 std::string quote(const std::string& s) {
   std::string q = "'";
@@ -206,7 +209,9 @@ TEST_F(Cli, EverySubcommandHasHelp) {
         "auto"}},
       {"eval", {"--checkpoint", "--dataset", "--data-dir", "--device", "--json"}},
       {"inspect", {"--model", "--json", "--list"}},
-      {"prune", {"--checkpoint", "--mode", "--fractions", "--device", "--json", "--csv", "--plot"}},
+      {"prune",
+       {"--checkpoint", "--mode", "--fractions", "--device", "--json", "--csv", "--plot",
+        "--bn-recalibrate"}},
   };
   for (const auto& [sub, options] : cases) {
     SCOPED_TRACE(sub);
@@ -615,7 +620,7 @@ TEST_F(Cli, PruneCsvQuotesLabels) {
   ASSERT_EQ(r.status, 0) << r.summary();
   const std::vector<std::vector<std::string>> rows = parse_csv(read_file(csv));
   ASSERT_EQ(rows.size(), 7u) << read_file(csv);
-  for (const auto& row : rows) ASSERT_EQ(row.size(), 8u) << read_file(csv);
+  for (const auto& row : rows) ASSERT_EQ(row.size(), 9u) << read_file(csv);
   EXPECT_EQ(rows[0][1], "label");
   for (size_t i = 1; i < rows.size(); ++i) {
     EXPECT_EQ(rows[i][0], ckpt);
@@ -697,7 +702,8 @@ TEST_F(Cli, PruneTableCsvJsonAndPlotShowTheSameNumbers) {
   ASSERT_EQ(table.size(), 3u) << read_file(csv);
   EXPECT_EQ(table[2], (std::vector<std::string>{ckpt, "run", "weight", "0.5",
                                                 fixed("%.6f", targeted), fixed("%.6f", all),
-                                                fixed("%.6f", accuracy), fixed("%.6f", loss)}));
+                                                fixed("%.6f", accuracy), fixed("%.6f", loss),
+                                                "0"}));
   // Plot: x is the targeted sparsity in %, y the accuracy in %.
   ASSERT_TRUE(fs::exists(png));
   const json plot = json::parse(read_file(seen));
@@ -712,6 +718,56 @@ TEST_F(Cli, PruneTableCsvJsonAndPlotShowTheSameNumbers) {
   std::snprintf(want, sizeof want, "0.50      | %7.1f%% %7.1f%% %11.2f%%", 100 * targeted,
                 100 * all, 100 * accuracy);
   EXPECT_NE(t.out.find(want), std::string::npos) << "no row \"" << want << "\" in\n" << t.out;
+}
+
+// --bn-recalibrate on a model with batch norm: resnet20 trained one epoch on a tiny
+// Fashion-MNIST written here (256 training and 64 test images, so the test is quick). The
+// statistics are re-estimated (another loss than the checkpoint's own), the same way each run
+// (a fixed shuffle), and the JSON and the table say so. Asking for more batches than the
+// training set holds, or recalibrating a model without batch norm, is a clear error.
+TEST_F(Cli, PruneRecalibratesBatchNormOnRequest) {
+  const std::string data = tmp_.file("tiny-fashion");
+  fs::create_directories(data);
+  std::mt19937 rng(static_cast<unsigned>(fresh_seed()));
+  write_fashion_mnist_split(data, "train", 256, rng);
+  write_fashion_mnist_split(data, "t10k", 64, rng);
+  const std::string run_dir = tmp_.file("r20");
+  const RunResult t = run("train --model resnet20 --epochs 1 --device cpu --no-progress "
+                          "--data-dir " + quote(data) + " --out " + quote(run_dir));
+  ASSERT_EQ(t.status, 0) << t.summary();
+  const std::string common = "prune --device cpu --fractions 0,0.5 --data-dir " + quote(data) +
+                             " --checkpoint " + quote(run_dir + "/model.safetensors");
+  auto losses = [&](const std::string& extra, int64_t batches) {
+    const RunResult r = run(common + " --json" + extra);
+    EXPECT_EQ(r.status, 0) << r.summary();
+    std::vector<double> out;
+    for (const std::string& line : lines_of(r.out)) {
+      const json j = json::parse(line);
+      EXPECT_EQ(j.at("bn_recalibrate_batches").get<int64_t>(), batches) << line;
+      out.push_back(j.at("loss").get<double>());
+    }
+    EXPECT_EQ(out.size(), 2u) << r.out;
+    return out;
+  };
+  const std::vector<double> kept = losses("", 0);
+  const std::vector<double> recalibrated = losses(" --bn-recalibrate 2", 2);
+  ASSERT_EQ(kept.size(), 2u);
+  ASSERT_EQ(recalibrated.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) EXPECT_NE(kept[i], recalibrated[i]) << "fraction " << i;
+  EXPECT_EQ(losses(" --bn-recalibrate 2", 2), recalibrated) << "not the same batches each run";
+  const RunResult table = run(common + " --bn-recalibrate 1");
+  ASSERT_EQ(table.status, 0) << table.summary();
+  EXPECT_NE(table.out.find("batch norm re-estimated after pruning from 1 training batch of 128"),
+            std::string::npos) << table.out;
+
+  expect_clean_failure(common + " --bn-recalibrate 3",
+                       "batch-norm recalibration: 3 batches asked, the data holds 2");
+  const std::string real = fashion_mnist_dir();
+  if (real.empty()) GTEST_SKIP() << kNoFashionMnist << " (for the model without batch norm)";
+  const std::string mlp = quick_checkpoint(real);
+  expect_clean_failure("prune --device cpu --bn-recalibrate 1 --data-dir " + quote(real) +
+                           " --checkpoint " + quote(mlp),
+                       "(model mlp) has no batch-norm layer");
 }
 
 TEST_F(Cli, PlotFailureIsAnErrorNotASignal) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -23,6 +24,8 @@
 #include "layers/pool.h"
 #include "layers/residual.h"
 #include "layers/sequential.h"
+#include "layers/targeted.h"
+#include "models/batch_norm_recalibration.h"
 #include "models/registry.h"
 #include "tests/grad_check.h"
 #include "tests/expect_error.h"
@@ -114,6 +117,74 @@ TEST(BatchNorm2dLayer, RunningStatisticsAreBuffersNotParameters) {
             batch_norm2d(x, slow.weight(), slow.bias(), fresh_mean.clone(), fresh_var.clone(),
                          false, 0.003, 1e-3)
                 .to_vector<float>());
+}
+
+// Recalibration (models/batch_norm_recalibration.h): the running statistics become the plain
+// average, over the batches, of each batch's mean and unbiased variance of the layer's input,
+// with the convolution before it run as in evaluation (its targeted set removed, no random
+// drops); the layer keeps its momentum and the model is left in eval mode.
+TEST(BatchNorm2dLayer, RecalibrationAveragesEachBatchsStatistics) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  ImageDataset data;
+  data.count = 10, data.channels = 2, data.height = 5, data.width = 4;
+  for (int64_t i = 0; i < data.count * 2 * 5 * 4; ++i)
+    data.images.push_back(static_cast<uint8_t>(rng() % 256));
+  data.labels.assign(10, 0);
+  BatchLoader loader(data, 4, /*shuffle=*/false, 0, Device::CPU, {0.5f}, {0.25f});  // 4, 4, 2
+  auto net = std::make_shared<Sequential>();
+  auto conv = net->add(std::make_shared<Conv2d>(2, 3, 3, Conv2dOptions{.padding = 1}));
+  auto bn = net->add(std::make_shared<BatchNorm2d>(3, 1e-5, 0.3));
+  net->add(std::make_shared<ReLU>());
+  net->reset_parameters(seed);
+  TargetedDropoutConfig td;
+  td.mode = TargetedDropoutConfig::Mode::Weight;
+  td.gamma = td.alpha = 0.5;
+  configure_targeted_dropout(*net, td);
+  // Statistics of other weights, one of them overflowed: none of it may leak into the average.
+  bn->running_mean().copy_(Tensor::full({3}, 7.0));
+  bn->running_var().copy_(Tensor::full({3}, std::numeric_limits<double>::infinity()));
+  net->train();
+  ASSERT_EQ(recalibrate_batch_norm(*net, loader, 3), 1);
+  EXPECT_FALSE(net->training());
+  EXPECT_FALSE(bn->training());
+  EXPECT_EQ(bn->momentum(), 0.3);
+
+  double mean[3] = {}, var[3] = {};
+  for (int64_t b = 0; b < 3; ++b) {
+    const Tensor h = conv->forward(loader.batch(b).images);  // conv is in eval mode
+    const std::vector<float> v = h.to_vector<float>();
+    const int64_t batch = h.size(0), plane = 5 * 4, m = batch * plane;
+    for (int c = 0; c < 3; ++c) {
+      double sum = 0, sq = 0;
+      for (int64_t i = 0; i < batch; ++i)
+        for (int64_t j = 0; j < plane; ++j) sum += v[static_cast<size_t>((i * 3 + c) * plane + j)];
+      const double mu = sum / static_cast<double>(m);
+      for (int64_t i = 0; i < batch; ++i)
+        for (int64_t j = 0; j < plane; ++j) {
+          const double d = v[static_cast<size_t>((i * 3 + c) * plane + j)] - mu;
+          sq += d * d;
+        }
+      mean[c] += mu / 3;
+      var[c] += sq / static_cast<double>(m - 1) / 3;
+    }
+  }
+  const std::vector<float> rm = bn->running_mean().to_vector<float>();
+  const std::vector<float> rv = bn->running_var().to_vector<float>();
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NEAR(rm[c], mean[c], 1e-5 * std::max(1.0, std::abs(mean[c]))) << "channel " << c;
+    EXPECT_NEAR(rv[c], var[c], 1e-5 * std::max(1.0, var[c])) << "channel " << c;
+  }
+
+  expect_error([&] { recalibrate_batch_norm(*net, loader, 4); },
+               {"batch-norm recalibration: 4 batches asked, the data holds 3"});
+  expect_error([&] { recalibrate_batch_norm(*net, loader, 0); },
+               {"batch-norm recalibration: 0 batches asked"});
+  expect_error([&] { bn->set_momentum(1.5); }, {"BatchNorm2d(3) 1: momentum 1.5 is outside [0, 1]"});
+  Sequential plain;  // nothing to recalibrate
+  plain.add(std::make_shared<Conv2d>(2, 3, 3));
+  EXPECT_EQ(recalibrate_batch_norm(plain, loader, 1), 0);
 }
 
 TEST(BatchNorm2dLayer, LoadStateRestoresBuffersAndRequiresThem) {

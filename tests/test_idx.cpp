@@ -18,49 +18,14 @@
 #include "data/fashion_mnist.h"
 #include "data/idx.h"
 #include "tests/expect_error.h"
+#include "tests/idx_files.h"
 
 namespace fs = std::filesystem;
 using tdrop::read_idx;
 
 namespace {
 
-using Bytes = std::vector<uint8_t>;
-
-// Header with an arbitrary dtype byte and raw uint32 dims, so tests can write invalid ones.
-Bytes idx_header(uint8_t dtype, const std::vector<uint32_t>& dims) {
-  Bytes b = {0, 0, dtype, static_cast<uint8_t>(dims.size())};
-  for (uint32_t d : dims)
-    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(d >> s));
-  return b;
-}
-
-Bytes idx_file(const std::vector<uint32_t>& dims, const Bytes& payload) {
-  Bytes b = idx_header(0x08, dims);
-  b.insert(b.end(), payload.begin(), payload.end());
-  return b;
-}
-
-void write_plain(const std::string& path, const Bytes& b) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
-
-void write_gzip(const std::string& path, const Bytes& b) {
-  gzFile f = gzopen(path.c_str(), "wb");
-  ASSERT_NE(f, nullptr) << path;
-  if (!b.empty()) {
-    ASSERT_EQ(gzwrite(f, b.data(), static_cast<unsigned>(b.size())), int(b.size()));
-  }
-  ASSERT_EQ(gzclose(f), Z_OK);
-}
-
-Bytes random_bytes(size_t n, std::mt19937& rng) {
-  std::uniform_int_distribution<int> dist(0, 255);
-  Bytes b(n);
-  for (auto& x : b) x = static_cast<uint8_t>(dist(rng));
-  return b;
-}
+using namespace tdrop::testing;
 
 // stmt must throw a tdrop::Error whose message holds every one of the strings that follow.
 #define EXPECT_ERROR(stmt, ...) \

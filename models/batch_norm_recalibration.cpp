@@ -1,0 +1,47 @@
+#include "models/batch_norm_recalibration.h"
+
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/error.h"
+#include "layers/batch_norm.h"
+
+namespace tdrop {
+
+namespace {
+
+void find_batch_norms(Module& m, std::vector<BatchNorm2d*>& out) {
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) out.push_back(bn);
+  for (const auto& [name, child] : m.children()) find_batch_norms(*child, out);
+}
+
+}  // namespace
+
+int recalibrate_batch_norm(Module& model, BatchLoader& data, int64_t batches) {
+  TDROP_CHECK(batches >= 1 && batches <= data.num_batches(), "batch-norm recalibration: ",
+              batches, " batches asked, the data holds ", data.num_batches());
+  std::vector<BatchNorm2d*> norms;
+  find_batch_norms(model, norms);
+  if (norms.empty()) return 0;
+  std::vector<double> momenta;
+  for (BatchNorm2d* bn : norms) momenta.push_back(bn->momentum());
+  NoGradGuard no_grad;
+  model.eval();
+  for (BatchNorm2d* bn : norms) {
+    bn->reset_running_stats();
+    bn->train(true);
+  }
+  data.start_epoch(0);
+  for (int64_t b = 0; b < batches; ++b) {
+    // Batch b enters with weight 1/(b+1): after it, the statistics are the mean over b+1.
+    for (BatchNorm2d* bn : norms) bn->set_momentum(1.0 / static_cast<double>(b + 1));
+    model.forward(data.batch(b).images);
+  }
+  for (size_t i = 0; i < norms.size(); ++i) {
+    norms[i]->set_momentum(momenta[i]);
+    norms[i]->eval();
+  }
+  return static_cast<int>(norms.size());
+}
+
+}  // namespace tdrop

@@ -1,0 +1,21 @@
+// Re-estimating batch-norm statistics after the weights change. A layer's running mean and
+// variance describe the activations of the weights it was trained with; a pruned model, or one
+// trained with targeted dropout ramped to 99 %, meets different ones at evaluation. Pruning
+// papers re-estimate them from a few training batches before measuring accuracy.
+#pragma once
+#include <cstdint>
+
+#include "data/loader.h"
+#include "layers/module.h"
+
+namespace tdrop {
+
+// Sets the running mean and variance of every BatchNorm2d of `model` to the plain average, over
+// the first `batches` batches of `data` (epoch 0), of each batch's mean and unbiased variance
+// (PyTorch's momentum=None). Every other layer runs as in evaluation (no dropout; a targeted
+// layer removes its targeted set), no parameter changes, and the model is left in eval mode with
+// each layer's momentum as it was (after an error, in no defined state). Returns how many
+// BatchNorm2d layers it recalibrated.
+int recalibrate_batch_norm(Module& model, BatchLoader& data, int64_t batches);
+
+}  // namespace tdrop
