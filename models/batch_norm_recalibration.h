@@ -1,7 +1,7 @@
 // Re-estimating batch-norm statistics after the weights change. A layer's running mean and
 // variance describe the activations of the weights it was trained with; a pruned model, or one
-// trained with targeted dropout ramped to 99 %, meets different ones at evaluation. Pruning
-// papers re-estimate them from a few training batches before measuring accuracy.
+// trained with targeted dropout ramped to 99 %, meets different ones at evaluation; a few
+// training batches through the network as it now is give statistics that fit it.
 #pragma once
 #include <cstdint>
 
