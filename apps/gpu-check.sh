@@ -18,7 +18,8 @@
 #   profile    where a ResNet-32 training step (batch 128, TD fused) spends GPU time, per kernel
 #              (nsys when the machine has it, else ncu), against the step's wall time
 #   train      the ResNet-32 reproduction: no dropout, TD g=0.5 a=0.5, TD ramped to 0.99/0.99
-#              (TRAIN_EPOCHS, default 15), each followed by a prune sweep to 99% and one plot
+#              (TRAIN_EPOCHS, default 15), then prune sweeps to 99% (as trained, and with batch
+#              norm re-estimated: --bn-recalibrate 50), each with one plot
 # With BASELINE_BENCH=FILE (a bench_targeted_dropout built from an earlier commit; by default
 # the one apps/gpu-bundle.sh packed with BASELINE_COMMIT), the bench stage also times that
 # binary's fused kernel right after ours: an A/B of a kernel change on one machine in one call.
@@ -372,7 +373,7 @@ elif want profile; then say "profile: skipped, out of time"; fi
 
 # --- the ResNet-32 reproduction ---------------------------------------------------------
 if want train && t=$(stage_limit 120 600); then
-  t_train=$((t - 60))
+  t_train=$((t - 120))  # the two prune sweeps get the rest
   # Without TRAIN_EPOCHS, as many epochs as fit: three runs share the GPU, each assumed to get
   # 40% of the solo speed measured by the speed stage (60000 training + 10000 test images/epoch).
   epochs=${TRAIN_EPOCHS:-$(python3 -c "import json,sys; ips=json.loads(open(sys.argv[1]).readlines()[-1])['samples_per_second']; print(max(1, min(30, int(0.4 * ips * (int(sys.argv[2]) - 30) / 70000))))" "$logs/speed-none-b128/metrics.jsonl" "$t_train" 2>/dev/null || echo 5)}
@@ -394,6 +395,11 @@ if want train && t=$(stage_limit 120 600); then
     timeout 50 $bin/tdrop prune "${ckpts[@]}" --mode weight --device cuda --data-dir "$data" \
       --fractions 0,0.25,0.5,0.75,0.9,0.95,0.98,0.99 --csv "$logs/prune-resnet32.csv" \
       --plot "$logs/prune-resnet32.png" 2>&1 | tee "$logs/prune-resnet32.txt" | tee -a "$summary"
+    # Again with each batch norm's statistics re-estimated after pruning.
+    timeout 60 $bin/tdrop prune "${ckpts[@]}" --mode weight --device cuda --data-dir "$data" \
+      --fractions 0,0.25,0.5,0.75,0.9,0.95,0.98,0.99 --bn-recalibrate 50 \
+      --csv "$logs/prune-resnet32-bn50.csv" --plot "$logs/prune-resnet32-bn50.png" 2>&1 |
+      tee "$logs/prune-resnet32-bn50.txt" | tee -a "$summary"
   fi
   say '```'
 elif want train; then say "train: skipped, out of time"; fi
