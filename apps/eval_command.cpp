@@ -5,6 +5,7 @@
 #include "apps/commands.h"
 #include "data/datasets.h"
 #include "layers/targeted.h"
+#include "models/batch_norm_recalibration.h"
 #include "models/checkpoint.h"
 #include "models/registry.h"
 #include "models/trainer.h"
@@ -15,6 +16,7 @@ void add_eval_command(CLI::App& app) {
   struct Opts {
     std::string checkpoint, dataset = "fashion-mnist", data_dir, device = "auto";
     bool json = false, keep_all = false;
+    int64_t bn_batches = 0;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("eval", "test accuracy of a checkpoint");
@@ -25,6 +27,10 @@ void add_eval_command(CLI::App& app) {
   cmd->add_flag("--keep-all", o->keep_all,
                 "keep every weight (a model trained with targeted dropout otherwise removes its "
                 "targeted set in eval, at the final gamma)");
+  cmd->add_option("--bn-recalibrate", o->bn_batches,
+                  "first re-estimate batch-norm statistics from this many shuffled training "
+                  "batches of 128, for the weights evaluated (0: keep the checkpoint's)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->callback([o] {
     const Device d = parse_device(o->device);
@@ -40,6 +46,10 @@ void add_eval_command(CLI::App& app) {
         load_dataset(o->dataset, o->data_dir, "test", find_model(ck.model_name).input_size);
     check_checkpoint_fits(ck, o->checkpoint, test, o->dataset);
     BatchLoader loader(test, 1000, false, 0, d, spec.mean, spec.std);
+    if (o->bn_batches > 0)
+      recalibrate_checkpoint(*ck.model, o->checkpoint, ck.model_name,
+                             *recalibration_data(o->dataset, o->data_dir, ck.model_name, d),
+                             o->bn_batches);
     const EvalResult r = evaluate(*ck.model, loader);
     const SparsityReport sp = measure_sparsity(*ck.model);  // of the weights evaluated
     if (o->json) {
@@ -51,17 +61,22 @@ void add_eval_command(CLI::App& app) {
                           {"loss", r.loss},
                           {"accuracy", r.accuracy},
                           {"keep_all", o->keep_all},
+                          {"bn_recalibrate_batches", o->bn_batches},
                           {"sparsity_targeted", sp.targeted()},
                           {"sparsity_all", sp.all()}};
       // A path may hold any bytes: those that are not UTF-8 print as U+FFFD.
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
-      std::printf("%s (%s) on %s test, %lld images, %s%s: accuracy %.2f%%  loss %.4f  "
+      const std::string recalibrated =
+          o->bn_batches > 0
+              ? ", batch norm re-estimated from " + std::to_string(o->bn_batches) + " batches"
+              : "";
+      std::printf("%s (%s) on %s test, %lld images, %s%s%s: accuracy %.2f%%  loss %.4f  "
                   "sparsity %.1f%% of targeted weights, %.1f%% of all\n",
                   o->checkpoint.c_str(), ck.model_name.c_str(), o->dataset.c_str(),
                   static_cast<long long>(r.count), device_name(d),
-                  o->keep_all ? ", all weights kept" : "", 100 * r.accuracy, r.loss,
-                  100 * sp.targeted(), 100 * sp.all());
+                  o->keep_all ? ", all weights kept" : "", recalibrated.c_str(), 100 * r.accuracy,
+                  r.loss, 100 * sp.targeted(), 100 * sp.all());
     }
   });
 }

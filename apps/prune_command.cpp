@@ -8,6 +8,7 @@
 #include "apps/commands.h"
 #include "apps/plot.h"
 #include "core/atomic_file.h"
+#include "models/batch_norm_recalibration.h"
 #include "models/prune.h"
 
 namespace tdrop {
@@ -147,7 +148,7 @@ void add_prune_command(CLI::App& app) {
       if (o->bn_batches > 0)
         std::printf("batch norm re-estimated after pruning from %lld training %s of %lld\n",
                     static_cast<long long>(o->bn_batches), o->bn_batches == 1 ? "batch" : "batches",
-                    static_cast<long long>(PruneOptions::kRecalibrationBatch));
+                    static_cast<long long>(kRecalibrationBatch));
       std::printf("\n");
       std::printf("%-9s", "fraction");
       for (const std::string& l : labels) std::printf(" | %-30.30s", l.c_str());

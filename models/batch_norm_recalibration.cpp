@@ -4,7 +4,9 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "data/datasets.h"
 #include "layers/batch_norm.h"
+#include "models/registry.h"
 
 namespace tdrop {
 
@@ -42,6 +44,23 @@ int recalibrate_batch_norm(Module& model, BatchLoader& data, int64_t batches) {
     norms[i]->eval();
   }
   return static_cast<int>(norms.size());
+}
+
+std::unique_ptr<BatchLoader> recalibration_data(const std::string& dataset,
+                                                const std::string& data_dir,
+                                                const std::string& model_name, Device device) {
+  const DatasetSpec& spec = find_dataset(dataset);
+  // The loader keeps its own normalised copy of the pixels.
+  const ImageDataset train =
+      load_dataset(dataset, data_dir, "train", find_model(model_name).input_size);
+  return std::make_unique<BatchLoader>(train, kRecalibrationBatch, /*shuffle=*/true, 0, device,
+                                       spec.mean, spec.std);
+}
+
+void recalibrate_checkpoint(Module& model, const std::string& checkpoint,
+                            const std::string& model_name, BatchLoader& data, int64_t batches) {
+  TDROP_CHECK(recalibrate_batch_norm(model, data, batches) > 0, "--bn-recalibrate: ", checkpoint,
+              " (model ", model_name, ") has no batch-norm layer");
 }
 
 }  // namespace tdrop

@@ -51,13 +51,8 @@ std::vector<PruneRow> prune_sweep(const std::string& checkpoint, const PruneOpti
   check_checkpoint_fits(first, checkpoint, test, opt.dataset);
   BatchLoader loader(test, 1000, false, 0, device, spec.mean, spec.std);
   std::unique_ptr<BatchLoader> calibration;
-  ImageDataset train;
-  if (opt.bn_recalibrate_batches > 0) {
-    train = load_dataset(opt.dataset, opt.data_dir, "train",
-                         find_model(first.model_name).input_size);
-    calibration = std::make_unique<BatchLoader>(train, PruneOptions::kRecalibrationBatch, true,
-                                                0, device, spec.mean, spec.std);
-  }
+  if (opt.bn_recalibrate_batches > 0)
+    calibration = recalibration_data(opt.dataset, opt.data_dir, first.model_name, device);
   std::vector<PruneRow> rows;
   ProgressLine progress(opt.progress);
   for (size_t i = 0; i < opt.fractions.size(); ++i) {
@@ -65,9 +60,8 @@ std::vector<PruneRow> prune_sweep(const std::string& checkpoint, const PruneOpti
     prune_model(*ck.model, opt.mode, opt.fractions[i]);
     ck.model->to(device);
     if (calibration)
-      TDROP_CHECK(recalibrate_batch_norm(*ck.model, *calibration, opt.bn_recalibrate_batches) > 0,
-                  "prune: --bn-recalibrate: ", checkpoint, " (model ", ck.model_name,
-                  ") has no batch-norm layer");
+      recalibrate_checkpoint(*ck.model, checkpoint, ck.model_name, *calibration,
+                             opt.bn_recalibrate_batches);
     const EvalResult ev = evaluate(*ck.model, loader);
     const SparsityReport sp = measure_sparsity(*ck.model);
     rows.push_back({opt.fractions[i], sp.targeted(), sp.all(), ev.accuracy, ev.loss});

@@ -23,10 +23,9 @@ struct PruneOptions {
   std::vector<double> fractions{0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99};
   std::string dataset = "fashion-mnist", data_dir, device = "auto";
   bool progress = true;
-  // After pruning, re-estimate batch-norm statistics from this many shuffled training batches of
-  // kRecalibrationBatch images (0: keep the checkpoint's). An error for a model without batch norm.
+  // After pruning, re-estimate batch-norm statistics from this many training batches
+  // (recalibration_data; 0: keep the checkpoint's). An error for a model without batch norm.
   int64_t bn_recalibrate_batches = 0;
-  static constexpr int64_t kRecalibrationBatch = 128;
 };
 
 // Loads `checkpoint` once per fraction, prunes it, evaluates test accuracy.

@@ -207,7 +207,8 @@ TEST_F(Cli, EverySubcommandHasHelp) {
         "--momentum", "--weight-decay", "--schedule", "--warmup-epochs", "--device", "--seed",
         "--out", "--no-progress", "--plot", "--cudnn-nondeterministic", "sgd", "adam", "cosine",
         "auto"}},
-      {"eval", {"--checkpoint", "--dataset", "--data-dir", "--device", "--json"}},
+      {"eval",
+       {"--checkpoint", "--dataset", "--data-dir", "--device", "--json", "--bn-recalibrate"}},
       {"inspect", {"--model", "--json", "--list"}},
       {"prune",
        {"--checkpoint", "--mode", "--fractions", "--device", "--json", "--csv", "--plot",
@@ -720,7 +721,7 @@ TEST_F(Cli, PruneTableCsvJsonAndPlotShowTheSameNumbers) {
   EXPECT_NE(t.out.find(want), std::string::npos) << "no row \"" << want << "\" in\n" << t.out;
 }
 
-// --bn-recalibrate on a model with batch norm: resnet20 trained one epoch on a tiny
+// prune and eval --bn-recalibrate on a model with batch norm: resnet20 trained one epoch on a tiny
 // Fashion-MNIST written here (256 training and 64 test images, so the test is quick). The
 // statistics are re-estimated (another loss than the checkpoint's own), the same way each run
 // (a fixed shuffle), and the JSON and the table say so. Asking for more batches than the
@@ -755,6 +756,13 @@ TEST_F(Cli, PruneRecalibratesBatchNormOnRequest) {
   ASSERT_EQ(recalibrated.size(), 2u);
   for (size_t i = 0; i < 2; ++i) EXPECT_NE(kept[i], recalibrated[i]) << "fraction " << i;
   EXPECT_EQ(losses(" --bn-recalibrate 2", 2), recalibrated) << "not the same batches each run";
+  // eval recalibrates the same way: its every-weight loss is prune's at fraction 0, to the bit.
+  const RunResult ev = run("eval --device cpu --json --bn-recalibrate 2 --data-dir " +
+                           quote(data) + " --checkpoint " + quote(run_dir + "/model.safetensors"));
+  ASSERT_EQ(ev.status, 0) << ev.summary();
+  const json e = json::parse(ev.out);
+  EXPECT_EQ(e.at("bn_recalibrate_batches").get<int64_t>(), 2);
+  EXPECT_EQ(e.at("loss").get<double>(), recalibrated[0]);
   const RunResult table = run(common + " --bn-recalibrate 1");
   ASSERT_EQ(table.status, 0) << table.summary();
   EXPECT_NE(table.out.find("batch norm re-estimated after pruning from 1 training batch of 128"),
@@ -765,9 +773,10 @@ TEST_F(Cli, PruneRecalibratesBatchNormOnRequest) {
   const std::string real = fashion_mnist_dir();
   if (real.empty()) GTEST_SKIP() << kNoFashionMnist << " (for the model without batch norm)";
   const std::string mlp = quick_checkpoint(real);
-  expect_clean_failure("prune --device cpu --bn-recalibrate 1 --data-dir " + quote(real) +
-                           " --checkpoint " + quote(mlp),
-                       "(model mlp) has no batch-norm layer");
+  for (const char* command : {"prune", "eval"})
+    expect_clean_failure(std::string(command) + " --device cpu --bn-recalibrate 1 --data-dir " +
+                             quote(real) + " --checkpoint " + quote(mlp),
+                         "(model mlp) has no batch-norm layer");
 }
 
 TEST_F(Cli, PlotFailureIsAnErrorNotASignal) {
