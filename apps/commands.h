@@ -6,6 +6,8 @@
 #include <limits>
 #include <string>
 
+#include "models/batch_norm_recalibration.h"
+
 namespace tdrop {
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
@@ -44,5 +46,14 @@ inline void add_device_option(CLI::App* cmd, std::string& device) {
   cmd->add_option("--device", device, "auto|cpu|cuda (auto: CUDA when a GPU is present)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
+}
+
+// --bn-recalibrate, the same in prune and eval; `when` says at which point it runs.
+inline void add_bn_recalibrate_option(CLI::App* cmd, int64_t& batches, const std::string& when) {
+  cmd->add_option("--bn-recalibrate", batches,
+                  when + ", re-estimate batch-norm statistics from this many shuffled training "
+                  "batches of " + std::to_string(kRecalibrationBatch) +
+                  " (0: keep the checkpoint's)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
 }
 }  // namespace tdrop

@@ -5,7 +5,6 @@
 #include "apps/commands.h"
 #include "data/datasets.h"
 #include "layers/targeted.h"
-#include "models/batch_norm_recalibration.h"
 #include "models/checkpoint.h"
 #include "models/registry.h"
 #include "models/trainer.h"
@@ -27,10 +26,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_flag("--keep-all", o->keep_all,
                 "keep every weight (a model trained with targeted dropout otherwise removes its "
                 "targeted set in eval, at the final gamma)");
-  cmd->add_option("--bn-recalibrate", o->bn_batches,
-                  "first re-estimate batch-norm statistics from this many shuffled training "
-                  "batches of 128, for the weights evaluated (0: keep the checkpoint's)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  add_bn_recalibrate_option(cmd, o->bn_batches, "before evaluating");
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->callback([o] {
     const Device d = parse_device(o->device);

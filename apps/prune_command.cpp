@@ -8,7 +8,6 @@
 #include "apps/commands.h"
 #include "apps/plot.h"
 #include "core/atomic_file.h"
-#include "models/batch_norm_recalibration.h"
 #include "models/prune.h"
 
 namespace tdrop {
@@ -100,10 +99,7 @@ void add_prune_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--fractions", o->fractions, "comma-separated fractions in [0, 1]")
       ->capture_default_str();
-  cmd->add_option("--bn-recalibrate", o->bn_batches,
-                  "after pruning, re-estimate batch-norm statistics from this many shuffled "
-                  "training batches of 128 (0: keep the checkpoint's)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  add_bn_recalibrate_option(cmd, o->bn_batches, "after pruning");
   add_dataset_options(cmd, o->dataset, o->data_dir);
   add_device_option(cmd, o->device);
   cmd->add_flag("--json", o->json, "print one JSON object per (checkpoint, fraction)");

@@ -248,7 +248,7 @@ void arrive(int id, int count) {
   }
   b.arrived.push_back(L.current);
   if (static_cast<int>(b.arrived.size()) < b.expected) {
-      yield();
+    yield();
     return;
   }
   // bar.sync is executed by whole warps.
