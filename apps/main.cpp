@@ -9,7 +9,7 @@
 #include "core/error.h"
 
 int main(int argc, char** argv) {
-  tdrop::pin_blas_kernels(argv);
+  tdrop::configure_blas(argv);
   CLI::App app{"tdrop: train sparse networks with targeted dropout (Gomez et al. 2019)"};
   app.name("tdrop");
   app.require_subcommand(1);
