@@ -1,14 +1,12 @@
 #include "core/device.h"
 
-#include <unistd.h>
-
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <map>
 #include <mutex>
 
+#include "core/block_pool.h"
 #include "core/cuda_check.h"
+#include "core/host_cache.h"
 
 namespace tdrop {
 
@@ -87,15 +85,7 @@ class CudaCache {
   void* alloc(size_t bytes, const char* what) {
     bytes = round(bytes);
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = free_.lower_bound(bytes);
-    if (it != free_.end() && it->first <= 2 * bytes) {
-      void* p = it->second;
-      stats_.bytes_cached -= static_cast<int64_t>(it->first);
-      stats_.bytes_in_use += static_cast<int64_t>(it->first);
-      sizes_[p] = it->first;
-      free_.erase(it);
-      return p;
-    }
+    if (void* p = pool_.take(bytes)) return p;
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, bytes);
     if (e == cudaErrorMemoryAllocation) {
@@ -112,21 +102,15 @@ class CudaCache {
       cudaMemGetInfo(&free_b, &total_b);
       fail("CUDA out of memory in ", what, ": asked for ", bytes, " bytes (", bytes >> 20,
            " MiB); ", free_b >> 20, " MiB free of ", total_b >> 20, " MiB; tdrop holds ",
-           stats_.bytes_in_use >> 20, " MiB in use");
+           pool_.bytes_in_use() >> 20, " MiB in use");
     }
-    ++stats_.malloc_calls;
-    stats_.bytes_in_use += static_cast<int64_t>(bytes);
-    sizes_[p] = bytes;
+    ++malloc_calls_;
+    pool_.add(p, bytes);
     return p;
   }
   void release(void* p) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = sizes_.find(p);
-    if (it == sizes_.end()) return;
-    stats_.bytes_in_use -= static_cast<int64_t>(it->second);
-    stats_.bytes_cached += static_cast<int64_t>(it->second);
-    free_.emplace(it->second, p);
-    sizes_.erase(it);
+    if (const size_t bytes = pool_.remove(p)) pool_.keep(p, bytes);
   }
   void trim() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -134,7 +118,7 @@ class CudaCache {
   }
   CudaAllocatorStats stats() {
     std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
+    return {malloc_calls_, free_calls_, pool_.bytes_in_use(), pool_.bytes_cached()};
   }
 
  private:
@@ -142,17 +126,14 @@ class CudaCache {
   void trim_locked() {
     ++g_stream_syncs;
     cudaStreamSynchronize(cuda_stream());
-    for (auto& [size, p] : free_) {
+    pool_.drain([this](void* p) {
       cudaFree(p);
-      ++stats_.free_calls;
-      stats_.bytes_cached -= static_cast<int64_t>(size);
-    }
-    free_.clear();
+      ++free_calls_;
+    });
   }
   std::mutex mu_;
-  std::multimap<size_t, void*> free_;
-  std::map<void*, size_t> sizes_;
-  CudaAllocatorStats stats_;
+  BlockPool pool_;
+  int64_t malloc_calls_ = 0, free_calls_ = 0;
 };
 
 CudaCache& cache() {
@@ -163,23 +144,13 @@ CudaCache& cache() {
 }  // namespace
 
 void* device_alloc(Device d, size_t bytes, const char* what) {
-  if (d == Device::CUDA) return cache().alloc(bytes, what);
-  if (bytes == 0) bytes = 64;
-  // Where the kernel overcommits memory, malloc grants any size and the process dies later, on
-  // first touch; a request beyond the machine's RAM is refused here with a clear error instead.
-  static const uint64_t ram = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
-                              static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE));
-  TDROP_CHECK(bytes <= ram, "out of host memory in ", what, ": asked for ", bytes,
-              " bytes, more than the machine's ", ram, " bytes of RAM");
-  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-  TDROP_CHECK(p != nullptr, "out of host memory in ", what, ": asked for ", bytes, " bytes");
-  return p;
+  return d == Device::CUDA ? cache().alloc(bytes, what) : host_alloc(bytes, what);
 }
 
-void device_free(Device d, void* p, size_t) {
+void device_free(Device d, void* p, size_t bytes) {
   if (!p) return;
   if (d == Device::CUDA) cache().release(p);
-  else std::free(p);
+  else host_free(p, bytes);
 }
 
 void device_copy(void* dst, Device dd, const void* src, Device sd, size_t bytes) {

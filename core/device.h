@@ -18,8 +18,10 @@ std::string cuda_device_name();
 // without a GPU.
 Device parse_device(const std::string& s);
 
-// Raw memory. CPU memory is 64-byte aligned; CUDA memory comes from a caching allocator so that
-// steady-state training makes no cudaMalloc/cudaFree calls. `what` names the op for OOM errors.
+// Raw memory. CPU memory is 64-byte aligned, its large blocks cached (core/host_cache.h); CUDA
+// memory comes from a caching allocator so that steady-state training makes no
+// cudaMalloc/cudaFree calls. `what` names the op for OOM errors. device_free takes the size
+// that device_alloc was asked for.
 void* device_alloc(Device d, size_t bytes, const char* what);
 void device_free(Device d, void* p, size_t bytes);
 // Copies between any two devices (synchronous with respect to the host for CUDA->CPU).
