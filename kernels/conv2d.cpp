@@ -55,6 +55,7 @@ struct Geometry {
   int64_t k, l;              // GEMM inner size (cg*kh*kw) and output pixels (ho*wo)
   int64_t chunk;             // images per GEMM
   bool direct;               // 1x1, stride 1, no padding: col is the input itself
+  bool same_width;           // stride 1 and as many output columns as input columns
 };
 
 Geometry geometry(const Shape& x, const Shape& w, const Conv2dParams& p) {
@@ -70,6 +71,7 @@ Geometry geometry(const Shape& x, const Shape& w, const Conv2dParams& p) {
                                 1, std::max<int64_t>(g.n, 1));
   g.direct = g.kh == 1 && g.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
              p.pad_w == 0;
+  g.same_width = p.stride_h == 1 && p.stride_w == 1 && g.wo == g.w;
   return g;
 }
 
@@ -102,6 +104,33 @@ ColumnRange column_range(const Geometry& g, const Conv2dParams& p, int64_t j) {
   return {lo, hi, offset};
 }
 
+// One unfolded row (kernel tap i, j) of a same-width geometry: output pixel oh*wo + ow reads
+// input pixel (oh + a)*w + ow + r.offset, a fixed shift of the plane, so its rows inside the
+// input are one contiguous run, copied in one go (the image's rows one call each would be many
+// short calls: 32 of 128 bytes in ResNet-32's first stage). The copy also fills the columns
+// that lie in the padding, with pixels of the neighbouring rows: those are zeroed after.
+template <class T>
+void im2col_same_width(const T* plane, const Geometry& g, const Conv2dParams& p, int64_t i,
+                       const ColumnRange& r, T* out) {
+  const int64_t a = i * p.dilation_h - p.pad_h;
+  const int64_t lo = std::clamp<int64_t>(-a, 0, g.ho), hi = std::clamp<int64_t>(g.h - a, lo, g.ho);
+  std::fill(out, out + lo * g.wo, T(0));
+  std::fill(out + hi * g.wo, out + g.ho * g.wo, T(0));
+  if (lo == hi) return;
+  if (r.lo == r.hi) {  // every column in the padding
+    std::fill(out + lo * g.wo, out + hi * g.wo, T(0));
+    return;
+  }
+  const int64_t first = lo * g.wo + r.lo, last = (hi - 1) * g.wo + r.hi;  // in bounds, both
+  const T* src = plane + (lo + a) * g.w + r.lo + r.offset;
+  std::copy(src, src + (last - first), out + first);
+  const auto zero_column = [&](int64_t ow) {
+    for (int64_t oh = lo; oh < hi; ++oh) out[oh * g.wo + ow] = T(0);
+  };
+  for (int64_t ow = 0; ow < r.lo; ++ow) zero_column(ow);
+  for (int64_t ow = r.hi; ow < g.wo; ++ow) zero_column(ow);
+}
+
 // col[(ci*kh + i)*kw + j, oh*wo + ow] = x[ci, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 outside),
 // with col rows `ld` apart. `x` points at the group's first channel of one image.
 template <class T>
@@ -112,6 +141,10 @@ void im2col(const T* x, const Geometry& g, const Conv2dParams& p, T* col, int64_
         T* row = col + ((ci * g.kh + i) * g.kw + j) * ld;
         const T* plane = x + ci * g.h * g.w;
         const ColumnRange r = column_range(g, p, j);
+        if (g.same_width) {
+          im2col_same_width(plane, g, p, i, r, row);
+          continue;
+        }
         for (int64_t oh = 0; oh < g.ho; ++oh) {
           T* out = row + oh * g.wo;
           const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;

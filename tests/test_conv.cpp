@@ -98,6 +98,17 @@ INSTANTIATE_TEST_SUITE_P(
         ConvCase{"rect_kernel_mixed", {2, 3, 8, 9}, {2, 3, 2, 4}, {2, 1, 1, 2, 1, 2, 1}, true},
         ConvCase{"kernel_7_stem", {2, 1, 11, 11}, {4, 1, 7, 7}, Conv2dParams::square(1, 3), false},
         ConvCase{"one_by_one_image", {3, 2, 1, 1}, {3, 2, 1, 1}, {}, true},
+        // Stride 1 with as many output columns as input ones: each unfolded row is copied as
+        // one shifted run of the plane. Here some taps see nothing but padding, a whole row
+        // or column of them.
+        ConvCase{"same_width_one_column", {2, 3, 2, 1}, {2, 3, 3, 3}, Conv2dParams::square(1, 1),
+                 true},
+        // Two images per GEMM, then one: the second chunk's unfolded rows land where the first
+        // chunk left values, so every padding entry has to be written, not just left.
+        ConvCase{"same_width_one_column_chunked", {3, 2, 2048, 1}, {2, 2, 3, 3},
+                 Conv2dParams::square(1, 1), true},
+        ConvCase{"same_width_dilated", {2, 2, 4, 5}, {3, 2, 3, 3}, Conv2dParams::square(1, 3, 3),
+                 false},
         // 40x40 outputs put two images in one GEMM: a chunk of 2, then a chunk of 1.
         ConvCase{"chunked_3x3", {3, 2, 40, 40}, {3, 2, 3, 3}, Conv2dParams::square(1, 1), true},
         ConvCase{"chunked_pointwise", {3, 4, 40, 40}, {5, 4, 1, 1}, {}, false},
