@@ -40,7 +40,7 @@ class HostCache {
         return p;
       }
     }
-    void* p = aligned_block(bytes, what);  // outside the lock: a fault-in may take long
+    void* p = aligned_block(bytes, what);  // outside the lock: malloc has its own
     std::lock_guard<std::mutex> lock(mu_);
     ++new_blocks_;
     pool_.add(p, bytes);
