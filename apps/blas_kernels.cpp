@@ -40,8 +40,7 @@ void configure_blas(char** argv) {
   auto set_default = [&](const char* name, const std::string& value) {
     if (std::getenv(name) == nullptr && ::setenv(name, value.c_str(), 1) == 0) set.push_back(name);
   };
-  if (std::getenv("OPENBLAS_CORETYPE") == nullptr && wants_pinned_core())
-    set_default("OPENBLAS_CORETYPE", kPinnedCore);
+  if (wants_pinned_core()) set_default("OPENBLAS_CORETYPE", kPinnedCore);
   if (openblas_get_parallel() == kPthreads && openblas_get_num_threads() > 1)
     set_default("OPENBLAS_THREAD_TIMEOUT", std::to_string(kBlasSpinLog2));
   if (set.empty()) return;  // the user's choices, or already re-executed

@@ -16,7 +16,8 @@ class BlockPool {
     auto it = free_.lower_bound(bytes);
     if (it == free_.end() || it->first > 2 * bytes) return nullptr;
     void* p = it->second;
-    move(it->first, &bytes_cached_, &bytes_in_use_);
+    bytes_cached_ -= static_cast<int64_t>(it->first);
+    bytes_in_use_ += static_cast<int64_t>(it->first);
     in_use_[p] = it->first;
     free_.erase(it);
     return p;
@@ -52,10 +53,6 @@ class BlockPool {
   int64_t bytes_cached() const { return bytes_cached_; }
 
  private:
-  static void move(size_t bytes, int64_t* from, int64_t* to) {
-    *from -= static_cast<int64_t>(bytes);
-    *to += static_cast<int64_t>(bytes);
-  }
   std::multimap<size_t, void*> free_;  // by size
   std::map<void*, size_t> in_use_;
   int64_t bytes_in_use_ = 0, bytes_cached_ = 0;

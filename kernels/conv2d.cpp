@@ -114,13 +114,14 @@ void im2col_same_width(const T* plane, const Geometry& g, const Conv2dParams& p,
                        const ColumnRange& r, T* out) {
   const int64_t a = i * p.dilation_h - p.pad_h;
   const int64_t lo = std::clamp<int64_t>(-a, 0, g.ho), hi = std::clamp<int64_t>(g.h - a, lo, g.ho);
-  std::fill(out, out + lo * g.wo, T(0));
-  std::fill(out + hi * g.wo, out + g.ho * g.wo, T(0));
-  if (lo == hi) return;
-  if (r.lo == r.hi) {  // every column in the padding
-    std::fill(out + lo * g.wo, out + hi * g.wo, T(0));
+  // Every row or every column in the padding: nothing to copy (and the copy's source below
+  // would not lie inside the plane).
+  if (lo == hi || r.lo == r.hi) {
+    std::fill(out, out + g.ho * g.wo, T(0));
     return;
   }
+  std::fill(out, out + lo * g.wo, T(0));
+  std::fill(out + hi * g.wo, out + g.ho * g.wo, T(0));
   const int64_t first = lo * g.wo + r.lo, last = (hi - 1) * g.wo + r.hi;  // in bounds, both
   const T* src = plane + (lo + a) * g.w + r.lo + r.offset;
   std::copy(src, src + (last - first), out + first);
