@@ -219,9 +219,9 @@ if want bench && [ -f "$logs/bench_targeted_dropout.json" ]; then
   # Variants packed by gpu-bundle.sh (BENCH_VARIANTS): this tree built with other nvcc flags.
   # They come before the baseline: a knob's effect is news, the baseline's numbers were taken
   # before. By default each times Auto's placement and those a knob acts on (block rows, group
-  # rows, the register select) on the sets where it matters (17 cases), so that several
+  # rows, the shared select) on the sets where it matters (17 cases), so that several
   # variants fit the time left after the bench and the peer; VARIANT_FILTER widens or narrows it.
-  variant_filter=${VARIANT_FILTER:-'^cuda_fused(_block_rows|_group_rows|_regsel|_block_rows_regsel)?/(mlp|resnet32|transformer|square)/'}
+  variant_filter=${VARIANT_FILTER:-'^cuda_fused(_block_rows|_group_rows|_shared|_block_rows_shared)?/(mlp|resnet32|transformer|square)/'}
   # In BENCH_VARIANTS' order (.gpu/variants.txt), so that the first named is timed first
   # when time runs short; any other packed variant after them.
   ordered=$( { awk '{print $1}' .gpu/variants.txt 2>/dev/null
@@ -314,11 +314,11 @@ elif want speed; then say "speed: skipped, out of time"; fi
 # --- Nsight Compute on the fused kernel -------------------------------------------------
 if want ncu && t=$(stage_limit 45 90); then  # three ncu runs of t/3: less is no profile
   # Where the fused kernel's time goes: speed of light, occupancy, issue rate, warp stall
-  # reasons and shared-memory pressure, for a long-row set (block per row, with the shared and
-  # the register select) and ResNet-32 (warp per row).
+  # reasons and shared-memory pressure, for a long-row set (block per row, with the register and
+  # the shared select) and ResNet-32 (warp per row).
   sections=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
             --section ComputeWorkloadAnalysis --section InstructionStats --section MemoryWorkloadAnalysis)
-  for target in cuda_fused/square cuda_fused_regsel/square cuda_fused/resnet32; do
+  for target in cuda_fused/square cuda_fused_shared/square cuda_fused/resnet32; do
     name=${target//\//-}
     timeout $((t / 3)) ncu --clock-control none -k regex:td_weight_fused -c 1 "${sections[@]}" \
       $bin/bench_targeted_dropout --benchmark_filter="^$target/" --benchmark_min_time=0.01 \

@@ -145,15 +145,16 @@ void set_counters(benchmark::State& state, int64_t numel) {
 // FusedGrouped: one launch for the set, short rows (<= kTdWarpRowMax entries) placed by
 // TdRows::Auto; FusedWarpRows, FusedBlockRows and FusedGroupRows: the same launch with short
 // rows forced onto warps, blocks or groups of 4 warps, to check Auto's choice.
-// FusedRegisterSelect and FusedBlockRowsRegisterSelect: FusedGrouped and FusedBlockRows with
-// TdBlockSelect::Registers, for the rows of at most kTdRegisterRowMax entries that blocks own.
+// FusedSharedSelect and FusedBlockRowsSharedSelect: FusedGrouped and FusedBlockRows with
+// TdBlockSelect::Shared instead of the default register select, for the rows of at most
+// kTdRegisterRowMax entries that blocks own.
 enum class CudaPath {
   FusedGrouped,
   FusedWarpRows,
   FusedBlockRows,
   FusedGroupRows,
-  FusedRegisterSelect,
-  FusedBlockRowsRegisterSelect,
+  FusedSharedSelect,
+  FusedBlockRowsSharedSelect,
   FusedPerLayer,
   Unfused
 };
@@ -222,12 +223,11 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
       case CudaPath::FusedGroupRows:
         targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Group);
         break;
-      case CudaPath::FusedRegisterSelect:
-        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Auto, TdBlockSelect::Registers);
+      case CudaPath::FusedSharedSelect:
+        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Auto, TdBlockSelect::Shared);
         break;
-      case CudaPath::FusedBlockRowsRegisterSelect:
-        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Block,
-                                    TdBlockSelect::Registers);
+      case CudaPath::FusedBlockRowsSharedSelect:
+        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Block, TdBlockSelect::Shared);
         break;
       case CudaPath::FusedPerLayer:
         for (const TdTask& t : wl.tasks) targeted_dropout_fused_cuda({t}, kSeed, ws);
@@ -283,13 +283,13 @@ void register_all() {
       register_rows |= n <= kTdRegisterRowMax;
     }
     if (register_rows)
-      benchmark::RegisterBenchmark(("cuda_fused_regsel/" + name).c_str(), BM_Cuda, name,
-                                   CudaPath::FusedRegisterSelect)
+      benchmark::RegisterBenchmark(("cuda_fused_shared/" + name).c_str(), BM_Cuda, name,
+                                   CudaPath::FusedSharedSelect)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
     if (short_rows)
-      benchmark::RegisterBenchmark(("cuda_fused_block_rows_regsel/" + name).c_str(), BM_Cuda,
-                                   name, CudaPath::FusedBlockRowsRegisterSelect)
+      benchmark::RegisterBenchmark(("cuda_fused_block_rows_shared/" + name).c_str(), BM_Cuda,
+                                   name, CudaPath::FusedBlockRowsSharedSelect)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
     if (short_rows) {

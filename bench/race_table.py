@@ -12,19 +12,24 @@ bandwidth rather than with a copy issued layer by layer. PyTorch's "unit" varian
 unit-level dropout, a different operation, so the weight-level comparison uses the fastest of
 its sort, kthvalue, topk and compiled variants. "warp rows", "block rows" and "group rows" are
 the fused launch with every short row forced onto a warp, a whole block or 4 warps, where the
-set has short rows. "regsel" is the fused launch with the register select for the block rows
-of at most 4096 entries (TdBlockSelect::Registers), "block rows regsel" the same with every
-short row on a block.
+set has short rows. "shared select" is the fused launch with the shared-memory select for
+the block rows of at most 4096 entries (TdBlockSelect::Shared) instead of the default register
+select, "block rows shared" the same with every short row on a block. Runs of commits where the
+shared select was the default name the other way round: "regsel" is the register select there.
+A column is printed when the run timed its launch for some set.
 """
 import json
 import sys
 
 WEIGHT_VARIANTS = ("sort", "kthvalue", "topk", "compiled")
 ORDER = ("mlp", "resnet32", "vgg16", "transformer", "square", "tall", "wide")
-# The fused launches of one shape set: the default, then every forced placement or select
-# (each its own column, in this order).
-FUSED_PATHS = ("cuda_fused", "cuda_fused_warp_rows", "cuda_fused_block_rows",
-               "cuda_fused_group_rows", "cuda_fused_regsel", "cuda_fused_block_rows_regsel")
+# The fused launches of one shape set: the default, then every forced placement or select,
+# each with its column's heading, in this order.
+FUSED_PATHS = {"cuda_fused": "fused", "cuda_fused_warp_rows": "warp rows",
+               "cuda_fused_block_rows": "block rows", "cuda_fused_group_rows": "group rows",
+               "cuda_fused_shared": "shared select",
+               "cuda_fused_block_rows_shared": "block rows shared",
+               "cuda_fused_regsel": "regsel", "cuda_fused_block_rows_regsel": "block rows regsel"}
 
 
 def main():
@@ -43,16 +48,20 @@ def main():
         r = json.loads(line)
         torch[(r["variant"], r["shape_set"])] = r
     print(f"copy ceiling: {copy_gbps:.0f} GB/s (device-to-device, read + write)\n")
-    print("| shape set | weights | fused µs | fused GB/s | % of copy | warp rows µs | block rows µs | group rows µs | regsel µs | block rows regsel µs | per-layer µs "
-          "| unfused µs | fastest PyTorch (weight) µs | fused vs unfused | fused vs PyTorch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    timed = {path for path, _ in ours}
+    columns = [p for p in list(FUSED_PATHS)[1:] if p in timed]
+    print("| shape set | weights | fused µs | fused GB/s | % of copy | "
+          + "".join(f"{FUSED_PATHS[p]} µs | " for p in columns)
+          + "per-layer µs | unfused µs | fastest PyTorch (weight) µs | fused vs unfused "
+          "| fused vs PyTorch |")
+    print("|---|" + "---:|" * (9 + len(columns)))
     for s in ORDER:
         f = ours.get(("cuda_fused", s))
         if f is None:
             continue
         u = ours.get(("cuda_unfused", s))
         pl = ours.get(("cuda_fused_per_layer", s))
-        forced = [ours.get((p, s)) for p in FUSED_PATHS[1:]]
+        forced = [ours.get((p, s)) for p in columns]
         peers = [torch[(v, s)] for v in WEIGHT_VARIANTS if (v, s) in torch]
         best = min(peers, key=lambda r: r["median_us"]) if peers else None
         gbps = 8.125 * f["weights"] / (f["median_us"] * 1e-6) / 1e9
@@ -75,7 +84,7 @@ def main():
 
 def print_targets(ours, torch, copy_gbps):
     """The issue's targets, each against the fastest fused launch that ran (named, since a
-    forced placement or the register select is not yet what the default picks)."""
+    forced placement or select is not what the default picks)."""
     def fastest(s):
         runs = [(ours[(p, s)]["median_us"], p) for p in FUSED_PATHS if (p, s) in ours]
         return min(runs) if runs else None

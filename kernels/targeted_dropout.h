@@ -86,12 +86,12 @@ inline constexpr int64_t kTdWarpRowMax = 1024;
 inline constexpr int64_t kTdWarpRowsPerBlock = 8;
 // How the fused kernel finds the k-th key of a row that a block owns (every long row; short
 // rows under TdRows::Block). Both are a radix select on 11, 11 and 9 bits with the histogram in
-// shared memory. Shared: each pass reads the row again from where the first staged it, and the
-// keys of the first digit's bin are set aside for the last pass (timed on an H200: 151 us for
-// 4096 x 4096). Registers: rows of at most kTdRegisterRowMax entries stay in registers, 4 to 16
-// keys per thread, across all three passes, with no bounds test per key and no candidate list:
-// fewer instructions per key, for a launch that was bound by instruction issue (not yet timed
-// on a GPU, so not the default). Both give the same bits.
+// shared memory. Registers (the default): rows of at most kTdRegisterRowMax entries stay in
+// registers, 4 to 16 keys per thread, across all three passes, with no bounds test per key and no
+// candidate list; longer rows take the shared select. Shared: each pass reads the row again from
+// where the first staged it, and the keys of the first digit's bin are set aside for the last
+// pass. On an H200 the register select took 4096 x 4096 in 0.84x the shared select's time,
+// VGG-16's layers in 0.90x (bench/results/2026-11-28-h200). Both give the same bits.
 enum class TdBlockSelect { Shared, Registers };
 inline constexpr int64_t kTdRegisterRowMax = 4096;
 // Longest row the fused kernel takes: it indexes a row's columns in 32 bits, with room for a
@@ -103,7 +103,7 @@ bool td_short_rows_on_warps(std::span<const TdTask> tasks, TdRows rows, int mult
 // All tasks in one launch per phase (weight mode: one launch in total for up to 96 layers).
 void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
                                  TdCudaWorkspace& ws, TdRows rows = TdRows::Auto,
-                                 TdBlockSelect select = TdBlockSelect::Shared);
+                                 TdBlockSelect select = TdBlockSelect::Registers);
 // One pipeline of separate kernels per task, as a general framework would compose it.
 void targeted_dropout_unfused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
                                    TdCudaWorkspace& ws);

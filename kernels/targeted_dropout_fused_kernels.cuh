@@ -8,18 +8,16 @@
 // pass also copies the keys that share the first digit (a few % of a row of real weights) aside,
 // so the third pass reads only those; a row whose k-th key is the only one left in its bin after
 // the second digit (the usual case) skips the third pass. Each thread handles 4 consecutive
-// entries at a time.
-// Weight magnitudes share few exponents, so histogram atomics would serialise on a few bins: the
-// keys of a warp that fall into one common bin are summed with a warp reduction and added by one
-// atomic (hist_add4). In the final pass one Philox call (4 numbers) serves a thread's 4 entries
-// (its round keys computed once on the host and passed as a kernel parameter, PhiloxKeys), and
-// a warp's 128 entries become 4 mask words; what a thread decides for its 4 entries (one
+// entries at a time, and adds each key to the histogram with one shared atomic (hist_add4).
+// In the final pass one Philox call (4 numbers) serves a thread's 4 entries (its round keys
+// computed once on the host and passed as a kernel parameter, PhiloxKeys), and a warp's 128
+// entries become 4 mask words; what a thread decides for its 4 entries (one
 // compare per key against the row's limit, the draws) is targeted_dropout_quad.h, which a CPU
 // test also runs against the reference. Ties at the threshold are ranked by column with a
 // scan, only when the threshold value is shared by more entries than remain to be targeted (rare
-// with real weights; common after pruning). With TdBlockSelect::Registers, a block row of at
-// most 4096 entries keeps its keys in registers (register_select) and walks them in all three
-// passes instead of re-reading the row and setting candidates aside.
+// with real weights; common after pruning). With TdBlockSelect::Registers (the default), a block
+// row of at most 4096 entries keeps its keys in registers (register_select) and walks them in
+// all three passes instead of re-reading the row and setting candidates aside.
 //
 // Short rows (n <= kTdWarpRowMax, e.g. every layer of ResNet-32) would leave most of a block
 // idle and pay its barriers: each warp takes a row of its own (short_row with WarpRow), held in
@@ -154,39 +152,17 @@ __device__ __forceinline__ void warp_or_and(unsigned* any, unsigned* all) {
 }
 
 // Counts a thread's 4 keys (bins[i] where active[i]) into the block histogram. Weight
-// magnitudes share few exponents, so in the first passes most keys of a warp fall into one bin
-// and plain atomics would serialise on it: the keys in the bin of lane 0's first key are summed
-// over the warp and added with one atomic; the others are added one by one. All lanes call it.
-// Whether that pays was never timed on its own (it came with other changes, kernel v3), and for
-// sm_90 ptxas compiles each `atomicAdd(&hist[bin], 1u)` to ATOMS.POPC.INC, an increment that may
-// already merge a warp's lanes on one address: -DTDROP_TD_WARP_AGGREGATE_BINS=0 builds the plain
-// atomics (register_select<4>: 833 SASS instructions instead of 1255) for a benchmark variant.
-#ifndef TDROP_TD_WARP_AGGREGATE_BINS
-#define TDROP_TD_WARP_AGGREGATE_BINS 1
-#endif
+// magnitudes share few exponents, so in the first passes most keys of a warp fall into one bin;
+// for sm_90 ptxas compiles each `atomicAdd(&hist[bin], 1u)` to ATOMS.POPC.INC, an increment that
+// merges the lanes of a warp on one address in hardware. Summing lane 0's bin over the warp first
+// and adding it with one atomic (kernel v3 to v5) was 8-15 % slower on every long-row set on an
+// H200 (bench/results/2026-11-28-h200, variant plainhist) and took 1255 SASS instructions in
+// register_select<4> against 833.
 __device__ __forceinline__ void hist_add4(unsigned* hist, const unsigned (&bins)[4],
                                           const bool (&active)[4]) {
-  if constexpr (!TDROP_TD_WARP_AGGREGATE_BINS) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
-      if (active[i]) atomicAdd(&hist[bins[i]], 1u);
-    return;
-  }
-  const unsigned first = active[0]   ? bins[0]
-                         : active[1] ? bins[1]
-                         : active[2] ? bins[2]
-                         : active[3] ? bins[3]
-                                     : 0xffffffffu;  // no bin
-  const unsigned cand = __shfl_sync(0xffffffffu, first, 0);
-  unsigned same = 0;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    if (!active[i]) continue;
-    if (bins[i] == cand) ++same;
-    else atomicAdd(&hist[bins[i]], 1u);
-  }
-  const unsigned total = warp_sum(same);
-  if ((threadIdx.x & 31) == 0 && total > 0) atomicAdd(&hist[cand], total);
+  for (int i = 0; i < 4; ++i)
+    if (active[i]) atomicAdd(&hist[bins[i]], 1u);
 }
 
 // Loads 4 consecutive keys (bit patterns) of a row starting at column c0; missing ones are 0.
@@ -490,8 +466,8 @@ __device__ __noinline__ TdThreshold block_select(const uint32_t* row, int n, int
   return TdThreshold{T, s.remaining, s.remaining < s.count};
 }
 
-// radix_select_held's histogram on the device: the block's shared one, each warp's keys of one
-// common bin added by one atomic (hist_add4), the digit found by find_digit.
+// radix_select_held's histogram on the device: the block's shared one (hist_add4), the digit
+// found by find_digit.
 struct BlockHistogram {
   static constexpr int kSpan = kBlockSpan;
   SelectState& s;

@@ -188,10 +188,12 @@ TEST(TdFusedEmulated, GroupRowsMatchReferenceBitForBit) {
   emulate_and_compare(short_rows_of(sweep(false)), seed, {TdRows::Group});
 }
 
+// Auto with each select: the register select is the default, what the layers run.
 TEST(TdFusedEmulated, AutoPlacementMatchesReferenceBitForBit) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
-  emulate_and_compare(sweep(false), seed, {TdRows::Auto});
+  for (TdBlockSelect select : {TdBlockSelect::Registers, TdBlockSelect::Shared})
+    emulate_and_compare(sweep(false), seed, {TdRows::Auto, select});
 }
 
 TEST(TdFusedEmulated, RegisterSelectMatchesReferenceBitForBit) {
@@ -316,9 +318,11 @@ TEST(TdFusedEmulated, ScheduleOrderDoesNotChangeTheBits) {
   std::vector<Case> cases;
   for (int64_t n : {129, 576, 1024, 4099})
     cases.push_back({4, n, WeightKind::FewValues, 0.5, 0.5f, false, false});
-  for (uint64_t order = 2; order < 5; ++order)
+  for (uint64_t order = 2; order < 5; ++order) {
     for (TdRows rows : {TdRows::Warp, TdRows::Group, TdRows::Block})
       emulate_and_compare(cases, seed, {rows, TdBlockSelect::Shared, 1u << 20, order});
+    emulate_and_compare(cases, seed, {TdRows::Block, TdBlockSelect::Registers, 1u << 20, order});
+  }
 }
 
 // More tasks than one launch's table holds (kMaxTasks), weight and unit ones alternating: the
