@@ -107,6 +107,13 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
 // One pipeline of separate kernels per task, as a general framework would compose it.
 void targeted_dropout_unfused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
                                    TdCudaWorkspace& ws);
+// The non-finite flags of one launch: a kernel that finds a NaN/Inf in a task's weights writes
+// `mark` into p[task]. Each launch has a new mark, so a flag left by an earlier launch reads as
+// clear and the flags need no zeroing per launch (a memset less beside a step's one launch).
+struct TdFlags {
+  int* p = nullptr;
+  int mark = 1;
+};
 // Throws naming the first task whose weights held a NaN/Inf (synchronises the stream).
 void td_check_nonfinite(const std::vector<TdTask>& tasks, TdCudaWorkspace& ws);
 // The same check in two halves, so training can look at step s's flags during step s + 1
@@ -123,6 +130,7 @@ class TdNonfiniteCheck {
     int64_t rows, n;
   };
   Readback flags_;
+  int mark_ = 0;  // the mark of the launch whose flags are being read
   std::vector<Layer> layers_;
 };
 void td_mask_grad_cuda(const float* g, const uint32_t* mask, int64_t rows, int64_t n, float* out);
@@ -136,7 +144,9 @@ class TdCudaWorkspace {
   TdCudaWorkspace& operator=(const TdCudaWorkspace&) = delete;
   // Returns a device buffer of at least `bytes` for slot `slot` (grows, never shrinks).
   void* buffer(int slot, size_t bytes);
-  int* nonfinite_flags(size_t count);  // zeroed by the launch that uses them
+  // The flags of the next launch over `count` tasks, with its mark.
+  TdFlags nonfinite_flags(size_t count);
+  int flag_mark() const { return flag_mark_; }  // the last launch's mark
 
  private:
   struct Buf {
@@ -144,6 +154,7 @@ class TdCudaWorkspace {
     size_t bytes = 0;
   };
   std::vector<Buf> bufs_;
+  int flag_mark_ = 0;
 };
 
 }  // namespace tdrop

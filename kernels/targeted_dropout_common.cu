@@ -1,5 +1,7 @@
 // Pieces shared by both CUDA paths: the reusable workspace, the non-finite report, and the
 // backward mask multiply.
+#include <limits>
+
 #include "core/cuda_check.h"
 #include "core/device.h"
 #include "kernels/targeted_dropout.h"
@@ -41,16 +43,23 @@ void* TdCudaWorkspace::buffer(int slot, size_t bytes) {
   return b.p;
 }
 
-int* TdCudaWorkspace::nonfinite_flags(size_t count) {
-  int* f = static_cast<int*>(buffer(kFlagSlot, std::max<size_t>(count, 1) * sizeof(int)));
-  TDROP_CUDA_CHECK(cudaMemsetAsync(f, 0, std::max<size_t>(count, 1) * sizeof(int), cuda_stream()));
-  return f;
+TdFlags TdCudaWorkspace::nonfinite_flags(size_t count) {
+  const size_t bytes = std::max<size_t>(count, 1) * sizeof(int);
+  const bool fresh = bufs_.empty() || bufs_[0].bytes < bytes;
+  int* f = static_cast<int*>(buffer(kFlagSlot, bytes));
+  // Cleared when the buffer is new (it may hold any mark) and when the marks start over.
+  if (fresh || flag_mark_ == std::numeric_limits<int>::max()) {
+    TDROP_CUDA_CHECK(cudaMemsetAsync(f, 0, bufs_[0].bytes, cuda_stream()));
+    flag_mark_ = 0;
+  }
+  return {f, ++flag_mark_};
 }
 
 void TdNonfiniteCheck::start(const std::vector<TdTask>& tasks, TdCudaWorkspace& ws) {
   finish();
   layers_.clear();
   for (const TdTask& t : tasks) layers_.push_back({t.name, t.rows, t.n});
+  mark_ = ws.flag_mark();
   if (tasks.empty()) return;
   flags_.start(Device::CUDA, {{ws.buffer(kFlagSlot, tasks.size() * sizeof(int)),
                                tasks.size() * sizeof(int)}});
@@ -61,7 +70,7 @@ void TdNonfiniteCheck::finish() {
   flags_.wait();
   const std::vector<int> host = flags_.part<int>(0);
   for (size_t i = 0; i < layers_.size(); ++i)
-    TDROP_CHECK(!host[i], "targeted dropout: layer '", layers_[i].name,
+    TDROP_CHECK(host[i] != mark_, "targeted dropout: layer '", layers_[i].name,
                 "' has a non-finite weight (NaN or Inf) in its [", layers_[i].rows, ", ",
                 layers_[i].n, "] weight");
 }

@@ -89,9 +89,9 @@ __device__ __forceinline__ unsigned block_inclusive_scan(unsigned v, unsigned* s
 // The canonical squared norm of one row (see unit_norm_sq_reference): thread t sums entries
 // t, t+256, ... in order in double, then a fixed pairwise tree over the 256 partial sums.
 // `lanes` is kThreads doubles of shared memory. Returns the norm in every thread. Sets
-// *nonfinite when the row holds an Inf/NaN.
+// *nonfinite to `mark` when the row holds an Inf/NaN.
 __device__ __forceinline__ double row_norm_sq(const float* row, int64_t n, double* lanes,
-                                              int* nonfinite) {
+                                              int* nonfinite, int mark) {
   double acc = 0.0;
   bool bad = false;
   for (int64_t j = threadIdx.x; j < n; j += kThreads) {
@@ -100,7 +100,7 @@ __device__ __forceinline__ double row_norm_sq(const float* row, int64_t n, doubl
     const double d = x;
     acc = __dadd_rn(acc, __dmul_rn(d, d));  // no contraction: the reference rounds the same way
   }
-  if (bad) atomicExch(nonfinite, 1);
+  if (bad) atomicExch(nonfinite, mark);
   lanes[threadIdx.x] = acc;
   __syncthreads();
   for (unsigned s = kThreads / 2; s > 0; s >>= 1) {

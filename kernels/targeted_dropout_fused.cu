@@ -70,7 +70,7 @@ int multiprocessor_count() {
 void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed,
                                  TdCudaWorkspace& ws, TdRows rows, TdBlockSelect select) {
   check_fused_tasks(tasks);
-  int* flags = ws.nonfinite_flags(tasks.size());
+  const TdFlags flags = ws.nonfinite_flags(tasks.size());
   const int64_t cap = smem_capacity_floats();
   const int sms = rows == TdRows::Auto ? multiprocessor_count() : 0;
   for (size_t first = 0; first < tasks.size(); first += kMaxTasks) {

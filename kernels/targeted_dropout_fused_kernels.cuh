@@ -745,7 +745,7 @@ template <int kPaths>
 __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
     td_weight_fused_kernel(const __grid_constant__ TaskTable table,
                            const __grid_constant__ PhiloxKeys philox,
-                           int64_t smem_floats, int* nonfinite) {
+                           int64_t smem_floats, TdFlags nonfinite) {
   uint32_t* const s_row = dynamic_shared<uint32_t>();
   SelectState& sel = select_state();
   GroupShared* const groups = group_shared();
@@ -777,23 +777,24 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
       if constexpr ((kPaths & kBlockRowsOnly) != 0)
         block_row(t, g - t.begin, philox, smem_floats, s_row, sel, &bad);
     }
-    if (bad) atomicExch(&nonfinite[t.flag], 1);
+    if (bad) atomicExch(&nonfinite.p[t.flag], nonfinite.mark);
   }
 }
 
 // Unit mode, launch 1: canonical squared norm of every row of every unit task.
 __global__ void __launch_bounds__(kThreads)
-    td_unit_norms_kernel(const __grid_constant__ TaskTable table, double* norms, int* nonfinite) {
+    td_unit_norms_kernel(const __grid_constant__ TaskTable table, double* norms,
+                         TdFlags nonfinite) {
   __shared__ double lanes[kThreads];
   __shared__ int bad;
   for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
     const DevTask& t = table.t[find_task(table, g)];
     if (threadIdx.x == 0) bad = 0;
     __syncthreads();
-    const double v = row_norm_sq(t.w + (g - t.begin) * t.n, t.n, lanes, &bad);
+    const double v = row_norm_sq(t.w + (g - t.begin) * t.n, t.n, lanes, &bad, 1);
     if (threadIdx.x == 0) {
       norms[g] = v;
-      if (bad) nonfinite[t.flag] = 1;
+      if (bad) nonfinite.p[t.flag] = nonfinite.mark;
     }
   }
 }

@@ -22,12 +22,12 @@ using namespace td_device;
 namespace {
 
 __global__ void magnitude_keys_kernel(const float* w, int64_t rows, int64_t n, uint32_t* keys,
-                                      int32_t* cols, int* nonfinite) {
+                                      int32_t* cols, int* nonfinite, int mark) {
   const int64_t total = rows * n;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     const uint32_t key = magnitude_key(__float_as_uint(w[i]));
-    if (key >= kNonFiniteKey) atomicExch(nonfinite, 1);
+    if (key >= kNonFiniteKey) atomicExch(nonfinite, mark);
     keys[i] = key;
     cols[i] = static_cast<int32_t>(i % n);
   }
@@ -51,10 +51,10 @@ __global__ void scatter_targeted_kernel(const int32_t* sorted_cols, int64_t rows
 }
 
 __global__ void row_norms_kernel(const float* w, int64_t rows, int64_t n, double* norms,
-                                 int32_t* row_ids, int* nonfinite) {
+                                 int32_t* row_ids, int* nonfinite, int mark) {
   __shared__ double lanes[kThreads];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const double v = row_norm_sq(w + r * n, n, lanes, nonfinite);
+    const double v = row_norm_sq(w + r * n, n, lanes, nonfinite, mark);
     if (threadIdx.x == 0) {
       norms[r] = v;
       row_ids[r] = static_cast<int32_t>(r);
@@ -112,7 +112,8 @@ T* slot(TdCudaWorkspace& ws, int s, int64_t count) {
   return static_cast<T*>(ws.buffer(s, static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(T)));
 }
 
-void run_task(const TdTask& t, uint64_t seed, TdCudaWorkspace& ws, int* flag) {
+// `flag`: this task's non-finite flag (p points at it).
+void run_task(const TdTask& t, uint64_t seed, TdCudaWorkspace& ws, TdFlags flag) {
   const int64_t total = t.rows * t.n;
   if (total == 0) return;
   cudaStream_t st = cuda_stream();
@@ -126,7 +127,8 @@ void run_task(const TdTask& t, uint64_t seed, TdCudaWorkspace& ws, int* flag) {
     int32_t* cols = slot<int32_t>(ws, kCols, total);
     int32_t* cols_sorted = slot<int32_t>(ws, kColsSorted, total);
     int32_t* offsets = slot<int32_t>(ws, kOffsets, t.rows + 1);
-    magnitude_keys_kernel<<<blocks, 256, 0, st>>>(t.w, t.rows, t.n, keys, cols, flag);
+    magnitude_keys_kernel<<<blocks, 256, 0, st>>>(t.w, t.rows, t.n, keys, cols, flag.p,
+                                                  flag.mark);
     TDROP_LAUNCH_CHECK("magnitude_keys_kernel");
     if (t.k > 0 && t.k < key_count) {
       segment_offsets_kernel<<<cuda_blocks(t.rows + 1), 256, 0, st>>>(t.rows, t.n, offsets);
@@ -153,7 +155,7 @@ void run_task(const TdTask& t, uint64_t seed, TdCudaWorkspace& ws, int* flag) {
     int32_t* rows = slot<int32_t>(ws, kCols, t.rows);
     int32_t* rows_sorted = slot<int32_t>(ws, kColsSorted, t.rows);
     row_norms_kernel<<<static_cast<unsigned>(std::min<int64_t>(t.rows, 65535)), kThreads, 0, st>>>(
-        t.w, t.rows, t.n, norms, rows, flag);
+        t.w, t.rows, t.n, norms, rows, flag.p, flag.mark);
     TDROP_LAUNCH_CHECK("row_norms_kernel");
     size_t temp_bytes = 0;
     TDROP_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, norms, norms_sorted,
@@ -194,8 +196,9 @@ void targeted_dropout_unfused_cuda(const std::vector<TdTask>& tasks, uint64_t se
     TDROP_CHECK(t.rows * t.n < (int64_t{1} << 31), "targeted dropout (unfused): layer '", t.name,
                 "' has too many weights for a 32-bit sort");
   }
-  int* flags = ws.nonfinite_flags(tasks.size());
-  for (size_t i = 0; i < tasks.size(); ++i) run_task(tasks[i], seed, ws, flags + i);
+  const TdFlags flags = ws.nonfinite_flags(tasks.size());
+  for (size_t i = 0; i < tasks.size(); ++i)
+    run_task(tasks[i], seed, ws, {flags.p + i, flags.mark});
 }
 
 }  // namespace tdrop

@@ -443,6 +443,36 @@ TEST(CudaTargetedDropout, NonFiniteWeightNamesTheLayer) {
   }
 }
 
+// The flags are not cleared per launch: each launch writes its own mark. So a clean launch on
+// the workspace of one that found an Inf passes its check, and a check started after the bad
+// launch still fails after a clean launch has run (training reads step s's flags during s + 1).
+TEST(CudaTargetedDropout, NonFiniteFlagOfAnEarlierLaunchIsNotReadAsANewOne) {
+  SKIP_WITHOUT_GPU();
+  for (int path = 0; path <= kFusedPaths; ++path) {
+    SCOPED_TRACE("path " + std::to_string(path));
+    const auto launch = [&](const std::vector<TdTask>& tasks, TdCudaWorkspace& ws) {
+      if (path < kFusedPaths) run_fused_path(path, tasks, ws);
+      else targeted_dropout_unfused_cuda(tasks, 1, ws);
+    };
+    std::vector<Tensor> keep;  // the device buffers, alive until the checks have run
+    std::vector<float> w(32 * 12, 0.25f);
+    const TdTask fine = device_task(keep, w, 32, 12, 6, td_stream(3, 0), "head.fine");
+    w[100] = NAN;
+    const TdTask bad = device_task(keep, w, 32, 12, 6, td_stream(3, 1), "head.bad");
+    TdCudaWorkspace ws;
+    launch({fine, bad}, ws);
+    EXPECT_NE(error_message([&] { td_check_nonfinite({fine, bad}, ws); }).find("'head.bad'"),
+              std::string::npos);
+    launch({fine, fine}, ws);
+    EXPECT_NO_THROW(td_check_nonfinite({fine, fine}, ws));
+    launch({fine, bad}, ws);
+    TdNonfiniteCheck check;
+    check.start({fine, bad}, ws);
+    launch({fine, fine}, ws);
+    EXPECT_NE(error_message([&] { check.finish(); }).find("'head.bad'"), std::string::npos);
+  }
+}
+
 // An Inf in rows of real weights (no ties to rank, a multiple of 4 entries: the fused kernel's
 // aligned steps) is found wherever it lies: in a block row's whole steps, in its general
 // remainder past them, and in the partial last step of a warp row. Each launch holds a finite

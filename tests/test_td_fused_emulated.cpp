@@ -40,11 +40,14 @@ struct EmulatedRun {
 };
 
 // targeted_dropout_fused_cuda on the emulator: the same checks, plans and kernels, with host
-// memory. Returns each task's non-finite flag.
+// memory. Returns each task's non-finite flag: 1 where the launch wrote its mark. The flags start
+// at an earlier launch's mark, as they do on the device, where nothing clears them per launch.
 std::vector<int> fused_emulated(const std::vector<TdTask>& tasks, uint64_t seed,
                                 const EmulatedRun& run) {
   check_fused_tasks(tasks);
-  std::vector<int> flags(tasks.size(), 0);
+  constexpr int kEarlierMark = 6, kMark = 7;
+  std::vector<int> flags(tasks.size(), kEarlierMark);
+  const TdFlags marks{flags.data(), kMark};
   const auto grid = [&](int64_t items) {
     return cuda_emu::dim3{static_cast<unsigned>(
         std::min<int64_t>(std::max<int64_t>(items, 1), run.max_blocks))};
@@ -60,14 +63,14 @@ std::vector<int> fused_emulated(const std::vector<TdTask>& tasks, uint64_t seed,
       const WeightKernel kernel = weight_kernel(p.paths);
       const PhiloxKeys keys = philox_keys(seed);
       cuda_emu::launch(grid(p.weights.total), block, static_cast<size_t>(staged_floats(p)) * 4,
-                       [&] { kernel(p.weights, keys, p.max_staged, flags.data()); },
+                       [&] { kernel(p.weights, keys, p.max_staged, marks); },
                        run.schedule_seed);
     }
     if (p.units.count > 0) {
       std::vector<double> norms(static_cast<size_t>(p.units.total));
       std::vector<uint8_t> state(static_cast<size_t>(p.units.total));
       cuda_emu::launch(grid(p.units.total), block, 0,
-                       [&] { td_unit_norms_kernel(p.units, norms.data(), flags.data()); },
+                       [&] { td_unit_norms_kernel(p.units, norms.data(), marks); },
                        run.schedule_seed);
       cuda_emu::launch(cuda_emu::dim3{static_cast<unsigned>(p.units.count)}, block, 0,
                        [&] { td_unit_select_kernel(p.units, seed, norms.data(), state.data()); },
@@ -77,6 +80,7 @@ std::vector<int> fused_emulated(const std::vector<TdTask>& tasks, uint64_t seed,
                        run.schedule_seed);
     }
   }
+  for (int& f : flags) f = f == kMark ? 1 : 0;
   return flags;
 }
 
