@@ -318,14 +318,22 @@ if want ncu && t=$(stage_limit 45 90); then  # three ncu runs of t/3: less is no
   # the shared select) and ResNet-32 (warp per row).
   sections=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
             --section ComputeWorkloadAnalysis --section InstructionStats --section MemoryWorkloadAnalysis)
+  # What a warp waits on, in cycles per issued instruction by reason (these sections print no
+  # breakdown on the command line): barrier, short scoreboard (shared memory), long scoreboard
+  # (global), wait (fixed latency), MIO throttle (shared atomics and shuffles), ...
+  stalls=(--metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$')
   for target in cuda_fused/square cuda_fused_shared/square cuda_fused/resnet32; do
     name=${target//\//-}
     timeout $((t / 3)) ncu --clock-control none -k regex:td_weight_fused -c 1 "${sections[@]}" \
-      $bin/bench_targeted_dropout --benchmark_filter="^$target/" --benchmark_min_time=0.01 \
-      > "$logs/ncu-$name.txt" 2>&1
+      "${stalls[@]}" $bin/bench_targeted_dropout --benchmark_filter="^$target/" \
+      --benchmark_min_time=0.01 > "$logs/ncu-$name.txt" 2>&1
     heading "ncu td_weight_fused_kernel, $target (logs/ncu-$name.txt)"; say '```'
-    grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Size|Grid Size|L2 Hit|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued|Local Memory Spilling|Shared Memory|Bank Conflicts|stalled" \
+    grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Size|Grid Size|L2 Hit|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued|Local Memory Spilling|Shared Memory|Bank Conflicts" \
       "$logs/ncu-$name.txt" | cut -c1-220 | head -40 | tee -a "$summary"
+    say "stall reasons, cycles per issued instruction (the largest 8):"
+    awk '$1 ~ /^smsp__average_warps_issue_stalled_/ {r = $1; sub(/^smsp__average_warps_issue_stalled_/, "", r)
+         sub(/_per_issue_active\.ratio$/, "", r); printf "  %-22s %s\n", r, $NF}' "$logs/ncu-$name.txt" |
+      sort -k2 -g -r | head -8 | tee -a "$summary"
     say '```'
   done
   cuobjdump --dump-resource-usage $bin/bench_targeted_dropout 2>/dev/null | grep -A1 td_ > "$logs/resource-usage.txt"
