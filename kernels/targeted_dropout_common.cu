@@ -60,7 +60,7 @@ void TdNonfiniteCheck::start(const std::vector<TdTask>& tasks, TdCudaWorkspace& 
   layers_.clear();
   for (const TdTask& t : tasks) layers_.push_back({t.name, t.rows, t.n});
   mark_ = ws.flag_mark();
-  if (tasks.empty()) return;
+  if (tasks.empty() || mark_ == 0) return;  // no launch has used these flags
   flags_.start(Device::CUDA, {{ws.buffer(kFlagSlot, tasks.size() * sizeof(int)),
                                tasks.size() * sizeof(int)}});
 }

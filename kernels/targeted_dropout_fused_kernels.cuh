@@ -153,11 +153,11 @@ __device__ __forceinline__ void warp_or_and(unsigned* any, unsigned* all) {
 
 // Counts a thread's 4 keys (bins[i] where active[i]) into the block histogram. Weight
 // magnitudes share few exponents, so in the first passes most keys of a warp fall into one bin;
-// for sm_90 ptxas compiles each `atomicAdd(&hist[bin], 1u)` to ATOMS.POPC.INC, an increment that
-// merges the lanes of a warp on one address in hardware. Summing lane 0's bin over the warp first
-// and adding it with one atomic (kernel v3 to v5) was 8-15 % slower on every long-row set on an
-// H200 (bench/results/2026-11-28-h200, variant plainhist) and took 1255 SASS instructions in
-// register_select<4> against 833.
+// for sm_90 ptxas compiles each `atomicAdd(&hist[bin], 1u)` to ATOMS.POPC.INC, an increment meant
+// for lanes that share an address. Summing lane 0's bin over the warp first and adding it with
+// one atomic (since kernel v3) was 3-15 % slower on every long-row case timed on an H200, 10-15 %
+// on 4096 x 4096 (bench/results/2026-11-28-h200, variant plainhist), and took 1255 SASS
+// instructions in register_select<4> against 833.
 __device__ __forceinline__ void hist_add4(unsigned* hist, const unsigned (&bins)[4],
                                           const bool (&active)[4]) {
 #pragma unroll
