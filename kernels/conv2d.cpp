@@ -12,8 +12,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
+#include "core/host_cache.h"
 #include "core/parallel.h"
 
 namespace tdrop {
@@ -214,18 +214,18 @@ void scatter_rows(const T* m, int64_t channels, int64_t c0, int64_t rows, int64_
 // when a single image needs no unfolding.
 template <class T>
 const T* unfold(const T* x, const Geometry& g, const Conv2dParams& p, int64_t n0, int64_t nb,
-                int64_t grp, std::vector<T>& col) {
+                int64_t grp, T* col) {
   const int64_t plane = g.h * g.w;
   if (g.direct && nb == 1) return x + (n0 * g.c + grp * g.cg) * plane;
   if (g.direct) {
-    gather_rows(x, g.c, grp * g.cg, g.cg, plane, n0, nb, col.data());
+    gather_rows(x, g.c, grp * g.cg, g.cg, plane, n0, nb, col);
   } else {  // images unfold into disjoint columns of col
     parallel_for(nb, grain_for(g.k * g.l, kUnfoldGrain), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
-        im2col(x + ((n0 + i) * g.c + grp * g.cg) * plane, g, p, col.data() + i * g.l, nb * g.l);
+        im2col(x + ((n0 + i) * g.c + grp * g.cg) * plane, g, p, col + i * g.l, nb * g.l);
     });
   }
-  return col.data();
+  return col;
 }
 
 template <class T>
@@ -235,12 +235,13 @@ void forward_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const C
   const T* px = x.data<T>();
   const T* pw = w.data<T>();
   T* py = y.data<T>();
-  std::vector<T> col(static_cast<size_t>(g.k * g.chunk * g.l));
-  std::vector<T> out(g.chunk > 1 ? static_cast<size_t>(g.og * g.chunk * g.l) : 0);
+  HostScratch<T> col(static_cast<size_t>(g.k * g.chunk * g.l), "conv2d unfolded input");
+  HostScratch<T> out(g.chunk > 1 ? static_cast<size_t>(g.og * g.chunk * g.l) : 0,
+                     "conv2d output chunk");
   for (int64_t n0 = 0; n0 < g.n; n0 += g.chunk) {
     const int64_t nb = std::min(g.chunk, g.n - n0);
     for (int64_t grp = 0; grp < g.groups; ++grp) {
-      const T* b = unfold(px, g, p, n0, nb, grp, col);
+      const T* b = unfold(px, g, p, n0, nb, grp, col.data());
       // y_g [og, nb*l] = W_g [og, k] @ col [k, nb*l]; one image is written in place.
       T* dst = nb == 1 ? py + (n0 * g.o + grp * g.og) * g.l : out.data();
       gemm(false, false, g.og, nb * g.l, g.k, T(1), pw + grp * g.og * g.k, g.k, b, nb * g.l, T(0),
@@ -266,8 +267,9 @@ void backward_data_typed(const Tensor& gy, const Tensor& w, const Conv2dParams& 
   T* pgx = gx.data<T>();
   const int64_t plane = g.h * g.w;
   if (!g.direct) std::memset(pgx, 0, sizeof(T) * static_cast<size_t>(gx.numel()));
-  std::vector<T> col(static_cast<size_t>(g.k * g.chunk * g.l));
-  std::vector<T> grad(g.chunk > 1 ? static_cast<size_t>(g.og * g.chunk * g.l) : 0);
+  HostScratch<T> col(static_cast<size_t>(g.k * g.chunk * g.l), "conv2d unfolded gradient");
+  HostScratch<T> grad(g.chunk > 1 ? static_cast<size_t>(g.og * g.chunk * g.l) : 0,
+                      "conv2d gradient chunk");
   for (int64_t n0 = 0; n0 < g.n; n0 += g.chunk) {
     const int64_t nb = std::min(g.chunk, g.n - n0);
     for (int64_t grp = 0; grp < g.groups; ++grp) {
@@ -299,12 +301,13 @@ void backward_filter_typed(const Tensor& gy, const Tensor& x, const Conv2dParams
   const T* px = x.data<T>();
   T* pgw = gw.data<T>();
   if (g.n == 0) std::memset(pgw, 0, sizeof(T) * static_cast<size_t>(gw.numel()));
-  std::vector<T> col(static_cast<size_t>(g.k * g.chunk * g.l));
-  std::vector<T> grad(g.chunk > 1 ? static_cast<size_t>(g.og * g.chunk * g.l) : 0);
+  HostScratch<T> col(static_cast<size_t>(g.k * g.chunk * g.l), "conv2d unfolded input");
+  HostScratch<T> grad(g.chunk > 1 ? static_cast<size_t>(g.og * g.chunk * g.l) : 0,
+                      "conv2d gradient chunk");
   for (int64_t n0 = 0; n0 < g.n; n0 += g.chunk) {
     const int64_t nb = std::min(g.chunk, g.n - n0);
     for (int64_t grp = 0; grp < g.groups; ++grp) {
-      const T* b = unfold(px, g, p, n0, nb, grp, col);
+      const T* b = unfold(px, g, p, n0, nb, grp, col.data());
       const T* gyg = pgy + (n0 * g.o + grp * g.og) * g.l;
       if (nb > 1) {
         gather_rows(pgy, g.o, grp * g.og, g.og, g.l, n0, nb, grad.data());
