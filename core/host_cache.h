@@ -35,21 +35,4 @@ bool host_cache_enabled();
 // Returns every cached block to the system.
 void host_empty_cache();
 
-// Scratch of `count` T from host_alloc, left uninitialized (for buffers that are written before
-// they are read, where a std::vector would zero them first), returned when it goes out of scope.
-template <class T>
-class HostScratch {
- public:
-  HostScratch(size_t count, const char* what)
-      : bytes_(count * sizeof(T)), p_(static_cast<T*>(host_alloc(bytes_, what))) {}
-  ~HostScratch() { host_free(p_, bytes_); }
-  HostScratch(const HostScratch&) = delete;
-  HostScratch& operator=(const HostScratch&) = delete;
-  T* data() const { return p_; }
-
- private:
-  size_t bytes_;
-  T* p_;
-};
-
 }  // namespace tdrop

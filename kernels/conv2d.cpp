@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "core/host_cache.h"
 #include "core/parallel.h"
 
 namespace tdrop {
@@ -210,6 +209,14 @@ void scatter_rows(const T* m, int64_t channels, int64_t c0, int64_t rows, int64_
   });
 }
 
+// Host scratch of `count` T, left uninitialized: each user writes it before reading it (im2col,
+// a gather or a GEMM with beta 0), and a tensor's storage comes from the host cache.
+template <class T>
+T* scratch(Tensor& keep, int64_t count) {
+  keep = Tensor::empty({count}, dtype_of<T>(), Device::CPU);
+  return keep.data<T>();
+}
+
 // The unfolded input of images n0.. n0+nb-1 for group grp: [k, nb*l]. Points straight into x
 // when a single image needs no unfolding.
 template <class T>
@@ -235,18 +242,18 @@ void forward_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const C
   const T* px = x.data<T>();
   const T* pw = w.data<T>();
   T* py = y.data<T>();
-  HostScratch<T> col(static_cast<size_t>(g.k * g.chunk * g.l), "conv2d unfolded input");
-  HostScratch<T> out(g.chunk > 1 ? static_cast<size_t>(g.og * g.chunk * g.l) : 0,
-                     "conv2d output chunk");
+  Tensor col_t, out_t;
+  T* col = scratch<T>(col_t, g.k * g.chunk * g.l);
+  T* out = scratch<T>(out_t, g.chunk > 1 ? g.og * g.chunk * g.l : 0);
   for (int64_t n0 = 0; n0 < g.n; n0 += g.chunk) {
     const int64_t nb = std::min(g.chunk, g.n - n0);
     for (int64_t grp = 0; grp < g.groups; ++grp) {
-      const T* b = unfold(px, g, p, n0, nb, grp, col.data());
+      const T* b = unfold(px, g, p, n0, nb, grp, col);
       // y_g [og, nb*l] = W_g [og, k] @ col [k, nb*l]; one image is written in place.
-      T* dst = nb == 1 ? py + (n0 * g.o + grp * g.og) * g.l : out.data();
+      T* dst = nb == 1 ? py + (n0 * g.o + grp * g.og) * g.l : out;
       gemm(false, false, g.og, nb * g.l, g.k, T(1), pw + grp * g.og * g.k, g.k, b, nb * g.l, T(0),
            dst, nb * g.l);
-      if (nb > 1) scatter_rows(out.data(), g.o, grp * g.og, g.og, g.l, n0, nb, py);
+      if (nb > 1) scatter_rows(out, g.o, grp * g.og, g.og, g.l, n0, nb, py);
     }
   }
   if (!bias.defined()) return;
@@ -267,19 +274,19 @@ void backward_data_typed(const Tensor& gy, const Tensor& w, const Conv2dParams& 
   T* pgx = gx.data<T>();
   const int64_t plane = g.h * g.w;
   if (!g.direct) std::memset(pgx, 0, sizeof(T) * static_cast<size_t>(gx.numel()));
-  HostScratch<T> col(static_cast<size_t>(g.k * g.chunk * g.l), "conv2d unfolded gradient");
-  HostScratch<T> grad(g.chunk > 1 ? static_cast<size_t>(g.og * g.chunk * g.l) : 0,
-                      "conv2d gradient chunk");
+  Tensor col_t, grad_t;
+  T* col = scratch<T>(col_t, g.k * g.chunk * g.l);
+  T* grad = scratch<T>(grad_t, g.chunk > 1 ? g.og * g.chunk * g.l : 0);
   for (int64_t n0 = 0; n0 < g.n; n0 += g.chunk) {
     const int64_t nb = std::min(g.chunk, g.n - n0);
     for (int64_t grp = 0; grp < g.groups; ++grp) {
       const T* gyg = pgy + (n0 * g.o + grp * g.og) * g.l;
       if (nb > 1) {
-        gather_rows(pgy, g.o, grp * g.og, g.og, g.l, n0, nb, grad.data());
-        gyg = grad.data();
+        gather_rows(pgy, g.o, grp * g.og, g.og, g.l, n0, nb, grad);
+        gyg = grad;
       }
       // gcol [k, nb*l] = W_g^T [k, og] @ gy_g [og, nb*l]; a direct single image lands in gx.
-      T* gcol = g.direct && nb == 1 ? pgx + (n0 * g.c + grp * g.cg) * plane : col.data();
+      T* gcol = g.direct && nb == 1 ? pgx + (n0 * g.c + grp * g.cg) * plane : col;
       gemm(true, false, g.k, nb * g.l, g.og, T(1), pw + grp * g.og * g.k, g.k, gyg, nb * g.l,
            T(0), gcol, nb * g.l);
       if (g.direct && nb > 1) scatter_rows(gcol, g.c, grp * g.cg, g.cg, plane, n0, nb, pgx);
@@ -301,17 +308,17 @@ void backward_filter_typed(const Tensor& gy, const Tensor& x, const Conv2dParams
   const T* px = x.data<T>();
   T* pgw = gw.data<T>();
   if (g.n == 0) std::memset(pgw, 0, sizeof(T) * static_cast<size_t>(gw.numel()));
-  HostScratch<T> col(static_cast<size_t>(g.k * g.chunk * g.l), "conv2d unfolded input");
-  HostScratch<T> grad(g.chunk > 1 ? static_cast<size_t>(g.og * g.chunk * g.l) : 0,
-                      "conv2d gradient chunk");
+  Tensor col_t, grad_t;
+  T* col = scratch<T>(col_t, g.k * g.chunk * g.l);
+  T* grad = scratch<T>(grad_t, g.chunk > 1 ? g.og * g.chunk * g.l : 0);
   for (int64_t n0 = 0; n0 < g.n; n0 += g.chunk) {
     const int64_t nb = std::min(g.chunk, g.n - n0);
     for (int64_t grp = 0; grp < g.groups; ++grp) {
-      const T* b = unfold(px, g, p, n0, nb, grp, col.data());
+      const T* b = unfold(px, g, p, n0, nb, grp, col);
       const T* gyg = pgy + (n0 * g.o + grp * g.og) * g.l;
       if (nb > 1) {
-        gather_rows(pgy, g.o, grp * g.og, g.og, g.l, n0, nb, grad.data());
-        gyg = grad.data();
+        gather_rows(pgy, g.o, grp * g.og, g.og, g.l, n0, nb, grad);
+        gyg = grad;
       }
       // gW_g [og, k] (+)= gy_g [og, nb*l] @ col^T [nb*l, k], summed over the chunks.
       gemm(false, true, g.og, g.k, nb * g.l, T(1), gyg, nb * g.l, b, nb * g.l,
