@@ -136,10 +136,11 @@ if want sanitizer && tsan=$(stage_limit 40 90); then
     [racecheck-5]='CudaTargetedDropout.FusedWeightModeBlockRows*'
     [racecheck-6]='CudaTargetedDropout.FusedGroupRowsSmallLaunch'
     [racecheck-7]='CudaTargetedDropout.FusedRegisterSelectSmallLaunch'
+    [racecheck-8]='CudaTargetedDropout.FusedPrefetchedSmallLaunch'
     [racecheck-2]='CudaTargetedDropout.FusedUnit*'
     [racecheck-3]='CudaTargetedDropout.UnfusedSmallOddShapes'
     [racecheck-4]='CudaBatchNorm2d.MisalignedView*:CudaBatchNorm2d.FusedEpilogue*:CudaBatchNorm2d.Evaluation*'
-    [synccheck-0]='CudaTargetedDropout.FusedGroupRowsSmallLaunch:CudaTargetedDropout.FusedRegisterSelectSmallLaunch'
+    [synccheck-0]='CudaTargetedDropout.FusedGroupRowsSmallLaunch:CudaTargetedDropout.FusedRegisterSelectSmallLaunch:CudaTargetedDropout.FusedPrefetchedSmallLaunch'
   )
   for key in "${!san_filter[@]}"; do
     san_tools+=("$key")
@@ -194,7 +195,7 @@ fi
 # The benchmarks took about 60 s on an H200 (before the forced placements were added): a 60 s
 # box cut the JSON short, and the race table with it. The peer runs right after them, so that
 # the race table does not wait on the A/B extras (baseline, variants, step kernels), which keep
-# ncu's 90 seconds back when it is wanted.
+# ncu's 120 seconds back when it is wanted.
 if want bench && t=$(stage_limit 30 200); then
   timeout "$t" $bin/bench_targeted_dropout --benchmark_filter=cuda --benchmark_min_time=0.02 \
     --benchmark_out="$logs/bench_targeted_dropout.json" --benchmark_out_format=json \
@@ -214,14 +215,14 @@ if want peer && [ -f "$peer" ] && t=$(stage_limit 30 60); then
   fi
 elif want peer; then say "peer: skipped (no script or out of time)"; fi
 reserve=0
-want ncu && reserve=90
+want ncu && reserve=120
 if want bench && [ -f "$logs/bench_targeted_dropout.json" ]; then
   # Variants packed by gpu-bundle.sh (BENCH_VARIANTS): this tree built with other nvcc flags.
   # They come before the baseline: a knob's effect is news, the baseline's numbers were taken
   # before. By default each times Auto's placement and those a knob acts on (block rows, group
   # rows, the shared select) on the sets where it matters (17 cases), so that several
   # variants fit the time left after the bench and the peer; VARIANT_FILTER widens or narrows it.
-  variant_filter=${VARIANT_FILTER:-'^cuda_fused(_block_rows|_group_rows|_shared|_block_rows_shared)?/(mlp|resnet32|transformer|square)/'}
+  variant_filter=${VARIANT_FILTER:-'^cuda_fused(_block_rows|_group_rows|_shared|_block_rows_shared|_prefetch)?/(mlp|resnet32|transformer|square)/'}
   # In BENCH_VARIANTS' order (.gpu/variants.txt), so that the first named is timed first
   # when time runs short; any other packed variant after them.
   ordered=$( { awk '{print $1}' .gpu/variants.txt 2>/dev/null
@@ -312,22 +313,23 @@ if want speed && t=$(stage_limit 30 150); then
 elif want speed; then say "speed: skipped, out of time"; fi
 
 # --- Nsight Compute on the fused kernel -------------------------------------------------
-if want ncu && t=$(stage_limit 45 90); then  # three ncu runs of t/3: less is no profile
+if want ncu && t=$(stage_limit 60 120); then  # four ncu runs of t/4: less is no profile
   # Where the fused kernel's time goes: speed of light, occupancy, issue rate, warp stall
   # reasons and shared-memory pressure, for a long-row set (block per row, with the register and
-  # the shared select) and ResNet-32 (warp per row).
+  # the shared select, and prefetched) and ResNet-32 (warp per row).
   sections=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
             --section ComputeWorkloadAnalysis --section InstructionStats --section MemoryWorkloadAnalysis)
   # What a warp waits on, in cycles per issued instruction by reason (these sections print no
   # breakdown on the command line): barrier, short scoreboard (shared memory), long scoreboard
   # (global), wait (fixed latency), MIO throttle (shared atomics and shuffles), ...
   stalls=(--metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$')
-  for target in cuda_fused/square cuda_fused_shared/square cuda_fused/resnet32; do
+  for target in cuda_fused/square cuda_fused_shared/square cuda_fused_prefetch/square \
+                cuda_fused/resnet32; do
     name=${target//\//-}
-    timeout $((t / 3)) ncu --clock-control none -k regex:td_weight_fused -c 1 "${sections[@]}" \
+    timeout $((t / 4)) ncu --clock-control none -k regex:td_weight_ -c 1 "${sections[@]}" \
       "${stalls[@]}" $bin/bench_targeted_dropout --benchmark_filter="^$target/" \
       --benchmark_min_time=0.01 > "$logs/ncu-$name.txt" 2>&1
-    heading "ncu td_weight_fused_kernel, $target (logs/ncu-$name.txt)"; say '```'
+    heading "ncu td_weight_*_kernel, $target (logs/ncu-$name.txt)"; say '```'
     grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Size|Grid Size|L2 Hit|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued|Local Memory Spilling|Shared Memory|Bank Conflicts" \
       "$logs/ncu-$name.txt" | cut -c1-220 | head -40 | tee -a "$summary"
     say "stall reasons, cycles per issued instruction (the largest 8):"
@@ -340,7 +342,7 @@ if want ncu && t=$(stage_limit 45 90); then  # three ncu runs of t/3: less is no
   # The SASS of the fused kernel file, for counting instructions per pass where no GPU is at
   # hand (no disassembler is needed to read it later).
   cuobjdump -sass $bin/bench_targeted_dropout 2>/dev/null |
-    awk '/Function : /{keep = /td_weight_fused|block_select|register_select|short_row/} keep' |
+    awk '/Function : /{keep = /td_weight_|block_select|register_select|short_row/} keep' |
     gzip > "$logs/sass-td-fused.txt.gz"
 elif want ncu; then say "ncu: skipped, out of time"; fi
 

@@ -147,7 +147,9 @@ void set_counters(benchmark::State& state, int64_t numel) {
 // rows forced onto warps, blocks or groups of 4 warps, to check Auto's choice.
 // FusedSharedSelect and FusedBlockRowsSharedSelect: FusedGrouped and FusedBlockRows with
 // TdBlockSelect::Shared instead of the default register select, for the rows of at most
-// kTdRegisterRowMax entries that blocks own.
+// kTdRegisterRowMax entries that blocks own. FusedPrefetched: every row on a block, with
+// TdBlockSelect::Prefetched (sets whose rows all have at most kTdRegisterRowMax entries, a
+// multiple of 4), against FusedBlockRows or, where every row is long, FusedGrouped.
 enum class CudaPath {
   FusedGrouped,
   FusedWarpRows,
@@ -155,6 +157,7 @@ enum class CudaPath {
   FusedGroupRows,
   FusedSharedSelect,
   FusedBlockRowsSharedSelect,
+  FusedPrefetched,
   FusedPerLayer,
   Unfused
 };
@@ -229,6 +232,10 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
       case CudaPath::FusedBlockRowsSharedSelect:
         targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Block, TdBlockSelect::Shared);
         break;
+      case CudaPath::FusedPrefetched:
+        targeted_dropout_fused_cuda(wl.tasks, kSeed, ws, TdRows::Block,
+                                    TdBlockSelect::Prefetched);
+        break;
       case CudaPath::FusedPerLayer:
         for (const TdTask& t : wl.tasks) targeted_dropout_fused_cuda({t}, kSeed, ws);
         break;
@@ -277,11 +284,17 @@ void register_all() {
                                  CudaPath::FusedGrouped)
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
-    bool short_rows = false, register_rows = false;
+    bool short_rows = false, register_rows = false, prefetchable = true;
     for (const auto& [rows, n] : shapes) {
       short_rows |= n <= kTdWarpRowMax;
       register_rows |= n <= kTdRegisterRowMax;
+      prefetchable &= n <= kTdRegisterRowMax && n % 4 == 0;
     }
+    if (prefetchable)
+      benchmark::RegisterBenchmark(("cuda_fused_prefetch/" + name).c_str(), BM_Cuda, name,
+                                   CudaPath::FusedPrefetched)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
     if (register_rows)
       benchmark::RegisterBenchmark(("cuda_fused_shared/" + name).c_str(), BM_Cuda, name,
                                    CudaPath::FusedSharedSelect)

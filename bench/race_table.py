@@ -14,7 +14,9 @@ its sort, kthvalue, topk and compiled variants. "warp rows", "block rows" and "g
 the fused launch with every short row forced onto a warp, a whole block or 4 warps, where the
 set has short rows. "shared select" is the fused launch with the shared-memory select for
 the block rows of at most 4096 entries (TdBlockSelect::Shared) instead of the default register
-select, "block rows shared" the same with every short row on a block. Runs of commits where the
+select, "block rows shared" the same with every short row on a block. "prefetched" puts every
+row on a block with TdBlockSelect::Prefetched (each block copies its next row in while it works
+on the current one), on the sets whose rows all allow it. Runs of commits where the
 shared select was the default name the other way round: "regsel" is the register select there.
 A column is printed when the run timed its launch for some set.
 """
@@ -29,6 +31,7 @@ FUSED_PATHS = {"cuda_fused": "fused", "cuda_fused_warp_rows": "warp rows",
                "cuda_fused_block_rows": "block rows", "cuda_fused_group_rows": "group rows",
                "cuda_fused_shared": "shared select",
                "cuda_fused_block_rows_shared": "block rows shared",
+               "cuda_fused_prefetch": "prefetched",
                "cuda_fused_regsel": "regsel", "cuda_fused_block_rows_regsel": "block rows regsel"}
 
 

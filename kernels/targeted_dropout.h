@@ -91,8 +91,12 @@ inline constexpr int64_t kTdWarpRowsPerBlock = 8;
 // candidate list; longer rows take the shared select. Shared: each pass reads the row again from
 // where the first staged it, and the keys of the first digit's bin are set aside for the last
 // pass. On an H200 the register select took 4096 x 4096 in 0.84x the shared select's time,
-// VGG-16's layers in 0.90x (bench/results/2026-11-28-h200). Both give the same bits.
-enum class TdBlockSelect { Shared, Registers };
+// VGG-16's layers in 0.90x (bench/results/2026-11-28-h200). Prefetched: Registers, with each
+// block resident for the whole launch and its next row copied into shared memory while it works
+// on the current one (cp.async), for a launch whose weight rows all take the register select
+// and are read 16 bytes at a time (n % 4 == 0, W 16-byte aligned); any other launch runs as
+// Registers. Not yet timed on a GPU, so not the default. All three give the same bits.
+enum class TdBlockSelect { Shared, Registers, Prefetched };
 inline constexpr int64_t kTdRegisterRowMax = 4096;
 // Longest row the fused kernel takes: it indexes a row's columns in 32 bits, with room for a
 // step of up to 1024 columns past the end.

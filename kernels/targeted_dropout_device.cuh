@@ -48,6 +48,37 @@ __device__ __forceinline__ void expect_index_below(unsigned i, unsigned size, co
 #endif
 }
 
+// Copies 16 bytes from global to shared memory without passing them through registers
+// (cp.async, sm_80 and later; a plain load and store before): the copies a thread starts before
+// copies_commit() form a group, and copies_wait<N>() returns once all but its newest N groups
+// have landed, in this thread's view (other threads see them after a barrier). Both addresses
+// are 16-byte aligned. Earlier devices copy at once, which the same waits and barriers order.
+__device__ __forceinline__ void copy16_async(uint32_t* smem, const uint32_t* gmem) {
+#ifdef TDROP_CUDA_EMULATED
+  cuda_emu::copy_async(smem, gmem, 16);
+#elif __CUDA_ARCH__ >= 800
+  const unsigned to = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(to), "l"(gmem) : "memory");
+#else
+  *reinterpret_cast<uint4*>(smem) = *reinterpret_cast<const uint4*>(gmem);
+#endif
+}
+__device__ __forceinline__ void copies_commit() {
+#ifdef TDROP_CUDA_EMULATED
+  cuda_emu::copy_async_commit();
+#elif __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int kPending>
+__device__ __forceinline__ void copies_wait() {
+#ifdef TDROP_CUDA_EMULATED
+  cuda_emu::copy_async_wait(kPending);
+#elif __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+#endif
+}
+
 constexpr int kThreads = 256;  // every targeted-dropout kernel uses 256-thread blocks
 constexpr int kWarps = kThreads / 32;
 static_assert(kThreads == kNormLanes, "one norm lane per thread");

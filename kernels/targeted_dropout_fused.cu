@@ -57,6 +57,22 @@ int64_t smem_capacity_floats() {
   });
 }
 
+// How many blocks of the prefetch kernel fit on the device at once, with its two row buffers
+// at their largest (2 x kTdRegisterRowMax floats), which it is allowed once per device.
+int64_t prefetch_resident_blocks() {
+  return once_per_device([](int dev) {
+    const void* kernel = reinterpret_cast<const void*>(td_weight_prefetch_kernel);
+    const int bytes = static_cast<int>(2 * kTdRegisterRowMax * sizeof(float));
+    TDROP_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    int per_sm = 0, sms = 0;
+    TDROP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, td_weight_prefetch_kernel, kThreads, static_cast<size_t>(bytes)));
+    TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    return int64_t{std::max(per_sm, 1)} * sms;
+  });
+}
+
 int multiprocessor_count() {
   return static_cast<int>(once_per_device([](int dev) {
     int sms = 0;
@@ -78,10 +94,11 @@ void targeted_dropout_fused_cuda(const std::vector<TdTask>& tasks, uint64_t seed
     const FusedLaunch p = plan_fused_launch(std::span<const TdTask>(tasks).subspan(first, count),
                                             static_cast<int>(first), rows, select, sms, cap);
     if (p.weights.count > 0) {
-      const WeightKernel kernel = weight_kernel(p.paths);
-      kernel<<<grid_for(p.weights.total), kThreads, static_cast<size_t>(staged_floats(p)) * 4,
-               cuda_stream()>>>(p.weights, philox_keys(seed), p.max_staged, flags);
-      TDROP_LAUNCH_CHECK("td_weight_fused_kernel");
+      const WeightKernel kernel = weight_kernel(p);
+      const int64_t resident = p.prefetch ? prefetch_resident_blocks() : 0;
+      kernel<<<grid_for(weight_grid_blocks(p, resident)), kThreads, weight_smem_bytes(p),
+               cuda_stream()>>>(p.weights, philox_keys(seed), weight_smem_param(p), flags);
+      TDROP_LAUNCH_CHECK(p.prefetch ? "td_weight_prefetch_kernel" : "td_weight_fused_kernel");
     }
     if (p.units.count > 0) {
       double* norms = static_cast<double*>(ws.buffer(0, p.units.total * sizeof(double)));

@@ -518,19 +518,21 @@ __device__ TdThreshold register_select_any(int tiles, const uint32_t* row, int n
   }
 }
 
-// A whole block on one row. The histogram is zero on entry and on return.
+// A whole block on one row. The histogram is zero on entry and on return. kStaged: the row is
+// already in s_row (td_weight_prefetch_kernel copied it there).
+template <bool kStaged = false>
 __device__ void block_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
                           int64_t smem_floats, uint32_t* s_row, SelectState& sel, bool* bad) {
   const int warp = threadIdx.x >> 5;
   const int n = static_cast<int>(t.n);  // at most kTdFusedRowMax
   const int64_t k = t.k;
-  const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
-  const bool aligned = n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w) & 15) == 0;
+  const uint32_t* row = kStaged ? s_row : reinterpret_cast<const uint32_t*>(t.w + r * n);
+  const bool aligned = kStaged || (n % 4 == 0 && (reinterpret_cast<uintptr_t>(t.w) & 15) == 0);
   // A row with something to select is staged on chip when it fits: the select's first pass
   // copies it there, the later passes and the final pass read it there. Longer rows, and rows
   // read only once (k = 0 or n), come from global memory.
   const bool select = k > 0 && k < n;
-  uint32_t* staged = select && n <= smem_floats ? s_row : nullptr;
+  uint32_t* staged = !kStaged && select && n <= smem_floats ? s_row : nullptr;
   TdThreshold th;
   if (select) {
     th = t.block_tiles > 0 ? register_select_any(t.block_tiles, row, n, k, aligned, staged, sel)
@@ -741,6 +743,17 @@ __device__ __forceinline__ GroupShared* group_shared() {
   return g;
 }
 
+// Zeroes the select's histogram, 16 bytes a store: a block that takes one row (4096 x 4096's)
+// zeroes its 8 KB once, in 2 stores a thread where the loop of scalar stores took about 45
+// instructions. Ends with a barrier.
+__device__ __forceinline__ void clear_histogram(SelectState& sel) {
+  static_assert(kTdRadixBins % (4 * kThreads) == 0, "whole 16-byte stores per thread");
+#pragma unroll
+  for (int j = 0; j < kTdRadixBins / (4 * kThreads); ++j)
+    reinterpret_cast<uint4*>(sel.hist)[j * kThreads + threadIdx.x] = make_uint4(0u, 0u, 0u, 0u);
+  __syncthreads();
+}
+
 template <int kPaths>
 __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
     td_weight_fused_kernel(const __grid_constant__ TaskTable table,
@@ -749,15 +762,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
   uint32_t* const s_row = dynamic_shared<uint32_t>();
   SelectState& sel = select_state();
   GroupShared* const groups = group_shared();
-  if constexpr ((kPaths & kBlockRowsOnly) != 0) {
-    // 16 bytes a store: a block that takes one row (4096 x 4096's) zeroes its 8 KB histogram
-    // once, in 2 stores a thread where the loop of scalar stores took about 45 instructions.
-    static_assert(kTdRadixBins % (4 * kThreads) == 0, "whole 16-byte stores per thread");
-#pragma unroll
-    for (int j = 0; j < kTdRadixBins / (4 * kThreads); ++j)
-      reinterpret_cast<uint4*>(sel.hist)[j * kThreads + threadIdx.x] = make_uint4(0u, 0u, 0u, 0u);
-    __syncthreads();
-  }
+  if constexpr ((kPaths & kBlockRowsOnly) != 0) clear_histogram(sel);
   for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
     const DevTask& t = table.t[find_task(table, g)];
     bool bad = false;
@@ -779,6 +784,46 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
     }
     if (bad) atomicExch(&nonfinite.p[t.flag], nonfinite.mark);
   }
+}
+
+// Starts the asynchronous copy of work item (row) g of a prefetching launch to `buf`.
+__device__ __forceinline__ void prefetch_row(const TaskTable& table, int64_t g, uint32_t* buf) {
+  const DevTask& t = table.t[find_task(table, g)];
+  const int n = static_cast<int>(t.n);
+  const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + (g - t.begin) * n);
+  for (int c0 = kEntries * threadIdx.x; c0 < n; c0 += kBlockSpan) copy16_async(buf + c0, row + c0);
+}
+
+// Block rows with the next row on its way (TdBlockSelect::Prefetched, for launches whose rows
+// all take the register select and are read 16 bytes at a time): the grid is what fits on the
+// GPU at once, each block walks the rows gridDim.x apart, and while it selects and writes one
+// row, the next is copied into its other half of shared memory (`buf_floats` floats each) by
+// cp.async, so a block no longer waits for its row to arrive from memory between rows (in
+// td_weight_fused_kernel a block's row is read when the block starts). Same bits as every
+// other path.
+__global__ void __launch_bounds__(kThreads, TDROP_TD_MIN_BLOCKS_BLOCK_ROWS)
+    td_weight_prefetch_kernel(const __grid_constant__ TaskTable table,
+                              const __grid_constant__ PhiloxKeys philox, int64_t buf_floats,
+                              TdFlags nonfinite) {
+  uint32_t* const bufs = dynamic_shared<uint32_t>();
+  SelectState& sel = select_state();
+  clear_histogram(sel);
+  int64_t g = blockIdx.x;
+  if (g < table.total) prefetch_row(table, g, bufs);
+  copies_commit();
+  for (int slot = 0; g < table.total; g += gridDim.x, slot ^= 1) {
+    // The other half was last read by the previous row, which block_row ends with a barrier.
+    if (g + gridDim.x < table.total)
+      prefetch_row(table, g + gridDim.x, bufs + (slot ^ 1) * buf_floats);
+    copies_commit();  // an empty group on the last row, so that one wait fits every row
+    copies_wait<1>();  // this row's copies (all but the newest group) have landed
+    __syncthreads();   // ... every thread's
+    const DevTask& t = table.t[find_task(table, g)];
+    bool bad = false;
+    block_row<true>(t, g - t.begin, philox, buf_floats, bufs + slot * buf_floats, sel, &bad);
+    if (bad) atomicExch(&nonfinite.p[t.flag], nonfinite.mark);
+  }
+  copies_wait<0>();
 }
 
 // Unit mode, launch 1: canonical squared norm of every row of every unit task.
@@ -930,6 +975,7 @@ struct FusedLaunch {
   TaskTable weights{}, units{};
   RowPaths paths = kBlockRowsOnly;  // the weight kernel's instantiation, when weights.count > 0
   int64_t max_staged = 0;           // the longest row staged in shared memory, in floats
+  bool prefetch = false;            // the weights go to td_weight_prefetch_kernel
 };
 
 // `first_flag`: the non-finite flag of tasks[0]; `sms`: the device's multiprocessors (for
@@ -943,6 +989,9 @@ FusedLaunch plan_fused_launch(std::span<const TdTask> tasks, int first_flag, TdR
   FusedLaunch p;
   TaskTable& weights = p.weights;
   bool has_warp_rows = false, has_group_rows = false, has_block_rows = false;
+  // Prefetched needs every weight row on a block, in registers, read 16 bytes at a time.
+  bool prefetchable = select == TdBlockSelect::Prefetched;
+  int64_t longest_block_row = 0;
   for (size_t i = 0; i < tasks.size(); ++i) {
     const TdTask& s = tasks[i];
     if (s.rows == 0 || s.n == 0) continue;
@@ -962,34 +1011,57 @@ FusedLaunch plan_fused_launch(std::span<const TdTask> tasks, int first_flag, TdR
       has_group_rows = true;
     } else {
       has_block_rows = true;
-      const int tiles = select == TdBlockSelect::Registers && s.n <= kTdRegisterRowMax
+      const int tiles = select != TdBlockSelect::Shared && s.n <= kTdRegisterRowMax
                             ? static_cast<int>((s.n + kBlockSpan - 1) / kBlockSpan)
                             : 0;
       weights.t[weights.count++] = dev_task(s, weights.total, flag, 0, tiles);
       weights.total += s.rows;  // a block per row
       if (s.k > 0 && s.k < s.n && s.n <= smem_cap) p.max_staged = std::max(p.max_staged, s.n);
+      prefetchable = prefetchable && tiles > 0 && s.n % 4 == 0 &&
+                     reinterpret_cast<uintptr_t>(s.w) % 16 == 0;
+      longest_block_row = std::max(longest_block_row, s.n);
     }
   }
   p.paths = has_group_rows ? (has_block_rows ? kGroupAndBlockRows : kGroupRowsOnly)
             : !has_block_rows ? kWarpRowsOnly
             : !has_warp_rows  ? kBlockRowsOnly
                               : kBothRowPaths;
+  if (prefetchable && p.paths == kBlockRowsOnly && weights.count > 0) {
+    p.prefetch = true;
+    p.max_staged = longest_block_row;  // every row is staged, k = 0 and n too
+  }
   return p;
 }
 
 // Rows are read 4 entries at a time, so the staged row is padded to a multiple of 4.
 int64_t staged_floats(const FusedLaunch& p) { return (p.max_staged + 3) / 4 * 4; }
 
+// The weight kernel's shared-memory size parameter (the longest row it stages, or the prefetch
+// kernel's stride between its two row buffers), dynamic shared memory and grid, where
+// `resident_blocks` is how many blocks of the prefetch kernel fit on the device at once.
+int64_t weight_smem_param(const FusedLaunch& p) {
+  return p.prefetch ? staged_floats(p) : p.max_staged;
+}
+size_t weight_smem_bytes(const FusedLaunch& p) {
+  return static_cast<size_t>(staged_floats(p)) * sizeof(float) * (p.prefetch ? 2 : 1);
+}
+int64_t weight_grid_blocks(const FusedLaunch& p, int64_t resident_blocks) {
+  return p.prefetch ? std::min(p.weights.total, std::max<int64_t>(resident_blocks, 1))
+                    : p.weights.total;
+}
+
 using WeightKernel = decltype(&td_weight_fused_kernel<kBlockRowsOnly>);
-WeightKernel weight_kernel(RowPaths paths) {
-  switch (paths) {
+WeightKernel weight_kernel(const FusedLaunch& p) {
+  if (p.prefetch) return td_weight_prefetch_kernel;
+  switch (p.paths) {
     case kWarpRowsOnly: return td_weight_fused_kernel<kWarpRowsOnly>;
     case kBlockRowsOnly: return td_weight_fused_kernel<kBlockRowsOnly>;
     case kBothRowPaths: return td_weight_fused_kernel<kBothRowPaths>;
     case kGroupRowsOnly: return td_weight_fused_kernel<kGroupRowsOnly>;
     case kGroupAndBlockRows: return td_weight_fused_kernel<kGroupAndBlockRows>;
   }
-  TDROP_CHECK(false, "weight_kernel: no instantiation for row paths ", static_cast<int>(paths));
+  TDROP_CHECK(false, "weight_kernel: no instantiation for row paths ",
+              static_cast<int>(p.paths));
   return nullptr;
 }
 

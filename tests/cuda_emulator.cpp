@@ -35,6 +35,13 @@ struct OwnStack {
   void deallocate(ctx::stack_context&) noexcept {}
 };
 
+// An asynchronous copy in flight (copy_async).
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  size_t bytes;
+};
+
 struct Thread {
   std::unique_ptr<char[]> stack;  // first, so destroyed last: the fibers' records live on it
   ctx::fiber fiber;               // the thread, while the scheduler holds it
@@ -43,6 +50,8 @@ struct Thread {
   bool done = false;  // returned from the kernel (whether it may run: Launch::ready)
   uint32_t result = 0;  // of the collective it waits in
   void* asan_fake_stack = nullptr;
+  std::vector<AsyncCopy> open_copies;                // started since the last commit
+  std::vector<std::vector<AsyncCopy>> copy_groups;  // committed, oldest first
 };
 
 // A warp collective in progress: the lanes of `mask` arrive one by one.
@@ -170,6 +179,11 @@ ctx::fiber thread_main(ctx::fiber&& scheduler) {
   } catch (const std::exception& e) {
     if (L.error.empty()) L.error = where(L, L.current) + " threw: " + e.what();
   }
+  size_t in_flight = t.open_copies.size();
+  for (const std::vector<AsyncCopy>& group : t.copy_groups) in_flight += group.size();
+  if (in_flight > 0 && L.error.empty())
+    L.error = where(L, L.current) + " exited with " + std::to_string(in_flight) +
+              " asynchronous copies in flight";
   t.done = true;
   yield(/*exiting=*/true);
   return std::move(t.back);
@@ -300,6 +314,8 @@ void run_block(Launch& L, std::mt19937_64& rng) {
     Thread& t = L.threads[static_cast<size_t>(i)];
     t.idx = dim3{static_cast<unsigned>(i), 0, 0};
     t.done = false;
+    t.open_copies.clear();
+    t.copy_groups.clear();
     t.fiber = ctx::fiber(std::allocator_arg, OwnStack{t.stack.get()}, thread_main);
   }
   for (WarpCollective& w : L.warps) w = WarpCollective{};
@@ -403,6 +419,43 @@ void named_barrier(int id, int count) {
 void* dynamic_shared_memory() {
   Launch& L = launch_in_progress();
   return L.shared_bytes == 0 ? nullptr : static_cast<void*>(L.shared.data());
+}
+
+void copy_async(void* dst, const void* src, size_t bytes) {
+  Launch& L = launch_in_progress();
+  const auto inside = [&](const char* begin, const char* end) {
+    const char* d = static_cast<const char*>(dst);
+    return begin != nullptr && begin <= d && d + bytes <= end;
+  };
+  const char* dynamic = reinterpret_cast<const char*>(L.shared.data());
+  const bool aligned = (bytes == 4 || bytes == 8 || bytes == 16) &&
+                       reinterpret_cast<uintptr_t>(dst) % bytes == 0 &&
+                       reinterpret_cast<uintptr_t>(src) % bytes == 0;
+  if (!aligned || !(inside(dynamic, dynamic + L.shared_bytes) ||
+                    inside(__start_cuda_emu_shared, __stop_cuda_emu_shared))) {
+    std::ostringstream s;
+    s << where(L, L.current) << ": asynchronous copy of " << bytes << " bytes from " << src
+      << " to " << dst << " (4, 8 or 16 bytes, aligned, into shared memory)";
+    fail(s.str());
+  }
+  std::memset(dst, kGarbage, bytes);
+  L.threads[static_cast<size_t>(L.current)].open_copies.push_back(AsyncCopy{dst, src, bytes});
+}
+
+void copy_async_commit() {
+  Launch& L = launch_in_progress();
+  Thread& t = L.threads[static_cast<size_t>(L.current)];
+  t.copy_groups.push_back(std::move(t.open_copies));
+  t.open_copies.clear();
+}
+
+void copy_async_wait(int pending) {
+  Launch& L = launch_in_progress();
+  Thread& t = L.threads[static_cast<size_t>(L.current)];
+  while (static_cast<int>(t.copy_groups.size()) > std::max(pending, 0)) {
+    for (const AsyncCopy& c : t.copy_groups.front()) std::memcpy(c.dst, c.src, c.bytes);
+    t.copy_groups.erase(t.copy_groups.begin());
+  }
 }
 
 void launch(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& kernel,

@@ -21,7 +21,8 @@
 // - a collective orders shared memory here, where CUDA's imply no fence (__syncwarp does);
 // - one collective at a time per warp: two halves of a warp in collectives of disjoint masks,
 //   legal since sm_70, are reported as divergent;
-// - misaligned 16-byte accesses run here (the sanitizer build's UBSan reports them);
+// - misaligned 16-byte accesses run here (the sanitizer build's UBSan reports them; an
+//   asynchronous copy checks its own);
 // - anything about speed.
 #pragma once
 
@@ -63,6 +64,16 @@ uint32_t warp_collective(Collective kind, uint32_t mask, uint32_t value, int arg
 void sync_threads();
 void named_barrier(int id, int count);
 void* dynamic_shared_memory();
+// Asynchronous copies from global to shared memory (cp.async): `copy_async` starts one of
+// `bytes` (4, 8 or 16, both addresses aligned to it, `dst` in shared memory) and fills its
+// destination with garbage at once; `copy_async_commit` closes the calling thread's group of
+// copies started since the last; `copy_async_wait(pending)` completes its oldest groups until
+// at most `pending` remain. So a copy lands at the latest moment CUDA allows, and whoever reads
+// its destination too early reads neither the old bytes nor the new. A thread that exits with
+// a copy in flight breaks a rule.
+void copy_async(void* dst, const void* src, size_t bytes);
+void copy_async_commit();
+void copy_async_wait(int pending);
 
 // Runs `kernel` on grid.x blocks of block.x threads with `shared_bytes` of dynamic shared memory
 // (1-D launches only). `schedule_seed` draws the order threads resume in. Throws

@@ -137,6 +137,61 @@ TEST(CudaEmulator, BlocksAndDynamicSharedMemory) {
   }
 }
 
+// An asynchronous copy's destination holds garbage from its start until the wait that
+// completes its group; a wait for all but the newest group completes the older ones only.
+TEST(CudaEmulator, AsyncCopiesLandAtTheirWait) {
+  constexpr unsigned kThreads = 32;
+  std::vector<uint32_t> src(8 * kThreads);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = 0x1000u + static_cast<uint32_t>(i);
+  std::vector<uint32_t> before(kThreads), older(kThreads), newer(kThreads), after(kThreads);
+  cuda_emu::launch(dim3{1}, dim3{kThreads}, 32 * kThreads, [&] {
+    uint32_t* smem = static_cast<uint32_t*>(cuda_emu::dynamic_shared_memory());
+    const unsigned t = threadIdx.x;
+    smem[4 * t] = 7;
+    cuda_emu::copy_async(smem + 4 * t, src.data() + 4 * t, 16);
+    cuda_emu::copy_async_commit();
+    cuda_emu::copy_async(smem + 4 * (kThreads + t), src.data() + 4 * (kThreads + t), 16);
+    cuda_emu::copy_async_commit();
+    before[t] = smem[4 * t];
+    cuda_emu::copy_async_wait(1);
+    older[t] = smem[4 * t];
+    newer[t] = smem[4 * (kThreads + t)];
+    cuda_emu::copy_async_wait(0);
+    after[t] = smem[4 * (kThreads + t) + 3];
+  });
+  for (unsigned t = 0; t < kThreads; ++t) {
+    SCOPED_TRACE("thread " + std::to_string(t));
+    EXPECT_EQ(before[t], 0xA5A5A5A5u);
+    EXPECT_EQ(older[t], 0x1000u + 4 * t);
+    EXPECT_EQ(newer[t], 0xA5A5A5A5u);
+    EXPECT_EQ(after[t], 0x1000u + 4 * (kThreads + t) + 3);
+  }
+  // Misuse: a copy into global memory, a misaligned one, one still in flight at the exit.
+  uint32_t global[8] = {};
+  expect_launch_error(32, [&] { cuda_emu::copy_async(global, src.data(), 16); },
+                      "into shared memory");
+  try {
+    cuda_emu::launch(dim3{1}, dim3{32}, 64, [&] {
+      uint32_t* smem = static_cast<uint32_t*>(cuda_emu::dynamic_shared_memory());
+      if (threadIdx.x == 3) cuda_emu::copy_async(smem + 1, src.data(), 16);
+    });
+    ADD_FAILURE() << "a misaligned copy ran";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("thread 3"), std::string::npos) << e.what();
+  }
+  try {
+    cuda_emu::launch(dim3{1}, dim3{32}, 512, [&] {
+      uint32_t* smem = static_cast<uint32_t*>(cuda_emu::dynamic_shared_memory());
+      cuda_emu::copy_async(smem + 4 * threadIdx.x, src.data(), 16);
+      cuda_emu::copy_async_commit();
+    });
+    ADD_FAILURE() << "a launch ended with copies in flight";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("exited with 1 asynchronous copies in flight"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST(CudaEmulator, BrokenRulesAreErrorsNotHangs) {
   // Half the block waits at __syncthreads that the other half never reaches.
   expect_launch_error(64, [] { if (threadIdx.x < 32) __syncthreads(); },

@@ -31,6 +31,8 @@ namespace {
 // What a GPU with 132 multiprocessors and 64 KB of shared memory for a staged row would get.
 constexpr int kMultiprocessors = 132;
 constexpr int64_t kStagedFloatsMax = 64 * 1024 / 4;
+// ... and blocks of the prefetch kernel resident at once, 4 a multiprocessor.
+constexpr int64_t kResidentPrefetchBlocks = 4 * kMultiprocessors;
 
 struct EmulatedRun {
   TdRows rows = TdRows::Warp;
@@ -60,10 +62,11 @@ std::vector<int> fused_emulated(const std::vector<TdTask>& tasks, uint64_t seed,
                           static_cast<int>(first), run.rows, run.select, kMultiprocessors,
                           kStagedFloatsMax);
     if (p.weights.count > 0) {
-      const WeightKernel kernel = weight_kernel(p.paths);
+      const WeightKernel kernel = weight_kernel(p);
       const PhiloxKeys keys = philox_keys(seed);
-      cuda_emu::launch(grid(p.weights.total), block, static_cast<size_t>(staged_floats(p)) * 4,
-                       [&] { kernel(p.weights, keys, p.max_staged, marks); },
+      const int64_t smem = weight_smem_param(p);
+      cuda_emu::launch(grid(weight_grid_blocks(p, kResidentPrefetchBlocks)), block,
+                       weight_smem_bytes(p), [&] { kernel(p.weights, keys, smem, marks); },
                        run.schedule_seed);
     }
     if (p.units.count > 0) {
@@ -89,7 +92,9 @@ std::string run_name(const EmulatedRun& run) {
                      : run.rows == TdRows::Block ? "block rows"
                      : run.rows == TdRows::Group ? "group rows"
                                                  : "auto placement") +
-         (run.select == TdBlockSelect::Registers ? ", register select" : "") +
+         (run.select == TdBlockSelect::Registers    ? ", register select"
+          : run.select == TdBlockSelect::Prefetched ? ", register select, prefetched"
+                                                    : "") +
          (run.max_blocks < (1u << 20) ? ", " + std::to_string(run.max_blocks) + " blocks" : "");
 }
 
@@ -207,6 +212,82 @@ TEST(TdFusedEmulated, RegisterSelectMatchesReferenceBitForBit) {
     emulate_and_compare(sweep(false), seed, {rows, TdBlockSelect::Registers});
 }
 
+// The sweep's rows that the prefetch kernel takes: at most kTdRegisterRowMax entries, a
+// multiple of 4 (the weights are 16-byte aligned here).
+std::vector<Case> prefetchable_rows_of(const std::vector<Case>& cases) {
+  std::vector<Case> out;
+  for (const Case& c : cases)
+    if (c.n <= kTdRegisterRowMax && c.n % 4 == 0) out.push_back(c);
+  return out;
+}
+
+// Whether plan_fused_launch gives every launch of `cases` (16-byte aligned W) to the prefetch
+// kernel.
+bool planned_prefetch(const std::vector<Case>& cases, TdRows rows) {
+  std::vector<std::vector<float>> w(cases.size());
+  std::vector<TdTask> tasks;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    w[i].resize(static_cast<size_t>(cases[i].rows * cases[i].n) + 4);
+    float* at = w[i].data();
+    while (reinterpret_cast<uintptr_t>(at) % 16 != 0) ++at;
+    TdTask t;
+    t.w = at;
+    t.rows = cases[i].rows;
+    t.n = cases[i].n;
+    t.k = cases[i].n / 2;
+    t.unit = cases[i].unit;
+    tasks.push_back(t);
+  }
+  bool all = true;
+  for (size_t first = 0; first < tasks.size(); first += kMaxTasks) {
+    const size_t count = std::min<size_t>(kMaxTasks, tasks.size() - first);
+    all = all && plan_fused_launch(std::span<const TdTask>(tasks).subspan(first, count),
+                                   static_cast<int>(first), rows, TdBlockSelect::Prefetched,
+                                   kMultiprocessors, kStagedFloatsMax)
+                     .prefetch;
+  }
+  return all;
+}
+
+// The prefetch kernel on the sweep's rows that it takes, with a block for each row and with 3
+// blocks and 1 block walking them all (each row's copy lands while the row before is worked
+// on, and a block's two buffers alternate).
+TEST(TdFusedEmulated, PrefetchedRowsMatchReferenceBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const std::vector<Case> cases = prefetchable_rows_of(sweep(false));
+  ASSERT_TRUE(planned_prefetch(cases, TdRows::Block));
+  for (unsigned blocks : {1u << 20, 1u})
+    emulate_and_compare(cases, seed, {TdRows::Block, TdBlockSelect::Prefetched, blocks});
+  emulate_and_compare(cases, seed, {TdRows::Block, TdBlockSelect::Prefetched, 3, 2});
+}
+
+// Launches the prefetch kernel does not take run as with the register select: a row longer
+// than kTdRegisterRowMax, one not a multiple of 4, W off 16-byte alignment, short rows on
+// warps, unit rows beside weight rows.
+TEST(TdFusedEmulated, PrefetchedFallsBackWhereItCannotPrefetch) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const Case base{5, 1024, WeightKind::Normal, 0.5, 0.5f, false, false};
+  const auto with = [&](int64_t n, bool unit) {
+    Case c = base;
+    c.n = n;
+    c.unit = unit;
+    return std::vector<Case>{base, c};
+  };
+  EXPECT_TRUE(planned_prefetch(with(4096, false), TdRows::Block));
+  EXPECT_TRUE(planned_prefetch(with(4096, true), TdRows::Block)) << "unit rows go elsewhere";
+  EXPECT_FALSE(planned_prefetch(with(4100, false), TdRows::Block));
+  EXPECT_FALSE(planned_prefetch(with(1001, false), TdRows::Block));
+  EXPECT_FALSE(planned_prefetch(with(1024, false), TdRows::Warp));
+  for (int64_t n : {4100, 1001}) emulate_and_compare(with(n, false), seed, {TdRows::Block,
+                                                     TdBlockSelect::Prefetched, 3});
+  emulate_and_compare(with(4096, true), seed, {TdRows::Block, TdBlockSelect::Prefetched, 3});
+  emulate_and_compare(with(1024, false), seed, {TdRows::Block, TdBlockSelect::Prefetched, 3},
+                      /*shift=*/1);
+  emulate_and_compare(sweep(false), seed, {TdRows::Auto, TdBlockSelect::Prefetched});
+}
+
 TEST(TdFusedEmulated, UnitModeMatchesReferenceBitForBit) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -312,6 +393,11 @@ TEST(TdFusedEmulated, FewBlocksLoopOverEveryRow) {
       EmulatedRun run{rows, select, 3};
       emulate_and_compare(cases, seed, run);
     }
+  // The prefetch kernel's rows, of three tasks.
+  std::vector<Case> prefetched;
+  for (int64_t n : {1024, 4096, 2000})
+    prefetched.push_back({9, n, WeightKind::FewValues, 0.5, 0.5f, false, false});
+  emulate_and_compare(prefetched, seed, {TdRows::Block, TdBlockSelect::Prefetched, 3});
 }
 
 // Other orders of the threads between barriers give the same bits (a kernel that read shared
