@@ -108,7 +108,7 @@ constexpr int kCandidates = 2048;
 
 // Shared state of a block's weight-mode radix select.
 struct SelectState {
-  __align__(16) unsigned hist[kTdRadixBins];
+  __align__(16) unsigned hist[kTdRadixBins + 1];  // + hist_add4's spare bin
   __align__(16) uint32_t cand[kCandidates];
   unsigned scan_scratch[kWarps];
   unsigned digit, remaining, count, ncand;
@@ -158,11 +158,20 @@ __device__ __forceinline__ void warp_or_and(unsigned* any, unsigned* all) {
 // one atomic (since kernel v3) was 3-15 % slower on every long-row case timed on an H200, 10-15 %
 // on 4096 x 4096 (bench/results/2026-11-28-h200, variant plainhist), and took 1255 SASS
 // instructions in register_select<4> against 833.
+// -DTDROP_TD_SPARE_BIN=1 counts the inactive keys too, into a spare bin past the histogram that
+// nothing reads: one select (SEL) per key in place of a branch around each atomic (BSSY, BRA,
+// BSYNC), and the lanes of inactive keys, most keys after the first pass, share one address.
+// Not yet timed on a GPU.
+#ifndef TDROP_TD_SPARE_BIN
+#define TDROP_TD_SPARE_BIN 0
+#endif
 __device__ __forceinline__ void hist_add4(unsigned* hist, const unsigned (&bins)[4],
                                           const bool (&active)[4]) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i)
-    if (active[i]) atomicAdd(&hist[bins[i]], 1u);
+  for (int i = 0; i < 4; ++i) {
+    if (TDROP_TD_SPARE_BIN) atomicAdd(active[i] ? &hist[bins[i]] : &hist[kTdRadixBins], 1u);
+    else if (active[i]) atomicAdd(&hist[bins[i]], 1u);
+  }
 }
 
 // Loads 4 consecutive keys (bit patterns) of a row starting at column c0; missing ones are 0.

@@ -51,7 +51,7 @@ TDROP_HD TdThreshold radix_select_held(const Quad (&b)[G], int64_t n, int64_t k,
       bool active[4];
       TDROP_UNROLL
       for (int i = 0; i < 4; ++i) {
-        active[i] = (keys[i] & pmask) == prefix;
+        active[i] = ((keys[i] ^ prefix) & pmask) == 0;
         bins[i] = (keys[i] & td_digit_mask(d)) >> td_digit_shift(d);
       }
       hist.add4(bins, active);
