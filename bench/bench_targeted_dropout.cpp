@@ -267,6 +267,7 @@ void BM_Cuda(benchmark::State& state, const std::string& set, CudaPath path) {
   const float ms = median_ms(run);
   set_counters(state, wl.numel);
   state.counters["median_us"] = ms * 1e3;
+  state.counters["queued_us"] = queued_ms(run) * 1e3;
   state.counters["copy_us"] = copy_ms * 1e3;
   state.counters["copy_GBps"] = 8.0 * static_cast<double>(wl.numel) / (copy_ms * 1e-3) / 1e9;
   state.counters["GBps_8.125"] = 8.125 * static_cast<double>(wl.numel) / (ms * 1e-3) / 1e9;

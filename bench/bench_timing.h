@@ -34,6 +34,20 @@ float median_ms(Fn fn, int reps = 20) {
   return ms[ms.size() / 2];
 }
 
+// Milliseconds per call of `fn` when `calls` of them are queued back to back (the median of
+// `reps` such runs): the host submits the next call while the device runs the last, as in a
+// training step, so a call short on the device is not charged for its submission, which
+// median_ms counts whole (the device idles while the host submits).
+template <class Fn>
+float queued_ms(Fn fn, int calls = 20, int reps = 7) {
+  const float ms = median_ms(
+      [&] {
+        for (int i = 0; i < calls; ++i) fn();
+      },
+      reps);
+  return ms / static_cast<float>(calls);
+}
+
 // The body of a benchmark binary's main: register_all() adds the cases (their names come from
 // tables, so they are registered at run time rather than with BENCHMARK macros).
 inline int run_benchmarks(int argc, char** argv, void (*register_all)()) {

@@ -103,7 +103,9 @@ def print_targets(ours, torch, copy_gbps):
               + (f", {min(peers) / us:.1f}x the fastest PyTorch (target 4x)" if peers else ""))
     r32 = fastest("resnet32")
     if r32:
-        print(f"- ResNet-32, one launch: {r32[0]:.1f} us ({r32[1]}) (target 10 us)")
+        queued = ours[(r32[1], "resnet32")].get("queued_us")
+        print(f"- ResNet-32, one launch: {r32[0]:.1f} us ({r32[1]}) (target 10 us)"
+              + (f"; {queued:.1f} us a call with 20 queued back to back" if queued else ""))
 
 
 if __name__ == "__main__":
