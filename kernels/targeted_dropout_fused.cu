@@ -1,11 +1,12 @@
-// The fused targeted-dropout launches (the kernels and their plan are in
-// targeted_dropout_fused_kernels.cuh): the per-device queries and the launches on cuda_stream().
+// The fused targeted-dropout launches (their plan is targeted_dropout_fused_plan.cuh, the
+// kernels are in the headers it includes): the per-device queries and the launches on
+// cuda_stream().
 #include <algorithm>
 #include <map>
 #include <mutex>
 
 #include "core/cuda_check.h"
-#include "kernels/targeted_dropout_fused_kernels.cuh"
+#include "kernels/targeted_dropout_fused_plan.cuh"
 
 namespace tdrop {
 

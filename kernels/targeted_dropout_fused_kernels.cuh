@@ -28,22 +28,16 @@
 // per lane. TdRows::Group gives such a row 4 warps instead (GroupRow: 2 rows per block, the
 // warps' sums combined through shared memory behind a barrier of the group's 128 threads).
 //
-// Unit mode needs every row's norm before any row can be ranked, so it runs as three grouped
-// launches: norms (one block per row), selection (one block per layer, radix select over the
-// 64-bit norm keys), apply (one block per row).
-//
-// This header holds the device code and what is worked out on the host for a launch
-// (plan_fused_launch); targeted_dropout_fused.cu launches it. Everything here has internal
-// linkage, so that tests/test_td_fused_emulated.cpp can compile the same code for the host
-// emulation of CUDA (tests/cuda_emulator.h) and run it without a GPU: a kernel compiled twice
-// with external linkage would define its host stub twice.
+// This header holds the weight mode's device code. Unit mode's kernels are in
+// targeted_dropout_unit_kernels.cuh, the table of layers a launch carries in
+// targeted_dropout_task_table.cuh, and what the host works out for a launch in
+// targeted_dropout_fused_plan.cuh (internal linkage throughout: see there).
 #pragma once
 #include <algorithm>
-#include <span>
 #include <type_traits>
 
-#include "core/error.h"
 #include "kernels/targeted_dropout_device.cuh"
+#include "kernels/targeted_dropout_task_table.cuh"
 #include "kernels/targeted_dropout_quad.h"
 #include "kernels/targeted_dropout_radix_select.h"
 #include "kernels/targeted_dropout_short_select.h"
@@ -58,46 +52,10 @@ constexpr int kEntries = 4;  // consecutive entries per thread
 static_assert(kEntries == 4, "td_targeted4, td_dropped4 and short_select take 4 per thread");
 constexpr int kBlockSpan = kThreads * kEntries;  // entries a block row's threads take per step
 
-// One table entry per task, passed by value as a kernel parameter (no per-step H2D copy).
-struct DevTask {
-  const float* w;
-  float* w_out;
-  uint32_t* mask;
-  int64_t rows, n, k;
-  uint64_t stream;
-  int64_t begin;  // first row of this task in the launch's row numbering
-  uint32_t drop_threshold;
-  int flag;       // index of this task's non-finite flag
-  int per_weight_draws;
-  int warp_groups;  // > 0: a warp per row, in this many chunks of 128 entries; < 0: a group
-                    // of 4 warps per row, in -warp_groups chunks of 512; 0: a block per row
-  int block_tiles;  // block rows: > 0 selects with the row's keys in registers, this many
-                    // tiles of 1024 entries (TdBlockSelect::Registers); 0: the shared select
-};
-
-constexpr int kMaxTasks = 96;  // 96 * 88 B: well inside the 32 KB kernel-parameter limit
-// Work items: one row of a block-row task, or kWarps rows of a warp-row task.
-struct TaskTable {
-  DevTask t[kMaxTasks];
-  int count;
-  int64_t total;  // work items of all tasks
-};
-
 constexpr int kWarpGroupsMax = static_cast<int>(kTdWarpRowMax / (32 * 4));
 static_assert(kWarpGroupsMax == 8, "a warp row is at most 8 groups of 128 entries");
 static_assert(kWarps == kTdWarpRowsPerBlock,
               "td_short_rows_on_warps counts a block per kWarps rows");
-
-// Index of the task owning work item g (largest i with begin <= g; every task has >= 1).
-__device__ __forceinline__ int find_task(const TaskTable& table, int64_t g) {
-  int lo = 0, hi = table.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (table.t[mid].begin <= g) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
 
 constexpr int kBinsPerThread = kTdRadixBins / kThreads;
 static_assert(kBinsPerThread == 8, "each thread scans 8 consecutive bins (two uint4)");
@@ -114,12 +72,6 @@ struct SelectState {
   unsigned digit, remaining, count, ncand;
 };
 
-// Shared state of a unit-mode selection (8-bit digits over 64-bit norm keys, bin = thread).
-struct UnitSelectState {
-  unsigned hist[kThreads];
-  unsigned scan_scratch[kWarps];
-  unsigned digit, remaining, count;
-};
 
 // sm_80 and later reduce a warp in one instruction; the host emulation takes that path too, the
 // one the default build (sm_90) runs.
@@ -833,245 +785,6 @@ __global__ void __launch_bounds__(kThreads, TDROP_TD_MIN_BLOCKS_BLOCK_ROWS)
     if (bad) atomicExch(&nonfinite.p[t.flag], nonfinite.mark);
   }
   copies_wait<0>();
-}
-
-// Unit mode, launch 1: canonical squared norm of every row of every unit task.
-__global__ void __launch_bounds__(kThreads)
-    td_unit_norms_kernel(const __grid_constant__ TaskTable table, double* norms,
-                         TdFlags nonfinite) {
-  __shared__ double lanes[kThreads];
-  __shared__ int bad;
-  for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
-    const DevTask& t = table.t[find_task(table, g)];
-    if (threadIdx.x == 0) bad = 0;
-    __syncthreads();
-    const double v = row_norm_sq(t.w + (g - t.begin) * t.n, t.n, lanes, &bad, 1);
-    if (threadIdx.x == 0) {
-      norms[g] = v;
-      if (bad) nonfinite.p[t.flag] = nonfinite.mark;
-    }
-  }
-}
-
-// Unit mode, launch 2: one block per task ranks its rows by norm (radix select on the 64-bit
-// keys, up to 8 passes of 8 bits, ties by row index) and decides each row: 0 keep, 1 draw per
-// entry, 2 drop.
-__global__ void __launch_bounds__(kThreads)
-    td_unit_select_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
-                          const double* norms, uint8_t* row_state) {
-  __shared__ UnitSelectState s;
-  for (int ti = blockIdx.x; ti < table.count; ti += gridDim.x) {
-    const DevTask& t = table.t[ti];
-    const unsigned long long* keys =
-        reinterpret_cast<const unsigned long long*>(norms + t.begin);
-    const int64_t R = t.rows, k = t.k;
-    unsigned long long T = 0, pmask = 0;
-    unsigned remaining = static_cast<unsigned>(k), ties = 0;
-    if (k > 0 && k < R) {
-#pragma unroll 1
-      for (int shift = 56; shift >= 0; shift -= 8) {
-        s.hist[threadIdx.x] = 0;
-        __syncthreads();
-        for (int64_t j = threadIdx.x; j < R; j += kThreads)
-          if ((keys[j] & pmask) == T) atomicAdd(&s.hist[(keys[j] >> shift) & 255u], 1u);
-        __syncthreads();
-        const unsigned c = s.hist[threadIdx.x];
-        unsigned total;
-        const unsigned incl = block_inclusive_scan(c, s.scan_scratch, &total);
-        if (incl - c < remaining && remaining <= incl) {
-          s.digit = threadIdx.x;
-          s.remaining = remaining - (incl - c);
-          s.count = c;
-        }
-        __syncthreads();
-        T |= static_cast<unsigned long long>(s.digit) << shift;
-        pmask |= 255ull << shift;
-        remaining = s.remaining;
-        ties = s.count;
-        __syncthreads();
-        // Every row left in the bin targeted: T becomes the bin's largest key and the rows up
-        // to it are exactly the k smallest (remaining == ties: no tie is ranked).
-        if (remaining == ties) {  // block-uniform
-          T |= ~pmask;
-          break;
-        }
-      }
-    }
-    const bool rank_ties = k > 0 && k < R && remaining < ties;
-    unsigned tie_base = 0;
-    for (int64_t base = 0; base < R; base += kThreads) {
-      const int64_t r = base + threadIdx.x;
-      const bool valid = r < R;
-      const unsigned long long key = valid ? keys[r] : 0ull;
-      bool targeted;
-      if (k == 0) targeted = false;
-      else if (k == R) targeted = valid;
-      else {
-        const bool tie = valid && key == T;
-        targeted = valid && (key < T || (tie && !rank_ties));
-        if (rank_ties) {
-          unsigned total;
-          const unsigned rank =
-              block_inclusive_scan(tie ? 1u : 0u, s.scan_scratch, &total) - (tie ? 1u : 0u);
-          targeted = targeted || (tie && tie_base + rank < remaining);
-          tie_base += total;
-        }
-      }
-      if (valid) {
-        uint8_t state = 0;
-        if (targeted)
-          state = t.per_weight_draws
-                      ? 1
-                      : (td_draw(seed, t.stream, static_cast<uint64_t>(r), t.drop_threshold) ? 2
-                                                                                             : 0);
-        row_state[t.begin + r] = state;
-      }
-    }
-    __syncthreads();
-  }
-}
-
-// Unit mode, launch 3: write W' and the mask of every row from its state.
-__global__ void __launch_bounds__(kThreads)
-    td_unit_apply_kernel(const __grid_constant__ TaskTable table, uint64_t seed,
-                         const uint8_t* row_state) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int64_t g = blockIdx.x; g < table.total; g += gridDim.x) {
-    const DevTask& t = table.t[find_task(table, g)];
-    const int64_t r = g - t.begin, n = t.n;
-    const uint8_t state = row_state[g];
-    const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
-    float* out = t.w_out + r * n;
-    uint32_t* mask = t.mask + r * mask_words_per_row(n);
-    for (int64_t base = 0; base < n; base += kThreads) {
-      const int64_t c = base + threadIdx.x;
-      const bool valid = c < n;
-      bool dropped = state == 2;
-      if (state == 1 && valid)
-        dropped = td_draw(seed, t.stream, static_cast<uint64_t>(r * n + c), t.drop_threshold);
-      if (valid) out[c] = dropped ? 0.0f : __uint_as_float(row[c]);
-      const unsigned word = __ballot_sync(0xffffffffu, valid && !dropped);
-      const int64_t first = base + warp * 32;
-      if (lane == 0 && first < n) mask[first / 32] = word;
-    }
-  }
-}
-
-// ---- the plan of a launch, worked out on the host -------------------------------------------
-
-DevTask dev_task(const TdTask& s, int64_t begin, int flag, int warp_groups,
-                 int block_tiles = 0) {
-  return DevTask{s.w,     s.w_out, s.mask, s.rows, s.n, s.k, s.stream, begin, s.drop_threshold,
-                 flag, s.per_weight_draws ? 1 : 0, warp_groups, block_tiles};
-}
-
-// Every task is checked before the first launch, so an error leaves every output untouched
-// (a model's tasks may span several launches).
-void check_fused_tasks(const std::vector<TdTask>& tasks) {
-  for (const TdTask& s : tasks) {
-    td_check_count(s);
-    TDROP_CHECK(s.n <= kTdFusedRowMax && s.rows < (int64_t{1} << 31),
-                "targeted dropout: layer '", s.name, "' [", s.rows, ", ", s.n,
-                "] is too large for the fused kernel (rows of at most ", kTdFusedRowMax,
-                " entries, fewer than 2^31 rows)");
-  }
-}
-
-// What one fused call launches for a slice of at most kMaxTasks tasks: the weight kernel's
-// table and instantiation, and the unit kernels' table (weight tasks and unit tasks go to
-// different kernels).
-struct FusedLaunch {
-  TaskTable weights{}, units{};
-  RowPaths paths = kBlockRowsOnly;  // the weight kernel's instantiation, when weights.count > 0
-  int64_t max_staged = 0;           // the longest row staged in shared memory, in floats
-  bool prefetch = false;            // the weights go to td_weight_prefetch_kernel
-};
-
-// `first_flag`: the non-finite flag of tasks[0]; `sms`: the device's multiprocessors (for
-// TdRows::Auto); `smem_cap`: the longest row, in floats, that shared memory may stage.
-FusedLaunch plan_fused_launch(std::span<const TdTask> tasks, int first_flag, TdRows rows,
-                              TdBlockSelect select, int sms, int64_t smem_cap) {
-  TDROP_CHECK(tasks.size() <= static_cast<size_t>(kMaxTasks), "plan_fused_launch: ",
-              tasks.size(), " tasks, at most ", kMaxTasks, " a launch");
-  const bool warp_rows = td_short_rows_on_warps(tasks, rows, sms);
-  const bool group_rows = rows == TdRows::Group;
-  FusedLaunch p;
-  TaskTable& weights = p.weights;
-  bool has_warp_rows = false, has_group_rows = false, has_block_rows = false;
-  // Prefetched needs every weight row on a block, in registers, read 16 bytes at a time.
-  bool prefetchable = select == TdBlockSelect::Prefetched;
-  int64_t longest_block_row = 0;
-  for (size_t i = 0; i < tasks.size(); ++i) {
-    const TdTask& s = tasks[i];
-    if (s.rows == 0 || s.n == 0) continue;
-    const int flag = first_flag + static_cast<int>(i);
-    if (s.unit) {
-      p.units.t[p.units.count++] = dev_task(s, p.units.total, flag, 0);
-      p.units.total += s.rows;
-    } else if (warp_rows && s.n <= kTdWarpRowMax) {
-      const int chunks = static_cast<int>((s.n + WarpRow::kSpan - 1) / WarpRow::kSpan);
-      weights.t[weights.count++] = dev_task(s, weights.total, flag, chunks);
-      weights.total += (s.rows + kWarps - 1) / kWarps;  // a warp per row
-      has_warp_rows = true;
-    } else if (group_rows && s.n <= kTdWarpRowMax) {
-      const int chunks = static_cast<int>((s.n + GroupRow::kSpan - 1) / GroupRow::kSpan);
-      weights.t[weights.count++] = dev_task(s, weights.total, flag, -chunks);
-      weights.total += (s.rows + kGroupsPerBlock - 1) / kGroupsPerBlock;  // 4 warps per row
-      has_group_rows = true;
-    } else {
-      has_block_rows = true;
-      const int tiles = select != TdBlockSelect::Shared && s.n <= kTdRegisterRowMax
-                            ? static_cast<int>((s.n + kBlockSpan - 1) / kBlockSpan)
-                            : 0;
-      weights.t[weights.count++] = dev_task(s, weights.total, flag, 0, tiles);
-      weights.total += s.rows;  // a block per row
-      if (s.k > 0 && s.k < s.n && s.n <= smem_cap) p.max_staged = std::max(p.max_staged, s.n);
-      prefetchable = prefetchable && tiles > 0 && s.n % 4 == 0 &&
-                     reinterpret_cast<uintptr_t>(s.w) % 16 == 0;
-      longest_block_row = std::max(longest_block_row, s.n);
-    }
-  }
-  p.paths = has_group_rows ? (has_block_rows ? kGroupAndBlockRows : kGroupRowsOnly)
-            : !has_block_rows ? kWarpRowsOnly
-            : !has_warp_rows  ? kBlockRowsOnly
-                              : kBothRowPaths;
-  if (prefetchable && p.paths == kBlockRowsOnly && weights.count > 0) {
-    p.prefetch = true;
-    p.max_staged = longest_block_row;  // every row is staged, k = 0 and n too
-  }
-  return p;
-}
-
-// Rows are read 4 entries at a time, so the staged row is padded to a multiple of 4.
-int64_t staged_floats(const FusedLaunch& p) { return (p.max_staged + 3) / 4 * 4; }
-
-// The weight kernel's shared-memory size parameter (the longest row it stages, or the prefetch
-// kernel's stride between its two row buffers), dynamic shared memory and grid, where
-// `resident_blocks` is how many blocks of the prefetch kernel fit on the device at once.
-int64_t weight_smem_param(const FusedLaunch& p) {
-  return p.prefetch ? staged_floats(p) : p.max_staged;
-}
-size_t weight_smem_bytes(const FusedLaunch& p) {
-  return static_cast<size_t>(staged_floats(p)) * sizeof(float) * (p.prefetch ? 2 : 1);
-}
-int64_t weight_grid_blocks(const FusedLaunch& p, int64_t resident_blocks) {
-  return p.prefetch ? std::min(p.weights.total, std::max<int64_t>(resident_blocks, 1))
-                    : p.weights.total;
-}
-
-using WeightKernel = decltype(&td_weight_fused_kernel<kBlockRowsOnly>);
-WeightKernel weight_kernel(const FusedLaunch& p) {
-  if (p.prefetch) return td_weight_prefetch_kernel;
-  switch (p.paths) {
-    case kWarpRowsOnly: return td_weight_fused_kernel<kWarpRowsOnly>;
-    case kBlockRowsOnly: return td_weight_fused_kernel<kBlockRowsOnly>;
-    case kBothRowPaths: return td_weight_fused_kernel<kBothRowPaths>;
-    case kGroupRowsOnly: return td_weight_fused_kernel<kGroupRowsOnly>;
-    case kGroupAndBlockRows: return td_weight_fused_kernel<kGroupAndBlockRows>;
-  }
-  TDROP_CHECK(false, "weight_kernel: no instantiation for row paths ",
-              static_cast<int>(p.paths));
-  return nullptr;
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // A host emulation of CUDA's execution model, enough to run the fused targeted-dropout kernels
-// (kernels/targeted_dropout_fused_kernels.cuh) on a CPU and compare them with the reference bit
-// for bit where there is no GPU. Include it before any kernel header, in a file compiled by
-// the host compiler: it defines what nvcc would (__device__, threadIdx, uint4, __shfl_sync, ...).
+// (kernels/targeted_dropout_fused_plan.cuh and the headers it includes) on a CPU and compare
+// them with the reference bit for bit where there is no GPU. Include it before any kernel
+// header, in a file compiled by the host compiler: it defines what nvcc would (__device__,
+// threadIdx, uint4, __shfl_sync, ...).
 //
 // Each thread of a block is a fiber (Boost.Context) on the calling OS thread, and the blocks of
 // a launch run one after another. A thread runs until it reaches a barrier or a warp collective

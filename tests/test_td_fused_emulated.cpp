@@ -1,8 +1,8 @@
-// The fused targeted-dropout kernels run without a GPU: the same source
-// (kernels/targeted_dropout_fused_kernels.cuh), compiled for the host emulation of CUDA
+// The fused targeted-dropout kernels run without a GPU: the same source (the headers that
+// kernels/targeted_dropout_fused_plan.cuh includes), compiled for the host emulation of CUDA
 // (tests/cuda_emulator.h), planned by the same host code as the CUDA launch, must give the
 // CPU reference's W' and mask bit for bit over the sweep the GPU tests run (tests/td_sweep.h),
-// on every placement of rows (warp, group, block) and both block selects. What the emulation
+// on every placement of rows (warp, group, block) and every block select. What the emulation
 // cannot show (speed, races no drawn order exposes, the device compiler's own code) stays with
 // the GPU tests.
 #include <gtest/gtest.h>
@@ -18,9 +18,9 @@
 
 #include "core/error.h"
 #include "tests/cuda_emulator.h"
-// The emulator's definitions come first: the kernels' header is compiled for it (its
+// The emulator's definitions come first: the kernels' headers are compiled for it (its
 // `#pragma unroll`s, the device compiler's, are left alone: tests/CMakeLists.txt).
-#include "kernels/targeted_dropout_fused_kernels.cuh"
+#include "kernels/targeted_dropout_fused_plan.cuh"
 #include "tests/grad_check.h"
 #include "tests/td_sweep.h"
 #include "tests/td_test_util.h"
