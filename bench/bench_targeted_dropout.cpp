@@ -148,7 +148,7 @@ void set_counters(benchmark::State& state, int64_t numel) {
 // FusedSharedSelect and FusedBlockRowsSharedSelect: FusedGrouped and FusedBlockRows with
 // TdBlockSelect::Shared instead of the default register select, for the rows of at most
 // kTdRegisterRowMax entries that blocks own. FusedPrefetched: every row on a block, with
-// TdBlockSelect::Prefetched (sets whose rows all have at most kTdRegisterRowMax entries, a
+// TdBlockSelect::Prefetched (sets whose rows all have at most kTdPrefetchRowMax entries, a
 // multiple of 4), against FusedBlockRows or, where every row is long, FusedGrouped.
 enum class CudaPath {
   FusedGrouped,
@@ -289,7 +289,7 @@ void register_all() {
     for (const auto& [rows, n] : shapes) {
       short_rows |= n <= kTdWarpRowMax;
       register_rows |= n <= kTdRegisterRowMax;
-      prefetchable &= n <= kTdRegisterRowMax && n % 4 == 0;
+      prefetchable &= n <= kTdPrefetchRowMax && n % 4 == 0;
     }
     if (prefetchable)
       benchmark::RegisterBenchmark(("cuda_fused_prefetch/" + name).c_str(), BM_Cuda, name,

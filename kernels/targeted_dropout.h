@@ -93,11 +93,15 @@ inline constexpr int64_t kTdWarpRowsPerBlock = 8;
 // pass. On an H200 the register select took 4096 x 4096 in 0.84x the shared select's time,
 // VGG-16's layers in 0.90x (bench/results/2026-11-28-h200). Prefetched: Registers, with each
 // block resident for the whole launch and its next row copied into shared memory while it works
-// on the current one (cp.async), for a launch whose weight rows all take the register select
-// and are read 16 bytes at a time (n % 4 == 0, W 16-byte aligned); any other launch runs as
-// Registers. Not yet timed on a GPU, so not the default. All three give the same bits.
+// on the current one (cp.async), for a launch whose weight rows all go to blocks, have at most
+// kTdPrefetchRowMax entries, a multiple of 4, and start 16-byte aligned (rows longer than
+// kTdRegisterRowMax take the shared select, from the copy); any other launch runs as Registers.
+// Not yet timed on a GPU, so not the default. All three give the same bits.
 enum class TdBlockSelect { Shared, Registers, Prefetched };
 inline constexpr int64_t kTdRegisterRowMax = 4096;
+// VGG-16's longest rows (512 x 3 x 3): two row buffers of it beside the select's shared state
+// still let 4 blocks share an H100's or H200's multiprocessor (4 x 54 KB of 228 KB).
+inline constexpr int64_t kTdPrefetchRowMax = 4608;
 // Longest row the fused kernel takes: it indexes a row's columns in 32 bits, with room for a
 // step of up to 1024 columns past the end.
 inline constexpr int64_t kTdFusedRowMax = (int64_t{1} << 31) - 4096;

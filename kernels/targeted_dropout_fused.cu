@@ -59,11 +59,11 @@ int64_t smem_capacity_floats() {
 }
 
 // How many blocks of the prefetch kernel fit on the device at once, with its two row buffers
-// at their largest (2 x kTdRegisterRowMax floats), which it is allowed once per device.
+// at their largest (2 x kTdPrefetchRowMax floats), which it is allowed once per device.
 int64_t prefetch_resident_blocks() {
   return once_per_device([](int dev) {
     const void* kernel = reinterpret_cast<const void*>(td_weight_prefetch_kernel);
-    const int bytes = static_cast<int>(2 * kTdRegisterRowMax * sizeof(float));
+    const int bytes = static_cast<int>(2 * kTdPrefetchRowMax * sizeof(float));
     TDROP_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     int per_sm = 0, sms = 0;

@@ -756,7 +756,8 @@ __device__ __forceinline__ void prefetch_row(const TaskTable& table, int64_t g, 
 }
 
 // Block rows with the next row on its way (TdBlockSelect::Prefetched, for launches whose rows
-// all take the register select and are read 16 bytes at a time): the grid is what fits on the
+// all go to blocks, are at most kTdPrefetchRowMax entries long and are read 16 bytes at a time;
+// the select, in registers or the shared one, reads the row's copy): the grid is what fits on the
 // GPU at once, each block walks the rows gridDim.x apart, and while it selects and writes one
 // row, the next is copied into its other half of shared memory (`buf_floats` floats each) by
 // cp.async, so a block no longer waits for its row to arrive from memory between rows (in

@@ -59,7 +59,8 @@ FusedLaunch plan_fused_launch(std::span<const TdTask> tasks, int first_flag, TdR
   FusedLaunch p;
   TaskTable& weights = p.weights;
   bool has_warp_rows = false, has_group_rows = false, has_block_rows = false;
-  // Prefetched needs every weight row on a block, in registers, read 16 bytes at a time.
+  // Prefetched needs every weight row on a block, at most kTdPrefetchRowMax entries, read 16
+  // bytes at a time.
   bool prefetchable = select == TdBlockSelect::Prefetched;
   int64_t longest_block_row = 0;
   for (size_t i = 0; i < tasks.size(); ++i) {
@@ -87,7 +88,7 @@ FusedLaunch plan_fused_launch(std::span<const TdTask> tasks, int first_flag, TdR
       weights.t[weights.count++] = dev_task(s, weights.total, flag, 0, tiles);
       weights.total += s.rows;  // a block per row
       if (s.k > 0 && s.k < s.n && s.n <= smem_cap) p.max_staged = std::max(p.max_staged, s.n);
-      prefetchable = prefetchable && tiles > 0 && s.n % 4 == 0 &&
+      prefetchable = prefetchable && s.n <= kTdPrefetchRowMax && s.n % 4 == 0 &&
                      reinterpret_cast<uintptr_t>(s.w) % 16 == 0;
       longest_block_row = std::max(longest_block_row, s.n);
     }

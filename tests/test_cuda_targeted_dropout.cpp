@@ -241,22 +241,24 @@ TEST(CudaTargetedDropout, FusedRegisterSelectSmallLaunch) {
                   true, seed, TdRows::Block, TdBlockSelect::Registers);
 }
 
-// The prefetch kernel (TdBlockSelect::Prefetched): the sweep's rows that it takes (at most 4096
-// entries, a multiple of 4), then launches of more rows than the GPU holds blocks at once, so
-// that each block walks several rows, its next one copied in while it works on the current
-// one; then a launch it does not take (a row of 4099 entries), which runs as Registers.
+// The prefetch kernel (TdBlockSelect::Prefetched): the sweep's rows that it takes (at most
+// kTdPrefetchRowMax entries, a multiple of 4), then launches of more rows than the GPU holds
+// blocks at once, so that each block walks several rows, its next one copied in while it works
+// on the current one (rows of kTdPrefetchRowMax among them, which take the shared select); then
+// a launch it does not take (a row of 4099 entries), which runs as Registers.
 TEST(CudaTargetedDropout, FusedWeightModePrefetchedMatchesReferenceBitForBit) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::vector<Case> cases;
   for (const Case& c : sweep(false))
-    if (c.n <= kTdRegisterRowMax && c.n % 4 == 0) cases.push_back(c);
+    if (c.n <= kTdPrefetchRowMax && c.n % 4 == 0) cases.push_back(c);
   run_and_compare(cases, true, seed, TdRows::Block, TdBlockSelect::Prefetched);
   run_and_compare({{2000, 1024, WeightKind::Normal, 0.5, 0.5f, false, false},
                    {700, 4096, WeightKind::FewValues, 0.9, 0.5f, false, false},
                    {300, 2048, WeightKind::Ladder, 33.0 / 64, 1.0f, false, false},
-                   {50, 64, WeightKind::AllZero, 0.5, 0.5f, false, false}},
+                   {50, 64, WeightKind::AllZero, 0.5, 0.5f, false, false},
+                   {400, kTdPrefetchRowMax, WeightKind::Normal, 0.25, 0.5f, false, false}},
                   true, seed, TdRows::Block, TdBlockSelect::Prefetched);
   run_and_compare({{4096, 4096, WeightKind::Normal, 0.5, 0.5f, false, false}}, true, seed,
                   TdRows::Auto, TdBlockSelect::Prefetched);
@@ -274,7 +276,8 @@ TEST(CudaTargetedDropout, FusedPrefetchedSmallLaunch) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   run_and_compare({{900, 64, WeightKind::Normal, 0.5, 0.5f, false, false},
                    {40, 1024, WeightKind::FewValues, 0.5, 0.5f, false, false},
-                   {3, 4096, WeightKind::SignedZeros, 0.25, 1.0f, false, false}},
+                   {3, 4096, WeightKind::SignedZeros, 0.25, 1.0f, false, false},
+                   {2, kTdPrefetchRowMax, WeightKind::FewValues, 0.5, 0.5f, false, false}},
                   true, seed, TdRows::Block, TdBlockSelect::Prefetched);
 }
 

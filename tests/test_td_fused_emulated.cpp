@@ -212,12 +212,16 @@ TEST(TdFusedEmulated, RegisterSelectMatchesReferenceBitForBit) {
     emulate_and_compare(sweep(false), seed, {rows, TdBlockSelect::Registers});
 }
 
-// The sweep's rows that the prefetch kernel takes: at most kTdRegisterRowMax entries, a
-// multiple of 4 (the weights are 16-byte aligned here).
+// The sweep's rows that the prefetch kernel takes: at most kTdPrefetchRowMax entries, a
+// multiple of 4 (the weights are 16-byte aligned here), and rows of kTdPrefetchRowMax, which
+// take the shared select, from the copy.
 std::vector<Case> prefetchable_rows_of(const std::vector<Case>& cases) {
   std::vector<Case> out;
   for (const Case& c : cases)
-    if (c.n <= kTdRegisterRowMax && c.n % 4 == 0) out.push_back(c);
+    if (c.n <= kTdPrefetchRowMax && c.n % 4 == 0) out.push_back(c);
+  for (double gamma : {0.01, 0.5, 0.99})
+    out.push_back({3, kTdPrefetchRowMax, WeightKind::Normal, gamma, 0.5f, false, false});
+  out.push_back({3, kTdPrefetchRowMax, WeightKind::FewValues, 0.5, 1.0f, false, false});
   return out;
 }
 
@@ -263,7 +267,7 @@ TEST(TdFusedEmulated, PrefetchedRowsMatchReferenceBitForBit) {
 }
 
 // Launches the prefetch kernel does not take run as with the register select: a row longer
-// than kTdRegisterRowMax, one not a multiple of 4, W off 16-byte alignment, short rows on
+// than kTdPrefetchRowMax, one not a multiple of 4, W off 16-byte alignment, short rows on
 // warps, unit rows beside weight rows.
 TEST(TdFusedEmulated, PrefetchedFallsBackWhereItCannotPrefetch) {
   const uint64_t seed = fresh_seed();
@@ -275,13 +279,13 @@ TEST(TdFusedEmulated, PrefetchedFallsBackWhereItCannotPrefetch) {
     c.unit = unit;
     return std::vector<Case>{base, c};
   };
-  EXPECT_TRUE(planned_prefetch(with(4096, false), TdRows::Block));
+  EXPECT_TRUE(planned_prefetch(with(kTdPrefetchRowMax, false), TdRows::Block));
   EXPECT_TRUE(planned_prefetch(with(4096, true), TdRows::Block)) << "unit rows go elsewhere";
-  EXPECT_FALSE(planned_prefetch(with(4100, false), TdRows::Block));
+  EXPECT_FALSE(planned_prefetch(with(kTdPrefetchRowMax + 4, false), TdRows::Block));
   EXPECT_FALSE(planned_prefetch(with(1001, false), TdRows::Block));
   EXPECT_FALSE(planned_prefetch(with(1024, false), TdRows::Warp));
-  for (int64_t n : {4100, 1001}) emulate_and_compare(with(n, false), seed, {TdRows::Block,
-                                                     TdBlockSelect::Prefetched, 3});
+  for (int64_t n : {kTdPrefetchRowMax + 4, int64_t{1001}})
+    emulate_and_compare(with(n, false), seed, {TdRows::Block, TdBlockSelect::Prefetched, 3});
   emulate_and_compare(with(4096, true), seed, {TdRows::Block, TdBlockSelect::Prefetched, 3});
   emulate_and_compare(with(1024, false), seed, {TdRows::Block, TdBlockSelect::Prefetched, 3},
                       /*shift=*/1);
