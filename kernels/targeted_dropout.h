@@ -100,7 +100,7 @@ inline constexpr int64_t kTdWarpRowsPerBlock = 8;
 enum class TdBlockSelect { Shared, Registers, Prefetched };
 inline constexpr int64_t kTdRegisterRowMax = 4096;
 // VGG-16's longest rows (512 x 3 x 3): two row buffers of it beside the select's shared state
-// still let 4 blocks share an H100's or H200's multiprocessor (4 x 54 KB of 228 KB).
+// still let 4 blocks share an H100's or H200's multiprocessor (4 x 53 KB of 228 KB).
 inline constexpr int64_t kTdPrefetchRowMax = 4608;
 // Longest row the fused kernel takes: it indexes a row's columns in 32 bits, with room for a
 // step of up to 1024 columns past the end.
