@@ -93,7 +93,7 @@ std::string run_name(const EmulatedRun& run) {
                      : run.rows == TdRows::Group ? "group rows"
                                                  : "auto placement") +
          (run.select == TdBlockSelect::Registers    ? ", register select"
-          : run.select == TdBlockSelect::Prefetched ? ", register select, prefetched"
+          : run.select == TdBlockSelect::Prefetched ? ", prefetched"
                                                     : "") +
          (run.max_blocks < (1u << 20) ? ", " + std::to_string(run.max_blocks) + " blocks" : "");
 }
