@@ -45,7 +45,7 @@ void* TdCudaWorkspace::buffer(int slot, size_t bytes) {
 
 TdFlags TdCudaWorkspace::nonfinite_flags(size_t count) {
   const size_t bytes = std::max<size_t>(count, 1) * sizeof(int);
-  const bool fresh = bufs_.empty() || bufs_[0].bytes < bytes;
+  const bool fresh = bufs_.empty() || bufs_[0].bytes < bytes;  // bufs_[0]: kFlagSlot's buffer
   int* f = static_cast<int*>(buffer(kFlagSlot, bytes));
   // Cleared when the buffer is new (it may hold any mark) and when the marks start over.
   if (fresh || flag_mark_ == std::numeric_limits<int>::max()) {

@@ -72,7 +72,6 @@ struct SelectState {
   unsigned digit, remaining, count, ncand;
 };
 
-
 // sm_80 and later reduce a warp in one instruction; the host emulation takes that path too, the
 // one the default build (sm_90) runs.
 #if __CUDA_ARCH__ >= 800 || defined(TDROP_CUDA_EMULATED)
@@ -747,11 +746,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
   }
 }
 
-// Starts the asynchronous copy of work item (row) g of a prefetching launch to `buf`.
-__device__ __forceinline__ void prefetch_row(const TaskTable& table, int64_t g, uint32_t* buf) {
-  const DevTask& t = table.t[find_task(table, g)];
+// Starts the asynchronous copy of row r of t to `buf`.
+__device__ __forceinline__ void prefetch_row(const DevTask& t, int64_t r, uint32_t* buf) {
   const int n = static_cast<int>(t.n);
-  const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + (g - t.begin) * n);
+  const uint32_t* row = reinterpret_cast<const uint32_t*>(t.w + r * n);
   for (int c0 = kEntries * threadIdx.x; c0 < n; c0 += kBlockSpan) copy16_async(buf + c0, row + c0);
 }
 
@@ -770,20 +768,25 @@ __global__ void __launch_bounds__(kThreads, TDROP_TD_MIN_BLOCKS_BLOCK_ROWS)
   uint32_t* const bufs = dynamic_shared<uint32_t>();
   SelectState& sel = select_state();
   clear_histogram(sel);
+  // Each row's task is looked up once, when its copy starts (its index carried to the row).
   int64_t g = blockIdx.x;
-  if (g < table.total) prefetch_row(table, g, bufs);
+  int ti = g < table.total ? find_task(table, g) : -1;
+  if (ti >= 0) prefetch_row(table.t[ti], g - table.t[ti].begin, bufs);
   copies_commit();
-  for (int slot = 0; g < table.total; g += gridDim.x, slot ^= 1) {
+  for (int slot = 0; ti >= 0; g += gridDim.x, slot ^= 1) {
     // The other half was last read by the previous row, which block_row ends with a barrier.
-    if (g + gridDim.x < table.total)
-      prefetch_row(table, g + gridDim.x, bufs + (slot ^ 1) * buf_floats);
+    const int64_t g_next = g + gridDim.x;
+    const int next = g_next < table.total ? find_task(table, g_next) : -1;
+    if (next >= 0)
+      prefetch_row(table.t[next], g_next - table.t[next].begin, bufs + (slot ^ 1) * buf_floats);
     copies_commit();  // an empty group on the last row, so that one wait fits every row
     copies_wait<1>();  // this row's copies (all but the newest group) have landed
     __syncthreads();   // ... every thread's
-    const DevTask& t = table.t[find_task(table, g)];
+    const DevTask& t = table.t[ti];
     bool bad = false;
     block_row<true>(t, g - t.begin, philox, buf_floats, bufs + slot * buf_floats, sel, &bad);
     if (bad) atomicExch(&nonfinite.p[t.flag], nonfinite.mark);
+    ti = next;
   }
   copies_wait<0>();
 }
