@@ -126,7 +126,8 @@ if want sanitizer && tsan=$(stage_limit 40 90); then
   # targeted-dropout kernels (their shared-memory stage, histograms and scans) and batch norm
   # (block sums, the last block of a channel reading the others' partials) on small shapes;
   # synccheck: the group rows' named barriers (bar.sync 1 and 2 over 128 threads), which
-  # racecheck does not judge, and the register select's block barriers.
+  # racecheck does not judge, and the block barriers of the register select, the prefetch
+  # kernel and the long rows' window.
   declare -A san_filter=(
     [memcheck-0]='CudaTargetedDropout.Fused*:CudaTargetedDropout.Grouped*:Cuda/CudaOps.CpuAndCudaAgree/sgd*'
     [memcheck-1]='CudaBatchNorm2d.*:CudaTargetedDropout.Unfused*:CudaTargetedDropout.NonFinite*:CudaTargetedDropout.MaskGrad*:CudaTargetedDropout.LongRows*:CudaTargetedDropout.Unaligned*'
@@ -136,11 +137,11 @@ if want sanitizer && tsan=$(stage_limit 40 90); then
     [racecheck-5]='CudaTargetedDropout.FusedWeightModeBlockRows*'
     [racecheck-6]='CudaTargetedDropout.FusedGroupRowsSmallLaunch'
     [racecheck-7]='CudaTargetedDropout.FusedRegisterSelectSmallLaunch'
-    [racecheck-8]='CudaTargetedDropout.FusedPrefetchedSmallLaunch'
+    [racecheck-8]='CudaTargetedDropout.FusedPrefetchedSmallLaunch:CudaTargetedDropout.FusedWindowSmallLaunch'
     [racecheck-2]='CudaTargetedDropout.FusedUnit*'
     [racecheck-3]='CudaTargetedDropout.UnfusedSmallOddShapes'
     [racecheck-4]='CudaBatchNorm2d.MisalignedView*:CudaBatchNorm2d.FusedEpilogue*:CudaBatchNorm2d.Evaluation*'
-    [synccheck-0]='CudaTargetedDropout.FusedGroupRowsSmallLaunch:CudaTargetedDropout.FusedRegisterSelectSmallLaunch:CudaTargetedDropout.FusedPrefetchedSmallLaunch'
+    [synccheck-0]='CudaTargetedDropout.FusedGroupRowsSmallLaunch:CudaTargetedDropout.FusedRegisterSelectSmallLaunch:CudaTargetedDropout.FusedPrefetchedSmallLaunch:CudaTargetedDropout.FusedWindowSmallLaunch'
   )
   for key in "${!san_filter[@]}"; do
     san_tools+=("$key")

@@ -36,18 +36,6 @@ __device__ __forceinline__ void named_barrier() {
 #endif
 }
 
-// An index into an array inside a shared-memory struct, where an overrun lands in the next
-// member and no sanitizer sees it: the host emulation checks it, the device build has no code.
-__device__ __forceinline__ void expect_index_below(unsigned i, unsigned size, const char* array) {
-#ifdef TDROP_CUDA_EMULATED
-  if (i >= size)
-    throw std::out_of_range(std::string(array) + ": index " + std::to_string(i) + " past its " +
-                            std::to_string(size) + " entries");
-#else
-  (void)i, (void)size, (void)array;
-#endif
-}
-
 // Copies 16 bytes from global to shared memory without passing them through registers
 // (cp.async, sm_80 and later; a plain load and store before): the copies a thread starts before
 // copies_commit() form a group, and copies_wait<N>() returns once all but its newest N groups

@@ -43,7 +43,10 @@ int64_t smem_capacity_floats() {
     const void* staging[] = {
         reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly>),
         reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths>),
-        reinterpret_cast<const void*>(td_weight_fused_kernel<kGroupAndBlockRows>)};
+        reinterpret_cast<const void*>(td_weight_fused_kernel<kGroupAndBlockRows>),
+        reinterpret_cast<const void*>(td_weight_fused_kernel<kBlockRowsOnly | kWindowRows>),
+        reinterpret_cast<const void*>(td_weight_fused_kernel<kBothRowPaths | kWindowRows>),
+        reinterpret_cast<const void*>(td_weight_fused_kernel<kGroupAndBlockRows | kWindowRows>)};
     int64_t bytes = 64 * 1024;
     for (const void* kernel : staging) {
       cudaFuncAttributes attr{};

@@ -4,14 +4,16 @@
 // 3-pass radix select on the 31-bit keys (digits of 11, 11 and 9 bits, histogram in shared
 // memory), then one final pass draws Philox numbers for the targeted entries and writes W' plus
 // the 1-bit mask. A block owns a row. The first select pass reads the row from global memory and
-// stages it in shared memory when it fits (longer rows are re-read, mostly from L2); the second
-// pass also copies the keys that share the first digit (a few % of a row of real weights) aside,
-// so the third pass reads only those; a row whose k-th key is the only one left in its bin after
-// the second digit (the usual case) skips the third pass. Each thread handles 4 consecutive
-// entries at a time, and adds each key to the histogram with one shared atomic (hist_add4).
-// In the final pass one Philox call (4 numbers) serves a thread's 4 entries (its round keys
-// computed once on the host and passed as a kernel parameter, PhiloxKeys), and a warp's 128
-// entries become 4 mask words; what a thread decides for its 4 entries (one
+// stages it in shared memory when it fits; the second pass also copies the keys that share the
+// first digit (a few % of a row of real weights) aside, so the third pass reads only those; a
+// row whose k-th key is the only one left in its bin after the second digit (the usual case)
+// skips the third pass. A row too long to stage sets aside in its first pass the keys whose first
+// digit is near where a sample of the row puts the k-th key's (window_select), and when it is
+// there the later select passes read those: the row is read twice, not three times. Each thread
+// handles 4 consecutive entries at a time, and adds each key to the histogram with one shared
+// atomic (hist_add4). In the final pass one Philox call (4 numbers) serves a thread's 4 entries
+// (its round keys computed once on the host and passed as a kernel parameter, PhiloxKeys), and a
+// warp's 128 entries become 4 mask words; what a thread decides for its 4 entries (one
 // compare per key against the row's limit, the draws) is targeted_dropout_quad.h, which a CPU
 // test also runs against the reference. Ties at the threshold are ranked by column with a
 // scan, only when the threshold value is shared by more entries than remain to be targeted (rare
@@ -63,6 +65,19 @@ static_assert(kBinsPerThread == 8, "each thread scans 8 consecutive bins (two ui
 // pass counts them, so the third pass reads only those (a few % of a row of real weights)
 // instead of the whole row. A row whose first-digit bin holds more keys than this is read whole.
 constexpr int kCandidates = 2048;
+// A row too long to stage (n > the launch's staged floats) is read from global memory by every
+// select pass. Its first pass also sets aside, in the block's dynamic shared memory (a window of
+// kWindowFloats entries, which 4 blocks of 256 threads on an SM of 228 KB leave room for), the
+// keys whose first digit lies where the row's first kWindowSample keys put the k-th key's; when
+// the k-th key's digit is found there, the later passes read the window, not the row (window_pass).
+// -DTDROP_TD_WINDOW=0 reads such rows three times, as before (to time the window against).
+#ifndef TDROP_TD_WINDOW
+#define TDROP_TD_WINDOW 1
+#endif
+constexpr int kWindowTiles = 4;
+constexpr int kWindowSample = kWindowTiles * kBlockSpan;
+constexpr int kWindowRowMin = 2 * kWindowSample;  // shorter rows are staged, or barely longer
+constexpr int64_t kWindowFloats = 10000;
 
 // Shared state of a block's weight-mode radix select.
 struct SelectState {
@@ -70,6 +85,9 @@ struct SelectState {
   __align__(16) uint32_t cand[kCandidates];
   unsigned scan_scratch[kWarps];
   unsigned digit, remaining, count, ncand;
+  // window_pass: the window's first-digit bins, the sample's keys before and up to their end,
+  // the keys set aside.
+  unsigned win_lo, win_hi, win_below, win_end, nwin;
 };
 
 // sm_80 and later reduce a warp in one instruction; the host emulation takes that path too, the
@@ -320,6 +338,25 @@ __device__ __forceinline__ void final_pass(const DevTask& t, const FinalRow& fr,
   for (; base < fr.n; base += kSpan) step(base, std::false_type{});
 }
 
+// Appends the keys of a thread's 4 that are `taken` to buf, after the *count keys already there:
+// one shared atomic per warp (a warp's appends are consecutive). Keys past `capacity` are
+// counted but not stored, so that *count tells the caller whether they all fit. All the lanes of
+// the warp must call it.
+__device__ __forceinline__ void append4(const uint32_t (&keys)[4], const bool (&taken)[4],
+                                        uint32_t* buf, unsigned capacity, unsigned* count) {
+  const unsigned mine = taken[0] + taken[1] + taken[2] + taken[3];
+  const unsigned incl = warp_inclusive_scan(mine);
+  unsigned at = 0;
+  if ((threadIdx.x & 31) == 31 && incl > 0) at = atomicAdd(count, incl);
+  at = __shfl_sync(0xffffffffu, at, 31) + incl - mine;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    if (taken[i]) {
+      if (at < capacity) buf[at] = keys[i];
+      ++at;
+    }
+}
+
 // Counts the keys src[0, n) whose bits under pmask equal prefix into the histogram of digit
 // kDigit. With kStage, also copies src to `staged` (the row's first read); with kCollect, also
 // appends the counted keys to s.cand (the caller knows they fit).
@@ -342,20 +379,32 @@ __device__ __forceinline__ void histogram_pass(const uint32_t* src, int n, bool 
       bins[i] = (keys[i] & td_digit_mask(kDigit)) >> td_digit_shift(kDigit);
     }
     hist_add4(s.hist, bins, active);
-    if (kCollect) {  // warp-aggregated append: one shared atomic per warp and group of 4
-      const unsigned mine = active[0] + active[1] + active[2] + active[3];
-      const unsigned incl = warp_inclusive_scan(mine);
-      unsigned at = 0;
-      if ((threadIdx.x & 31) == 31 && incl > 0) at = atomicAdd(&s.ncand, incl);
-      at = __shfl_sync(0xffffffffu, at, 31) + incl - mine;
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-        if (active[i]) {
-          expect_index_below(at, kCandidates, "SelectState::cand");
-          s.cand[at++] = keys[i];
-        }
-    }
+    if (kCollect) append4(keys, active, s.cand, kCandidates, &s.ncand);
   }
+}
+
+// Thread t's histogram bins 8t..8t+7 (zeroed behind it with kClear; bin 0 less `bin0_excess`
+// keys that are not keys of the row), their sum, and the keys in the bins before them, by a block
+// scan. Call it after the barrier that completes the histogram; the caller's next barrier
+// releases the scan's scratch.
+struct ThreadBins {
+  unsigned c[kBinsPerThread];
+  unsigned sum, below;
+};
+template <bool kClear>
+__device__ __forceinline__ ThreadBins scan_bins(SelectState& s, unsigned bin0_excess) {
+  uint4* mine = reinterpret_cast<uint4*>(s.hist + kBinsPerThread * threadIdx.x);
+  const uint4 lo = mine[0], hi = mine[1];
+  if (kClear) {
+    mine[0] = make_uint4(0, 0, 0, 0);
+    mine[1] = make_uint4(0, 0, 0, 0);
+  }
+  ThreadBins b{{lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w}, 0, 0};
+  if (threadIdx.x == 0) b.c[0] -= bin0_excess;
+  b.sum = b.c[0] + b.c[1] + b.c[2] + b.c[3] + b.c[4] + b.c[5] + b.c[6] + b.c[7];
+  unsigned total;
+  b.below = block_inclusive_scan<false>(b.sum, s.scan_scratch, &total) - b.sum;
+  return b;
 }
 
 // After a histogram pass: finds the digit holding rank `remaining` (thread t scans bins
@@ -365,42 +414,120 @@ __device__ __forceinline__ void histogram_pass(const uint32_t* src, int n, bool 
 __device__ __forceinline__ void find_digit(unsigned remaining, SelectState& s,
                                            unsigned bin0_excess = 0) {
   __syncthreads();  // the histogram (and any staged row or candidates) is complete
-  uint4* mine = reinterpret_cast<uint4*>(s.hist + kBinsPerThread * threadIdx.x);
-  const uint4 lo = mine[0], hi = mine[1];
-  mine[0] = make_uint4(0, 0, 0, 0);
-  mine[1] = make_uint4(0, 0, 0, 0);
-  unsigned c[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-  if (threadIdx.x == 0) c[0] -= bin0_excess;
-  const unsigned sum = c[0] + c[1] + c[2] + c[3] + c[4] + c[5] + c[6] + c[7];
-  unsigned total;
-  // No barrier after the scan's reads of scan_scratch: this function's last one stands for it.
-  unsigned below = block_inclusive_scan<false>(sum, s.scan_scratch, &total) - sum;
-  if (below < remaining && remaining <= below + sum) {  // exactly one thread holds rank k
+  const ThreadBins b = scan_bins<true>(s, bin0_excess);
+  unsigned below = b.below;
+  if (below < remaining && remaining <= below + b.sum) {  // exactly one thread holds rank k
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      if (below < remaining && remaining <= below + c[i]) {
+      if (below < remaining && remaining <= below + b.c[i]) {
         s.digit = kBinsPerThread * threadIdx.x + i;
         s.remaining = remaining - below;
-        s.count = c[i];
+        s.count = b.c[i];
       }
-      below += c[i];
+      below += b.c[i];
     }
   }
   if (threadIdx.x == 0) s.ncand = 0;
   __syncthreads();
 }
 
-// Radix select of the k-th smallest key (0 < k < n) of one row by a whole block; the histogram
-// is zero on entry and on return. With `staged`, the first pass also copies the row there and
-// the later passes read it from there. It stops after a digit whose bin is targeted whole.
-// Not inlined: block_row then keeps its 64 registers without spilling.
-__device__ __noinline__ TdThreshold block_select(const uint32_t* row, int n, int64_t k,
-                                                 bool aligned, uint32_t* staged, SelectState& s) {
-  if (staged != nullptr) histogram_pass<0, true, false>(row, n, aligned, 0, 0, staged, s);
-  else histogram_pass<0, false, false>(row, n, aligned, 0, 0, nullptr, s);
+// After window_pass has counted its sample: the first-digit bins of the keys of ranks lo and hi
+// (1 <= lo <= hi <= the keys counted) into s.win_lo and s.win_hi, the keys counted before the
+// first into s.win_below and up to the second into s.win_end. The histogram stays as it is.
+// Starts and ends with a barrier.
+__device__ __forceinline__ void find_window(unsigned lo, unsigned hi, SelectState& s) {
+  __syncthreads();  // the sample is counted
+  const ThreadBins b = scan_bins<false>(s, 0);
+  unsigned below = b.below;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    if (below < lo && lo <= below + b.c[i]) {
+      s.win_lo = kBinsPerThread * threadIdx.x + i;
+      s.win_below = below;
+    }
+    if (below < hi && hi <= below + b.c[i]) {
+      s.win_hi = kBinsPerThread * threadIdx.x + i;
+      s.win_end = below + b.c[i];
+    }
+    below += b.c[i];
+  }
+  __syncthreads();
+}
+
+// What window_pass set aside: the keys whose first digit d has d - lo <= width, when taken.
+struct Window {
+  bool taken = false;
+  unsigned lo = 0, width = 0;
+};
+
+// The first select pass of a row read from global memory (at least kWindowRowMin entries): it
+// counts every key's first digit and sets aside in `window` (room for `capacity` keys) the keys
+// whose first digit lies in the bins of the sample's (the row's first kWindowSample keys) keys
+// of ranks k m / n -+ 3 standard deviations (m the sample's size; binomial): where the k-th key's
+// digit most likely is. Nothing is set aside when the sample says that those bins hold more of
+// the row than 7/8 of the room. The keys set aside are counted in s.nwin, those past the room
+// too. Ends with the keys it stored not yet visible to other threads (find_digit's barrier).
+__device__ __forceinline__ Window window_pass(const uint32_t* row, int n, int64_t k,
+                                              bool aligned, uint32_t* window, unsigned capacity,
+                                              SelectState& s) {
+  const int first = kEntries * threadIdx.x;
+  // Reads keys c0..c0+3 of the row into keys/bins/active (entries past the row inactive).
+  const auto read4 = [&](int c0, uint32_t (&keys)[4], unsigned (&bins)[4], bool (&active)[4]) {
+    const uint4 b = load4(row, c0, n, aligned);
+    const uint32_t bits[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      keys[i] = magnitude_key(bits[i]);
+      active[i] = c0 + i < n;
+      bins[i] = keys[i] >> td_digit_shift(0);
+    }
+  };
+  uint32_t keys[4];
+  unsigned bins[4];
+  bool active[4];
+#pragma unroll
+  for (int g = 0; g < kWindowTiles; ++g) {  // the sample
+    read4(kBlockSpan * g + first, keys, bins, active);
+    hist_add4(s.hist, bins, active);
+  }
+  const float share = static_cast<float>(k) / static_cast<float>(n);
+  const float mid = share * kWindowSample;
+  const float spread = 3.0f * sqrtf(mid * (1.0f - share)) + 1.0f;
+  const unsigned rank_lo = static_cast<unsigned>(fmaxf(1.0f, mid - spread));
+  const unsigned rank_hi = static_cast<unsigned>(fminf(kWindowSample, mid + spread + 1.0f));
+  if (threadIdx.x == 0) s.nwin = 0;
+  find_window(rank_lo, rank_hi, s);
+  Window w;  // block-uniform
+  w.taken = static_cast<uint64_t>(s.win_end - s.win_below) * static_cast<uint64_t>(n) * 8 <=
+            static_cast<uint64_t>(capacity) * kWindowSample * 7;
+  w.lo = s.win_lo;
+  w.width = s.win_hi - s.win_lo;
+  // Not taken: a window that no digit falls in (digits are below kTdRadixBins).
+  const unsigned lo = w.taken ? w.lo : kTdRadixBins, width = w.taken ? w.width : 0;
+  // The whole row, setting keys aside: the sample again (read again, from L2 mostly, rather
+  // than held in 16 registers through the barriers), and the keys past it, counted too.
+  for (int base = 0; base < n; base += kBlockSpan) {  // uniform trip count
+    read4(base + first, keys, bins, active);
+    if (base >= kWindowSample) hist_add4(s.hist, bins, active);
+    bool taken[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) taken[i] = active[i] && bins[i] - lo <= width;
+    append4(keys, taken, window, capacity, &s.nwin);
+  }
+  return w;
+}
+
+// A block's radix select after its first pass, whose histogram is complete: the first digit,
+// then the later ones from the keys src[0, n) (read 16 bytes at a time with vec), those sharing
+// the first digit set aside in s.cand on the way when they fit. With a window that holds every
+// key of the first digit's bin (window_pass), the later passes read the window instead. It
+// stops after a digit whose bin is targeted whole.
+__device__ __forceinline__ TdThreshold select_from_first_digit(int64_t k, const uint32_t* src,
+                                                               int n, bool vec, const Window& w,
+                                                               const uint32_t* window,
+                                                               unsigned capacity,
+                                                               SelectState& s) {
   find_digit(static_cast<unsigned>(k), s);
-  const uint32_t* src = staged != nullptr ? staged : row;
-  const bool vec = staged != nullptr || aligned;
   uint32_t prefix = s.digit << td_digit_shift(0);
   uint32_t pmask = td_digit_mask(0);
   unsigned remaining = s.remaining;
@@ -408,7 +535,14 @@ __device__ __noinline__ TdThreshold block_select(const uint32_t* row, int n, int
   // Every key left in the bin targeted: the later digits need no pass (see register_select).
   if (remaining == first_count)
     return TdThreshold{prefix | td_digit_mask(1) | td_digit_mask(2), 0, false};
-  const bool collect = first_count <= kCandidates;  // block-uniform
+  // Block-uniform, as s.digit and s.nwin are after find_digit's barriers.
+  const bool windowed = w.taken && s.digit - w.lo <= w.width && s.nwin <= capacity;
+  if (windowed) {
+    src = window;
+    n = static_cast<int>(s.nwin);
+    vec = true;
+  }
+  const bool collect = !windowed && first_count <= kCandidates;
   if (collect) histogram_pass<1, false, true>(src, n, vec, prefix, pmask, nullptr, s);
   else histogram_pass<1, false, false>(src, n, vec, prefix, pmask, nullptr, s);
   find_digit(remaining, s);
@@ -424,6 +558,31 @@ __device__ __noinline__ TdThreshold block_select(const uint32_t* row, int n, int
   find_digit(remaining, s);
   const uint32_t T = prefix | (s.digit << td_digit_shift(2));
   return TdThreshold{T, s.remaining, s.remaining < s.count};
+}
+
+// Radix select of the k-th smallest key (0 < k < n) of one row by a whole block; the histogram
+// is zero on entry and on return. With `staged`, the first pass also copies the row there and
+// the later passes read it from there.
+// Not inlined: block_row then keeps its 64 registers without spilling.
+__device__ __noinline__ TdThreshold block_select(const uint32_t* row, int n, int64_t k,
+                                                 bool aligned, uint32_t* staged, SelectState& s) {
+  if (staged != nullptr) histogram_pass<0, true, false>(row, n, aligned, 0, 0, staged, s);
+  else histogram_pass<0, false, false>(row, n, aligned, 0, 0, nullptr, s);
+  const uint32_t* src = staged != nullptr ? staged : row;
+  return select_from_first_digit(k, src, n, staged != nullptr || aligned, Window{}, nullptr, 0,
+                                 s);
+}
+
+// The same for a row too long to stage, whose first pass sets aside the keys near the k-th key's
+// first digit in `window`, room for `capacity` keys (window_pass). Only the kernels of launches
+// that hold such rows have it (kWindowRows): compiled into every kernel of block rows, it took
+// 4096 x 4096's (the register select's) to 64 registers and spills in some builds (nvcc -Xptxas
+// -v, sm_90: with -DTDROP_TD_SPARE_BIN=1), where that kernel has 55 without it.
+__device__ __noinline__ TdThreshold window_select(const uint32_t* row, int n, int64_t k,
+                                                  bool aligned, uint32_t* window,
+                                                  unsigned capacity, SelectState& s) {
+  const Window w = window_pass(row, n, k, aligned, window, capacity, s);
+  return select_from_first_digit(k, row, n, aligned, w, window, capacity, s);
 }
 
 // radix_select_held's histogram on the device: the block's shared one (hist_add4), the digit
@@ -480,7 +639,7 @@ __device__ TdThreshold register_select_any(int tiles, const uint32_t* row, int n
 
 // A whole block on one row. The histogram is zero on entry and on return. kStaged: the row is
 // already in s_row (td_weight_prefetch_kernel copied it there).
-template <bool kStaged = false>
+template <bool kStaged = false, bool kWindow = false>
 __device__ void block_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
                           int64_t smem_floats, uint32_t* s_row, SelectState& sel, bool* bad) {
   const int warp = threadIdx.x >> 5;
@@ -493,10 +652,18 @@ __device__ void block_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
   // read only once (k = 0 or n), come from global memory.
   const bool select = k > 0 && k < n;
   uint32_t* staged = !kStaged && select && n <= smem_floats ? s_row : nullptr;
+  // A longer row sets aside the keys near its threshold there instead (window_select), where
+  // the launch left room for them (plan_fused_launch).
+  const bool window = kWindow && select && staged == nullptr && n >= kWindowRowMin &&
+                     smem_floats >= kWindowFloats;
   TdThreshold th;
   if (select) {
-    th = t.block_tiles > 0 ? register_select_any(t.block_tiles, row, n, k, aligned, staged, sel)
-                           : block_select(row, n, k, aligned, staged, sel);
+    if (t.block_tiles > 0)
+      th = register_select_any(t.block_tiles, row, n, k, aligned, staged, sel);
+    else if (window)
+      th = window_select(row, n, k, aligned, s_row, static_cast<unsigned>(smem_floats), sel);
+    else
+      th = block_select(row, n, k, aligned, staged, sel);
   }
   const TdCut cut = td_cut(k, n, th);
   // s_row is 16-byte aligned and padded to 4 entries: a staged row is read 16 bytes at a time.
@@ -660,12 +827,15 @@ __device__ void group_row_any(const DevTask& t, int64_t r, const PhiloxKeys& phi
 // it did before the warp path existed (64 registers, no spills; the kernel holding both paths
 // spills and keeps a 120-byte stack), and the warp path needs no shared memory.
 // Group rows (TdRows::Group) come alone or with block rows, never with warp rows.
+// kWindowRows, added to a path of block rows, compiles window_select in for block rows too long
+// to stage (and leaves it out of the other instantiations, whose registers it would take).
 enum RowPaths : int {
   kWarpRowsOnly = 1,
   kBlockRowsOnly = 2,
   kBothRowPaths = 3,
   kGroupRowsOnly = 4,
-  kGroupAndBlockRows = 6
+  kGroupAndBlockRows = 6,
+  kWindowRows = 8
 };
 
 // Blocks of 256 threads per SM that the launch bounds ask for; registers per thread follow (4
@@ -740,7 +910,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kPaths))
       }
     } else {
       if constexpr ((kPaths & kBlockRowsOnly) != 0)
-        block_row(t, g - t.begin, philox, smem_floats, s_row, sel, &bad);
+        block_row<false, (kPaths & kWindowRows) != 0>(t, g - t.begin, philox, smem_floats, s_row,
+                                                      sel, &bad);
     }
     if (bad) atomicExch(&nonfinite.p[t.flag], nonfinite.mark);
   }

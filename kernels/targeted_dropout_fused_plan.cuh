@@ -44,7 +44,8 @@ void check_fused_tasks(const std::vector<TdTask>& tasks) {
 struct FusedLaunch {
   TaskTable weights{}, units{};
   RowPaths paths = kBlockRowsOnly;  // the weight kernel's instantiation, when weights.count > 0
-  int64_t max_staged = 0;           // the longest row staged in shared memory, in floats
+  int64_t max_staged = 0;  // floats of shared memory a block's row takes: the longest staged
+                           // row, or a longer row's window (kWindowFloats) if that is more
   bool prefetch = false;            // the weights go to td_weight_prefetch_kernel
 };
 
@@ -59,6 +60,7 @@ FusedLaunch plan_fused_launch(std::span<const TdTask> tasks, int first_flag, TdR
   FusedLaunch p;
   TaskTable& weights = p.weights;
   bool has_warp_rows = false, has_group_rows = false, has_block_rows = false;
+  bool has_window_rows = false;
   // Prefetched needs every weight row on a block, at most kTdPrefetchRowMax entries, read 16
   // bytes at a time.
   bool prefetchable = select == TdBlockSelect::Prefetched;
@@ -87,7 +89,11 @@ FusedLaunch plan_fused_launch(std::span<const TdTask> tasks, int first_flag, TdR
                             : 0;
       weights.t[weights.count++] = dev_task(s, weights.total, flag, 0, tiles);
       weights.total += s.rows;  // a block per row
-      if (s.k > 0 && s.k < s.n && s.n <= smem_cap) p.max_staged = std::max(p.max_staged, s.n);
+      const bool selects = s.k > 0 && s.k < s.n;
+      if (selects && s.n <= smem_cap) p.max_staged = std::max(p.max_staged, s.n);
+      // A row too long to stage gets the room of a window (window_select) where it fits.
+      has_window_rows = has_window_rows || (TDROP_TD_WINDOW && selects && s.n > smem_cap &&
+                                            s.n >= kWindowRowMin && smem_cap >= kWindowFloats);
       prefetchable = prefetchable && s.n <= kTdPrefetchRowMax && s.n % 4 == 0 &&
                      reinterpret_cast<uintptr_t>(s.w) % 16 == 0;
       longest_block_row = std::max(longest_block_row, s.n);
@@ -97,6 +103,10 @@ FusedLaunch plan_fused_launch(std::span<const TdTask> tasks, int first_flag, TdR
             : !has_block_rows ? kWarpRowsOnly
             : !has_warp_rows  ? kBlockRowsOnly
                               : kBothRowPaths;
+  if (has_window_rows) {
+    p.paths = static_cast<RowPaths>(p.paths | kWindowRows);
+    p.max_staged = std::max(p.max_staged, kWindowFloats);
+  }
   if (prefetchable && p.paths == kBlockRowsOnly && weights.count > 0) {
     p.prefetch = true;
     p.max_staged = longest_block_row;  // every row is staged, k = 0 and n too
@@ -124,12 +134,18 @@ int64_t weight_grid_blocks(const FusedLaunch& p, int64_t resident_blocks) {
 using WeightKernel = decltype(&td_weight_fused_kernel<kBlockRowsOnly>);
 WeightKernel weight_kernel(const FusedLaunch& p) {
   if (p.prefetch) return td_weight_prefetch_kernel;
-  switch (p.paths) {
+  switch (static_cast<int>(p.paths)) {  // kWindowRows comes added to a path of block rows
     case kWarpRowsOnly: return td_weight_fused_kernel<kWarpRowsOnly>;
     case kBlockRowsOnly: return td_weight_fused_kernel<kBlockRowsOnly>;
     case kBothRowPaths: return td_weight_fused_kernel<kBothRowPaths>;
     case kGroupRowsOnly: return td_weight_fused_kernel<kGroupRowsOnly>;
     case kGroupAndBlockRows: return td_weight_fused_kernel<kGroupAndBlockRows>;
+    case kBlockRowsOnly | kWindowRows:
+      return td_weight_fused_kernel<kBlockRowsOnly | kWindowRows>;
+    case kBothRowPaths | kWindowRows:
+      return td_weight_fused_kernel<kBothRowPaths | kWindowRows>;
+    case kGroupAndBlockRows | kWindowRows:
+      return td_weight_fused_kernel<kGroupAndBlockRows | kWindowRows>;
   }
   TDROP_CHECK(false, "weight_kernel: no instantiation for row paths ",
               static_cast<int>(p.paths));

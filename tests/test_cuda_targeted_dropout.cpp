@@ -281,6 +281,20 @@ TEST(CudaTargetedDropout, FusedPrefetchedSmallLaunch) {
                   true, seed, TdRows::Block, TdBlockSelect::Prefetched);
 }
 
+// Rows too long to stage, whose first pass sets aside the keys near their threshold in shared
+// memory (window_select): a small launch for racecheck and synccheck. The rows of real weights
+// find the k-th key's first digit in the window; those of few values tie at the threshold.
+TEST(CudaTargetedDropout, FusedWindowSmallLaunch) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_and_compare({{2, 20000, WeightKind::Normal, 0.5, 0.5f, false, false},
+                   {1, 65536, WeightKind::Normal, 0.3, 1.0f, false, false},
+                   {2, 16385, WeightKind::FewValues, 0.5, 0.5f, false, false},
+                   {3, 300, WeightKind::Normal, 0.5, 0.5f, false, false}},
+                  true, seed, TdRows::Block);
+}
+
 TEST(CudaTargetedDropout, UnfusedWeightModeMatchesReferenceBitForBit) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = fresh_seed();
@@ -302,7 +316,8 @@ TEST(CudaTargetedDropout, UnfusedUnitModeMatchesReferenceBitForBit) {
   run_and_compare(sweep(true), false, seed);
 }
 
-// Rows longer than the shared-memory stage (the second-pass path) and the largest shapes.
+// Rows longer than the shared-memory stage (the window's path, and the second pass over the
+// row where the window misses) and the largest shapes.
 TEST(CudaTargetedDropout, LongRowsMatchReference) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = fresh_seed();

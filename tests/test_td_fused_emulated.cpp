@@ -8,12 +8,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
@@ -39,6 +41,7 @@ struct EmulatedRun {
   TdBlockSelect select = TdBlockSelect::Shared;
   unsigned max_blocks = 1u << 20;  // grid_for's cap; fewer makes blocks loop over work items
   uint64_t schedule_seed = 1;
+  int64_t staged_floats_max = kStagedFloatsMax;  // the longest row shared memory may stage
 };
 
 // targeted_dropout_fused_cuda on the emulator: the same checks, plans and kernels, with host
@@ -60,7 +63,7 @@ std::vector<int> fused_emulated(const std::vector<TdTask>& tasks, uint64_t seed,
     const FusedLaunch p =
         plan_fused_launch(std::span<const TdTask>(tasks).subspan(first, count),
                           static_cast<int>(first), run.rows, run.select, kMultiprocessors,
-                          kStagedFloatsMax);
+                          run.staged_floats_max);
     if (p.weights.count > 0) {
       const WeightKernel kernel = weight_kernel(p);
       const PhiloxKeys keys = philox_keys(seed);
@@ -225,9 +228,10 @@ std::vector<Case> prefetchable_rows_of(const std::vector<Case>& cases) {
   return out;
 }
 
-// Whether plan_fused_launch gives every launch of `cases` (16-byte aligned W) to the prefetch
-// kernel.
-bool planned_prefetch(const std::vector<Case>& cases, TdRows rows) {
+// What plan_fused_launch makes of `cases` (16-byte aligned W, gamma 1/2): the plan of each launch.
+std::vector<FusedLaunch> plans_of(const std::vector<Case>& cases, TdRows rows,
+                                  TdBlockSelect select,
+                                  int64_t staged_floats_max = kStagedFloatsMax) {
   std::vector<std::vector<float>> w(cases.size());
   std::vector<TdTask> tasks;
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -242,14 +246,21 @@ bool planned_prefetch(const std::vector<Case>& cases, TdRows rows) {
     t.unit = cases[i].unit;
     tasks.push_back(t);
   }
-  bool all = true;
+  std::vector<FusedLaunch> plans;
   for (size_t first = 0; first < tasks.size(); first += kMaxTasks) {
     const size_t count = std::min<size_t>(kMaxTasks, tasks.size() - first);
-    all = all && plan_fused_launch(std::span<const TdTask>(tasks).subspan(first, count),
-                                   static_cast<int>(first), rows, TdBlockSelect::Prefetched,
-                                   kMultiprocessors, kStagedFloatsMax)
-                     .prefetch;
+    plans.push_back(plan_fused_launch(std::span<const TdTask>(tasks).subspan(first, count),
+                                      static_cast<int>(first), rows, select, kMultiprocessors,
+                                      staged_floats_max));
   }
+  return plans;
+}
+
+// Whether plan_fused_launch gives every launch of `cases` to the prefetch kernel.
+bool planned_prefetch(const std::vector<Case>& cases, TdRows rows) {
+  bool all = true;
+  for (const FusedLaunch& p : plans_of(cases, rows, TdBlockSelect::Prefetched))
+    all = all && p.prefetch;
   return all;
 }
 
@@ -290,6 +301,64 @@ TEST(TdFusedEmulated, PrefetchedFallsBackWhereItCannotPrefetch) {
   emulate_and_compare(with(1024, false), seed, {TdRows::Block, TdBlockSelect::Prefetched, 3},
                       /*shift=*/1);
   emulate_and_compare(sweep(false), seed, {TdRows::Auto, TdBlockSelect::Prefetched});
+}
+
+// Rows too long to stage, in a launch that may stage kWindowFloats floats (the room of a window):
+// their first pass sets aside the keys near the k-th key's first digit (window_pass). Rows of
+// real weights find that digit in the window, whose keys the later passes read; the rows of
+// every kind of weights, of ties and of one binade, take what the window gives. Two edits make
+// the row be read again: rows whose first kWindowSample entries, the window's sample, are 64x
+// the rest (the k-th key's digit lies outside the window), and rows with every third entry past
+// the sample set to their k-th magnitude (the window takes more keys than it has room for).
+TEST(TdFusedEmulated, LongRowsSetAsideTheKeysNearTheirThreshold) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<Case> cases;
+  for (int64_t n : {10001, 16387, 65536})
+    for (double gamma : {0.01, 0.3, 0.5, 0.99})
+      cases.push_back({2, n, WeightKind::Normal, gamma, 0.5f, false, false});
+  for (WeightKind kind : kEveryWeightKind)
+    cases.push_back({2, 12000, kind, 0.5, 0.5f, false, false});
+  // The kernel with windows, and room for one, for long rows alone and beside short rows on
+  // warps and on groups of warps.
+  const std::vector<Case> mixed = {cases[1], cases[6],
+                                   {40, 576, WeightKind::Normal, 0.5, 0.5f, false, false}};
+  const int window = TDROP_TD_WINDOW ? kWindowRows : 0;
+  using Expected = std::tuple<std::vector<Case>, TdRows, int>;
+  for (const auto& [launch, rows, paths] :
+       {Expected{cases, TdRows::Auto, kBlockRowsOnly | window},
+        Expected{mixed, TdRows::Warp, kBothRowPaths | window},
+        Expected{mixed, TdRows::Group, kGroupAndBlockRows | window}}) {
+    const FusedLaunch plan =
+        plans_of(launch, rows, TdBlockSelect::Registers, kWindowFloats).at(0);
+    EXPECT_EQ(plan.paths, paths);
+    EXPECT_EQ(plan.max_staged, window ? kWindowFloats : 0) << "room for a window";
+  }
+  EmulatedRun run{TdRows::Auto, TdBlockSelect::Registers};
+  run.staged_floats_max = kWindowFloats;
+  emulate_and_compare(cases, seed, run);
+  emulate_and_compare(cases, seed, run, /*shift=*/1);
+  for (TdRows rows : {TdRows::Warp, TdRows::Group}) {
+    EmulatedRun with_short_rows = run;
+    with_short_rows.rows = rows;
+    emulate_and_compare(mixed, seed, with_short_rows);
+  }
+  const WeightEdit misleading_sample = [](size_t, const Case& c, std::vector<float>& w) {
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t col = 0; col < kWindowSample; ++col) w[static_cast<size_t>(r * c.n + col)] *= 64;
+  };
+  emulate_and_compare(cases, seed, run, 0, misleading_sample);
+  const WeightEdit crowded_window = [](size_t, const Case& c, std::vector<float>& w) {
+    const int64_t k = static_cast<int64_t>(c.gamma * static_cast<double>(c.n));
+    for (int64_t r = 0; r < c.rows && k > 0; ++r) {
+      float* row = w.data() + r * c.n;
+      std::vector<float> mag(row, row + c.n);
+      for (float& x : mag) x = std::fabs(x);
+      std::nth_element(mag.begin(), mag.begin() + (k - 1), mag.end());
+      for (int64_t col = kWindowSample; col < c.n; col += 3) row[col] = mag[k - 1];
+    }
+  };
+  emulate_and_compare(cases, seed, run, 0, crowded_window);
 }
 
 TEST(TdFusedEmulated, UnitModeMatchesReferenceBitForBit) {
