@@ -28,7 +28,13 @@ struct DevTask {
                     // tiles of 1024 entries (TdBlockSelect::Registers); 0: the shared select
 };
 
-constexpr int kMaxTasks = 96;  // 96 * 88 B: well inside the 32 KB kernel-parameter limit
+// 96 * 88 B: well inside the 32 KB kernel-parameter limit. The whole table is a launch's
+// parameter, ResNet-32's 30 tasks or not: -DTDROP_TD_MAX_TASKS=32 (2.8 KB, under the 4 KB that
+// parameters had before CUDA 12.1) times what the 8.5 KB cost a short launch.
+#ifndef TDROP_TD_MAX_TASKS
+#define TDROP_TD_MAX_TASKS 96
+#endif
+constexpr int kMaxTasks = TDROP_TD_MAX_TASKS;
 // Work items: one row of a block-row task, or kWarps rows of a warp-row task.
 struct TaskTable {
   DevTask t[kMaxTasks];
