@@ -221,9 +221,10 @@ if want bench && [ -f "$logs/bench_targeted_dropout.json" ]; then
   # Variants packed by gpu-bundle.sh (BENCH_VARIANTS): this tree built with other nvcc flags.
   # They come before the baseline: a knob's effect is news, the baseline's numbers were taken
   # before. By default each times Auto's placement and those a knob acts on (block rows, group
-  # rows, the shared select) on the sets where it matters (17 cases), so that several
-  # variants fit the time left after the bench and the peer; VARIANT_FILTER widens or narrows it.
-  variant_filter=${VARIANT_FILTER:-'^cuda_fused(_block_rows|_group_rows|_shared|_block_rows_shared|_prefetch)?/(mlp|resnet32|transformer|square)/'}
+  # rows, the shared select, the prefetch kernel) on the sets where it matters, and `tall` (the
+  # long rows' window) once (22 cases), so that several variants fit the time left after the
+  # bench and the peer; VARIANT_FILTER widens or narrows it.
+  variant_filter=${VARIANT_FILTER:-'^cuda_fused(_block_rows|_group_rows|_shared|_block_rows_shared|_prefetch)?/(mlp|resnet32|transformer|square|tall)/'}
   # In BENCH_VARIANTS' order (.gpu/variants.txt), so that the first named is timed first
   # when time runs short; any other packed variant after them.
   ordered=$( { awk '{print $1}' .gpu/variants.txt 2>/dev/null
