@@ -36,6 +36,7 @@
 // targeted_dropout_fused_plan.cuh (internal linkage throughout: see there).
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 #include "kernels/targeted_dropout_device.cuh"
