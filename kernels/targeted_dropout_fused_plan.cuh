@@ -44,9 +44,10 @@ void check_fused_tasks(const std::vector<TdTask>& tasks) {
 struct FusedLaunch {
   TaskTable weights{}, units{};
   RowPaths paths = kBlockRowsOnly;  // the weight kernel's instantiation, when weights.count > 0
-  int64_t max_staged = 0;  // floats of shared memory a block's row takes: the longest staged
-                           // row, or a longer row's window (kWindowFloats) if that is more
-  bool prefetch = false;            // the weights go to td_weight_prefetch_kernel
+  // Floats of shared memory for a block's row: the longest row staged there, or a longer row's
+  // window (kWindowFloats) if that is more.
+  int64_t max_staged = 0;
+  bool prefetch = false;  // the weights go to td_weight_prefetch_kernel
 };
 
 // `first_flag`: the non-finite flag of tasks[0]; `sms`: the device's multiprocessors (for

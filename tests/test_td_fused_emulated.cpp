@@ -305,11 +305,12 @@ TEST(TdFusedEmulated, PrefetchedFallsBackWhereItCannotPrefetch) {
 
 // Rows too long to stage, in a launch that may stage kWindowFloats floats (the room of a window):
 // their first pass sets aside the keys near the k-th key's first digit (window_pass). Rows of
-// real weights find that digit in the window, whose keys the later passes read; the rows of
-// every kind of weights, of ties and of one binade, take what the window gives. Two edits make
-// the row be read again: rows whose first kWindowSample entries, the window's sample, are 64x
-// the rest (the k-th key's digit lies outside the window), and rows with every third entry past
-// the sample set to their k-th magnitude (the window takes more keys than it has room for).
+// real weights find that digit in the window, whose keys the later passes read; rows of every
+// kind of weights (ties, one binade, denormals, ...) give the reference's bits whether the
+// window holds it or not. Two edits make the row be read again: rows whose first kWindowSample
+// entries, the window's sample, are 64x the rest (the k-th key's digit lies outside the
+// window), and rows with every third entry past the sample set to their k-th magnitude (more
+// keys fall in the window than it has room for; the shortest rows fit, tied at the threshold).
 TEST(TdFusedEmulated, LongRowsSetAsideTheKeysNearTheirThreshold) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
