@@ -315,10 +315,11 @@ if want speed && t=$(stage_limit 30 150); then
 elif want speed; then say "speed: skipped, out of time"; fi
 
 # --- Nsight Compute on the fused kernel -------------------------------------------------
-if want ncu && t=$(stage_limit 60 120); then  # four ncu runs of t/4: less is no profile
+if want ncu && t=$(stage_limit 60 120); then  # five ncu runs of t/5: less is no profile
   # Where the fused kernel's time goes: speed of light, occupancy, issue rate, warp stall
   # reasons and shared-memory pressure, for a long-row set (block per row, with the register and
-  # the shared select, and prefetched) and ResNet-32 (warp per row).
+  # the shared select, and prefetched), ResNet-32 (warp per row) and `tall` (rows too long to
+  # stage: the window's DRAM traffic).
   sections=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
             --section ComputeWorkloadAnalysis --section InstructionStats --section MemoryWorkloadAnalysis)
   # What a warp waits on, in cycles per issued instruction by reason (these sections print no
@@ -326,9 +327,9 @@ if want ncu && t=$(stage_limit 60 120); then  # four ncu runs of t/4: less is no
   # (global), wait (fixed latency), MIO throttle (shared atomics and shuffles), ...
   stalls=(--metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$')
   for target in cuda_fused/square cuda_fused_shared/square cuda_fused_prefetch/square \
-                cuda_fused/resnet32; do
+                cuda_fused/resnet32 cuda_fused/tall; do
     name=${target//\//-}
-    timeout $((t / 4)) ncu --clock-control none -k regex:td_weight_ -c 1 "${sections[@]}" \
+    timeout $((t / 5)) ncu --clock-control none -k regex:td_weight_ -c 1 "${sections[@]}" \
       "${stalls[@]}" $bin/bench_targeted_dropout --benchmark_filter="^$target/" \
       --benchmark_min_time=0.01 > "$logs/ncu-$name.txt" 2>&1
     heading "ncu td_weight_*_kernel, $target (logs/ncu-$name.txt)"; say '```'
