@@ -13,8 +13,8 @@
 #              --cudnn-nondeterministic, and bench/resnet32_torch.py (PyTorch eager) with and
 #              without TD; the zoo's Transformer with and without TD
 #   sanitizer  compute-sanitizer memcheck and racecheck over the CUDA tests
-#   ncu        Nsight Compute on the fused kernel (4096x4096 and ResNet-32: throughput,
-#              occupancy, issue rate, stall reasons), plus its register/spill report
+#   ncu        Nsight Compute on the fused kernel (4096x4096, ResNet-32 and 1024x65536:
+#              throughput, occupancy, issue rate, stall reasons), plus its register/spill report
 #   profile    where a ResNet-32 training step (batch 128, TD fused) spends GPU time, per kernel
 #              (nsys when the machine has it, else ncu), against the step's wall time
 #   train      the ResNet-32 reproduction: no dropout, TD g=0.5 a=0.5, TD ramped to 0.99/0.99
