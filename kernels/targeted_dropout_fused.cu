@@ -61,28 +61,27 @@ int64_t smem_capacity_floats() {
   });
 }
 
-// How many blocks of the prefetch kernel fit on the device at once, with its two row buffers
-// at their largest (2 x kTdPrefetchRowMax floats), which it is allowed once per device.
-int64_t prefetch_resident_blocks() {
-  return once_per_device([](int dev) {
-    const void* kernel = reinterpret_cast<const void*>(td_weight_prefetch_kernel);
-    const int bytes = static_cast<int>(2 * kTdPrefetchRowMax * sizeof(float));
-    TDROP_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    int per_sm = 0, sms = 0;
-    TDROP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, td_weight_prefetch_kernel, kThreads, static_cast<size_t>(bytes)));
-    TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return int64_t{std::max(per_sm, 1)} * sms;
-  });
-}
-
 int multiprocessor_count() {
   return static_cast<int>(once_per_device([](int dev) {
     int sms = 0;
     TDROP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     return int64_t{sms};
   }));
+}
+
+// How many blocks of the prefetch kernel fit on the device at once, with its two row buffers
+// at their largest (2 x kTdPrefetchRowMax floats), which it is allowed once per device.
+int64_t prefetch_resident_blocks() {
+  return once_per_device([](int) {
+    const void* kernel = reinterpret_cast<const void*>(td_weight_prefetch_kernel);
+    const int bytes = static_cast<int>(2 * kTdPrefetchRowMax * sizeof(float));
+    TDROP_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    int per_sm = 0;
+    TDROP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, td_weight_prefetch_kernel, kThreads, static_cast<size_t>(bytes)));
+    return int64_t{std::max(per_sm, 1)} * multiprocessor_count();
+  });
 }
 
 }  // namespace

@@ -77,8 +77,10 @@ constexpr int kCandidates = 2048;
 #endif
 constexpr int kWindowTiles = 4;
 constexpr int kWindowSample = kWindowTiles * kBlockSpan;
-constexpr int kWindowRowMin = 2 * kWindowSample;  // shorter rows are staged, or barely longer
 constexpr int64_t kWindowFloats = 10000;
+// A launch with windows stages rows of up to kWindowFloats entries at least, so a row it
+// windows is longer than that: more than twice the sample.
+static_assert(kWindowFloats >= 2 * kWindowSample, "a windowed row is more than its sample");
 
 // Shared state of a block's weight-mode radix select.
 struct SelectState {
@@ -461,7 +463,7 @@ struct Window {
   unsigned lo = 0, width = 0;
 };
 
-// The first select pass of a row read from global memory (at least kWindowRowMin entries): it
+// The first select pass of a row read from global memory (longer than kWindowFloats): it
 // counts every key's first digit and sets aside in `window` (room for `capacity` keys) the keys
 // whose first digit lies in the bins of the sample's (the row's first kWindowSample keys) keys
 // of ranks k m / n -+ 3 standard deviations (m the sample's size; binomial): where the k-th key's
@@ -653,10 +655,9 @@ __device__ void block_row(const DevTask& t, int64_t r, const PhiloxKeys& philox,
   // read only once (k = 0 or n), come from global memory.
   const bool select = k > 0 && k < n;
   uint32_t* staged = !kStaged && select && n <= smem_floats ? s_row : nullptr;
-  // A longer row sets aside the keys near its threshold there instead (window_select), where
-  // the launch left room for them (plan_fused_launch).
-  const bool window = kWindow && select && staged == nullptr && n >= kWindowRowMin &&
-                     smem_floats >= kWindowFloats;
+  // A longer row sets aside the keys near its threshold there instead (window_select): a launch
+  // of a kernel with windows has room for kWindowFloats at least (plan_fused_launch).
+  const bool window = kWindow && select && staged == nullptr;
   TdThreshold th;
   if (select) {
     if (t.block_tiles > 0)

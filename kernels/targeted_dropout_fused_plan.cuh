@@ -94,7 +94,7 @@ FusedLaunch plan_fused_launch(std::span<const TdTask> tasks, int first_flag, TdR
       if (selects && s.n <= smem_cap) p.max_staged = std::max(p.max_staged, s.n);
       // A row too long to stage gets the room of a window (window_select) where it fits.
       has_window_rows = has_window_rows || (TDROP_TD_WINDOW && selects && s.n > smem_cap &&
-                                            s.n >= kWindowRowMin && smem_cap >= kWindowFloats);
+                                            smem_cap >= kWindowFloats);
       prefetchable = prefetchable && s.n <= kTdPrefetchRowMax && s.n % 4 == 0 &&
                      reinterpret_cast<uintptr_t>(s.w) % 16 == 0;
       longest_block_row = std::max(longest_block_row, s.n);
